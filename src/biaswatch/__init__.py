@@ -1,0 +1,3 @@
+"""biaswatch: the nightly master-bias service for observatory cameras."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,378 @@
+"""The TOML configuration: typed, frozen, validated once at startup.
+
+``load_config(path)`` is the only way in. It reads the file with tomllib,
+merges ``[defaults]`` into every ``[cameras.NAME]`` table, validates every
+value with pydantic (unknown keys are errors, never ignored: the seed recipe's
+``signma_clip_dev_func`` typo is exactly the silent failure we refuse), and
+raises one :class:`ConfigError` listing every problem as ``[table] key: why``
+with the nearest valid key suggested for a typo.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from biaswatch.errors import ConfigError
+from biaswatch.sections import SectionSource
+
+# Decimal units first, as the seed writes mem_limit=350e6 for "350 MB".
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?(?:e[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+_CLOCK = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
+
+
+def parse_size(value: object) -> int:
+    """Bytes from ``350MB``, ``2GiB``, ``350e6`` or a plain number of bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as '350MB' or a number of bytes")
+    if isinstance(value, int | float):
+        number, unit = float(value), ""
+    elif isinstance(value, str) and (match := _SIZE.match(value)):
+        number, unit = float(match.group(1)), match.group(2).lower()
+    else:
+        raise ValueError(f"{value!r} is not a size such as '350MB', '2GB' or bytes")
+    if unit not in _SIZE_UNITS:
+        raise ValueError(f"unknown size unit {unit!r}; use B, kB, MB, GB, KiB, MiB or GiB")
+    size = int(number * _SIZE_UNITS[unit])
+    if size <= 0:
+        raise ValueError("must be more than 0 bytes")
+    return size
+
+
+def parse_clock(value: object) -> dt.time:
+    """A local wall-clock time from ``HH:MM``."""
+    if isinstance(value, dt.time):
+        return value
+    if not isinstance(value, str) or not (match := _CLOCK.match(value.strip())):
+        raise ValueError(f"{value!r} is not a local time written HH:MM (24-hour)")
+    return dt.time(int(match.group(1)), int(match.group(2)))
+
+
+def _parse_section_source(value: object) -> SectionSource:
+    if isinstance(value, SectionSource):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a string: 'none', 'header:KEYWORD' or '[x1:x2,y1:y2]'")
+    return SectionSource.parse(value)
+
+
+def _parse_overscan_model(value: object) -> str:
+    text = str(value).strip().lower()
+    if text == "median" or re.fullmatch(r"poly:[0-9]", text):
+        return text
+    raise ValueError(f"{value!r}: use 'median' or 'poly:N' with N from 0 to 9")
+
+
+Bytes = Annotated[int, BeforeValidator(parse_size)]
+Clock = Annotated[dt.time, BeforeValidator(parse_clock)]
+Sections = Annotated[SectionSource, BeforeValidator(_parse_section_source)]
+OverscanModel = Annotated[str, BeforeValidator(_parse_overscan_model)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class ServiceConfig(_Frozen):
+    """``[service]``: where state, masters and logs go, and the memory budget."""
+
+    state_dir: Path = Path("var/state")
+    masters_dir: Path = Path("var/masters")
+    log_file: str = "var/log/biaswatch.jsonl"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    mem_limit: Bytes = 350_000_000
+    # How often the main loop re-examines pending files; 0.5 s keeps the delay
+    # from "last byte written" to "ingested" well under settle_seconds + 1 s.
+    poll_seconds: float = Field(default=0.5, gt=0, le=60)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+
+class SiteConfig(_Frozen):
+    """``[site]``: the site's timezone and when the night label rolls over."""
+
+    timezone: str = "America/Chicago"
+    night_rollover: Clock = dt.time(12, 0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA timezone name") from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The timezone object."""
+        return ZoneInfo(self.timezone)
+
+
+class CalibrateSettings(_Frozen):
+    """``[*.calibrate]``: overscan subtraction and trimming (ccdproc)."""
+
+    overscan: Sections = SectionSource("header", keyword="BIASSEC")
+    overscan_axis: Literal[0, 1] = 1
+    overscan_model: OverscanModel = "median"
+    trim: Sections = SectionSource("header", keyword="TRIMSEC")
+
+
+class CombineSettings(_Frozen):
+    """``[*.combine]``: the statistics of the combine, as in ccdproc.combine."""
+
+    method: Literal["average", "median"] = "average"
+    sigma_clip: bool = True
+    sigma_low: float = Field(default=5.0, gt=0)
+    sigma_high: float = Field(default=5.0, gt=0)
+    center: Literal["median", "mean"] = "median"
+    deviation: Literal["mad_std", "std"] = "mad_std"
+    maxiters: int = Field(default=1, ge=1, le=100)
+
+
+class CameraSettings(_Frozen):
+    """Everything a camera may set; ``[defaults]`` holds the shared values."""
+
+    patterns: tuple[str, ...] = ("*.fits", "*.fit", "*.fts", "*.fits.fz")
+    imagetyp_keyword: str = "IMAGETYP"
+    bias_values: tuple[str, ...] = ("bias", "zero", "bias frame")
+    settle_seconds: float = Field(default=2.0, ge=0, le=3600)
+    expected_frames: int = Field(default=10, ge=1)
+    min_frames: int = Field(default=3, ge=1)
+    quiet_minutes: float = Field(default=30.0, gt=0)
+    night_end: Clock = dt.time(10, 0)
+    # A file that stays an incomplete FITS this long is rejected as truncated;
+    # until then it is assumed to be still on its way (a slow network copy).
+    max_incomplete_minutes: float = Field(default=10.0, gt=0)
+    polling: bool = False
+    # watchdog's PollingObserver defaults to 1 s and stats the whole tree each
+    # time (watchdog #577); 10 s is gentle on NFS and still well inside settle.
+    poll_interval_seconds: float = Field(default=10.0, gt=0)
+    hdu: int | str | None = None
+    calibrate: CalibrateSettings = CalibrateSettings()
+    combine: CombineSettings = CombineSettings()
+
+    @field_validator("bias_values")
+    @classmethod
+    def _lower_values(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v.strip().lower() for v in value)
+
+    @field_validator("imagetyp_keyword")
+    @classmethod
+    def _keyword(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,8}", value):
+            raise ValueError(f"{value!r} is not a FITS keyword (1-8 of A-Z 0-9 _ -)")
+        return value.upper()
+
+    @field_validator("patterns")
+    @classmethod
+    def _some_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("needs at least one file pattern")
+        return value
+
+    @model_validator(mode="after")
+    def _frames_consistent(self) -> CameraSettings:
+        if self.min_frames > self.expected_frames:
+            raise ValueError(
+                f"min_frames ({self.min_frames}) is more than expected_frames "
+                f"({self.expected_frames})"
+            )
+        return self
+
+
+class CameraConfig(CameraSettings):
+    """One ``[cameras.NAME]`` table after ``[defaults]`` were merged in."""
+
+    name: str
+    watch: tuple[Path, ...] = Field(min_length=1)
+
+
+class Config(_Frozen):
+    """The whole validated configuration."""
+
+    path: Path
+    service: ServiceConfig
+    site: SiteConfig
+    cameras: tuple[CameraConfig, ...]
+
+    def camera(self, name: str) -> CameraConfig:
+        """The camera called ``name``; ConfigError naming the known ones otherwise."""
+        for camera in self.cameras:
+            if camera.name == name:
+                return camera
+        known = ", ".join(c.name for c in self.cameras)
+        raise ConfigError([f"no camera {name!r} in {self.path} (cameras: {known})"])
+
+    @property
+    def log_path(self) -> Path | None:
+        """The JSON log file, or None for standard output."""
+        return None if self.service.log_file == "-" else Path(self.service.log_file)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+_TOP_LEVEL = {"service", "site", "defaults", "cameras"}
+
+
+def load_config(path: Path | str) -> Config:
+    """Read, merge, validate and resolve the config file at ``path``.
+
+    Raises:
+        ConfigError: listing every problem, each naming its table and key.
+    """
+    path = Path(path).absolute()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    problems: list[str] = []
+    config = _build(raw, path, problems)
+    if problems or config is None:
+        raise ConfigError([f"{path}: {p}" for p in problems])
+    return config
+
+
+def _build(raw: dict[str, Any], path: Path, problems: list[str]) -> Config | None:
+    for key in sorted(set(raw) - _TOP_LEVEL):
+        problems.append(_unknown("", key, _TOP_LEVEL))
+    service = _validate(ServiceConfig, raw.get("service", {}), "service", problems)
+    site = _validate(SiteConfig, raw.get("site", {}), "site", problems)
+    defaults_raw = raw.get("defaults", {})
+    defaults_problems: list[str] = []
+    _validate(CameraSettings, defaults_raw, "defaults", defaults_problems)
+    camera_problems: list[str] = []
+    cameras = _build_cameras(raw.get("cameras"), defaults_raw, camera_problems)
+    problems.extend(defaults_problems)
+    problems.extend(_not_inherited(camera_problems, defaults_problems))
+    if service is None or site is None or problems:
+        return None
+    base = path.parent
+    service = service.model_copy(
+        update={
+            "state_dir": _resolve(base, service.state_dir),
+            "masters_dir": _resolve(base, service.masters_dir),
+            "log_file": service.log_file
+            if service.log_file == "-"
+            else str(_resolve(base, Path(service.log_file))),
+        }
+    )
+    cameras = [
+        c.model_copy(update={"watch": tuple(_resolve(base, w) for w in c.watch)}) for c in cameras
+    ]
+    return Config(path=path, service=service, site=site, cameras=tuple(cameras))
+
+
+def _build_cameras(tables: object, defaults_raw: object, problems: list[str]) -> list[CameraConfig]:
+    if not isinstance(tables, Mapping) or not tables:
+        problems.append("[cameras] needs at least one [cameras.NAME] table with a watch list")
+        return []
+    defaults = defaults_raw if isinstance(defaults_raw, Mapping) else {}
+    cameras = []
+    for name, table in tables.items():
+        where = f"cameras.{name}"
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+            problems.append(f"[{where}] camera names use letters, digits, '_', '.', '-' only")
+            continue
+        if not isinstance(table, Mapping):
+            problems.append(f"[{where}] must be a table")
+            continue
+        merged = _merge(defaults, table) | {"name": name}
+        camera = _validate(CameraConfig, merged, where, problems)
+        if camera is not None:
+            cameras.append(camera)
+    return cameras
+
+
+def _not_inherited(camera_problems: list[str], defaults_problems: list[str]) -> list[str]:
+    """Drop a camera's problems that only repeat a problem of ``[defaults]``."""
+    inherited = {p.removeprefix("[defaults") for p in defaults_problems}
+    return [p for p in camera_problems if re.sub(r"^\[cameras\.[^].]+", "", p) not in inherited]
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``, one level deep for sub-tables."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _validate(model: type[_M], data: object, table: str, problems: list[str]) -> _M | None:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_describe(model, exc, table))
+        return None
+
+
+def _describe(model: type[BaseModel], exc: ValidationError, table: str) -> list[str]:
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        key, subtables = loc[-1] if loc else "", loc[:-1]
+        where = ".".join([table, *subtables])
+        if error["type"] == "extra_forbidden":
+            lines.append(_unknown(where, key, _fields_at(model, subtables)))
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            shown = loc and error["type"] != "missing"
+            given = f" (got {error['input']!r})" if shown else ""
+            lines.append(f"[{where}] {key}: {message}{given}" if key else f"[{where}] {message}")
+    return lines
+
+
+def _fields_at(model: type[BaseModel], subtables: list[str]) -> set[str]:
+    for name in subtables:
+        annotation = model.model_fields[name].annotation if name in model.model_fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return set()
+        model = annotation
+    return set(model.model_fields) - {"name"}
+
+
+def _unknown(where: str, key: str, valid: set[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    table = f"[{where}] " if where else ""
+    return f"{table}{key}: unknown key{hint}"
+
+
+def _resolve(base: Path, path: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else (base / path).absolute()

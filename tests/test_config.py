@@ -1,0 +1,191 @@
+"""Config loading: defaults, inheritance, paths, and errors that name table and key."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from biaswatch.config import load_config, parse_size
+from biaswatch.errors import ConfigError
+from biaswatch.sections import Section
+
+Write = Callable[[str], Path]
+
+MINIMAL = """
+[cameras.cryo]
+watch = ["incoming/cryo"]
+"""
+
+
+def problems_of(write_config: Write, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(text))
+    return info.value.problems
+
+
+class TestDefaults:
+    def test_only_watch_is_required(self, write_config: Write) -> None:
+        """A camera with only a watch list gets every documented default."""
+        config = load_config(write_config(MINIMAL))
+        cam = config.camera("cryo")
+        assert (cam.expected_frames, cam.min_frames, cam.quiet_minutes) == (10, 3, 30.0)
+        assert cam.settle_seconds == 2.0
+        assert cam.night_end == dt.time(10, 0)
+        assert cam.patterns == ("*.fits", "*.fit", "*.fts", "*.fits.fz")
+        assert cam.bias_values == ("bias", "zero", "bias frame")
+        assert cam.calibrate.overscan.kind == "header"
+        assert cam.calibrate.overscan.keyword == "BIASSEC"
+        assert cam.calibrate.trim.keyword == "TRIMSEC"
+        assert cam.combine.method == "average"
+        assert (cam.combine.sigma_low, cam.combine.sigma_high) == (5.0, 5.0)
+        assert (cam.combine.center, cam.combine.deviation, cam.combine.maxiters) == (
+            "median",
+            "mad_std",
+            1,
+        )
+        assert config.service.mem_limit == 350_000_000
+        assert config.site.timezone == "America/Chicago"
+        assert config.site.night_rollover == dt.time(12, 0)
+
+    def test_relative_paths_are_relative_to_the_config_file(self, write_config: Write) -> None:
+        """state_dir, masters_dir, log_file and watch resolve against the file's directory."""
+        path = write_config(MINIMAL)
+        config = load_config(path)
+        base = path.parent
+        assert config.service.state_dir == base / "var/state"
+        assert config.service.masters_dir == base / "var/masters"
+        assert config.log_path == base / "var/log/biaswatch.jsonl"
+        assert config.camera("cryo").watch == (base / "incoming/cryo",)
+
+    def test_log_file_dash_means_stdout(self, write_config: Write) -> None:
+        """log_file = "-" selects standard output."""
+        config = load_config(write_config('[service]\nlog_file = "-"\n' + MINIMAL))
+        assert config.log_path is None
+
+    def test_defaults_are_inherited_and_overridden_per_camera(self, write_config: Write) -> None:
+        """[defaults] and its sub-tables apply to every camera; a camera overrides single keys."""
+        config = load_config(
+            write_config(
+                """
+                [defaults]
+                expected_frames = 7
+                [defaults.combine]
+                sigma_low = 3.0
+                [cameras.a]
+                watch = ["a"]
+                [cameras.b]
+                watch = ["b"]
+                expected_frames = 12
+                [cameras.b.combine]
+                method = "median"
+                [cameras.b.calibrate]
+                overscan = "none"
+                trim = "[1:2048, 1:2048]"
+                """
+            )
+        )
+        a, b = config.camera("a"), config.camera("b")
+        assert (a.expected_frames, b.expected_frames) == (7, 12)
+        assert (a.combine.method, b.combine.method) == ("average", "median")
+        assert a.combine.sigma_low == b.combine.sigma_low == 3.0
+        assert b.calibrate.overscan.kind == "none"
+        assert b.calibrate.trim.section == Section(1, 2048, 1, 2048)
+
+    def test_the_repository_config_loads(self) -> None:
+        """The config.toml shipped at the repository root is valid."""
+        config = load_config(Path(__file__).parents[1] / "config.toml")
+        assert [c.name for c in config.cameras] == ["cryo", "te"]
+
+
+class TestErrors:
+    def test_unknown_key_names_table_and_suggests(self, write_config: Write) -> None:
+        """A misspelt key is an error naming its table, with the nearest valid key."""
+        problems = problems_of(write_config, MINIMAL + '[cameras.cryo.calibrate]\noverscn = "none"\n')
+        assert any(
+            "[cameras.cryo.calibrate] overscn: unknown key; did you mean 'overscan'?" in p
+            for p in problems
+        )
+
+    def test_seed_typo_is_not_silently_ignored(self, write_config: Write) -> None:
+        """The seed's signma_clip_dev_func-style typo in [defaults.combine] is refused."""
+        problems = problems_of(write_config, '[defaults.combine]\ndeviaton = "std"\n' + MINIMAL)
+        assert any("[defaults.combine] deviaton: unknown key; did you mean 'deviation'" in p for p in problems)
+
+    def test_unknown_top_level_table(self, write_config: Write) -> None:
+        """An unknown top-level table is reported with a suggestion."""
+        problems = problems_of(write_config, "[servce]\n" + MINIMAL)
+        assert any("servce: unknown key; did you mean 'service'?" in p for p in problems)
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ('[service]\nmem_limit = "lots"\n', "[service] mem_limit: 'lots' is not a size"),
+            ('[service]\nlog_level = "loud"\n', "[service] log_level: Input should be"),
+            ('[site]\ntimezone = "Mars/Olympus"\n', "[site] timezone: 'Mars/Olympus' is not an IANA"),
+            ('[site]\nnight_rollover = "25:00"\n', "[site] night_rollover: '25:00' is not a local time"),
+            ("[defaults]\nexpected_frames = 0\n", "[defaults] expected_frames: Input should be greater"),
+            ('[defaults]\nexpected_frames = "ten"\n', "[defaults] expected_frames: Input should be a valid integer"),
+            ("[defaults]\nmin_frames = 11\n", "min_frames (11) is more than expected_frames (10)"),
+            ('[defaults.combine]\nmethod = "mean"\n', "[defaults.combine] method: Input should be 'average' or 'median'"),
+            ('[defaults.calibrate]\ntrim = "[1:20"\n', "[defaults.calibrate] trim: '[1:20' is not a FITS section"),
+            ('[defaults.calibrate]\noverscan_model = "spline"\n', "overscan_model: 'spline': use 'median' or 'poly:N'"),
+            ("[defaults.combine]\nmaxiters = 0\n", "[defaults.combine] maxiters: Input should be greater"),
+        ],
+    )
+    def test_bad_values_name_table_and_key(self, write_config: Write, text: str, expected: str) -> None:
+        """A wrong type or impossible value is an error naming its table and key."""
+        problems = problems_of(write_config, text + MINIMAL)
+        assert any(expected in p for p in problems), problems
+
+    def test_defaults_problem_is_reported_once(self, write_config: Write) -> None:
+        """A bad [defaults] value is reported under [defaults], not again for each camera."""
+        problems = problems_of(
+            write_config, '[defaults]\nexpected_frames = 0\n[cameras.b]\nwatch = ["b"]\n' + MINIMAL
+        )
+        assert len([p for p in problems if "expected_frames" in p]) == 1
+
+    def test_every_problem_is_listed(self, write_config: Write) -> None:
+        """Several problems in one file are all reported together."""
+        problems = problems_of(
+            write_config, '[service]\nmem_limt = 1\n[site]\ntimezone = "X"\n[cameras.c]\n'
+        )
+        assert len(problems) == 3
+        assert any("[cameras.c] watch: Field required" in p for p in problems)
+
+    def test_no_cameras(self, write_config: Write) -> None:
+        """A config without cameras is an error that says what is missing."""
+        problems = problems_of(write_config, "[service]\n")
+        assert any("at least one [cameras.NAME]" in p for p in problems)
+
+    def test_toml_syntax_error(self, write_config: Write) -> None:
+        """Broken TOML is an error naming the file."""
+        path = write_config("[cameras.cryo\n")
+        with pytest.raises(ConfigError, match="not valid TOML"):
+            load_config(path)
+
+    def test_cli_exits_78_with_the_problems(self, write_config: Write) -> None:
+        """The run command exits with EX_CONFIG (78) and prints each problem."""
+        path = write_config('[defaults]\nquiet_minuts = 5\n' + MINIMAL)
+        result = subprocess.run(
+            [sys.executable, "-m", "biaswatch", "run", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 78
+        assert "[defaults] quiet_minuts: unknown key; did you mean 'quiet_minutes'?" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [("350MB", 350_000_000), ("2GB", 2_000_000_000), ("512MiB", 512 * 2**20), (350e6, 350_000_000),
+     (1024, 1024), ("1.5 GB", 1_500_000_000)],
+)
+def test_parse_size(value: object, size: int) -> None:
+    """Sizes accept decimal and binary units and plain byte counts."""
+    assert parse_size(value) == size
