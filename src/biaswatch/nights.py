@@ -1,0 +1,66 @@
+"""Observing-night labels (pure, no I/O).
+
+A night is labelled by the local date of its evening. The label changes at
+``night_rollover`` local time, so an afternoon bias (15:00) and the next
+morning's bias (08:00) share one label. All inputs and outputs are
+timezone-aware; DATE-OBS is UTC by the FITS standard (FITS 4.0, sect. 9.1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from zoneinfo import ZoneInfo
+
+_ISO = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}:\d{2}(?:\.\d+)?))?$")
+
+
+def night_label(when: dt.datetime, zone: ZoneInfo, rollover: dt.time) -> dt.date:
+    """The night an aware instant belongs to: local date, minus a day before rollover."""
+    local = when.astimezone(zone)
+    if local.time() < rollover:
+        return local.date() - dt.timedelta(days=1)
+    return local.date()
+
+
+def night_start(night: dt.date, zone: ZoneInfo, rollover: dt.time) -> dt.datetime:
+    """The aware UTC instant at which ``night`` begins (its rollover)."""
+    return _local_instant(night, rollover, zone)
+
+
+def night_end(night: dt.date, zone: ZoneInfo, rollover: dt.time, end: dt.time) -> dt.datetime:
+    """The aware UTC instant of ``end`` local time within ``night``.
+
+    A night spans [rollover on its date, rollover the next day), so an end time
+    earlier than the rollover falls on the next calendar day (10:00 the next
+    morning for the defaults), a later one on the night's own date.
+    """
+    day = night if end >= rollover else night + dt.timedelta(days=1)
+    return _local_instant(day, end, zone)
+
+
+def _local_instant(day: dt.date, clock: dt.time, zone: ZoneInfo) -> dt.datetime:
+    # A wall time inside a daylight-saving gap or overlap resolves with fold=0
+    # (PEP 495): the earlier of the two instants, or the pre-transition offset.
+    local = dt.datetime.combine(day, clock, tzinfo=zone)
+    return local.astimezone(dt.UTC)
+
+
+def parse_date_obs(value: object, time_obs: object = None) -> dt.datetime | None:
+    """An aware UTC datetime from DATE-OBS (plus TIME-OBS for old date-only headers).
+
+    Returns None when the value is missing or not an ISO-8601 date/time.
+    """
+    if not isinstance(value, str):
+        return None
+    match = _ISO.match(value.strip().removesuffix("Z"))
+    if match is None:
+        return None
+    date_part, time_part = match.groups()
+    if time_part is None and isinstance(time_obs, str) and time_obs.strip():
+        time_part = time_obs.strip()
+    try:
+        parsed = dt.datetime.fromisoformat(f"{date_part}T{time_part or '00:00:00'}")
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=dt.UTC)
