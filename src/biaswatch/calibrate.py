@@ -1,0 +1,123 @@
+"""Calibrate one raw bias: subtract the overscan, trim, keep float32.
+
+This is the seed recipe's first step (ccdproc ``subtract_overscan`` with a
+median collapse, then ``trim_image``), run once per frame as it lands so that
+only the combine is left when a set completes. A section that does not fit
+the frame is that frame's error, naming the setting or keyword, never a crash.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ccdproc
+import numpy as np
+from astropy import units as u
+from astropy.io import fits
+from astropy.modeling.models import Polynomial1D
+from astropy.nddata import CCDData
+
+from biaswatch.config import CalibrateSettings
+from biaswatch.errors import FrameRejected
+from biaswatch.sections import Section, SectionSource
+
+# Keywords that describe the raw layout and would be wrong after trimming.
+_RAW_LAYOUT = ("BIASSEC", "TRIMSEC", "DATASEC", "CCDSEC", "BZERO", "BSCALE")
+_STRUCTURE = ("SIMPLE", "BITPIX", "EXTEND", "XTENSION", "PCOUNT", "GCOUNT", "EXTNAME")
+_STRUCTURE = ("SIMPLE", "BITPIX", "EXTEND", "XTENSION", "PCOUNT", "GCOUNT", "EXTNAME")
+
+
+def resolve_section(
+    source: SectionSource, header: fits.Header, shape: tuple[int, int], setting: str
+) -> Section | None:
+    """The section to use for ``setting`` ("overscan" or "trim"), checked against ``shape``.
+
+    Raises:
+        FrameRejected: the keyword is missing or unreadable, or the section does not fit.
+    """
+    if source.kind == "none":
+        return None
+    if source.kind == "header":
+        origin = f"{setting} = header:{source.keyword}"
+        value = header.get(source.keyword)
+        if value is None:
+            raise FrameRejected(f"{origin}: keyword {source.keyword} is missing from the header")
+        try:
+            section = Section.parse(str(value))
+        except ValueError as exc:
+            raise FrameRejected(f"{origin}: {exc}") from None
+    else:
+        assert source.section is not None
+        origin, section = f"{setting} = {source.describe()}", source.section
+    problem = section.problem_with(shape)
+    if problem is not None:
+        raise FrameRejected(f"{origin}: {problem}")
+    return section
+
+
+def calibrate_image(
+    image: np.ndarray, header: fits.Header, settings: CalibrateSettings
+) -> np.ndarray:
+    """Overscan-subtract and trim ``image`` with ccdproc; returns float32.
+
+    Raises:
+        FrameRejected: a section does not fit, or ccdproc refuses the frame.
+    """
+    shape = (int(image.shape[0]), int(image.shape[1]))
+    overscan = resolve_section(settings.overscan, header, shape, "overscan")
+    trim = resolve_section(settings.trim, header, shape, "trim")
+    ccd = CCDData(image.astype(np.float64), unit=u.adu)
+    if overscan is not None:
+        _check_overscan_spans(overscan, shape, settings)
+        ccd = ccdproc.subtract_overscan(
+            ccd,
+            fits_section=overscan.fits_string(),
+            overscan_axis=settings.overscan_axis,
+            median=True,
+            model=_overscan_model(settings.overscan_model),
+        )
+    if trim is not None:
+        ccd = ccdproc.trim_image(ccd, fits_section=trim.fits_string())
+    return np.asarray(ccd.data, dtype=np.float32)
+
+
+def _check_overscan_spans(
+    section: Section, shape: tuple[int, int], settings: CalibrateSettings
+) -> None:
+    # ccdproc collapses the overscan along overscan_axis and subtracts the
+    # result row by row (axis 1) or column by column (axis 0): the strip must
+    # cover every row (or column), or numpy cannot broadcast it.
+    rows, cols = section.shape()
+    axis = settings.overscan_axis
+    if (axis == 1 and rows != shape[0]) or (axis == 0 and cols != shape[1]):
+        along = "rows" if axis == 1 else "columns"
+        raise FrameRejected(
+            f"overscan = {settings.overscan.describe()} ({section.fits_string()}) does not cover "
+            f"all {shape[0] if axis == 1 else shape[1]} {along} needed for overscan_axis={axis}"
+        )
+
+
+def _overscan_model(model: str) -> Polynomial1D | None:
+    if model == "median":
+        return None
+    return Polynomial1D(degree=int(model.split(":", 1)[1]))
+
+
+def calibrated_header(raw: fits.Header) -> fits.Header:
+    """The raw header without the raw-layout keywords that trimming invalidates."""
+    header = fits.Header()
+    for card in raw.cards:
+        key = card.keyword
+        if key and key not in _RAW_LAYOUT and key not in _STRUCTURE and not key.startswith("NAXIS"):
+            header.append(card)
+    return header
+
+
+def write_calibrated(data: np.ndarray, header: fits.Header, path: Path) -> Path:
+    """Write a calibrated frame to the work area (temporary name, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    fits.PrimaryHDU(data=data, header=header).writeto(tmp, overwrite=True)
+    os.replace(tmp, path)
+    return path

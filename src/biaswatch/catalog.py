@@ -1,0 +1,365 @@
+"""The SQLite catalog: every frame seen, every set, every master.
+
+It is the one source of truth for state: the service keeps nothing in memory
+that it could not rebuild from here. Each state change is one transaction.
+WAL mode lets ``biaswatch masters`` read while the service writes (the SQLite
+docs: readers do not block the writer); the file lives in ``state_dir`` on a
+local disk because WAL does not work over a network filesystem.
+
+Frame statuses: valid (calibrated, waiting in a set), combined, ignored (not
+a bias), rejected (with a reason). Set states: open, combining, done, failed,
+insufficient.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS frames (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    camera TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT,
+    status TEXT NOT NULL CHECK (status IN ('valid', 'combined', 'ignored', 'rejected')),
+    reason TEXT,
+    note TEXT,
+    imagetyp TEXT,
+    date_obs TEXT,
+    night TEXT,
+    geometry TEXT,
+    set_id INTEGER REFERENCES sets(id),
+    calibrated TEXT,
+    recorded TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS frames_set ON frames(set_id);
+CREATE TABLE IF NOT EXISTS sets (
+    id INTEGER PRIMARY KEY,
+    camera TEXT NOT NULL,
+    night TEXT NOT NULL,
+    geometry TEXT NOT NULL,
+    state TEXT NOT NULL
+        CHECK (state IN ('open', 'combining', 'done', 'failed', 'insufficient')),
+    reason TEXT,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sets_key ON sets(camera, night, geometry, state);
+CREATE TABLE IF NOT EXISTS masters (
+    id INTEGER PRIMARY KEY,
+    set_id INTEGER NOT NULL UNIQUE REFERENCES sets(id),
+    camera TEXT NOT NULL,
+    night TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    geometry TEXT NOT NULL,
+    path TEXT NOT NULL UNIQUE,
+    ncombine INTEGER NOT NULL,
+    input_digest TEXT NOT NULL,
+    created TEXT NOT NULL,
+    UNIQUE (camera, night, sequence)
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRecord:
+    """What the service learnt about one file."""
+
+    path: str
+    camera: str
+    size: int
+    mtime_ns: int
+    status: str
+    sha256: str | None = None
+    reason: str | None = None
+    note: str | None = None
+    imagetyp: str | None = None
+    date_obs: str | None = None
+    night: str | None = None
+    geometry: str | None = None
+    calibrated: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetRow:
+    """One set and its valid frames' count and latest arrival."""
+
+    id: int
+    camera: str
+    night: str
+    geometry: str
+    state: str
+    reason: str | None
+    frames: int
+    last_arrival: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MasterRow:
+    """One published master."""
+
+    camera: str
+    night: str
+    sequence: int
+    geometry: str
+    path: str
+    ncombine: int
+    input_digest: str
+    created: str
+
+
+def utc_now() -> dt.datetime:
+    """The real time, aware UTC (the default clock)."""
+    return dt.datetime.now(dt.UTC)
+
+
+class Catalog:
+    """The catalog database; one instance per process, used from one thread."""
+
+    def __init__(self, path: Path, now: Callable[[], dt.datetime] = utc_now) -> None:
+        self._clock = now
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE).
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def _now(self) -> str:
+        return self._clock().isoformat(timespec="milliseconds")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # --- frames ---------------------------------------------------------
+
+    def is_known(self, path: Path, size: int, mtime_ns: int) -> bool:
+        """Whether this path was already recorded with this size and mtime."""
+        row = self._db.execute(
+            "SELECT size, mtime_ns FROM frames WHERE path = ?", (str(path),)
+        ).fetchone()
+        return row is not None and (row["size"], row["mtime_ns"]) == (size, mtime_ns)
+
+    def is_recorded(self, path: Path) -> bool:
+        """Whether any version of this path was recorded."""
+        row = self._db.execute("SELECT 1 FROM frames WHERE path = ?", (str(path),)).fetchone()
+        return row is not None
+
+    def record_frame(self, frame: FrameRecord) -> None:
+        """Record a frame that joins no set (ignored or rejected)."""
+        with self._transaction() as db:
+            _insert_frame(db, frame, None, self._now())
+
+    def add_to_set(self, frame: FrameRecord) -> int:
+        """Record a valid frame in its camera/night/geometry's open set; returns the set id."""
+        with self._transaction() as db:
+            now = self._now()
+            set_id = _open_set(db, frame.camera, str(frame.night), str(frame.geometry), now)
+            _insert_frame(db, frame, set_id, now)
+        return set_id
+
+    def frame(self, path: Path) -> sqlite3.Row | None:
+        """The row recorded for ``path``."""
+        row: sqlite3.Row | None = self._db.execute(
+            "SELECT * FROM frames WHERE path = ?", (str(path),)
+        ).fetchone()
+        return row
+
+    def frames(self, camera: str | None = None) -> list[sqlite3.Row]:
+        """All recorded frames, optionally of one camera."""
+        if camera is None:
+            return self._db.execute("SELECT * FROM frames ORDER BY id").fetchall()
+        return self._db.execute(
+            "SELECT * FROM frames WHERE camera = ? ORDER BY id", (camera,)
+        ).fetchall()
+
+    def set_inputs(self, set_id: int) -> list[sqlite3.Row]:
+        """The valid frames of a set, oldest first."""
+        return self._db.execute(
+            "SELECT * FROM frames WHERE set_id = ? AND status IN ('valid', 'combined') "
+            "ORDER BY date_obs, path",
+            (set_id,),
+        ).fetchall()
+
+    # --- sets -----------------------------------------------------------
+
+    def get_set(self, set_id: int) -> SetRow:
+        """One set with its frame count."""
+        rows = self._sets("s.id = ?", (set_id,))
+        if not rows:
+            raise KeyError(set_id)
+        return rows[0]
+
+    def sets_in(self, *states: str) -> list[SetRow]:
+        """Sets in any of ``states``."""
+        marks = ",".join("?" * len(states))
+        return self._sets(f"s.state IN ({marks})", states)
+
+    def _sets(self, where: str, args: tuple[object, ...]) -> list[SetRow]:
+        rows = self._db.execute(
+            "SELECT s.*, COUNT(f.id) AS n, MAX(f.recorded) AS last FROM sets s "
+            "LEFT JOIN frames f ON f.set_id = s.id AND f.status IN ('valid', 'combined') "
+            f"WHERE {where} GROUP BY s.id ORDER BY s.id",
+            args,
+        ).fetchall()
+        return [
+            SetRow(
+                r["id"],
+                r["camera"],
+                r["night"],
+                r["geometry"],
+                r["state"],
+                r["reason"],
+                r["n"],
+                dt.datetime.fromisoformat(r["last"] or r["created"]),
+            )
+            for r in rows
+        ]
+
+    def set_state(self, set_id: int, state: str, reason: str | None = None) -> None:
+        """Move a set to ``state`` with a reason."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE sets SET state = ?, reason = ?, updated = ? WHERE id = ?",
+                (state, reason, self._now(), set_id),
+            )
+
+    def reopen_interrupted(self) -> int:
+        """At start: sets left 'combining' by a stopped service go back to 'open'."""
+        with self._transaction() as db:
+            cur = db.execute(
+                "UPDATE sets SET state = 'open', reason = 'combine interrupted; retrying', "
+                "updated = ? WHERE state = 'combining'",
+                (self._now(),),
+            )
+        return cur.rowcount
+
+    # --- masters --------------------------------------------------------
+
+    def next_sequence(self, camera: str, night: str) -> int:
+        """The next master sequence number of a camera's night (1, 2, ...)."""
+        row = self._db.execute(
+            "SELECT MAX(sequence) FROM masters WHERE camera = ? AND night = ?", (camera, night)
+        ).fetchone()
+        return int(row[0] or 0) + 1
+
+    def record_master(self, set_id: int, master: MasterRow) -> None:
+        """One transaction: the master row, the set done, its frames combined."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO masters (set_id, camera, night, sequence, geometry, path, ncombine,"
+                " input_digest, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    set_id,
+                    master.camera,
+                    master.night,
+                    master.sequence,
+                    master.geometry,
+                    master.path,
+                    master.ncombine,
+                    master.input_digest,
+                    master.created,
+                ),
+            )
+            db.execute(
+                "UPDATE sets SET state = 'done', reason = NULL, updated = ? WHERE id = ?",
+                (self._now(), set_id),
+            )
+            db.execute(
+                "UPDATE frames SET status = 'combined' WHERE set_id = ? AND status = 'valid'",
+                (set_id,),
+            )
+
+    def masters(self, camera: str | None = None, night: str | None = None) -> list[MasterRow]:
+        """Published masters, oldest first, optionally filtered."""
+        clauses, args = [], []
+        for column, value in (("camera", camera), ("night", night)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._db.execute(
+            f"SELECT * FROM masters{where} ORDER BY camera, night, sequence", args
+        ).fetchall()
+        return [
+            MasterRow(
+                r["camera"],
+                r["night"],
+                r["sequence"],
+                r["geometry"],
+                r["path"],
+                r["ncombine"],
+                r["input_digest"],
+                r["created"],
+            )
+            for r in rows
+        ]
+
+
+def _insert_frame(db: sqlite3.Connection, frame: FrameRecord, set_id: int | None, now: str) -> None:
+    db.execute(
+        "INSERT INTO frames (path, camera, size, mtime_ns, sha256, status, reason, note,"
+        " imagetyp, date_obs, night, geometry, set_id, calibrated, recorded)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,"
+        " sha256 = excluded.sha256, status = excluded.status, reason = excluded.reason,"
+        " note = excluded.note, imagetyp = excluded.imagetyp, date_obs = excluded.date_obs,"
+        " night = excluded.night, geometry = excluded.geometry, set_id = excluded.set_id,"
+        " calibrated = excluded.calibrated, recorded = excluded.recorded",
+        (
+            frame.path,
+            frame.camera,
+            frame.size,
+            frame.mtime_ns,
+            frame.sha256,
+            frame.status,
+            frame.reason,
+            frame.note,
+            frame.imagetyp,
+            frame.date_obs,
+            frame.night,
+            frame.geometry,
+            set_id,
+            frame.calibrated,
+            now,
+        ),
+    )
+
+
+def _open_set(db: sqlite3.Connection, camera: str, night: str, geometry: str, now: str) -> int:
+    """The set a new frame joins: the open (or insufficient, now reopened) one, else a new one."""
+    row = db.execute(
+        "SELECT id FROM sets WHERE camera = ? AND night = ? AND geometry = ?"
+        " AND state IN ('open', 'insufficient') ORDER BY id DESC LIMIT 1",
+        (camera, night, geometry),
+    ).fetchone()
+    if row is not None:
+        db.execute("UPDATE sets SET state = 'open', updated = ? WHERE id = ?", (now, row["id"]))
+        return int(row["id"])
+    cur = db.execute(
+        "INSERT INTO sets (camera, night, geometry, state, created, updated)"
+        " VALUES (?, ?, ?, 'open', ?, ?)",
+        (camera, night, geometry, now, now),
+    )
+    assert cur.lastrowid is not None
+    return cur.lastrowid

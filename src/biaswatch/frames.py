@@ -1,0 +1,291 @@
+"""Frames on disk: when a file is ready, whether it is whole FITS, what it is.
+
+Watchdog's ``created`` fires when a file appears, long before the camera has
+finished writing it (watchdog #586), and astropy only *warns* when a FITS file
+is truncated (``_File.seek``). So a path becomes a frame in three steps:
+
+1. :class:`Readiness` waits until its size and mtime have not changed for
+   ``settle_seconds`` (or the writer closed it, on inotify);
+2. :func:`fits_status` checks the bytes against the FITS structure itself
+   (END card present, data as long as BITPIX x NAXISn say);
+3. :func:`read_frame` reads it once, hashes it, picks the image HDU and
+   returns plain data for :func:`classify` and calibration.
+
+The raw file is only ever opened for reading.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
+
+from biaswatch.config import CameraConfig
+from biaswatch.errors import FrameRejected
+from biaswatch.nights import parse_date_obs
+from biaswatch.sets import Geometry
+
+BLOCK = 2880  # FITS logical record length, FITS 4.0 sect. 3.1
+CARD = 80
+_STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "EXTEND", "PCOUNT", "GCOUNT", "END"}
+
+
+# --- 1. readiness ----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Pending:
+    size: int
+    mtime_ns: int
+    stable_since: float
+    first_seen: float
+    settle: float
+    closed: bool = False
+
+
+@dataclass(slots=True)
+class Readiness:
+    """Tracks candidate paths until they stop changing."""
+
+    _pending: dict[Path, _Pending] = field(default_factory=dict)
+
+    def note(self, path: Path, settle: float, now: float, *, closed: bool = False) -> None:
+        """Start (or keep) watching ``path``; ``closed`` means the writer closed it."""
+        entry = self._pending.get(path)
+        if entry is None:
+            self._pending[path] = _Pending(-1, -1, now, now, settle, closed)
+        elif closed:
+            entry.closed = True
+
+    def forget(self, path: Path) -> None:
+        """Stop watching ``path``."""
+        self._pending.pop(path, None)
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._pending
+
+    def waiting_since(self, path: Path) -> float | None:
+        """When ``path`` was first noted (monotonic seconds), or None."""
+        entry = self._pending.get(path)
+        return None if entry is None else entry.first_seen
+
+    def settled(self, now: float) -> list[Path]:
+        """Paths unchanged for their settle time (or closed); vanished paths are dropped."""
+        ready = []
+        for path, entry in list(self._pending.items()):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                del self._pending[path]
+                continue
+            if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
+                entry.size, entry.mtime_ns, entry.stable_since = st.st_size, st.st_mtime_ns, now
+                if not entry.closed:
+                    continue
+            if entry.closed or now - entry.stable_since >= entry.settle:
+                ready.append(path)
+                entry.closed = False
+        return ready
+
+    def restart_settle(self, path: Path, now: float) -> None:
+        """Wait another settle period before looking at ``path`` again."""
+        entry = self._pending.get(path)
+        if entry is not None:
+            entry.stable_since = now
+
+
+# --- 2. FITS completeness --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FitsStatus:
+    """Whether a file holds whole FITS HDUs: complete, incomplete (yet), or not FITS."""
+
+    state: Literal["complete", "incomplete", "not_fits"]
+    detail: str = ""
+
+
+def fits_status(path: Path) -> FitsStatus:
+    """Check header END cards and data lengths of every HDU against the file size."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        return _walk_hdus(f, size)
+
+
+def _walk_hdus(f: io.BufferedReader, size: int) -> FitsStatus:
+    offset, index = 0, 0
+    while True:
+        f.seek(offset)
+        header = _read_header(f, first=index == 0)
+        if isinstance(header, FitsStatus):
+            if index > 0 and header.state == "not_fits":
+                return FitsStatus("complete", "trailing bytes after the last HDU ignored")
+            return header
+        cards, header_bytes = header
+        data = _data_bytes(cards)
+        have = size - offset - header_bytes
+        if have < data:
+            what = "primary HDU" if index == 0 else f"HDU {index}"
+            return FitsStatus("incomplete", f"{what} data: {max(have, 0)} of {data} bytes")
+        offset += header_bytes + math.ceil(data / BLOCK) * BLOCK
+        index += 1
+        # The last HDU's padding is optional in practice: some camera programs
+        # stop at the last data byte, and astropy reads such files.
+        if offset >= size:
+            return FitsStatus("complete", f"{index} HDU(s)")
+
+
+def _read_header(f: io.BufferedReader, *, first: bool) -> tuple[dict[str, str], int] | FitsStatus:
+    start = f.read(BLOCK)
+    magic = b"SIMPLE  =" if first else b"XTENSION="
+    if len(start) < len(magic):
+        return FitsStatus("incomplete", "file is shorter than one FITS card")
+    if not start.startswith(magic):
+        return FitsStatus("not_fits", "does not start with a FITS 'SIMPLE' card")
+    cards: dict[str, str] = {}
+    block, total = start, 0
+    while True:
+        if len(block) < BLOCK:
+            return FitsStatus("incomplete", "header has no END card")
+        total += BLOCK
+        for i in range(0, BLOCK, CARD):
+            card = block[i : i + CARD].decode("ascii", errors="replace")
+            key = card[:8].strip()
+            if key == "END":
+                return cards, total
+            if card[8:10] == "= ":
+                cards[key] = card[10:].split("/", 1)[0].strip()
+        block = f.read(BLOCK)
+
+
+def _data_bytes(cards: dict[str, str]) -> int:
+    """Bytes of data the header announces: |BITPIX|/8 x GCOUNT x (PCOUNT + prod NAXISn)."""
+    try:
+        bitpix, naxis = int(cards["BITPIX"]), int(cards.get("NAXIS", "0"))
+        if naxis == 0:
+            return 0
+        pixels = math.prod(int(cards[f"NAXIS{i}"]) for i in range(1, naxis + 1))
+        pcount, gcount = int(cards.get("PCOUNT", "0")), int(cards.get("GCOUNT", "1"))
+    except (KeyError, ValueError) as exc:
+        raise FrameRejected(f"malformed FITS structure keyword: {exc}") from None
+    return abs(bitpix) // 8 * gcount * (pcount + pixels)
+
+
+# --- 3. reading and classifying -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RawFrame:
+    """A frame read from disk: its image, merged header, and identity."""
+
+    path: Path
+    image: np.ndarray
+    header: fits.Header
+    sha256: str
+    size: int
+    mtime_ns: int
+
+
+def read_frame(path: Path, camera: CameraConfig) -> RawFrame:
+    """Read ``path`` once (read-only), hash it and pick its image HDU.
+
+    Raises:
+        FrameRejected: unreadable or corrupt FITS, or no 2-D image.
+    """
+    st = path.stat()
+    content = path.read_bytes()
+    try:
+        with warnings.catch_warnings():
+            # astropy only warns on truncation (astropy#13356); that is an error here.
+            warnings.simplefilter("error", AstropyUserWarning)
+            with fits.open(io.BytesIO(content), memmap=False) as hdul:
+                image, header = _pick_image(hdul, camera.hdu)
+    except FrameRejected:
+        raise
+    except Exception as exc:
+        raise FrameRejected(f"corrupt FITS: {type(exc).__name__}: {exc}") from None
+    digest = hashlib.sha256(content).hexdigest()
+    return RawFrame(path, image, header, digest, st.st_size, st.st_mtime_ns)
+
+
+def _pick_image(hdul: fits.HDUList, hdu: int | str | None) -> tuple[np.ndarray, fits.Header]:
+    if hdu is not None:
+        try:
+            chosen = hdul[hdu]
+        except (KeyError, IndexError):
+            raise FrameRejected(f"no HDU {hdu!r} (the camera's 'hdu' setting)") from None
+    else:
+        chosen = next((h for h in hdul if getattr(h, "data", None) is not None), None)
+        if chosen is None:
+            raise FrameRejected("no HDU holds image data")
+    data = chosen.data
+    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.dtype.fields is not None:
+        shape = getattr(data, "shape", None)
+        raise FrameRejected(f"HDU {chosen.name!r} is not a 2-D image (shape {shape})")
+    return np.array(data), _merged_header(hdul[0].header, chosen.header)
+
+
+def _merged_header(primary: fits.Header, image: fits.Header) -> fits.Header:
+    """The image HDU's header plus primary keywords it lacks (IMAGETYP often lives there)."""
+    merged = image.copy()
+    for card in primary.cards:
+        if card.keyword and card.keyword not in _STRUCTURAL and card.keyword not in merged:
+            merged.append(card)
+    return merged
+
+
+def classify(header: fits.Header, camera: CameraConfig) -> tuple[bool, str]:
+    """Is this a bias frame? Returns (is_bias, the IMAGETYP value as written).
+
+    Raises:
+        FrameRejected: the configured keyword is missing.
+    """
+    key = camera.imagetyp_keyword
+    value = header.get(key)
+    if value is None or not str(value).strip():
+        raise FrameRejected(f"missing {key} keyword: cannot tell whether this is a bias")
+    text = str(value).strip()
+    return text.lower() in camera.bias_values, text
+
+
+def observation_time(frame: RawFrame) -> tuple[dt.datetime, str | None]:
+    """DATE-OBS as aware UTC; else the file's mtime and a note saying so."""
+    raw = frame.header.get("DATE-OBS")
+    when = parse_date_obs(raw, frame.header.get("TIME-OBS"))
+    if when is not None:
+        return when, None
+    mtime = dt.datetime.fromtimestamp(frame.mtime_ns / 1e9, tz=dt.UTC)
+    problem = "missing" if raw is None else f"unreadable ({raw!r})"
+    return mtime, f"DATE-OBS {problem}: night taken from file mtime {mtime:%Y-%m-%dT%H:%M:%S}Z"
+
+
+def geometry(frame: RawFrame) -> Geometry:
+    """Raw shape and binning (XBINNING/YBINNING, 1 when absent)."""
+    rows, cols = frame.image.shape
+    return Geometry(
+        rows, cols, _binning(frame.header, "XBINNING"), _binning(frame.header, "YBINNING")
+    )
+
+
+def _binning(header: fits.Header, key: str) -> int:
+    value = header.get(key, 1)
+    try:
+        binning = int(value)
+    except (TypeError, ValueError):
+        raise FrameRejected(f"{key} = {value!r} is not a whole number") from None
+    if binning < 1:
+        raise FrameRejected(f"{key} = {binning} must be at least 1")
+    return binning

@@ -1,0 +1,135 @@
+"""Publishing a master: header, atomic write, ``latest`` link.
+
+The write follows the sequence in reliability.md 2.4 (Pillai et al., OSDI
+'14): write a temporary file in the target directory, flush and fsync it,
+give it its final name, fsync the directory. The final name is made with
+``os.link``, which fails if the name exists, so an existing master is never
+overwritten, even by a second service pointed at the same directory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from biaswatch import __version__
+from biaswatch.config import CombineSettings
+
+# Per-frame keywords of the first input that would mislead on a master.
+_PER_FRAME = ("CHECKSUM", "DATASUM", "FRAMENO", "FILENAME")
+
+
+@dataclass(frozen=True, slots=True)
+class MasterInfo:
+    """Everything that goes into a master's header besides the pixels."""
+
+    camera: str
+    night: str
+    sequence: int
+    geometry: str
+    raw_names: tuple[str, ...]
+    settings: CombineSettings
+    mem_limit: int
+    input_digest: str
+
+
+def master_path(masters_dir: Path, info: MasterInfo) -> Path:
+    """``masters_dir/<camera>/<night>/bias_<camera>_<night>_<NN>_<geometry>.fits``."""
+    name = f"bias_{info.camera}_{info.night}_{info.sequence:02d}_{info.geometry}.fits"
+    return masters_dir / info.camera / info.night / name
+
+
+def master_header(first_input: fits.Header, info: MasterInfo) -> fits.Header:
+    """The first input's header (as ccdproc keeps it) plus the provenance of the combine."""
+    header = first_input.copy()
+    for key in _PER_FRAME:
+        header.remove(key, ignore_missing=True, remove_all=True)
+    for key in [k for k in header if k.startswith("IMCMB")]:
+        header.remove(key, remove_all=True)
+    settings = info.settings
+    cards: list[tuple[str, object, str]] = [
+        ("IMAGETYP", "BIAS", "master bias"),
+        ("COMBINED", True, "combined bias (astropy CCD guide convention)"),
+        ("NCOMBINE", len(info.raw_names), "number of frames combined"),
+        ("BUNIT", "adu", "pixel unit"),
+        ("BWCAMERA", info.camera, "biaswatch camera name"),
+        ("BWNIGHT", info.night, "observing night (local evening date)"),
+        ("BWSEQ", info.sequence, "master sequence number within the night"),
+        ("BWGEOM", info.geometry, "raw geometry: cols x rows - xbin x ybin"),
+        ("BWMETHOD", settings.method, "combine method"),
+        ("BWSCLIP", settings.sigma_clip, "sigma clipping applied"),
+        ("BWSLOW", settings.sigma_low, "sigma clip low threshold"),
+        ("BWSHIGH", settings.sigma_high, "sigma clip high threshold"),
+        ("BWCENTER", settings.center, "sigma clip centre function"),
+        ("BWDEV", settings.deviation, "sigma clip deviation function"),
+        ("BWITERS", settings.maxiters, "sigma clip iterations"),
+        ("BWMEMLIM", info.mem_limit, "[byte] combine memory limit"),
+        # 64 hex digits leave no room on the 80-column card for a comment.
+        ("BWDIGEST", info.input_digest, ""),
+        ("BWVERS", __version__, "biaswatch version"),
+        ("DATE", dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"), "UTC file creation"),
+    ]
+    for key, value, comment in cards:
+        header[key] = (value, comment)
+    for index, name in enumerate(info.raw_names[:999], start=1):
+        # IRAF's imcombine convention: IMCMBnnn names each input, three digits.
+        header[f"IMCMB{index:03d}"] = name
+    return header
+
+
+def write_temporary(data: np.ndarray, header: fits.Header, final: Path) -> Path:
+    """Write the master next to its final name, flushed and fsynced; returns the temp path."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(final)
+    hdu = fits.PrimaryHDU(data=np.asarray(data, dtype=np.float32), header=header)
+    with open(tmp, "wb") as f:
+        hdu.writeto(f, checksum=True)
+        f.flush()
+        os.fsync(f.fileno())
+    return tmp
+
+
+def temporary_name(final: Path) -> Path:
+    """The temporary name a master is written under (hidden, marked partial)."""
+    return final.with_name(f".{final.name}.partial-{os.getpid()}")
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is a leftover temporary master."""
+    return path.name.startswith(".") and ".partial-" in path.name
+
+
+def give_final_name(tmp: Path, final: Path) -> None:
+    """Atomically make ``tmp`` appear as ``final``; FileExistsError if it exists."""
+    os.link(tmp, final)
+    os.unlink(tmp)
+    _fsync_dir(final.parent)
+
+
+def point_latest(link: Path, target: Path) -> None:
+    """Atomically point ``link`` (a symlink) at ``target``, relative when possible."""
+    relative = os.path.relpath(target, link.parent)
+    tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    os.symlink(relative, tmp)
+    os.replace(tmp, link)
+    _fsync_dir(link.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def input_names(paths: Sequence[str]) -> tuple[str, ...]:
+    """The raw files' names as IMCMBnnn records them."""
+    return tuple(Path(p).name for p in paths)

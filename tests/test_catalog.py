@@ -1,0 +1,114 @@
+"""The SQLite catalog: grouping into sets, states, masters and sequences."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from biaswatch.catalog import Catalog, FrameRecord, MasterRow
+from biaswatch.testing import FakeClock
+
+
+@pytest.fixture(name="catalog")
+def _catalog(tmp_path: Path) -> Catalog:
+    return Catalog(tmp_path / "catalog.sqlite", now=FakeClock().now)
+
+
+def valid(path: str, night: str = "2026-11-24", geometry: str = "48x40-1x1", camera: str = "cryo") -> FrameRecord:
+    return FrameRecord(path, camera, 100, 1, status="valid", sha256=path * 2, night=night,
+                       geometry=geometry, calibrated=f"/work/{path}", date_obs="2026-11-25T02:00:00")
+
+
+def master(path: str, sequence: int = 1) -> MasterRow:
+    return MasterRow("cryo", "2026-11-24", sequence, "48x40-1x1", path, 2, "d" * 64, "2026-11-25T03:00:00")
+
+
+def test_frames_of_one_night_and_geometry_share_a_set(catalog: Catalog) -> None:
+    """Valid frames with the same camera, night and geometry join one open set."""
+    first = catalog.add_to_set(valid("a"))
+    assert catalog.add_to_set(valid("b")) == first
+    assert catalog.get_set(first).frames == 2
+
+
+@pytest.mark.parametrize(
+    "other",
+    [valid("b", night="2026-11-25"), valid("b", geometry="48x40-2x2"), valid("b", camera="te")],
+)
+def test_different_night_geometry_or_camera_never_share(catalog: Catalog, other: FrameRecord) -> None:
+    """A frame of another night, geometry or camera starts its own set."""
+    assert catalog.add_to_set(valid("a")) != catalog.add_to_set(other)
+
+
+def test_frames_after_a_combine_start_a_new_set(catalog: Catalog) -> None:
+    """Once a set is combining or done, a late frame of the same night opens a new set."""
+    first = catalog.add_to_set(valid("a"))
+    catalog.set_state(first, "combining", "complete")
+    second = catalog.add_to_set(valid("b"))
+    assert second != first
+    assert catalog.get_set(second).state == "open"
+
+
+def test_insufficient_set_reopens_for_a_late_frame(catalog: Catalog) -> None:
+    """A set left insufficient at night end is reopened when another frame of it arrives."""
+    first = catalog.add_to_set(valid("a"))
+    catalog.set_state(first, "insufficient", "too few")
+    assert catalog.add_to_set(valid("b")) == first
+    assert catalog.get_set(first).state == "open"
+
+
+def test_record_master_marks_set_and_frames(catalog: Catalog) -> None:
+    """Publishing records the master, marks the set done and its frames combined, in one go."""
+    set_id = catalog.add_to_set(valid("a"))
+    catalog.add_to_set(valid("b"))
+    catalog.record_master(set_id, master("/m/1.fits"))
+    assert catalog.get_set(set_id).state == "done"
+    assert {r["status"] for r in catalog.set_inputs(set_id)} == {"combined"}
+    assert [m.path for m in catalog.masters()] == ["/m/1.fits"]
+    assert catalog.next_sequence("cryo", "2026-11-24") == 2
+
+
+def test_a_set_gets_one_master_only(catalog: Catalog) -> None:
+    """The catalog refuses a second master for the same set, and changes nothing."""
+    set_id = catalog.add_to_set(valid("a"))
+    catalog.record_master(set_id, master("/m/1.fits"))
+    with pytest.raises(sqlite3.IntegrityError):
+        catalog.record_master(set_id, master("/m/2.fits", sequence=2))
+    assert len(catalog.masters()) == 1
+
+
+def test_interrupted_combines_are_reopened(catalog: Catalog) -> None:
+    """Sets left combining by a stopped service go back to open at start."""
+    set_id = catalog.add_to_set(valid("a"))
+    catalog.set_state(set_id, "combining", "complete")
+    assert catalog.reopen_interrupted() == 1
+    assert catalog.get_set(set_id).state == "open"
+
+
+def test_known_frames(catalog: Catalog) -> None:
+    """A path is known only with the size and mtime it was recorded with."""
+    catalog.record_frame(FrameRecord("/x.fits", "cryo", 10, 5, status="rejected", reason="bad"))
+    assert catalog.is_known(Path("/x.fits"), 10, 5)
+    assert not catalog.is_known(Path("/x.fits"), 11, 5)
+    assert catalog.frame(Path("/x.fits"))["reason"] == "bad"  # type: ignore[index]
+
+
+def test_last_arrival_uses_the_clock(tmp_path: Path) -> None:
+    """A set's last arrival is the injected clock's time of its newest frame."""
+    clock = FakeClock(dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC))
+    catalog = Catalog(tmp_path / "c.sqlite", now=clock.now)
+    set_id = catalog.add_to_set(valid("a"))
+    clock.advance(600)
+    catalog.add_to_set(valid("b"))
+    assert catalog.get_set(set_id).last_arrival == dt.datetime(2026, 11, 25, 2, 10, tzinfo=dt.UTC)
+
+
+def test_masters_filter(catalog: Catalog) -> None:
+    """masters() filters by camera and night."""
+    set_id = catalog.add_to_set(valid("a"))
+    catalog.record_master(set_id, master("/m/1.fits"))
+    assert len(catalog.masters(camera="cryo", night="2026-11-24")) == 1
+    assert catalog.masters(camera="te") == []
+    assert catalog.masters(night="2026-11-23") == []
