@@ -1,0 +1,127 @@
+"""The command line: ``biaswatch run | masters | simulate``.
+
+Exit statuses: 0 success, 1 failure, 2 usage error, 78 configuration error
+(EX_CONFIG from sysexits.h; the systemd unit has RestartPreventExitStatus=78
+so a broken config does not restart-loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from biaswatch import __version__
+from biaswatch.config import Config, load_config
+from biaswatch.errors import ConfigError
+
+EX_CONFIG = 78
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        status: int = args.handler(config, args)
+    except ConfigError as exc:
+        print("biaswatch: configuration error:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EX_CONFIG
+    return status
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="biaswatch", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"biaswatch {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the service (foreground; systemd Type=notify)")
+    _config_option(run)
+    run.set_defaults(handler=_run)
+
+    masters = commands.add_parser("masters", help="list published master biases")
+    _config_option(masters)
+    masters.add_argument("--camera", help="only this camera")
+    masters.add_argument("--night", help="only this night (YYYY-MM-DD, the evening's date)")
+    masters.add_argument("--json", action="store_true", help="print a JSON array")
+    masters.set_defaults(handler=_masters)
+
+    simulate = commands.add_parser(
+        "simulate", help="write realistic raw bias frames into a camera's watched directory"
+    )
+    _config_option(simulate)
+    simulate.add_argument("--camera", required=True, help="camera name from the config")
+    simulate.add_argument("--frames", type=int, help="how many (default: expected_frames)")
+    simulate.add_argument("--interval", type=float, default=2.0, help="seconds between frames")
+    simulate.add_argument("--seed", type=int, help="random seed (default: random)")
+    simulate.set_defaults(handler=_simulate)
+    return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=Path("config.toml"),
+        help="TOML file (default: ./config.toml)",
+    )
+
+
+def _run(config: Config, _args: argparse.Namespace) -> int:
+    from biaswatch import logs
+    from biaswatch.service import Service
+
+    logs.configure(config.log_path, config.service.log_level)
+    service = Service(config)
+    signal.signal(signal.SIGTERM, service.request_stop)
+    signal.signal(signal.SIGINT, service.request_stop)
+    return service.run()
+
+
+def _masters(config: Config, args: argparse.Namespace) -> int:
+    from biaswatch.catalog import Catalog
+
+    database = config.service.state_dir / "catalog.sqlite"
+    if not database.exists():
+        rows = []
+    else:
+        catalog = Catalog(database)
+        rows = catalog.masters(args.camera, args.night)
+        catalog.close()
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+        return 0
+    if not rows:
+        print("no masters yet")
+        return 0
+    print(f"{'camera':<10} {'night':<10} {'seq':>3} {'n':>3}  {'created':<19}  path")
+    for r in rows:
+        created = r.created[:19]
+        print(
+            f"{r.camera:<10} {r.night:<10} {r.sequence:>3} {r.ncombine:>3}  {created:<19}  {r.path}"
+        )
+    return 0
+
+
+def _simulate(config: Config, args: argparse.Namespace) -> int:
+    from biaswatch.simulate import simulate
+
+    camera = config.camera(args.camera)
+    frames = args.frames or camera.expected_frames
+    print(f"writing {frames} bias frames for {camera.name} into {camera.watch[0]}")
+    paths = simulate(
+        camera,
+        frames=frames,
+        interval=args.interval,
+        seed=args.seed,
+        on_frame=lambda p: print(f"  wrote {p.name}", flush=True),
+    )
+    print(f"done: {len(paths)} frames")
+    return 0

@@ -1,0 +1,119 @@
+"""One settled file in, one catalog record out: read, classify, date, calibrate.
+
+This is the unit of work for a frame, so it holds the frame's one broad
+``except``: whatever goes wrong with one file becomes a ``rejected`` record
+with a reason, and the service carries on with the next file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+import structlog
+
+from biaswatch.calibrate import calibrate_image, calibrated_header, write_calibrated
+from biaswatch.catalog import FrameRecord
+from biaswatch.config import CameraConfig, SiteConfig
+from biaswatch.errors import FrameRejected
+from biaswatch.frames import RawFrame, classify, geometry, observation_time, read_frame
+from biaswatch.nights import night_label
+
+log = structlog.get_logger("biaswatch.ingest")
+
+
+def ingest(path: Path, camera: CameraConfig, site: SiteConfig, work_dir: Path) -> FrameRecord:
+    """Turn one complete file into a valid, ignored or rejected frame record."""
+    bound = log.bind(camera=camera.name, file=str(path))
+    try:
+        frame = read_frame(path, camera)
+    except FrameRejected as exc:
+        return _rejected(bound, path, camera, exc.reason)
+    except Exception as exc:  # one file's boundary: record it, never stop the service
+        return _rejected(bound, path, camera, f"unreadable: {type(exc).__name__}: {exc}")
+    try:
+        return _examine(frame, camera, site, work_dir, bound)
+    except FrameRejected as exc:
+        return _rejected(bound, path, camera, exc.reason, frame)
+    except Exception as exc:  # one file's boundary: record it, never stop the service
+        bound.exception("frame.failed")
+        return _rejected(bound, path, camera, f"{type(exc).__name__}: {exc}", frame)
+
+
+def _examine(
+    frame: RawFrame,
+    camera: CameraConfig,
+    site: SiteConfig,
+    work_dir: Path,
+    bound: structlog.stdlib.BoundLogger,
+) -> FrameRecord:
+    is_bias, imagetyp = classify(frame.header, camera)
+    base = _base(frame, camera, imagetyp)
+    if not is_bias:
+        reason = f"{camera.imagetyp_keyword} = {imagetyp!r} is not a bias"
+        bound.info("frame.ignored", reason=reason)
+        return replace(base, status="ignored", reason=reason)
+    when, note = observation_time(frame)
+    night = night_label(when, site.zone, site.night_rollover).isoformat()
+    geom = geometry(frame).label()
+    if note is not None:
+        bound.warning("frame.date_fallback", note=note, night=night)
+    data = calibrate_image(frame.image, frame.header, camera.calibrate)
+    out = work_dir / camera.name / night / _work_name(frame.path)
+    write_calibrated(data, calibrated_header(frame.header), out)
+    bound.info("frame.calibrated", night=night, geometry=geom, calibrated=str(out))
+    return replace(
+        base,
+        status="valid",
+        note=note,
+        date_obs=when.isoformat(),
+        night=night,
+        geometry=geom,
+        calibrated=str(out),
+    )
+
+
+def _base(frame: RawFrame, camera: CameraConfig, imagetyp: str | None) -> FrameRecord:
+    return FrameRecord(
+        str(frame.path),
+        camera.name,
+        frame.size,
+        frame.mtime_ns,
+        status="rejected",
+        sha256=frame.sha256,
+        imagetyp=imagetyp,
+    )
+
+
+def _rejected(
+    bound: structlog.stdlib.BoundLogger,
+    path: Path,
+    camera: CameraConfig,
+    reason: str,
+    frame: RawFrame | None = None,
+) -> FrameRecord:
+    bound.warning("frame.rejected", reason=reason)
+    if frame is not None:
+        imagetyp = frame.header.get(camera.imagetyp_keyword)
+        base = _base(frame, camera, None if imagetyp is None else str(imagetyp))
+        return replace(base, reason=reason)
+    return rejected_record(path, camera.name, reason)
+
+
+def rejected_record(path: Path, camera: str, reason: str) -> FrameRecord:
+    """A rejection for a file that could not be read as a frame at all."""
+    try:
+        st = path.stat()
+        size, mtime_ns = st.st_size, st.st_mtime_ns
+    except OSError:
+        size, mtime_ns = -1, -1
+    return FrameRecord(str(path), camera, size, mtime_ns, status="rejected", reason=reason)
+
+
+def _work_name(raw: Path) -> str:
+    # Two watched directories may hold files of the same name: a short hash of
+    # the full path keeps their calibrated copies apart.
+    tag = hashlib.sha256(str(raw).encode()).hexdigest()[:8]
+    stem = raw.name.split(".", 1)[0]
+    return f"{stem}-{tag}.fits"

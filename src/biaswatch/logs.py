@@ -1,0 +1,75 @@
+"""Logging: structlog, one JSON object per line, readable on a terminal.
+
+Events have stable dotted names (``frame.rejected``, ``set.completed``,
+``master.published``) and carry their context (camera, night, set, file) as
+keys, so ``jq`` and journald can filter them. Timestamps are UTC ISO-8601.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import structlog
+
+_SHARED: list[structlog.types.Processor] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.processors.StackInfoRenderer(),
+]
+
+
+def configure(log_file: Path | None, level: str, *, console: bool | None = None) -> None:
+    """Send JSON lines to ``log_file`` (None: stdout); a console view when on a terminal.
+
+    Args:
+        log_file: the JSON log, or None for standard output (journald under systemd).
+        level: debug, info, warning or error.
+        console: force the human-readable view on stderr on or off (default: if a tty).
+    """
+    handlers: list[logging.Handler] = []
+    json_formatter = _formatter(structlog.processors.JSONRenderer())
+    if log_file is None:
+        stream = logging.StreamHandler(sys.stdout)
+        tty = sys.stdout.isatty() if console is None else console
+        stream.setFormatter(_formatter(structlog.dev.ConsoleRenderer()) if tty else json_formatter)
+        handlers.append(stream)
+    else:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setFormatter(json_formatter)
+        handlers.append(file_handler)
+        if sys.stderr.isatty() if console is None else console:
+            view = logging.StreamHandler(sys.stderr)
+            view.setFormatter(_formatter(structlog.dev.ConsoleRenderer()))
+            handlers.append(view)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+        old.close()
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level.upper())
+    # apscheduler logs every job added and run at INFO; its warnings (missed or
+    # failed jobs) are what matter here.
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
+    structlog.configure(
+        processors=[
+            *_SHARED,
+            structlog.processors.format_exc_info,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+
+
+def _formatter(renderer: structlog.types.Processor) -> structlog.stdlib.ProcessorFormatter:
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_SHARED,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )

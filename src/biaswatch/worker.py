@@ -1,0 +1,105 @@
+"""One combine in a fresh child process.
+
+A fresh ``spawn`` process per combine, not a pool: a pool worker killed by
+the OOM killer leaves ``ProcessPoolExecutor`` broken for good (apscheduler
+#362 shows the same failure), while a lone child that dies only fails its
+own set. The child combines, writes the temporary master and reports its
+path through a pipe; the parent gives it its final name and records it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from astropy.io import fits
+
+from biaswatch.combine import combine_files
+from biaswatch.errors import CombineFailed
+from biaswatch.publish import MasterInfo, master_header, write_temporary
+
+
+@dataclass(frozen=True, slots=True)
+class CombineJob:
+    """What the child needs: inputs, settings, the final name, the header facts."""
+
+    set_id: int
+    inputs: tuple[str, ...]
+    final: str
+    info: MasterInfo
+
+
+@dataclass(frozen=True, slots=True)
+class CombineResult:
+    """The child's answer: a temporary master, or why it failed."""
+
+    set_id: int
+    temporary: str | None
+    reason: str | None = None
+
+
+def run_job(job: CombineJob, conn: Connection) -> None:
+    """Child entry point: combine, write the temporary master, report."""
+    # The parent decides when the child stops; a terminal's Ctrl-C goes to it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        data = combine_files([Path(p) for p in job.inputs], job.info.settings, job.info.mem_limit)
+        header = master_header(fits.getheader(job.inputs[0]), job.info)
+        tmp = write_temporary(data, header, Path(job.final))
+        conn.send(CombineResult(job.set_id, str(tmp)))
+    except CombineFailed as exc:
+        conn.send(CombineResult(job.set_id, None, exc.reason))
+    except Exception as exc:  # the child's one boundary: report, never hang the parent
+        conn.send(CombineResult(job.set_id, None, f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+class CombineProcess:
+    """A running combine child, polled by the service's main loop."""
+
+    def __init__(self, job: CombineJob) -> None:
+        self.job = job
+        ctx = mp.get_context("spawn")
+        self._conn, child_conn = ctx.Pipe(duplex=False)
+        self._process = ctx.Process(
+            target=run_job, args=(job, child_conn), name=f"combine-{job.set_id}", daemon=True
+        )
+        self._process.start()
+        child_conn.close()
+
+    def poll(self) -> CombineResult | None:
+        """The result once the child has finished; None while it runs."""
+        if self._conn.poll():
+            try:
+                result: CombineResult = self._conn.recv()
+            except EOFError:
+                result = None  # type: ignore[assignment]
+            else:
+                self._process.join(timeout=10)
+                return result
+        if self._process.is_alive():
+            return None
+        self._process.join()
+        return CombineResult(self.job.set_id, None, _death(self._process.exitcode))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Terminate the child (SIGTERM, then SIGKILL) and wait for it."""
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._conn.close()
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        hint = " (the OOM killer sends SIGKILL)" if name == "SIGKILL" else ""
+        return f"combine process killed by {name}{hint}"
+    return f"combine process exited with status {exitcode} without a result"

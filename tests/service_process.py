@@ -1,0 +1,215 @@
+"""Run the real service as a child process, as systemd would, and watch it.
+
+The harness binds its own ``NOTIFY_SOCKET`` (a Unix datagram socket, as
+systemd does) so tests see READY=1, WATCHDOG=1 and STOPPING=1 exactly as
+they are sent, and reads the JSON log the service writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from biaswatch.config import CameraConfig, load_config
+from biaswatch.sections import Section
+from biaswatch.simulate import Geometry, simulate
+
+# Small but realistic frames: 48 x 40 image with an 8-column overscan strip.
+CRYO_GEOMETRY = Geometry(
+    rows=40, cols=56, biassec=Section(49, 56, 1, 40), trimsec=Section(1, 48, 1, 40)
+)
+TE_GEOMETRY = Geometry(rows=36, cols=36, biassec=None, trimsec=Section(1, 32, 1, 32))
+
+
+def write_config(tmp_path: Path, extra: str = "", **defaults: object) -> Path:
+    """A config with cameras cryo (header sections) and te (no overscan, fixed trim)."""
+    settings = {"settle_seconds": 0.3, "expected_frames": 5, **defaults}
+    lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in settings.items())
+    text = textwrap.dedent(
+        """
+        [service]
+        state_dir = "state"
+        masters_dir = "masters"
+        log_file = "log/biaswatch.jsonl"
+        poll_seconds = 0.1
+        [site]
+        timezone = "America/Chicago"
+        [defaults]
+        {lines}
+        [cameras.cryo]
+        watch = ["incoming/cryo"]
+        [cameras.te]
+        watch = ["incoming/te"]
+        [cameras.te.calibrate]
+        overscan = "none"
+        trim = "[1:32,1:32]"
+        """
+    ).replace("{lines}", lines)
+    path = tmp_path / "config.toml"
+    path.write_text(text + textwrap.dedent(extra), encoding="utf-8")
+    for camera in ("cryo", "te"):
+        (tmp_path / "incoming" / camera).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def camera(config_path: Path, name: str) -> CameraConfig:
+    """The camera's validated settings from the config file."""
+    return load_config(config_path).camera(name)
+
+
+def write_frames(
+    config_path: Path,
+    name: str,
+    frames: int,
+    *,
+    interval: float = 0.2,
+    seed: int = 1,
+    now: Callable[[], dt.datetime] | None = None,
+    geometry: Geometry | None = None,
+) -> list[Path]:
+    """Write realistic raw biases for a camera, each in pieces, as a camera does."""
+    geometry = geometry or (CRYO_GEOMETRY if name == "cryo" else TE_GEOMETRY)
+    extra = {} if now is None else {"now": now}
+    return simulate(
+        camera(config_path, name),
+        frames=frames,
+        interval=interval,
+        seed=seed,
+        geometry=geometry,
+        pieces=3,
+        piece_delay=0.1,
+        **extra,
+    )
+
+
+class ServiceProcess:
+    """``biaswatch run`` in a child process with a notify socket and log reader."""
+
+    def __init__(
+        self, config: Path, *, watchdog_usec: int | None = None, prefix: tuple[str, ...] = ()
+    ) -> None:
+        self.config = config
+        self.base = config.parent
+        self.log_path = self.base / "log" / "biaswatch.jsonl"
+        self._sockdir = tempfile.mkdtemp(prefix="bw-")  # AF_UNIX paths must be short
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(str(Path(self._sockdir) / "notify"))
+        self._sock.settimeout(0.2)
+        self.messages: list[str] = []
+        self._reading = True
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        env = {**os.environ, "NOTIFY_SOCKET": str(Path(self._sockdir) / "notify")}
+        if watchdog_usec is not None:
+            env["WATCHDOG_USEC"] = str(watchdog_usec)
+        self.output = open(self.base / "service-output.txt", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "biaswatch", "run", "--config", str(config)],
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    def _read(self) -> None:
+        while self._reading:
+            try:
+                self.messages.append(self._sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Wait for READY=1 on the notify socket."""
+        wait_for(lambda: "READY=1" in self.messages, timeout, f"READY=1 ({self.tail()})")
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The JSON log's events so far, optionally only those called ``name``."""
+        if not self.log_path.exists():
+            return []
+        lines = self.log_path.read_text(encoding="utf-8").splitlines()
+        events = [json.loads(line) for line in lines if line.strip()]
+        return [e for e in events if name is None or e["event"] == name]
+
+    def wait_event(self, name: str, count: int = 1, timeout: float = 60) -> list[dict[str, Any]]:
+        """Wait until the log holds ``count`` events called ``name``; return them."""
+        wait_for(
+            lambda: len(self.events(name)) >= count, timeout, f"{count} x {name} ({self.tail()})"
+        )
+        return self.events(name)
+
+    def stop(self, timeout: float = 10) -> tuple[int, float]:
+        """SIGTERM, then wait; returns (exit status, seconds it took)."""
+        start = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        status = self.proc.wait(timeout=timeout)
+        return status, time.monotonic() - start
+
+    def close(self) -> None:
+        """Kill the process if still running and release the socket."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._reading = False
+        self._reader.join(timeout=2)
+        self._sock.close()
+        self.output.close()
+
+    def tail(self) -> str:
+        """The last lines of the service's output, for failure messages."""
+        text = (self.base / "service-output.txt").read_text(errors="replace")
+        return text[-2000:]
+
+
+@contextmanager
+def running_service(config: Path, **kwargs: Any) -> Iterator[ServiceProcess]:
+    """A started, ready service that is stopped (or killed) afterwards."""
+    service = ServiceProcess(config, **kwargs)
+    try:
+        service.wait_ready()
+        yield service
+    finally:
+        service.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` until true; fail the test with ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def catalog_rows(config: Path, sql: str, *args: object) -> list[sqlite3.Row]:
+    """Rows from the service's catalog (read-only connection)."""
+    db = sqlite3.connect(f"file:{config.parent / 'state' / 'catalog.sqlite'}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    try:
+        return db.execute(sql, args).fetchall()
+    finally:
+        db.close()
+
+
+def master_data(path: str | Path) -> np.ndarray:
+    """A master's pixels as float64."""
+    with fits.open(path) as hdul:
+        return np.asarray(hdul[0].data, dtype=np.float64)
