@@ -28,7 +28,9 @@ def raw_image(seed: int = 0) -> np.ndarray:
 
 def reference(image: np.ndarray, model: Polynomial1D | None = None) -> np.ndarray:
     ccd = CCDData(image, unit=u.adu)
-    ccd = ccdproc.subtract_overscan(ccd, fits_section="[41:48,1:40]", overscan_axis=1, median=True, model=model)
+    ccd = ccdproc.subtract_overscan(
+        ccd, fits_section="[41:48,1:40]", overscan_axis=1, median=True, model=model
+    )
     return np.asarray(ccdproc.trim_image(ccd, fits_section="[1:40,1:40]").data)
 
 
@@ -49,7 +51,9 @@ def test_polynomial_overscan_model() -> None:
 
 def test_fixed_sections_with_spaces() -> None:
     """Literal sections with spaces work like header sections."""
-    settings = CalibrateSettings.model_validate({"overscan": "[ 41:48 , 1:40 ]", "trim": "[1:40, 1:40]"})
+    settings = CalibrateSettings.model_validate(
+        {"overscan": "[ 41:48 , 1:40 ]", "trim": "[1:40, 1:40]"}
+    )
     out = calibrate_image(raw_image(), fits.Header(), settings)
     np.testing.assert_allclose(out, reference(raw_image()), atol=1e-4)
 
@@ -64,26 +68,35 @@ def test_no_overscan_no_trim_is_a_float_copy() -> None:
     """overscan = none and trim = none leave the pixels as they are."""
     settings = CalibrateSettings.model_validate({"overscan": "none", "trim": "none"})
     image = raw_image()
-    np.testing.assert_array_equal(calibrate_image(image, fits.Header(), settings), image.astype(np.float32))
+    np.testing.assert_array_equal(
+        calibrate_image(image, fits.Header(), settings), image.astype(np.float32)
+    )
 
 
 def test_missing_keyword_names_it() -> None:
     """A header section keyword that is missing is the frame's error, naming the keyword."""
-    with pytest.raises(FrameRejected, match="overscan = header:BIASSEC: keyword BIASSEC is missing"):
+    with pytest.raises(
+        FrameRejected, match="overscan = header:BIASSEC: keyword BIASSEC is missing"
+    ):
         calibrate_image(raw_image(), fits.Header({"TRIMSEC": "[1:40,1:40]"}), CalibrateSettings())
 
 
 def test_section_outside_the_data_names_the_keyword() -> None:
     """A header section that does not fit the image is rejected, naming keyword and size."""
     header = fits.Header({"BIASSEC": "[41:48,1:40]", "TRIMSEC": "[1:2048,1:2048]"})
-    with pytest.raises(FrameRejected, match=r"trim = header:TRIMSEC: \[1:2048,1:2048\] does not fit an image of 48 x 40"):
+    with pytest.raises(
+        FrameRejected,
+        match=r"trim = header:TRIMSEC: \[1:2048,1:2048\] does not fit an image of 48 x 40",
+    ):
         calibrate_image(raw_image(), header, CalibrateSettings())
 
 
 def test_unparseable_header_section() -> None:
     """A header section that is not a section is rejected with the keyword."""
     header = fits.Header({"BIASSEC": "right side", "TRIMSEC": "[1:40,1:40]"})
-    with pytest.raises(FrameRejected, match="overscan = header:BIASSEC: 'right side' is not a FITS section"):
+    with pytest.raises(
+        FrameRejected, match="overscan = header:BIASSEC: 'right side' is not a FITS section"
+    ):
         calibrate_image(raw_image(), header, CalibrateSettings())
 
 
@@ -124,7 +137,9 @@ def test_calibrated_file_header_drops_raw_layout(tmp_path: Path) -> None:
     header = HEADER.copy()
     header["BZERO"] = 32768
     header["INSTRUME"] = "cryo"
-    out = write_calibrated(np.zeros((4, 4), np.float32), calibrated_header(header), tmp_path / "c" / "x.fits")
+    out = write_calibrated(
+        np.zeros((4, 4), np.float32), calibrated_header(header), tmp_path / "c" / "x.fits"
+    )
     written = fits.getheader(out)
     assert "BIASSEC" not in written
     assert "TRIMSEC" not in written

@@ -17,13 +17,27 @@ def _catalog(tmp_path: Path) -> Catalog:
     return Catalog(tmp_path / "catalog.sqlite", now=FakeClock().now)
 
 
-def valid(path: str, night: str = "2026-11-24", geometry: str = "48x40-1x1", camera: str = "cryo") -> FrameRecord:
-    return FrameRecord(path, camera, 100, 1, status="valid", sha256=path * 2, night=night,
-                       geometry=geometry, calibrated=f"/work/{path}", date_obs="2026-11-25T02:00:00")
+def valid(
+    path: str, night: str = "2026-11-24", geometry: str = "48x40-1x1", camera: str = "cryo"
+) -> FrameRecord:
+    return FrameRecord(
+        path,
+        camera,
+        100,
+        1,
+        status="valid",
+        sha256=path * 2,
+        night=night,
+        geometry=geometry,
+        calibrated=f"/work/{path}",
+        date_obs="2026-11-25T02:00:00",
+    )
 
 
 def master(path: str, sequence: int = 1) -> MasterRow:
-    return MasterRow("cryo", "2026-11-24", sequence, "48x40-1x1", path, 2, "d" * 64, "2026-11-25T03:00:00")
+    return MasterRow(
+        "cryo", "2026-11-24", sequence, "48x40-1x1", path, 2, "d" * 64, "2026-11-25T03:00:00"
+    )
 
 
 def test_frames_of_one_night_and_geometry_share_a_set(catalog: Catalog) -> None:
@@ -37,7 +51,9 @@ def test_frames_of_one_night_and_geometry_share_a_set(catalog: Catalog) -> None:
     "other",
     [valid("b", night="2026-11-25"), valid("b", geometry="48x40-2x2"), valid("b", camera="te")],
 )
-def test_different_night_geometry_or_camera_never_share(catalog: Catalog, other: FrameRecord) -> None:
+def test_different_night_geometry_or_camera_never_share(
+    catalog: Catalog, other: FrameRecord
+) -> None:
     """A frame of another night, geometry or camera starts its own set."""
     assert catalog.add_to_set(valid("a")) != catalog.add_to_set(other)
 

@@ -105,7 +105,9 @@ class TestDefaults:
 class TestErrors:
     def test_unknown_key_names_table_and_suggests(self, write_config: Write) -> None:
         """A misspelt key is an error naming its table, with the nearest valid key."""
-        problems = problems_of(write_config, MINIMAL + '[cameras.cryo.calibrate]\noverscn = "none"\n')
+        problems = problems_of(
+            write_config, MINIMAL + '[cameras.cryo.calibrate]\noverscn = "none"\n'
+        )
         assert any(
             "[cameras.cryo.calibrate] overscn: unknown key; did you mean 'overscan'?" in p
             for p in problems
@@ -114,7 +116,10 @@ class TestErrors:
     def test_seed_typo_is_not_silently_ignored(self, write_config: Write) -> None:
         """The seed's signma_clip_dev_func-style typo in [defaults.combine] is refused."""
         problems = problems_of(write_config, '[defaults.combine]\ndeviaton = "std"\n' + MINIMAL)
-        assert any("[defaults.combine] deviaton: unknown key; did you mean 'deviation'" in p for p in problems)
+        assert any(
+            "[defaults.combine] deviaton: unknown key; did you mean 'deviation'" in p
+            for p in problems
+        )
 
     def test_unknown_top_level_table(self, write_config: Write) -> None:
         """An unknown top-level table is reported with a suggestion."""
@@ -126,18 +131,44 @@ class TestErrors:
         [
             ('[service]\nmem_limit = "lots"\n', "[service] mem_limit: 'lots' is not a size"),
             ('[service]\nlog_level = "loud"\n', "[service] log_level: Input should be"),
-            ('[site]\ntimezone = "Mars/Olympus"\n', "[site] timezone: 'Mars/Olympus' is not an IANA"),
-            ('[site]\nnight_rollover = "25:00"\n', "[site] night_rollover: '25:00' is not a local time"),
-            ("[defaults]\nexpected_frames = 0\n", "[defaults] expected_frames: Input should be greater"),
-            ('[defaults]\nexpected_frames = "ten"\n', "[defaults] expected_frames: Input should be a valid integer"),
+            (
+                '[site]\ntimezone = "Mars/Olympus"\n',
+                "[site] timezone: 'Mars/Olympus' is not an IANA",
+            ),
+            (
+                '[site]\nnight_rollover = "25:00"\n',
+                "[site] night_rollover: '25:00' is not a local time",
+            ),
+            (
+                "[defaults]\nexpected_frames = 0\n",
+                "[defaults] expected_frames: Input should be greater",
+            ),
+            (
+                '[defaults]\nexpected_frames = "ten"\n',
+                "[defaults] expected_frames: Input should be a valid integer",
+            ),
             ("[defaults]\nmin_frames = 11\n", "min_frames (11) is more than expected_frames (10)"),
-            ('[defaults.combine]\nmethod = "mean"\n', "[defaults.combine] method: Input should be 'average' or 'median'"),
-            ('[defaults.calibrate]\ntrim = "[1:20"\n', "[defaults.calibrate] trim: '[1:20' is not a FITS section"),
-            ('[defaults.calibrate]\noverscan_model = "spline"\n', "overscan_model: 'spline': use 'median' or 'poly:N'"),
-            ("[defaults.combine]\nmaxiters = 0\n", "[defaults.combine] maxiters: Input should be greater"),
+            (
+                '[defaults.combine]\nmethod = "mean"\n',
+                "[defaults.combine] method: Input should be 'average' or 'median'",
+            ),
+            (
+                '[defaults.calibrate]\ntrim = "[1:20"\n',
+                "[defaults.calibrate] trim: '[1:20' is not a FITS section",
+            ),
+            (
+                '[defaults.calibrate]\noverscan_model = "spline"\n',
+                "overscan_model: 'spline': use 'median' or 'poly:N'",
+            ),
+            (
+                "[defaults.combine]\nmaxiters = 0\n",
+                "[defaults.combine] maxiters: Input should be greater",
+            ),
         ],
     )
-    def test_bad_values_name_table_and_key(self, write_config: Write, text: str, expected: str) -> None:
+    def test_bad_values_name_table_and_key(
+        self, write_config: Write, text: str, expected: str
+    ) -> None:
         """A wrong type or impossible value is an error naming its table and key."""
         problems = problems_of(write_config, text + MINIMAL)
         assert any(expected in p for p in problems), problems
@@ -170,7 +201,7 @@ class TestErrors:
 
     def test_cli_exits_78_with_the_problems(self, write_config: Write) -> None:
         """The run command exits with EX_CONFIG (78) and prints each problem."""
-        path = write_config('[defaults]\nquiet_minuts = 5\n' + MINIMAL)
+        path = write_config("[defaults]\nquiet_minuts = 5\n" + MINIMAL)
         result = subprocess.run(
             [sys.executable, "-m", "biaswatch", "run", "--config", str(path)],
             capture_output=True,
@@ -178,13 +209,21 @@ class TestErrors:
             timeout=60,
         )
         assert result.returncode == 78
-        assert "[defaults] quiet_minuts: unknown key; did you mean 'quiet_minutes'?" in result.stderr
+        assert (
+            "[defaults] quiet_minuts: unknown key; did you mean 'quiet_minutes'?" in result.stderr
+        )
 
 
 @pytest.mark.parametrize(
     ("value", "size"),
-    [("350MB", 350_000_000), ("2GB", 2_000_000_000), ("512MiB", 512 * 2**20), (350e6, 350_000_000),
-     (1024, 1024), ("1.5 GB", 1_500_000_000)],
+    [
+        ("350MB", 350_000_000),
+        ("2GB", 2_000_000_000),
+        ("512MiB", 512 * 2**20),
+        (350e6, 350_000_000),
+        (1024, 1024),
+        ("1.5 GB", 1_500_000_000),
+    ],
 )
 def test_parse_size(value: object, size: int) -> None:
     """Sizes accept decimal and binary units and plain byte counts."""

@@ -12,7 +12,14 @@ from astropy.io import fits
 
 from biaswatch.config import CameraConfig
 from biaswatch.errors import FrameRejected
-from biaswatch.frames import Readiness, classify, fits_status, geometry, observation_time, read_frame
+from biaswatch.frames import (
+    Readiness,
+    classify,
+    fits_status,
+    geometry,
+    observation_time,
+    read_frame,
+)
 from biaswatch.testing import fits_bytes, make_bias_fits
 
 
@@ -152,7 +159,9 @@ class TestReadFrame:
         with pytest.raises(FrameRejected, match="no HDU 5"):
             read_frame(path, missing)
 
-    def test_primary_keywords_are_merged_into_extension_header(self, tmp_path: Path, camera: CameraConfig) -> None:
+    def test_primary_keywords_are_merged_into_extension_header(
+        self, tmp_path: Path, camera: CameraConfig
+    ) -> None:
         """IMAGETYP in the primary header is seen when the image is in an extension."""
         hdul = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((4, 4), np.float32))])
         hdul[0].header["IMAGETYP"] = "ZERO"
@@ -192,7 +201,9 @@ class TestClassify:
 
     def test_configured_keyword(self, tmp_path: Path) -> None:
         """imagetyp_keyword and bias_values come from the camera's config."""
-        camera = CameraConfig(name="c", watch=(tmp_path,), imagetyp_keyword="obstype", bias_values=("BIAS",))
+        camera = CameraConfig(
+            name="c", watch=(tmp_path,), imagetyp_keyword="obstype", bias_values=("BIAS",)
+        )
         assert classify(fits.Header({"OBSTYPE": "bias"}), camera)[0] is True
 
 
@@ -203,7 +214,9 @@ class TestDatesAndGeometry:
         assert observation_time(frame) == (dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC), None)
 
     @pytest.mark.parametrize(("date_obs", "word"), [(None, "missing"), ("soon", "unreadable")])
-    def test_mtime_fallback_with_note(self, tmp_path: Path, camera: CameraConfig, date_obs: str | None, word: str) -> None:
+    def test_mtime_fallback_with_note(
+        self, tmp_path: Path, camera: CameraConfig, date_obs: str | None, word: str
+    ) -> None:
         """Without a usable DATE-OBS the file mtime is used and a note says so."""
         path = make_bias_fits(tmp_path / "a.fits", date_obs=date_obs)
         os.utime(path, (1_790_000_000, 1_790_000_000))

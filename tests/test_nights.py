@@ -75,7 +75,9 @@ def test_night_end_across_dst_change() -> None:
     st.sampled_from(["America/Chicago", "Pacific/Auckland", "UTC", "America/Santiago"]),
     st.times(),
 )
-def test_every_instant_lies_inside_its_night(naive: dt.datetime, zone_name: str, rollover: dt.time) -> None:
+def test_every_instant_lies_inside_its_night(
+    naive: dt.datetime, zone_name: str, rollover: dt.time
+) -> None:
     """An instant is never before the start of its night nor at or after the next night's start."""
     zone = ZoneInfo(zone_name)
     rollover = rollover.replace(microsecond=0, tzinfo=None)

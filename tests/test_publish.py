@@ -33,7 +33,10 @@ INFO = MasterInfo(
 
 def test_master_path_layout(tmp_path: Path) -> None:
     """Masters live in masters_dir/<camera>/<night>/ with sequence and geometry in the name."""
-    assert master_path(tmp_path, INFO) == tmp_path / "cryo/2026-11-24/bias_cryo_2026-11-24_02_48x40-1x1.fits"
+    assert (
+        master_path(tmp_path, INFO)
+        == tmp_path / "cryo/2026-11-24/bias_cryo_2026-11-24_02_48x40-1x1.fits"
+    )
 
 
 def test_header_records_the_combine() -> None:
