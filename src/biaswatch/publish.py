@@ -16,10 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import structlog
 from astropy.io import fits
 
 from biaswatch import __version__
+from biaswatch.catalog import Catalog, MasterRow
 from biaswatch.config import CombineSettings
+
+log = structlog.get_logger("biaswatch.publish")
 
 # Per-frame keywords of the first input that would mislead on a master.
 _PER_FRAME = ("CHECKSUM", "DATASUM", "FRAMENO", "FILENAME")
@@ -128,6 +132,49 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def publish_master(
+    catalog: Catalog,
+    masters_dir: Path,
+    set_id: int,
+    info: MasterInfo,
+    temporary: Path,
+    final: Path,
+    now: dt.datetime,
+) -> Path:
+    """Final name, catalog record, ``latest`` link, ``master.published``; returns the path.
+
+    The order matters: once the master has its final name it is never
+    removed, then the catalog records it in one transaction, and only then
+    does ``latest.fits`` move, so the link never points at an unrecorded file.
+    """
+    give_final_name(temporary, final)
+    ncombine = len(info.raw_names)
+    catalog.record_master(
+        set_id,
+        MasterRow(
+            info.camera,
+            info.night,
+            info.sequence,
+            info.geometry,
+            str(final),
+            ncombine,
+            info.input_digest,
+            now.isoformat(),
+        ),
+    )
+    point_latest(masters_dir / info.camera / "latest.fits", final)
+    log.info(
+        "master.published",
+        camera=info.camera,
+        night=info.night,
+        set=set_id,
+        path=str(final),
+        ncombine=ncombine,
+        sequence=info.sequence,
+    )
+    return final
 
 
 def input_names(paths: Sequence[str]) -> tuple[str, ...]:

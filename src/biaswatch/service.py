@@ -18,7 +18,6 @@ import signal
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -27,23 +26,14 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from biaswatch import __version__
-from biaswatch.catalog import Catalog, FrameRecord, MasterRow, SetRow
+from biaswatch.catalog import Catalog, FrameRecord, SetRow
 from biaswatch.config import CameraConfig, Config
-from biaswatch.errors import FrameRejected
-from biaswatch.frames import Readiness, fits_status
-from biaswatch.ingest import ingest, rejected_record
+from biaswatch.intake import Intake
 from biaswatch.nights import night_end
 from biaswatch.notify import Notifier, SystemdNotifier, watchdog_interval
-from biaswatch.publish import (
-    MasterInfo,
-    give_final_name,
-    input_names,
-    is_temporary,
-    master_path,
-    point_latest,
-)
+from biaswatch.publish import MasterInfo, input_names, is_temporary, master_path, publish_master
 from biaswatch.sets import Action, Decision, Rules, SetState, decide, input_digest
-from biaswatch.watch import PathEvent, Watcher, scan_dir
+from biaswatch.watch import PathEvent, Watcher
 from biaswatch.worker import CombineJob, CombineProcess, CombineResult
 
 log = structlog.get_logger("biaswatch.service")
@@ -81,6 +71,14 @@ class SetDue:
     set_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class Wake:
+    """Something finished in a worker thread: run the loop now."""
+
+
+WAKE = Wake()
+
+
 class Service:
     """The biaswatch daemon for one configuration."""
 
@@ -97,23 +95,27 @@ class Service:
         self.cameras = {c.name: c for c in config.cameras}
         self.catalog = Catalog(config.service.state_dir / "catalog.sqlite", now=self.clock.now)
         self.work_dir = config.service.state_dir / "work"
-        self.inbox: queue.Queue[PathEvent | SetDue] = queue.Queue()
-        self.readiness = Readiness()
-        self.watcher = Watcher(config.cameras, self.inbox)  # type: ignore[arg-type]
+        self.inbox: queue.Queue[PathEvent | SetDue | Wake] = queue.Queue()
+        self.intake = Intake(
+            self.cameras,
+            config.site,
+            self.work_dir,
+            excluded=(config.service.masters_dir, config.service.state_dir),
+            known=self.catalog.is_known,
+            recorded=self.catalog.is_recorded,
+            wake=lambda: self.inbox.put(WAKE),
+        )
+        self.watcher = Watcher(config.cameras, self.inbox.put)
         self.scheduler = BackgroundScheduler(
             timezone=dt.UTC,
             # apscheduler 3 skips a job more than 1 s late by default (base.py
             # _configure); a completion check must run however late it is.
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
-        self._calibrator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="calibrate")
-        self._calibrating: dict[Path, Future[FrameRecord]] = {}
         self._queued_sets: deque[int] = deque()
         self._deferred: set[int] = set()
         self._combine: CombineProcess | None = None
-        self._camera_of: dict[Path, str] = {}
         self._stop = threading.Event()
-        self._excluded = (config.service.masters_dir, config.service.state_dir)
         self._last_rearm = 0.0
         self._last_ping = 0.0
         self._ping_every = watchdog_interval()
@@ -153,7 +155,7 @@ class Service:
         # archive must not make systemd time out the start.
         for camera in self.config.cameras:
             for directory in self.watcher.watching.get(camera.name, []):
-                self._scan(camera, directory)
+                self.intake.scan(camera, directory, self.clock.monotonic())
         for row in self.catalog.sets_in("open"):
             self._evaluate(row.id)
 
@@ -162,8 +164,8 @@ class Service:
         log.info("service.stopping")
         self.watcher.stop()
         self.scheduler.shutdown(wait=False)
-        self._calibrator.shutdown(wait=True, cancel_futures=True)
-        self._collect_calibrations()
+        for record in self.intake.close():
+            self._record(record)
         if self._combine is not None:
             self._abandon_combine(self._combine, "service stopped during the combine")
         self.catalog.close()
@@ -182,16 +184,17 @@ class Service:
         """One turn of the main loop: events, readiness, results, timers' work."""
         self._drain(timeout)
         now = self.clock.monotonic()
-        for path in self.readiness.settled(now):
-            self._examine(path, now)
-        self._collect_calibrations()
+        joined = [self._record(record) for record in self.intake.poll(now)]
+        # Record the whole batch first, then judge each set once with all its frames.
+        for set_id in sorted({s for s in joined if s is not None}):
+            self._evaluate(set_id)
         self._evaluate_deferred()
         self._poll_combine()
         self._start_next_combine()
         if now - self._last_rearm >= REARM_SECONDS:
             self._last_rearm = now
             for camera, directory in self.watcher.rearm():
-                self._scan(camera, directory)
+                self.intake.scan(camera, directory, now)
         self._ping(now)
 
     def _drain(self, timeout: float) -> None:
@@ -202,96 +205,19 @@ class Service:
         while True:
             if isinstance(item, SetDue):
                 self._evaluate(item.set_id)
-            else:
-                self._note(item.camera, item.path, closed=item.closed)
+            elif isinstance(item, PathEvent):
+                self.intake.note(item.camera, item.path, self.clock.monotonic(), closed=item.closed)
             try:
                 item = self.inbox.get_nowait()
             except queue.Empty:
                 return
 
-    def _scan(self, camera: CameraConfig, directory: Path) -> None:
-        found = 0
-        for path in scan_dir(directory, camera.patterns, self._excluded):
-            found += self._note(camera.name, path)
-        log.info("watch.scanned", camera=camera.name, directory=str(directory), new=found)
-
-    def _note(self, camera: str, path: Path, *, closed: bool = False) -> int:
-        if any(path == e or e in path.parents for e in self._excluded):
-            return 0
-        try:
-            st = path.stat()
-        except OSError:
-            return 0
-        if self.catalog.is_known(path, st.st_size, st.st_mtime_ns) or path in self._calibrating:
-            return 0
-        settle = self.cameras[camera].settle_seconds
-        self.readiness.note(path, settle, self.clock.monotonic(), closed=closed)
-        self._camera_of[path] = camera
-        return 1
-
-    def _examine(self, path: Path, now: float) -> None:
-        camera = self.cameras[self._camera_of[path]]
-        try:
-            self._examine_file(path, camera, now)
-        except FrameRejected as exc:
-            self._reject(path, camera, exc.reason)
-        except OSError as exc:  # vanished or unreadable between events: look again later
-            log.warning("frame.unreadable", camera=camera.name, file=str(path), error=str(exc))
-            self.readiness.restart_settle(path, now)
-
-    def _examine_file(self, path: Path, camera: CameraConfig, now: float) -> None:
-        if self.catalog.is_recorded(path):
-            log.warning(
-                "frame.changed",
-                camera=camera.name,
-                file=str(path),
-                action="a recorded file changed; it is not ingested again",
-            )
-            self._forget(path)
-            return
-        status = fits_status(path)
-        if status.state == "complete":
-            self._forget(path)
-            future = self._calibrator.submit(ingest, path, camera, self.config.site, self.work_dir)
-            self._calibrating[path] = future
-        elif status.state == "not_fits":
-            self._reject(path, camera, f"not a FITS file: {status.detail}")
-        else:
-            self._wait_or_give_up(path, camera, status.detail, now)
-
-    def _wait_or_give_up(self, path: Path, camera: CameraConfig, detail: str, now: float) -> None:
-        since = self.readiness.waiting_since(path) or now
-        if now - since >= camera.max_incomplete_minutes * 60:
-            minutes = camera.max_incomplete_minutes
-            self._reject(path, camera, f"truncated: {detail} after waiting {minutes:g} min")
-        else:
-            log.debug("frame.incomplete", camera=camera.name, file=str(path), detail=detail)
-            self.readiness.restart_settle(path, now)
-
-    def _reject(self, path: Path, camera: CameraConfig, reason: str) -> None:
-        self._forget(path)
-        log.warning("frame.rejected", camera=camera.name, file=str(path), reason=reason)
-        self.catalog.record_frame(rejected_record(path, camera.name, reason))
-
-    def _forget(self, path: Path) -> None:
-        self.readiness.forget(path)
-
-    def _collect_calibrations(self) -> None:
-        for path, future in list(self._calibrating.items()):
-            if not future.done():
-                continue
-            del self._calibrating[path]
-            self._camera_of.pop(path, None)
-            if future.cancelled():
-                continue
-            self._record(future.result())
-
-    def _record(self, record: FrameRecord) -> None:
+    def _record(self, record: FrameRecord) -> int | None:
+        """Write a frame record; returns the set it joined, if any."""
         if record.status != "valid":
             self.catalog.record_frame(record)
-            return
-        set_id = self.catalog.add_to_set(record)
-        self._evaluate(set_id)
+            return None
+        return self.catalog.add_to_set(record)
 
     # --- sets -----------------------------------------------------------
 
@@ -305,7 +231,11 @@ class Service:
         # Quiet or night-end decisions wait until this camera's frames in
         # flight are recorded: a backlog of an ended night is judged once,
         # whole, not once per frame as each one lands.
-        if decision.action is not Action.WAIT and partial and row.camera in self._busy_cameras():
+        if (
+            decision.action is not Action.WAIT
+            and partial
+            and row.camera in self.intake.busy_cameras()
+        ):
             self._deferred.add(set_id)
             return
         self._act(row, decision)
@@ -339,19 +269,10 @@ class Service:
                 replace_existing=True,
             )
 
-    def _busy_cameras(self) -> set[str]:
-        """Cameras with files still settling or being calibrated."""
-        self._camera_of = {
-            path: camera
-            for path, camera in self._camera_of.items()
-            if path in self.readiness or path in self._calibrating
-        }
-        return set(self._camera_of.values())
-
     def _evaluate_deferred(self) -> None:
         if not self._deferred:
             return
-        busy = self._busy_cameras()
+        busy = self.intake.busy_cameras()
         for set_id in list(self._deferred):
             if self.catalog.get_set(set_id).camera not in busy:
                 self._deferred.discard(set_id)
@@ -405,29 +326,25 @@ class Service:
             self.catalog.set_state(job.set_id, "failed", f"publishing failed: {exc}")
 
     def _publish(self, job: CombineJob, result: CombineResult) -> None:
-        info, final = job.info, Path(job.final)
-        bound = log.bind(camera=info.camera, night=info.night, set=job.set_id)
         if result.temporary is None:
             self.catalog.set_state(job.set_id, "failed", result.reason)
-            bound.error("set.failed", reason=result.reason)
+            info = job.info
+            log.error(
+                "set.failed",
+                camera=info.camera,
+                night=info.night,
+                set=job.set_id,
+                reason=result.reason,
+            )
             return
-        give_final_name(Path(result.temporary), final)
-        self.catalog.record_master(
+        final = publish_master(
+            self.catalog,
+            self.config.service.masters_dir,
             job.set_id,
-            MasterRow(
-                info.camera,
-                info.night,
-                info.sequence,
-                info.geometry,
-                str(final),
-                len(job.inputs),
-                info.input_digest,
-                self.clock.now().isoformat(),
-            ),
-        )
-        point_latest(self.config.service.masters_dir / info.camera / "latest.fits", final)
-        bound.info(
-            "master.published", path=str(final), ncombine=len(job.inputs), sequence=info.sequence
+            job.info,
+            Path(result.temporary),
+            Path(job.final),
+            self.clock.now(),
         )
         self.notifier.notify(f"STATUS=last master: {final.name}")
 

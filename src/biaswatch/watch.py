@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import queue
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +51,7 @@ def is_candidate(path: Path, patterns: Sequence[str]) -> bool:
 class _Handler(FileSystemEventHandler):
     """Puts candidate paths of one camera on the queue; does nothing else."""
 
-    def __init__(self, camera: CameraConfig, sink: queue.Queue[PathEvent]) -> None:
+    def __init__(self, camera: CameraConfig, sink: Callable[[PathEvent], None]) -> None:
         self._camera = camera
         self._sink = sink
 
@@ -71,10 +70,10 @@ class _Handler(FileSystemEventHandler):
             # A directory moved in (or created with files already in it) is scanned.
             if event.event_type in ("created", "moved"):
                 for found in scan_dir(path, self._camera.patterns):
-                    self._sink.put(PathEvent(self._camera.name, found))
+                    self._sink(PathEvent(self._camera.name, found))
             return
         if is_candidate(path, self._camera.patterns):
-            self._sink.put(PathEvent(self._camera.name, path, event.event_type == "closed"))
+            self._sink(PathEvent(self._camera.name, path, event.event_type == "closed"))
 
 
 def scan_dir(root: Path, patterns: Sequence[str], exclude: Sequence[Path] = ()) -> Iterator[Path]:
@@ -99,7 +98,7 @@ def _excluded(path: Path, exclude: Sequence[Path]) -> bool:
 class Watcher:
     """The watchdog observers for all cameras: native, and polling where asked."""
 
-    def __init__(self, cameras: Sequence[CameraConfig], sink: queue.Queue[PathEvent]) -> None:
+    def __init__(self, cameras: Sequence[CameraConfig], sink: Callable[[PathEvent], None]) -> None:
         self._cameras = cameras
         self._sink = sink
         self._observers: list[BaseObserver] = []

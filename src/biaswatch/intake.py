@@ -1,0 +1,148 @@
+"""From a noticed path to a frame record: settle, check FITS, calibrate.
+
+The :class:`Intake` holds the frames in flight: paths waiting to settle and
+frames being calibrated on a worker thread. It only reads the catalog (is
+this file already known?) and hands finished records back to the service,
+which alone writes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import structlog
+
+from biaswatch.catalog import FrameRecord
+from biaswatch.config import CameraConfig, SiteConfig
+from biaswatch.errors import FrameRejected
+from biaswatch.frames import Readiness, fits_status
+from biaswatch.ingest import ingest, rejected_record
+from biaswatch.watch import scan_dir
+
+log = structlog.get_logger("biaswatch.intake")
+
+
+class Intake:
+    """Paths noticed -> settled -> whole FITS -> calibrated (or rejected) records."""
+
+    def __init__(
+        self,
+        cameras: Mapping[str, CameraConfig],
+        site: SiteConfig,
+        work_dir: Path,
+        *,
+        excluded: Sequence[Path],
+        known: Callable[[Path, int, int], bool],
+        recorded: Callable[[Path], bool],
+        wake: Callable[[], None],
+    ) -> None:
+        self._cameras = cameras
+        self._site = site
+        self._work_dir = work_dir
+        self._excluded = tuple(excluded)
+        self._known = known
+        self._recorded = recorded
+        self._wake = wake
+        self._readiness = Readiness()
+        self._camera_of: dict[Path, str] = {}
+        self._calibrator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="calibrate")
+        self._calibrating: dict[Path, Future[FrameRecord]] = {}
+        self._finished: list[FrameRecord] = []
+
+    def note(self, camera: str, path: Path, now: float, *, closed: bool = False) -> bool:
+        """Start watching ``path`` unless excluded, gone or already recorded as it is."""
+        if any(path == e or e in path.parents for e in self._excluded):
+            return False
+        try:
+            st = path.stat()
+        except OSError:
+            return False
+        if path in self._calibrating or self._known(path, st.st_size, st.st_mtime_ns):
+            return False
+        settle = self._cameras[camera].settle_seconds
+        self._readiness.note(path, settle, now, closed=closed)
+        self._camera_of[path] = camera
+        return True
+
+    def scan(self, camera: CameraConfig, directory: Path, now: float) -> int:
+        """Note every candidate file below ``directory``; returns how many were new."""
+        found = sum(
+            self.note(camera.name, path, now)
+            for path in scan_dir(directory, camera.patterns, self._excluded)
+        )
+        log.info("watch.scanned", camera=camera.name, directory=str(directory), new=found)
+        return found
+
+    def poll(self, now: float) -> list[FrameRecord]:
+        """Examine settled paths; return the records finished since the last poll."""
+        for path in self._readiness.settled(now):
+            self._examine(path, now)
+        for path, future in list(self._calibrating.items()):
+            if future.done():
+                del self._calibrating[path]
+                if not future.cancelled():
+                    self._finished.append(future.result())
+        finished, self._finished = self._finished, []
+        return finished
+
+    def busy_cameras(self) -> set[str]:
+        """Cameras with files still settling or being calibrated."""
+        self._camera_of = {
+            path: camera
+            for path, camera in self._camera_of.items()
+            if path in self._readiness or path in self._calibrating
+        }
+        return set(self._camera_of.values())
+
+    def close(self) -> list[FrameRecord]:
+        """Finish the frame being calibrated, drop the queue; returns what finished."""
+        self._calibrator.shutdown(wait=True, cancel_futures=True)
+        return self.poll(float("-inf"))
+
+    def _examine(self, path: Path, now: float) -> None:
+        camera = self._cameras[self._camera_of[path]]
+        try:
+            self._examine_file(path, camera, now)
+        except FrameRejected as exc:
+            self._reject(path, camera, exc.reason)
+        except OSError as exc:  # vanished or unreadable between events: look again later
+            log.warning("frame.unreadable", camera=camera.name, file=str(path), error=str(exc))
+            self._readiness.restart_settle(path, now)
+
+    def _examine_file(self, path: Path, camera: CameraConfig, now: float) -> None:
+        if self._recorded(path):
+            log.warning(
+                "frame.changed",
+                camera=camera.name,
+                file=str(path),
+                action="a recorded file changed; it is not ingested again",
+            )
+            self._readiness.forget(path)
+            return
+        status = fits_status(path)
+        if status.state == "complete":
+            self._readiness.forget(path)
+            future = self._calibrator.submit(ingest, path, camera, self._site, self._work_dir)
+            self._calibrating[path] = future
+            # Wake the main loop as soon as the frame is done, not at its next poll.
+            future.add_done_callback(lambda _done: self._wake())
+        elif status.state == "not_fits":
+            self._reject(path, camera, f"not a FITS file: {status.detail}")
+        else:
+            self._wait_or_give_up(path, camera, status.detail, now)
+
+    def _wait_or_give_up(self, path: Path, camera: CameraConfig, detail: str, now: float) -> None:
+        since = self._readiness.waiting_since(path)
+        if since is not None and now - since >= camera.max_incomplete_minutes * 60:
+            minutes = camera.max_incomplete_minutes
+            self._reject(path, camera, f"truncated: {detail} after waiting {minutes:g} min")
+        else:
+            log.debug("frame.incomplete", camera=camera.name, file=str(path), detail=detail)
+            self._readiness.restart_settle(path, now)
+
+    def _reject(self, path: Path, camera: CameraConfig, reason: str) -> None:
+        self._readiness.forget(path)
+        log.warning("frame.rejected", camera=camera.name, file=str(path), reason=reason)
+        self._finished.append(rejected_record(path, camera.name, reason))

@@ -1,0 +1,108 @@
+"""The intake: which paths are watched, when they become records, when they are given up."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from biaswatch.catalog import FrameRecord
+from biaswatch.config import CameraConfig, SiteConfig
+from biaswatch.intake import Intake
+from biaswatch.testing import fits_bytes, make_bias_fits
+
+
+@pytest.fixture(name="camera")
+def _camera(tmp_path: Path) -> CameraConfig:
+    return CameraConfig(
+        name="cryo", watch=(tmp_path / "in",), settle_seconds=1.0, max_incomplete_minutes=1.0
+    )
+
+
+def intake_for(camera: CameraConfig, tmp_path: Path, known: set[Path] | None = None) -> Intake:
+    return Intake(
+        {camera.name: camera},
+        SiteConfig(),
+        tmp_path / "work",
+        excluded=(tmp_path / "masters",),
+        known=lambda path, _size, _mtime: path in (known or set()),
+        recorded=lambda path: path in (known or set()),
+        wake=lambda: None,
+    )
+
+
+def settle(intake: Intake, now: float) -> list[FrameRecord]:
+    """Poll until the calibration thread has finished (real threads, fake settle time)."""
+    records = intake.poll(now)
+    deadline = time.monotonic() + 30
+    while not records and intake.busy_cameras() and time.monotonic() < deadline:
+        time.sleep(0.05)
+        records = intake.poll(now)
+    return records
+
+
+def test_complete_frame_becomes_a_valid_record(tmp_path: Path, camera: CameraConfig) -> None:
+    """A whole bias file, once settled, comes back as a valid calibrated record."""
+    path = make_bias_fits(tmp_path / "a.fits")
+    intake = intake_for(camera, tmp_path)
+    assert intake.note("cryo", path, now=0.0)
+    assert intake.poll(0.5) == []  # not settled yet
+    (record,) = settle(intake, 2.0)
+    assert record.status == "valid"
+    assert Path(record.calibrated).exists()
+    assert intake.busy_cameras() == set()
+
+
+def test_incomplete_file_is_waited_for_then_rejected(tmp_path: Path, camera: CameraConfig) -> None:
+    """A file that stays incomplete is kept waiting until max_incomplete_minutes, then rejected."""
+    path = tmp_path / "a.fits"
+    path.write_bytes(fits_bytes()[:3000])
+    intake = intake_for(camera, tmp_path)
+    intake.note("cryo", path, now=0.0)
+    for now in (0.0, 1.0, 30.0, 59.0):
+        assert intake.poll(now) == []
+        assert intake.busy_cameras() == {"cryo"}
+    (record,) = intake.poll(61.0)
+    assert record.status == "rejected"
+    assert record.reason == "truncated: primary HDU data: 120 of 3840 bytes after waiting 1 min"
+    assert intake.busy_cameras() == set()
+
+
+def test_file_completed_in_time_is_accepted(tmp_path: Path, camera: CameraConfig) -> None:
+    """A slow writer that finishes before the limit gets its frame ingested, not rejected."""
+    path = tmp_path / "a.fits"
+    content = fits_bytes()
+    path.write_bytes(content[:3000])
+    intake = intake_for(camera, tmp_path)
+    intake.note("cryo", path, now=0.0)
+    assert intake.poll(0.0) == []
+    assert intake.poll(50.0) == []
+    path.write_bytes(content)
+    assert intake.poll(55.0) == []  # changed: settle again
+    (record,) = settle(intake, 57.0)
+    assert record.status == "valid"
+
+
+def test_not_fits_is_rejected_once_settled(tmp_path: Path, camera: CameraConfig) -> None:
+    """Bytes that cannot be FITS are rejected after settling, without waiting for the limit."""
+    path = tmp_path / "a.fits"
+    path.write_text("this is a shopping list, not an image")
+    intake = intake_for(camera, tmp_path)
+    intake.note("cryo", path, now=0.0)
+    assert intake.poll(0.0) == []
+    (record,) = intake.poll(1.0)
+    assert record.status == "rejected"
+    assert record.reason == "not a FITS file: does not start with a FITS 'SIMPLE' card"
+
+
+def test_known_and_excluded_paths_are_not_noted(tmp_path: Path, camera: CameraConfig) -> None:
+    """Files already recorded, and files under the masters directory, are never noted."""
+    known = make_bias_fits(tmp_path / "known.fits")
+    (tmp_path / "masters").mkdir()
+    master = make_bias_fits(tmp_path / "masters" / "m.fits")
+    intake = intake_for(camera, tmp_path, known={known})
+    assert not intake.note("cryo", known, now=0.0)
+    assert not intake.note("cryo", master, now=0.0)
+    assert not intake.note("cryo", tmp_path / "missing.fits", now=0.0)
+    assert intake.busy_cameras() == set()
