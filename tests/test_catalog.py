@@ -20,6 +20,7 @@ def _catalog(tmp_path: Path) -> Catalog:
 def valid(
     path: str, night: str = "2026-11-24", geometry: str = "48x40-1x1", camera: str = "cryo"
 ) -> FrameRecord:
+    """A valid frame record for the catalog."""
     return FrameRecord(
         path,
         camera,
@@ -35,6 +36,7 @@ def valid(
 
 
 def master(path: str, sequence: int = 1) -> MasterRow:
+    """A master row for the catalog."""
     return MasterRow(
         "cryo", "2026-11-24", sequence, "48x40-1x1", path, 2, "d" * 64, "2026-11-25T03:00:00"
     )

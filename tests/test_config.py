@@ -23,6 +23,7 @@ watch = ["incoming/cryo"]
 
 
 def problems_of(write_config: Write, text: str) -> list[str]:
+    """The problems load_config reports for this TOML text."""
     with pytest.raises(ConfigError) as info:
         load_config(write_config(text))
     return info.value.problems

@@ -21,6 +21,7 @@ def _camera(tmp_path: Path) -> CameraConfig:
 
 
 def intake_for(camera: CameraConfig, tmp_path: Path, known: set[Path] | None = None) -> Intake:
+    """An Intake for one camera whose catalog knows only ``known``."""
     return Intake(
         {camera.name: camera},
         SiteConfig(),

@@ -16,6 +16,7 @@ NOON = dt.time(12, 0)
 
 
 def utc(text: str) -> dt.datetime:
+    """An aware UTC datetime from ISO text."""
     return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
 
 

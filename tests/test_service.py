@@ -57,10 +57,12 @@ def seed_recipe(raws: list[Path], overscan: str | None, trim: str | None) -> np.
 
 
 def digests(paths: list[Path]) -> dict[Path, tuple[str, int]]:
+    """Content hash and mtime of each file, to prove raw data untouched."""
     return {p: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in paths}
 
 
 def masters_json(config: Path, *args: str) -> list[dict[str, object]]:
+    """What `biaswatch masters --json` prints, parsed."""
     result = subprocess.run(
         [sys.executable, "-m", "biaswatch", "masters", "--config", str(config), "--json", *args],
         capture_output=True,
@@ -309,3 +311,15 @@ def test_simulate_command_writes_frames_the_service_accepts(tmp_path: Path) -> N
     assert "done: 3 frames" in result.stdout
     assert published["camera"] == "te"
     assert fits.getdata(published["path"]).shape == (32, 32)  # te's trim [1:32,1:32]
+
+
+def test_polling_cameras_find_new_frames(tmp_path: Path) -> None:
+    """With polling = true (network mounts), frames written after start are found by polling."""
+    # Every camera polls, so no inotify watch exists: only the PollingObserver can see them.
+    config = write_config(tmp_path, polling=True, poll_interval_seconds=0.5)
+    with running_service(config) as service:
+        assert service.events("watch.scanned")[0]["new"] == 0
+        write_frames(config, "cryo", 5)
+        (published,) = service.wait_event("master.published")
+        assert service.stop()[0] == 0
+    assert fits.getheader(published["path"])["NCOMBINE"] == 5

@@ -14,6 +14,7 @@ RULES = Rules(expected_frames=10, min_frames=3, quiet=dt.timedelta(minutes=30))
 
 
 def minutes(m: float) -> dt.datetime:
+    """T0 plus ``m`` minutes."""
     return T0 + dt.timedelta(minutes=m)
 
 

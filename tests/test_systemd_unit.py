@@ -59,6 +59,7 @@ def words(values: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def unit() -> dict[str, dict[str, list[str]]]:
+    """The shipped unit file, parsed into sections and repeated keys."""
     return parse_unit(UNIT.read_text(encoding="utf-8"))
 
 
@@ -74,6 +75,7 @@ def current_command() -> list[str]:
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run systemd-analyze with a timeout, capturing text output."""
     return subprocess.run(
         args, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=60
     )

@@ -1,0 +1,74 @@
+"""Logging: JSON lines with event, level, timestamp and context; readable on a terminal."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+from biaswatch import logs
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def test_json_lines_with_context(tmp_path: Path) -> None:
+    """Each event is one JSON object with event, level, UTC timestamp and its bound context."""
+    path = tmp_path / "log" / "biaswatch.jsonl"
+    logs.configure(path, "info", console=False)
+    structlog.get_logger("t").bind(camera="cryo", night="2026-11-24").info("set.completed", set=3)
+    structlog.get_logger("t").debug("frame.incomplete")  # below the level: not written
+    (line,) = path.read_text().splitlines()
+    event = json.loads(line)
+    assert event["event"] == "set.completed"
+    assert (event["level"], event["camera"], event["night"], event["set"]) == (
+        "info",
+        "cryo",
+        "2026-11-24",
+        3,
+    )
+    assert event["timestamp"].endswith("Z")
+
+
+def test_console_view_is_not_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With the console view on, stderr shows readable lines while the file keeps JSON."""
+    path = tmp_path / "biaswatch.jsonl"
+    logs.configure(path, "info", console=True)
+    structlog.get_logger("t").warning("frame.rejected", reason="not a FITS file")
+    shown = capsys.readouterr().err
+    assert "frame.rejected" in shown
+    assert "reason" in shown
+    assert not shown.lstrip().startswith("{")
+    assert json.loads(path.read_text())["reason"] == "not a FITS file"
+
+
+def test_apscheduler_info_is_quiet(tmp_path: Path) -> None:
+    """apscheduler's per-job INFO chatter stays out of the log; its warnings do not."""
+    path = tmp_path / "biaswatch.jsonl"
+    logs.configure(path, "info", console=False)
+    logging.getLogger("apscheduler.scheduler").info("Added job")
+    logging.getLogger("apscheduler.scheduler").warning("Run time of job was missed")
+    assert [json.loads(line)["event"] for line in path.read_text().splitlines()] == [
+        "Run time of job was missed"
+    ]
+
+
+def test_stdout_when_dash(capsys: pytest.CaptureFixture[str]) -> None:
+    """log_file '-' (None here) writes JSON to standard output when not on a terminal."""
+    logs.configure(None, "info", console=False)
+    structlog.get_logger("t").info("service.started")
+    assert json.loads(capsys.readouterr().out)["event"] == "service.started"
