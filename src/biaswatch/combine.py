@@ -64,9 +64,11 @@ MAD_TO_STD: Final = 1.482602218505602  # astropy's mad_std factor, 1 / Phi^-1(3/
 # outliers and NaNs, over every method/center/deviation/sigma_clip and maxiters 1 and 3.
 # The worst case (sigma clipping, std deviation, maxiters 3) fits 2.49 * n + 9.6 float64
 # per pixel for both methods; average and median differ by < 0.01. The test
-# test_kernel_peak_memory_within_model re-measures it. Not counted: the interpreter,
-# astropy's parsed headers of the open files (a few kB each) and the page cache of the
-# memory maps (file-backed and reclaimable).
+# test_kernel_peak_memory_within_model re-measures it. Not counted: the interpreter and
+# astropy's parsed headers of the open files (a few kB each). Files are opened without
+# memory mapping: mapped pages would count in the process's RSS and in its cgroup
+# (benchmarks/combine_vs_ccdproc.py, 10 x 4096^2 at 350 MB: peak RSS 946 MB mapped,
+# 325 MB with plain reads, interpreter included).
 STACK_FACTOR: Final = 2.5
 PIXEL_ARRAYS: Final = 12
 METHODS: Final = ("average", "median")
@@ -218,9 +220,9 @@ def combine_files(
 
 
 def _open_image(files: contextlib.ExitStack, path: Path, hdu: int) -> Any:
-    """HDU ``hdu`` of ``path``, opened memory-mapped; CombineFailed if it is no image."""
+    """HDU ``hdu`` of ``path``, opened for section reads; CombineFailed if it is no image."""
     try:
-        hdul = files.enter_context(fits.open(path, memmap=True))
+        hdul = files.enter_context(fits.open(path, memmap=False))
         image = hdul[hdu]
     except (OSError, ValueError, IndexError, KeyError, TypeError, fits.VerifyError) as exc:
         raise CombineFailed(f"{path}: cannot read HDU {hdu}: {exc}") from exc
