@@ -9,6 +9,7 @@ path through a pipe; the parent gives it its final name and records it.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import signal
 from dataclasses import dataclass
@@ -74,17 +75,19 @@ class CombineProcess:
     def poll(self) -> CombineResult | None:
         """The result once the child has finished; None while it runs."""
         if self._conn.poll():
-            try:
+            with contextlib.suppress(EOFError):  # the child died before answering
                 result: CombineResult = self._conn.recv()
-            except EOFError:
-                result = None  # type: ignore[assignment]
-            else:
                 self._process.join(timeout=10)
                 return result
         if self._process.is_alive():
             return None
         self._process.join()
         return CombineResult(self.job.set_id, None, _death(self._process.exitcode))
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id."""
+        return self._process.pid
 
     def stop(self, timeout: float = 5.0) -> None:
         """Terminate the child (SIGTERM, then SIGKILL) and wait for it."""
