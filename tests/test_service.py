@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.nddata import CCDData
-from astropy.stats import mad_std
 from service_process import (
     catalog_rows,
     master_data,
@@ -28,7 +27,7 @@ from service_process import (
 
 from biaswatch.sections import Section
 from biaswatch.simulate import Geometry
-from biaswatch.testing import fits_bytes, truncated_copy
+from biaswatch.testing import fits_bytes, seed_combine, truncated_copy
 
 pytestmark = pytest.mark.slow
 
@@ -43,17 +42,7 @@ def seed_recipe(raws: list[Path], overscan: str | None, trim: str | None) -> np.
             ccd = ccdproc.subtract_overscan(ccd, fits_section=section, overscan_axis=1, median=True)
         ccd = ccdproc.trim_image(ccd, fits_section=trim or ccd.header["TRIMSEC"])
         calibrated.append(ccd)
-    combined = ccdproc.combine(
-        calibrated,
-        method="average",
-        sigma_clip=True,
-        sigma_clip_low_thresh=5,
-        sigma_clip_high_thresh=5,
-        sigma_clip_func=np.ma.median,
-        sigma_clip_dev_func=mad_std,  # spelt right, unlike the seed's 'signma_clip_dev_func'
-        mem_limit=350e6,
-    )
-    return np.asarray(combined.data)
+    return seed_combine(calibrated)
 
 
 def digests(paths: list[Path]) -> dict[Path, tuple[str, int]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -211,3 +211,28 @@ class FakeNotifier:
     def notify(self, message: str) -> None:
         """Record ``message`` (e.g. 'READY=1', 'WATCHDOG=1', 'STATUS=...')."""
         self.messages.append(message)
+
+
+def seed_combine(images: Sequence[Any], mem_limit: float = 350e6) -> npt.NDArray[np.float64]:
+    """The reference: the seed recipe's ``ccdproc.combine`` call, with mad_std spelt right.
+
+    ``images`` are file names or CCDData objects. The seed passes
+    ``signma_clip_dev_func=mad_std``, which ccdproc ignores (clipping with std);
+    this passes ``sigma_clip_dev_func``, which is what the seed meant and what
+    biaswatch's defaults compute.
+    """
+    import ccdproc
+    from astropy.stats import mad_std
+
+    combined = ccdproc.combine(
+        list(images),
+        method="average",
+        sigma_clip=True,
+        sigma_clip_low_thresh=5,
+        sigma_clip_high_thresh=5,
+        sigma_clip_func=np.ma.median,
+        sigma_clip_dev_func=mad_std,
+        mem_limit=mem_limit,
+        unit="adu",
+    )
+    return np.asarray(combined.data, dtype=np.float64)
