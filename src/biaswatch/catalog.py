@@ -185,14 +185,6 @@ class Catalog:
         ).fetchone()
         return row
 
-    def frames(self, camera: str | None = None) -> list[sqlite3.Row]:
-        """All recorded frames, optionally of one camera."""
-        if camera is None:
-            return self._db.execute("SELECT * FROM frames ORDER BY id").fetchall()
-        return self._db.execute(
-            "SELECT * FROM frames WHERE camera = ? ORDER BY id", (camera,)
-        ).fetchall()
-
     def set_inputs(self, set_id: int) -> list[sqlite3.Row]:
         """The valid frames of a set, oldest first."""
         return self._db.execute(

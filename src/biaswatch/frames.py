@@ -71,9 +71,6 @@ class Readiness:
         """Stop watching ``path``."""
         self._pending.pop(path, None)
 
-    def __len__(self) -> int:
-        return len(self._pending)
-
     def __contains__(self, path: object) -> bool:
         return path in self._pending
 

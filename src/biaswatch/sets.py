@@ -27,14 +27,6 @@ class Geometry:
         """Stable text form, columns first as astronomers write sizes: ``2080x2048-1x1``."""
         return f"{self.cols}x{self.rows}-{self.xbin}x{self.ybin}"
 
-    @classmethod
-    def from_label(cls, label: str) -> Geometry:
-        """Inverse of :meth:`label`."""
-        size, binning = label.split("-")
-        cols, rows = (int(v) for v in size.split("x"))
-        xbin, ybin = (int(v) for v in binning.split("x"))
-        return cls(rows, cols, xbin, ybin)
-
 
 @dataclass(frozen=True, slots=True)
 class Rules:
