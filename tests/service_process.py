@@ -83,6 +83,7 @@ def write_frames(
     seed: int = 1,
     now: Callable[[], dt.datetime] | None = None,
     geometry: Geometry | None = None,
+    out_dir: Path | None = None,
 ) -> list[Path]:
     """Write realistic raw biases for a camera, each in pieces, as a camera does."""
     geometry = geometry or (CRYO_GEOMETRY if name == "cryo" else TE_GEOMETRY)
@@ -95,6 +96,7 @@ def write_frames(
         geometry=geometry,
         pieces=3,
         piece_delay=0.1,
+        out_dir=out_dir,
         **extra,
     )
 

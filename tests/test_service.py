@@ -312,3 +312,16 @@ def test_polling_cameras_find_new_frames(tmp_path: Path) -> None:
         (published,) = service.wait_event("master.published")
         assert service.stop()[0] == 0
     assert fits.getheader(published["path"])["NCOMBINE"] == 5
+
+
+def test_frames_in_a_new_night_subdirectory_are_found(tmp_path: Path) -> None:
+    """Watches are recursive: a per-night directory made after start is watched too."""
+    config = write_config(tmp_path)
+    with running_service(config) as service:
+        night_dir = tmp_path / "incoming" / "cryo" / "2026" / "20261124"
+        night_dir.mkdir(parents=True)
+        written = write_frames(config, "cryo", 5, out_dir=night_dir)
+        (published,) = service.wait_event("master.published")
+        assert service.stop()[0] == 0
+    header = fits.getheader(published["path"])
+    assert sorted(header[f"IMCMB00{i}"] for i in range(1, 6)) == sorted(p.name for p in written)
