@@ -1,113 +1,462 @@
-"""Combine the same calibrated frames with ccdproc.combine and biaswatch's engine, side by side.
+"""Combine the same calibrated frames with ccdproc, biaswatch, IRAF and Siril, side by side.
 
 Usage:
-    .venv/bin/python benchmarks/combine_vs_ccdproc.py [--frames 10] [--size 4096]
-        [--mem-limit 350MB] [--out benchmarks/out]
+    .venv/bin/python benchmarks/combine_vs_ccdproc.py [--frames 10 [20 ...]] [--size 4096]
+        [--mem-limit 350MB] [--skip ENGINE[:MIN_FRAMES] ...] [--out benchmarks/out]
+        [--iraf-maxmemory mem_limit|default|SIZE] [--siril-rejection s]
 
-It writes N calibrated float32 frames (size x size, bias level + read noise
-+ cosmic rays), then runs each engine in its own child process, one after
-the other on the same files: ccdproc.combine with the seed recipe's
-parameters (average, 5/5 sigma clipping around the median with mad_std,
-mem_limit) and biaswatch.combine.combine_files with the same statistics.
-It prints wall time, peak RSS of each child (from wait4), the ratio, and
-the largest pixel difference between the two results.
+It writes (or reuses) calibrated float32 frames (size x size, read noise + cosmic
+rays), then for each frame count runs every engine in its own process, one after
+the other, on the same files:
+
+* ccdproc.combine with the seed recipe's parameters (average, 5/5 sigma clipping
+  around the median with mad_std, mem_limit);
+* biaswatch.combine.combine_files with the same statistics (CombineSettings());
+* IRAF 2.17 imcombine (average, sigclip 5/5, median centre, no scaling);
+* Siril 1.0.6 stack (average, sigma clipping 5/5, no normalisation, all cores).
+
+It prints one markdown table per count: wall time, peak RSS of the process tree,
+for the Python engines the RSS above the process's own RSS before the combine,
+the time ratio to biaswatch and the pixel differences to ccdproc's result. With
+several counts it adds a summary of time per (frame x megapixel). benchmarks/setup.sh
+installs IRAF and Siril; benchmarks/README.md explains every column.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import json
 import os
+import re
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from astropy.io import fits
 
 from biaswatch.config import parse_size
 
+sys.path.insert(0, str(Path(__file__).parent))
+import external  # a sibling file, not a package
+
+ENGINES = ("ccdproc", "biaswatch", "iraf", "siril")
+FRAMES_VERSION = 2  # bump when make_frames changes what it writes: cached frames are redone
+MIB = 1024 * 1024
+CLOSE_ADU = 0.01  # "off" means a difference larger than this
+
+Image = npt.NDArray[np.float32]
+
 
 def make_frames(out: Path, frames: int, size: int) -> list[Path]:
-    """Write (or reuse) N calibrated float32 frames with noise and cosmic rays."""
+    """Write (or reuse) N calibrated float32 frames with noise and cosmic rays.
+
+    Frame i depends only on (size, i), so a later run with more frames adds frames and
+    keeps the first ones; a file from another version of this function is rewritten.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(2026)
     paths = []
     for i in range(frames):
         path = out / f"cal_{size}_{i:03d}.fits"
         paths.append(path)
-        if path.exists():
+        if path.exists() and fits.getheader(path).get("BENCHGEN") == FRAMES_VERSION:
             continue
+        rng = np.random.default_rng([2026, size, i])
         data = rng.normal(0.0, 8.0, (size, size)).astype(np.float32)
         hits = rng.integers(0, size, (2, size // 8))
         data[hits[0], hits[1]] += rng.uniform(200, 5000, size // 8).astype(np.float32)
-        fits.PrimaryHDU(data).writeto(path, overwrite=True)
+        hdu = fits.PrimaryHDU(data)
+        hdu.header["BENCHGEN"] = (FRAMES_VERSION, "benchmarks/combine_vs_ccdproc.py frames")
+        hdu.writeto(path, overwrite=True)
     return paths
 
 
-def run_child(engine: str, paths: list[Path], mem_limit: int, result: Path) -> tuple[float, float]:
-    """Run one engine in a child process; returns (wall seconds, peak RSS in MB)."""
-    args = [
-        sys.executable,
-        __file__,
-        "--child",
-        engine,
-        "--mem-limit",
-        str(mem_limit),
-        "--result",
-        str(result),
-        *map(str, paths),
-    ]
-    start = time.perf_counter()
-    child = subprocess.Popen(args)
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - start
-    if status != 0:
-        raise SystemExit(f"{engine} failed with status {status}")
-    return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+def warm_cache(paths: Sequence[Path]) -> None:
+    """Read every file once so that no engine pays for the disk and all read from cache."""
+    for path in paths:
+        with path.open("rb") as f:
+            while f.read(16 * MIB):
+                pass
 
 
-def child(engine: str, paths: list[str], mem_limit: int, result: str) -> None:
-    """The child's work: combine and save the float32 result as .npy."""
+# --- the Python engines, each in a child process --------------------------------------
+
+
+def _proc_status_kib(field_name: str) -> int:
+    """A field of /proc/self/status in KiB, e.g. VmRSS (resident now) or VmHWM (peak)."""
+    text = Path("/proc/self/status").read_text()
+    match = re.search(rf"^{field_name}:\s+(\d+) kB", text, re.MULTILINE)
+    if not match:
+        raise RuntimeError(f"no {field_name} in /proc/self/status")
+    return int(match.group(1))
+
+
+def child(engine: str, paths: list[str], mem_limit: int, result: str, report: str) -> None:
+    """The child's work: combine, save the float32 result as .npy, report memory as JSON.
+
+    Everything the combine needs is imported first, so that the RSS read before the
+    combine (the baseline) holds the interpreter, numpy, astropy and the engine's code.
+    """
     if engine == "ccdproc":
+        import ccdproc  # noqa: F401  (imported by seed_combine; here so the baseline has it)
+
         from biaswatch.testing import seed_combine
 
-        data = seed_combine(paths, mem_limit).astype(np.float32)
+        def combine() -> Any:
+            return seed_combine(paths, mem_limit)
     else:
         from biaswatch.combine import combine_files
         from biaswatch.config import CombineSettings
 
-        data = combine_files([Path(p) for p in paths], CombineSettings(), mem_limit)
-    np.save(result, data)
+        def combine() -> Any:
+            return combine_files([Path(p) for p in paths], CombineSettings(), mem_limit)
+
+    rss_before = _proc_status_kib("VmRSS")
+    hwm_before = _proc_status_kib("VmHWM")
+    start = time.perf_counter()
+    data = combine()
+    seconds = time.perf_counter() - start
+    hwm_after = _proc_status_kib("VmHWM")
+    np.save(result, np.asarray(data, dtype=np.float32))
+    facts = {
+        "rss_before_kib": rss_before,
+        "hwm_before_kib": hwm_before,
+        "hwm_after_kib": hwm_after,
+        "combine_seconds": seconds,
+    }
+    Path(report).write_text(json.dumps(facts))
+
+
+@dataclass
+class Row:
+    """One engine's measurements for one frame count."""
+
+    label: str
+    run: external.TreeRun | None = None
+    image: Image | None = None
+    command: str = ""
+    notes: list[str] = field(default_factory=list)
+    child: dict[str, float] = field(default_factory=dict)  # the Python child's report
+    error: str = ""
+
+
+def run_python_engine(engine: str, paths: Sequence[Path], mem_limit: int, work: Path) -> Row:
+    """Run ccdproc or biaswatch in a child process of this script, measured as a tree."""
+    result, report, log = work / f"{engine}.npy", work / f"{engine}.json", work / f"{engine}.log"
+    for stale in (result, report):
+        stale.unlink(missing_ok=True)
+    argv = [sys.executable, __file__, "--child", engine, "--mem-limit", str(mem_limit)]
+    argv += ["--result", str(result), "--report", str(report), *map(str, paths)]
+    row = Row(engine_label(engine))
+    row.run = external.run_tree(argv, log=log)
+    if row.run.exit_code != 0 or not report.exists():
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+        row.error = f"exit {row.run.exit_code}; log {log}:\n{tail}"
+        return row
+    row.image = np.load(result)
+    row.child = json.loads(report.read_text())
+    return row
+
+
+def run_external(engine: str, paths: Sequence[Path], args: argparse.Namespace) -> Row:
+    """Run IRAF or Siril through benchmarks/external.py."""
+    row = Row(engine_label(engine))
+    try:
+        if engine == "iraf":
+            done = external.run_imcombine(paths, args.out / "work" / "iraf", args.iraf_bytes)
+        else:
+            done = external.run_siril(
+                paths,
+                args.out / "work" / "siril",
+                rejection=args.siril_rejection,
+                threads=os.cpu_count() or 1,
+            )
+    except (OSError, RuntimeError) as exc:
+        row.error = str(exc)
+        return row
+    row.run, row.image, row.command, row.notes = done.run, done.image, done.command, [*done.notes]
+    return row
+
+
+def _version(argv: list[str], pattern: str) -> str:
+    """A tool's version from its own output, or '?' if it cannot say."""
+    try:
+        text = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
+    except OSError:
+        return "?"
+    match = re.search(pattern, text)
+    return match.group(1) if match else "?"
+
+
+_LABELS: dict[str, str] = {}
+
+
+def engine_label(engine: str) -> str:
+    """The engine's name and version, as printed in the tables (versions looked up once)."""
+    if not _LABELS:
+        _LABELS["ccdproc"] = f"ccdproc {importlib.metadata.version('ccdproc')} `combine`"
+        _LABELS["biaswatch"] = f"biaswatch {importlib.metadata.version('biaswatch')} engine"
+        iraf = _version([external.IRAF_CL, "-v"], r"V?(\d[\w.]*)")
+        _LABELS["iraf"] = f"IRAF {iraf} `imcombine`"
+        siril = _version([external.SIRIL_CLI, "--version"], r"siril (\S+)")
+        _LABELS["siril"] = f"Siril {siril} `stack`"
+    return _LABELS[engine]
+
+
+# --- comparing results -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Diff:
+    """How one result differs from the reference, over pixels finite in both."""
+
+    max_abs: float
+    off: int  # pixels differing by more than CLOSE_ADU
+    nan: int  # NaN pixels in the result
+    nan_reference: int
+
+
+def compare(image: Image, reference: Image, mask: npt.NDArray[np.bool_] | None = None) -> Diff:
+    """Largest |image - reference| over pixels finite in both (and in ``mask``)."""
+    finite = np.isfinite(image) & np.isfinite(reference)
+    if mask is not None:
+        finite &= mask
+    diff = np.abs(image[finite].astype(np.float64) - reference[finite])
+    return Diff(
+        float(diff.max()) if diff.size else float("nan"),
+        int(np.count_nonzero(diff > CLOSE_ADU)),
+        int(np.count_nonzero(np.isnan(image))),
+        int(np.count_nonzero(np.isnan(reference))),
+    )
+
+
+def siril_clamp_note(image: Image, reference: Image) -> str:
+    """Siril caps float results at 1.0 (it takes float data to be in [0, 1]): say how much."""
+    clamped = int(np.count_nonzero((image == 1.0) & (reference > 1.0)))
+    below = compare(image, reference, reference < 1.0)
+    return (
+        f"Siril capped {clamped} pixels at 1.0 (Siril 1.0 writes min(result, 1) for 32-bit "
+        f"output); over the pixels where ccdproc's result is below 1 ADU the largest "
+        f"difference is {below.max_abs:.3g} ADU ({below.off} pixels off by > {CLOSE_ADU})"
+    )
+
+
+# --- one frame count ---------------------------------------------------------------------
+
+
+def run_count(paths: Sequence[Path], args: argparse.Namespace) -> dict[str, Row]:
+    """Run every engine not skipped for this frame count, one after the other."""
+    (args.out / "work").mkdir(parents=True, exist_ok=True)
+    warm_cache(paths)
+    rows = {}
+    for engine in ENGINES:
+        if skipped(engine, len(paths), args.skip):
+            continue
+        print(f"  {engine} ...", file=sys.stderr, flush=True)
+        if engine in ("ccdproc", "biaswatch"):
+            rows[engine] = run_python_engine(engine, paths, args.mem_limit_bytes, args.out / "work")
+        else:
+            rows[engine] = run_external(engine, paths, args)
+        if rows[engine].error:
+            print(f"  {engine} FAILED: {rows[engine].error}", file=sys.stderr)
+    return rows
+
+
+def above_baseline_mib(row: Row) -> float | None:
+    """Peak RSS of the combining process minus its RSS before the combine, in MiB."""
+    if not row.child:
+        return None
+    return (row.child["hwm_after_kib"] - row.child["rss_before_kib"]) / 1024
+
+
+def print_count_table(rows: dict[str, Row], frames: int, args: argparse.Namespace) -> None:
+    """The markdown table of one frame count, with the details below it."""
+    size = args.size
+    reference_name = "ccdproc" if rows.get("ccdproc", Row("")).image is not None else "biaswatch"
+    reference = rows[reference_name].image if reference_name in rows else None
+    base = rows.get("biaswatch")
+    base_wall = base.run.wall if base and base.run and not base.error else None
+    print(
+        f"\n### {frames} frames of {size} x {size} float32 "
+        f"({frames * size * size * 4 / 1e6:.0f} MB of files), mem_limit {args.mem_limit}\n"
+    )
+    print(
+        f"| engine | wall time | peak RSS | RSS above baseline | time / biaswatch "
+        f"| max abs diff vs {reference_name} | pixels off > {CLOSE_ADU} ADU "
+        f"| NaN (result / {reference_name}) |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for engine, row in rows.items():
+        if row.error or row.run is None or row.image is None:
+            print(f"| {row.label} | failed | | | | | | |")
+            continue
+        above = above_baseline_mib(row)
+        ratio = f"{row.run.wall / base_wall:.2f}x" if base_wall else "-"
+        if reference is None:
+            diff_cells = "- | - | -"
+        elif engine == reference_name:
+            nan = int(np.count_nonzero(np.isnan(row.image)))
+            diff_cells = f"reference | - | {nan} / {nan}"
+        else:
+            d = compare(row.image, reference)
+            diff_cells = f"{d.max_abs:.3g} ADU | {d.off} | {d.nan} / {d.nan_reference}"
+        print(
+            f"| {row.label} | {row.run.wall:.1f} s | {row.run.peak_rss_mib:.0f} MiB "
+            f"| {'-' if above is None else f'{above:.0f} MiB'} | {ratio} | {diff_cells} |"
+        )
+    print()
+    for engine, row in rows.items():
+        for line in details(engine, row, reference, args):
+            print(f"- {line}")
+
+
+def details(engine: str, row: Row, reference: Image | None, args: argparse.Namespace) -> list[str]:
+    """The lines printed under the table for one engine."""
+    if row.error:
+        return [f"{row.label}: FAILED: {row.error.splitlines()[0]}"]
+    assert row.run is not None
+    lines = [f"{row.label}: processes: {row.run.describe()}"]
+    if row.child:
+        above = above_baseline_mib(row)
+        assert above is not None
+        limit_mib = args.mem_limit_bytes / MIB
+        holds = "holds" if above * MIB <= args.mem_limit_bytes else "EXCEEDED"
+        lines.append(
+            f"{row.label}: combine alone {row.child['combine_seconds']:.1f} s; RSS before the "
+            f"combine {row.child['rss_before_kib'] / 1024:.0f} MiB, peak "
+            f"{row.child['hwm_after_kib'] / 1024:.0f} MiB: {above:.0f} MiB above baseline vs "
+            f"mem_limit {args.mem_limit} = {limit_mib:.0f} MiB: {holds}"
+        )
+    if row.command:
+        lines.append(f"{row.label}: `{row.command}`")
+    lines += [f"{row.label}: {note}" for note in row.notes]
+    if engine == "siril" and reference is not None and row.image is not None:
+        lines.append(siril_clamp_note(row.image, reference))
+    return lines
+
+
+def print_summary(results: dict[int, dict[str, Row]], args: argparse.Namespace) -> None:
+    """Frames x pixels vs time for biaswatch and ccdproc, and biaswatch's memory check."""
+    megapixels = args.size * args.size / 1e6
+    print(f"\n### Scaling: {args.size} x {args.size} frames ({megapixels:.1f} MP each)\n")
+    print(
+        "| frames | frames x MP | biaswatch wall | biaswatch combine | biaswatch ms / (frame x MP) "
+        "| biaswatch RSS above baseline | <= mem_limit | ccdproc wall | ccdproc combine "
+        "| ccdproc ms / (frame x MP) |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: | ---: | ---: |")
+    for frames, rows in results.items():
+        units = frames * megapixels
+        cells = [str(frames), f"{units:.0f}"]
+        for engine in ("biaswatch", "ccdproc"):
+            row = rows.get(engine)
+            if row is None or row.error or row.run is None:
+                cells += ["-", "-", "-"] + (["-", "-"] if engine == "biaswatch" else [])
+                continue
+            seconds = row.child["combine_seconds"]
+            cells += [f"{row.run.wall:.1f} s", f"{seconds:.1f} s", f"{seconds * 1e3 / units:.1f}"]
+            if engine == "biaswatch":
+                above = above_baseline_mib(row)
+                assert above is not None
+                holds = "yes" if above * MIB <= args.mem_limit_bytes else "**no**"
+                cells += [f"{above:.0f} MiB", holds]
+        print(f"| {' | '.join(cells)} |")
+    print(
+        f"\nms / (frame x MP) is the in-process combine time (no interpreter start-up) per "
+        f"frame and megapixel: constant when the time is linear. mem_limit {args.mem_limit} "
+        f"= {args.mem_limit_bytes / MIB:.0f} MiB."
+    )
+
+
+# --- command line ------------------------------------------------------------------------
+
+
+def skipped(engine: str, frames: int, skips: Sequence[tuple[str, int]]) -> bool:
+    """Whether ``--skip`` leaves ``engine`` out at this frame count."""
+    return any(name == engine and frames >= minimum for name, minimum in skips)
+
+
+def parse_skip(value: str) -> tuple[str, int]:
+    """``iraf`` (always) or ``ccdproc:50`` (from 50 frames up) -> (engine, minimum frames)."""
+    name, _, minimum = value.partition(":")
+    if name not in ENGINES:
+        raise argparse.ArgumentTypeError(f"unknown engine {name!r}; one of {', '.join(ENGINES)}")
+    try:
+        return name, int(minimum) if minimum else 0
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected ENGINE or ENGINE:FRAMES") from None
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line; see the module docstring."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--frames", type=int, nargs="+", default=[10], help="frame counts")
+    parser.add_argument("--size", type=int, default=4096, help="frames are size x size")
+    parser.add_argument("--mem-limit", default="350MB", help="for ccdproc and biaswatch")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
+    parser.add_argument(
+        "--skip",
+        type=parse_skip,
+        nargs="*",
+        default=[],
+        metavar="ENGINE[:FRAMES]",
+        help="leave an engine out (from FRAMES frames up), e.g. --skip siril ccdproc:50",
+    )
+    parser.add_argument(
+        "--iraf-maxmemory",
+        default="mem_limit",
+        help="IRAF's imcombine_maxmemory: mem_limit (default), default (IRAF's), or a size",
+    )
+    parser.add_argument(
+        "--siril-rejection",
+        default="s",
+        help="Siril rejection type: s (sigma, default), a (k-MAD), w (winsorized)...",
+    )
+    parser.add_argument("--child", choices=["ccdproc", "biaswatch"], help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    parser.add_argument("--report", help=argparse.SUPPRESS)
+    parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.mem_limit_bytes = parse_size(args.mem_limit)
+    if args.iraf_maxmemory == "mem_limit":
+        args.iraf_bytes = args.mem_limit_bytes
+    elif args.iraf_maxmemory == "default":
+        args.iraf_bytes = None
+    else:
+        args.iraf_bytes = parse_size(args.iraf_maxmemory)
+    return args
 
 
 def main() -> None:
     """Parse arguments; run the comparison or, with --child, one engine."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=10)
-    parser.add_argument("--size", type=int, default=4096)
-    parser.add_argument("--mem-limit", default="350MB")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
-    parser.add_argument("--child", choices=["ccdproc", "biaswatch"])
-    parser.add_argument("--result")
-    parser.add_argument("paths", nargs="*")
-    args = parser.parse_args()
-    mem_limit = parse_size(args.mem_limit)
+    args = parse_args()
     if args.child:
-        child(args.child, args.paths, mem_limit, args.result)
+        child(args.child, args.paths, args.mem_limit_bytes, args.result, args.report)
         return
-    paths = make_frames(args.out, args.frames, args.size)
-    rows = {}
-    for engine in ("ccdproc", "biaswatch"):
-        rows[engine] = run_child(engine, paths, mem_limit, args.out / f"{engine}.npy")
-    diff = np.max(np.abs(np.load(args.out / "ccdproc.npy") - np.load(args.out / "biaswatch.npy")))
-    print(f"{args.frames} frames of {args.size} x {args.size} float32, mem_limit {args.mem_limit}")
-    print("| engine | wall time | peak RSS |")
-    print("| --- | --- | --- |")
-    for engine, (wall, rss) in rows.items():
-        print(f"| {engine} | {wall:.1f} s | {rss:.0f} MB |")
-    speedup = rows["ccdproc"][0] / rows["biaswatch"][0]
-    print(f"speed-up: {speedup:.1f}x; largest pixel difference: {diff:.2e} ADU")
+    counts = sorted(set(args.frames))
+    print(f"writing or checking {max(counts)} frames in {args.out} ...", file=sys.stderr)
+    all_paths = make_frames(args.out, max(counts), args.size)
+    results = {}
+    failed = False
+    for frames in counts:
+        print(f"{frames} frames:", file=sys.stderr, flush=True)
+        rows = run_count(all_paths[:frames], args)
+        print_count_table(rows, frames, args)
+        sys.stdout.flush()
+        failed |= any(row.error for row in rows.values())
+        for row in rows.values():
+            row.image = None  # the tables are printed: free the images before the next count
+        results[frames] = rows
+    if len(counts) > 1:
+        print_summary(results, args)
+    if failed:
+        raise SystemExit("some engines failed; see above")
 
 
 if __name__ == "__main__":

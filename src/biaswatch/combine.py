@@ -31,71 +31,88 @@ astropy's built-in ``'median'``/``'mad_std'`` statistics instead, which ignore t
 from __future__ import annotations
 
 import contextlib
-import math
+import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
+import numba
 import numpy as np
-import numpy.typing as npt
 from astropy.io import fits
 
 from biaswatch.config import CombineSettings
 from biaswatch.errors import CombineFailed
+from biaswatch.kernel import (
+    ROW_ARRAYS,
+    WORK_ARRAYS,
+    Params,
+    Scratch,
+    combine_band,
+    sorting_network,
+    swap_bytes,
+)
 
-Floats = npt.NDArray[np.float64]
-Flags = npt.NDArray[np.bool_]
-Counts = npt.NDArray[np.intp]
-
-MAD_TO_STD: Final = 1.482602218505602  # astropy's mad_std factor, 1 / Phi^-1(3/4)
-
-# Memory model of one band, per image row of `cols` pixels and n frames, in bytes:
-#   n * cols * 8 * STACK_FACTOR   the float64 stack (1) plus the kernel temporaries that
-#       scale with it: one float64 scratch copy for sorting and deviations (1) and up to
-#       four live boolean masks (valid, kept, inside and a comparison temporary, 1/8
-#       each) = 2.5.
-#   cols * 8 * PIXEL_ARRAYS       the kernel's per-pixel (rows, cols) float64/intp arrays:
-#       counts, sort indices, medians, means, deviations, old and new bounds.
-#   cols * 4                      one frame's float32 band as read from its file, before
-#       it is cast into the stack (one frame at a time).
-# plus, once for the whole image, the float32 result: rows * cols * 4.
-# Measured with tracemalloc (numpy reports its buffers to it): peak traced memory of
-# combine_stack, stack included, on float64 stacks of 3, 10 and 40 frames x 64 x 256 with
-# outliers and NaNs, over every method/center/deviation/sigma_clip and maxiters 1 and 3.
-# The worst case (sigma clipping, std deviation, maxiters 3) fits 2.49 * n + 9.6 float64
-# per pixel for both methods; average and median differ by < 0.01. The test
-# test_kernel_peak_memory_within_model re-measures it. Not counted: the interpreter and
-# astropy's parsed headers of the open files (a few kB each). Files are opened without
-# memory mapping: mapped pages would count in the process's RSS and in its cgroup
-# (benchmarks/combine_vs_ccdproc.py, 10 x 4096^2 at 350 MB: peak RSS 946 MB mapped,
-# 325 MB with plain reads, interpreter included).
-STACK_FACTOR: Final = 2.5
-PIXEL_ARRAYS: Final = 12
 METHODS: Final = ("average", "median")
+RUNTIME_RESERVE: Final = 4_000_000
+
+# Memory model of one combine, in bytes, for n frames of rows x cols pixels:
+#   rows * cols * 4                 the float32 result, allocated once;
+#   band_rows * n * cols * 4        one band of every frame, float32, read in place;
+#   threads * (ROW_ARRAYS * n + WORK_ARRAYS) * cols * 8
+#                                   each kernel thread's float64 scratch: the row's
+#                                   values, their sorted copy and deviations, plus
+#                                   the per-column work arrays (kernel.py).
+#   RUNTIME_RESERVE                 headroom for what the process's RSS grows by around
+#                                   that (thread stacks, the interpreter). Measured with
+#                                   /proc/self/status VmHWM, 50 frames of 384 x 2048 at
+#                                   24 MB: 0.5 MB below the terms above with numba's
+#                                   workqueue threads; up to 4.5 MB above with TBB's
+#                                   allocator caches (see kernel.py). 4 MB is reserved.
+# The kernel allocates nothing else. Files are not memory-mapped: mapped pages would
+# count in the process's RSS and its cgroup. tests/test_combine.py checks the peak
+# RSS above the process's RSS before the combine against mem_limit in a child process.
 
 
 def band_rows(n_frames: int, shape: tuple[int, int], mem_limit: int, method: str) -> int:
     """How many image rows to combine at once so the working set stays within mem_limit.
 
     Raise CombineFailed naming the minimum mem_limit (in bytes and MB) when not even one
-    row fits. Both methods share the memory model (sigma clipping dominates it); method
-    is checked and named in the reason.
+    row fits.
     """
     if method not in METHODS:
         raise ValueError(f"unknown combine method {method!r}")
     rows, cols = shape
     if n_frames < 1 or rows < 1 or cols < 1:
         raise ValueError(f"nothing to combine: {n_frames} frames of {rows}x{cols}")
-    result_bytes = rows * cols * 4
-    per_row = math.ceil(cols * (8 * (STACK_FACTOR * n_frames + PIXEL_ARRAYS) + 4))
-    minimum = result_bytes + per_row
+    fixed = rows * cols * 4 + _scratch_bytes(n_frames, cols) + RUNTIME_RESERVE
+    per_row = n_frames * cols * 4
+    minimum = fixed + per_row
     if mem_limit < minimum:
         raise CombineFailed(
             f"mem_limit {mem_limit} bytes ({mem_limit / 1e6:.3f} MB) is too small to "
             f"{method}-combine {n_frames} frames of {rows}x{cols} pixels: it needs at "
             f"least {minimum} bytes ({minimum / 1e6:.3f} MB) for one row at a time"
         )
-    return min(rows, (mem_limit - result_bytes) // per_row)
+    return min(rows, (mem_limit - fixed) // per_row)
+
+
+def _scratch_bytes(n_frames: int, cols: int) -> int:
+    threads = int(numba.get_num_threads())
+    return threads * (ROW_ARRAYS * n_frames + WORK_ARRAYS) * cols * 8
+
+
+def kernel_params(settings: CombineSettings) -> Params:
+    """The settings as the compiled kernel takes them."""
+    return Params(
+        average=settings.method == "average",
+        clip=settings.sigma_clip,
+        center_median=settings.center == "median",
+        dev_mad=settings.deviation == "mad_std",
+        sigma_low=float(settings.sigma_low),
+        sigma_high=float(settings.sigma_high),
+        maxiters=int(settings.maxiters),
+    )
 
 
 def combine_stack(stack: np.ndarray, settings: CombineSettings) -> np.ndarray:
@@ -105,93 +122,13 @@ def combine_stack(stack: np.ndarray, settings: CombineSettings) -> np.ndarray:
     sigma_low/high, maxiters) when settings.sigma_clip, then average (nanmean of kept
     values) or median (nanmedian). Returns float64; NaN where no value was kept.
     """
-    data: Floats = np.asarray(stack, dtype=np.float64)
+    data = np.ascontiguousarray(stack, dtype=np.float64)
     if data.ndim != 3 or data.shape[0] < 1:
         raise ValueError(f"expected a (n_frames >= 1, rows, cols) stack, got {data.shape}")
-    scratch = np.empty_like(data)
-    # Without clipping only NaN is dropped, as np.nanmean/np.nanmedian do.
-    keep = _clip(data, settings, scratch) if settings.sigma_clip else ~np.isnan(data)
-    count = np.count_nonzero(keep, axis=0)
-    if settings.method == "median":
-        return _masked_median(data, keep, count, scratch)
-    return _masked_mean(data, keep, count)
-
-
-def _clip(data: Floats, settings: CombineSettings, scratch: Floats) -> Flags:
-    """The values sigma clipping keeps: valid and within the final bounds."""
-    valid = np.isfinite(data)
-    kept = valid
-    low, high = _bounds(data, kept, settings, scratch)
-    for _ in range(settings.maxiters - 1):
-        inside = np.greater_equal(data, low)
-        inside &= data <= high
-        inside &= kept
-        if np.array_equal(inside, kept):
-            break
-        kept = inside
-        # Where nothing is left astropy stops, keeping the bounds that clipped it all.
-        emptied = ~kept.any(axis=0)
-        new_low, new_high = _bounds(data, kept, settings, scratch)
-        low, high = np.where(emptied, low, new_low), np.where(emptied, high, new_high)
-    # Outside the last bounds rather than inside them: NaN bounds then clip nothing.
-    keep = np.less(data, low)
-    keep |= data > high
-    np.logical_not(keep, out=keep)
-    keep &= valid
-    return keep
-
-
-def _bounds(
-    data: Floats, kept: Flags, settings: CombineSettings, scratch: Floats
-) -> tuple[Floats, Floats]:
-    """Lower and upper clipping bounds per pixel from the kept values."""
-    count = np.count_nonzero(kept, axis=0)
-    median = mean = None
-    if settings.center == "median" or settings.deviation == "mad_std":
-        median = _masked_median(data, kept, count, scratch)
-    if settings.center == "mean" or settings.deviation == "std":
-        mean = _masked_mean(data, kept, count)
-    if settings.deviation == "mad_std":
-        assert median is not None
-        np.subtract(data, median, out=scratch)
-        np.abs(scratch, out=scratch)
-        deviation = _masked_median(scratch, kept, count, scratch) * MAD_TO_STD
-    else:
-        assert mean is not None
-        np.subtract(data, mean, out=scratch)
-        np.square(scratch, out=scratch)
-        deviation = np.sqrt(_masked_mean(scratch, kept, count))
-    center = median if settings.center == "median" else mean
-    assert center is not None
-    return center - settings.sigma_low * deviation, center + settings.sigma_high * deviation
-
-
-def _masked_mean(values: Floats, kept: Flags, count: Counts) -> Floats:
-    """Mean over axis 0 of the kept values; NaN where none is kept.
-
-    Summed frame by frame in order, bit-identical to np.nanmean with NaN for unkept.
-    """
-    total = np.sum(values, axis=0, where=kept)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean: Floats = total / count
-    return mean
-
-
-def _masked_median(values: Floats, kept: Flags, count: Counts, scratch: Floats) -> Floats:
-    """Median over axis 0 of the kept values; NaN where none is kept.
-
-    Sorts in ``scratch`` (which may be ``values`` itself): unkept values become NaN,
-    which sorts last, so the kept ones are the first ``count`` of each pixel.
-    """
-    if scratch is not values:
-        np.copyto(scratch, values)
-    np.copyto(scratch, np.nan, where=~kept)
-    scratch.sort(axis=0)
-    low_index = np.maximum(count - 1, 0) // 2
-    low = np.take_along_axis(scratch, low_index[np.newaxis], axis=0)[0]
-    high = np.take_along_axis(scratch, (count // 2)[np.newaxis], axis=0)[0]
-    median: Floats = np.where(count % 2 == 1, low, 0.5 * (low + high))
-    return median
+    out = np.empty(data.shape[1:], dtype=np.float64)
+    scratch = Scratch.allocate(data.shape[0], data.shape[2])
+    combine_band(data, out, sorting_network(data.shape[0]), kernel_params(settings), scratch)
+    return out
 
 
 def combine_files(
@@ -200,60 +137,141 @@ def combine_files(
     """Combine calibrated single-image FITS files band by band; float32 (rows, cols).
 
     Every file's image (HDU ``hdu``) must have the same 2-D shape. Each band of rows is
-    read from every file (section access, so each file's bytes are read once overall),
-    stacked as float64, combined with combine_stack and written into the result.
-    Raise CombineFailed with the reason when a file is unreadable or shapes differ.
+    read from every file (each file's bytes are read once overall), combined by the
+    compiled kernel and written into the result. Raise CombineFailed with the reason
+    when a file is unreadable, truncated, or shapes differ.
     """
     if not paths:
         raise CombineFailed("no frames to combine")
     with contextlib.ExitStack() as files:
-        images = [_open_image(files, Path(path), hdu) for path in paths]
-        shape = _common_shape(paths, images)
+        sources = [_open_image(files, Path(path), hdu) for path in paths]
+        shape = _common_shape(sources)
         step = band_rows(len(paths), shape, mem_limit, settings.method)
         result = np.empty(shape, dtype=np.float32)
+        band = np.empty((len(paths), step, shape[1]), dtype=np.float32)
+        pairs, params = sorting_network(len(paths)), kernel_params(settings)
+        scratch = Scratch.allocate(len(paths), shape[1])
         for start in range(0, shape[0], step):
             stop = min(start + step, shape[0])
-            band = _read_band(paths, images, start, stop)
-            result[start:stop] = combine_stack(band, settings)
-            del band  # freed before the next band is allocated
+            # A contiguous (n, stop - start, cols) view at the buffer's start, so every
+            # band, the last one too, has the layout the kernel was compiled for.
+            rows = band.reshape(-1)[: band[:, : stop - start].size].reshape(
+                len(paths), -1, shape[1]
+            )
+            for i, source in enumerate(sources):
+                source.read_rows(start, stop, rows[i])
+            combine_band(rows, result[start:stop], pairs, params, scratch)
     return result
 
 
-def _open_image(files: contextlib.ExitStack, path: Path, hdu: int) -> Any:
-    """HDU ``hdu`` of ``path``, opened for section reads; CombineFailed if it is no image."""
+@dataclass(slots=True)
+class _Source:
+    """One frame's image: raw float32 reads where possible, astropy sections otherwise."""
+
+    path: Path
+    shape: tuple[int, int]
+    raw: io.FileIO | None  # unbuffered file, for plain BITPIX=-32 data
+    offset: int
+    image: Any  # astropy HDU, for anything else
+
+    def read_rows(self, start: int, stop: int, out: np.ndarray) -> None:
+        """Rows start:stop into ``out`` (float32, native byte order)."""
+        try:
+            if self.raw is None:
+                out[...] = self.image.section[start:stop, :]
+            else:
+                self._read_raw(start, out)
+        except (OSError, ValueError, IndexError, TypeError) as exc:
+            reason = (
+                f"{self.path}: cannot read rows {start}-{stop - 1} (truncated or corrupt?): {exc}"
+            )
+            raise CombineFailed(reason) from exc
+
+    def _read_raw(self, start: int, out: np.ndarray) -> None:
+        assert self.raw is not None
+        self.raw.seek(self.offset + start * self.shape[1] * 4)
+        wanted = out.nbytes
+        got = self.raw.readinto(out.data.cast("B"))
+        if got != wanted:
+            raise ValueError(f"file ends after {got} of {wanted} bytes")
+        swap_bytes(out.view(np.uint32))
+
+
+def _open_image(files: contextlib.ExitStack, path: Path, hdu: int) -> _Source:
+    """Open HDU ``hdu`` of ``path`` for band reads; CombineFailed if it is no image.
+
+    For plain float32 data only the shape and data offset are kept and the parsed
+    header is let go: astropy's Card objects cost tens of kB per file, which adds up
+    against mem_limit for 50 frames.
+    """
     try:
-        hdul = files.enter_context(fits.open(path, memmap=False))
-        image = hdul[hdu]
-    except (OSError, ValueError, IndexError, KeyError, TypeError, fits.VerifyError) as exc:
+        hdul = fits.open(path, memmap=False)
+    except (OSError, ValueError, TypeError, fits.VerifyError) as exc:
         raise CombineFailed(f"{path}: cannot read HDU {hdu}: {exc}") from exc
+    try:
+        image = hdul[hdu]
+        offset = int(hdul.fileinfo(hdu)["datLoc"])
+        shape = _image_shape(path, hdu, image)
+    except CombineFailed:
+        hdul.close()
+        raise
+    except (OSError, ValueError, IndexError, KeyError, TypeError, fits.VerifyError) as exc:
+        hdul.close()
+        raise CombineFailed(f"{path}: cannot read HDU {hdu}: {exc}") from exc
+    if _plain_float32(image):
+        hdul.close()
+        # Unbuffered: readinto goes straight into the band, with no copy in between.
+        raw = files.enter_context(path.open("rb", buffering=0))
+        return _Source(path, shape, raw, offset, None)
+    files.callback(hdul.close)
+    return _Source(path, shape, None, offset, image)
+
+
+def _image_shape(path: Path, hdu: int, image: Any) -> tuple[int, int]:
     if not isinstance(image, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
         raise CombineFailed(f"{path}: HDU {hdu} is a {type(image).__name__}, not an image")
-    return image
+    shape = tuple(int(n) for n in image.shape)
+    if len(shape) != 2 or min(shape) < 1:
+        raise CombineFailed(f"{path}: expected a 2-D image, found shape {shape}")
+    return shape[0], shape[1]
 
 
-def _common_shape(paths: Sequence[Path], images: Sequence[Any]) -> tuple[int, int]:
+def _plain_float32(image: Any) -> bool:
+    """Whether the image's bytes on disk are unscaled big-endian float32 (our work files)."""
+    header = image.header
+    return (
+        not isinstance(image, fits.CompImageHDU)
+        and header.get("BITPIX") == -32
+        and header.get("BSCALE", 1) == 1
+        and header.get("BZERO", 0) == 0
+    )
+
+
+def _common_shape(sources: Sequence[_Source]) -> tuple[int, int]:
     """The 2-D shape every image shares; CombineFailed naming the odd one out."""
-    shapes = [tuple(int(n) for n in image.shape) for image in images]
-    for path, shape in zip(paths, shapes, strict=True):
-        if len(shape) != 2 or min(shape) < 1:
-            raise CombineFailed(f"{path}: expected a 2-D image, found shape {shape}")
-    for path, shape in zip(paths, shapes, strict=True):
-        if shape != shapes[0]:
+    first = sources[0]
+    for source in sources:
+        if source.shape != first.shape:
             raise CombineFailed(
-                f"frames differ in shape: {paths[0]} is {shapes[0][0]}x{shapes[0][1]} "
-                f"but {path} is {shape[0]}x{shape[1]} (rows x columns)"
+                f"frames differ in shape: {first.path} is {first.shape[0]}x{first.shape[1]} "
+                f"but {source.path} is {source.shape[0]}x{source.shape[1]} (rows x columns)"
             )
-    return shapes[0][0], shapes[0][1]
+    return first.shape
 
 
-def _read_band(paths: Sequence[Path], images: Sequence[Any], start: int, stop: int) -> Floats:
-    """Rows ``start:stop`` of every image as a float64 (n, rows, cols) stack."""
-    cols = int(images[0].shape[1])
-    band = np.empty((len(images), stop - start, cols), dtype=np.float64)
-    for i, (path, image) in enumerate(zip(paths, images, strict=True)):
-        try:
-            band[i] = image.section[start:stop, :]
-        except (OSError, ValueError, IndexError, TypeError) as exc:
-            reason = f"{path}: cannot read rows {start}-{stop - 1} (truncated or corrupt?): {exc}"
-            raise CombineFailed(reason) from exc
-    return band
+def warm_up() -> None:
+    """Compile (or load from NUMBA_CACHE_DIR) the kernel for float32 bands, without running it.
+
+    The types are taken from tiny examples of exactly what combine_files passes.
+    """
+    stack = np.zeros((2, 1, 1), np.float32)
+    example = (
+        stack,
+        stack[0],
+        sorting_network(2),
+        kernel_params(CombineSettings()),
+        Scratch.allocate(2, 1),
+    )
+    typeof: Any = numba.typeof  # numba is untyped for mypy (pyproject.toml)
+    cast(Any, combine_band).compile(tuple(typeof(x) for x in example))
+    cast(Any, swap_bytes).compile((typeof(stack[0].view(np.uint32)),))
