@@ -2,7 +2,7 @@
 
 Usage:
     .venv/bin/python benchmarks/combine_vs_ccdproc.py [--frames 10 [20 ...]] [--size 4096]
-        [--mem-limit 350MB] [--skip ENGINE[:MIN_FRAMES] ...] [--out benchmarks/out]
+        [--mem-limit 350MB] [--repeat 1] [--skip ENGINE[:MIN_FRAMES] ...] [--out benchmarks/out]
         [--iraf-maxmemory mem_limit|default|SIZE] [--siril-rejection s]
 
 It writes (or reuses) calibrated float32 frames (size x size, read noise + cosmic
@@ -29,6 +29,7 @@ import importlib.metadata
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -135,38 +136,78 @@ def child(engine: str, paths: list[str], mem_limit: int, result: str, report: st
 
 @dataclass
 class Row:
-    """One engine's measurements for one frame count."""
+    """One engine's measurements for one frame count: one run, or ``--repeat`` runs."""
 
     label: str
-    run: external.TreeRun | None = None
-    image: Image | None = None
+    runs: list[external.TreeRun] = field(default_factory=list)
+    reports: list[dict[str, float]] = field(default_factory=list)  # the Python child's
+    image: Image | None = None  # of the last run
     command: str = ""
     notes: list[str] = field(default_factory=list)
-    child: dict[str, float] = field(default_factory=dict)  # the Python child's report
     error: str = ""
 
+    @property
+    def ok(self) -> bool:
+        """Whether every run succeeded (and there was one)."""
+        return bool(self.runs) and not self.error
 
-def run_python_engine(engine: str, paths: Sequence[Path], mem_limit: int, work: Path) -> Row:
+    @property
+    def wall(self) -> float:
+        """The median wall time of the runs."""
+        return statistics.median(run.wall for run in self.runs)
+
+    def wall_text(self) -> str:
+        """``3.0 s``, or ``3.0 s (2.8-3.4)`` with the range of several runs."""
+        walls = [run.wall for run in self.runs]
+        spread = f" ({min(walls):.1f}-{max(walls):.1f})" if len(walls) > 1 else ""
+        return f"{self.wall:.1f} s{spread}"
+
+    @property
+    def peak_rss_mib(self) -> float:
+        """The largest peak RSS over the runs."""
+        return max(run.peak_rss_mib for run in self.runs)
+
+    @property
+    def worst_report(self) -> dict[str, float] | None:
+        """The Python child's report of the run that rose most above its baseline."""
+        if not self.reports:
+            return None
+        return max(self.reports, key=lambda r: r["hwm_after_kib"] - r["rss_before_kib"])
+
+    @property
+    def above_baseline_mib(self) -> float | None:
+        """Peak RSS of the combining process minus its RSS before the combine, in MiB."""
+        worst = self.worst_report
+        return None if worst is None else (worst["hwm_after_kib"] - worst["rss_before_kib"]) / 1024
+
+    @property
+    def combine_seconds(self) -> float:
+        """The median in-process combine time of the Python child."""
+        return statistics.median(r["combine_seconds"] for r in self.reports)
+
+
+def run_python_engine(
+    row: Row, engine: str, paths: Sequence[Path], args: argparse.Namespace
+) -> None:
     """Run ccdproc or biaswatch in a child process of this script, measured as a tree."""
+    work = args.out / "work"
     result, report, log = work / f"{engine}.npy", work / f"{engine}.json", work / f"{engine}.log"
     for stale in (result, report):
         stale.unlink(missing_ok=True)
-    argv = [sys.executable, __file__, "--child", engine, "--mem-limit", str(mem_limit)]
+    argv = [sys.executable, __file__, "--child", engine, "--mem-limit", str(args.mem_limit_bytes)]
     argv += ["--result", str(result), "--report", str(report), *map(str, paths)]
-    row = Row(engine_label(engine))
-    row.run = external.run_tree(argv, log=log)
-    if row.run.exit_code != 0 or not report.exists():
+    run = external.run_tree(argv, log=log)
+    if run.exit_code != 0 or not report.exists():
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-        row.error = f"exit {row.run.exit_code}; log {log}:\n{tail}"
-        return row
+        row.error = f"exit {run.exit_code}; log {log}:\n{tail}"
+        return
+    row.runs.append(run)
     row.image = np.load(result)
-    row.child = json.loads(report.read_text())
-    return row
+    row.reports.append(json.loads(report.read_text()))
 
 
-def run_external(engine: str, paths: Sequence[Path], args: argparse.Namespace) -> Row:
+def run_external(row: Row, engine: str, paths: Sequence[Path], args: argparse.Namespace) -> None:
     """Run IRAF or Siril through benchmarks/external.py."""
-    row = Row(engine_label(engine))
     try:
         if engine == "iraf":
             done = external.run_imcombine(paths, args.out / "work" / "iraf", args.iraf_bytes)
@@ -177,11 +218,11 @@ def run_external(engine: str, paths: Sequence[Path], args: argparse.Namespace) -
                 rejection=args.siril_rejection,
                 threads=os.cpu_count() or 1,
             )
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
         row.error = str(exc)
-        return row
-    row.run, row.image, row.command, row.notes = done.run, done.image, done.command, [*done.notes]
-    return row
+        return
+    row.runs.append(done.run)
+    row.image, row.command, row.notes = done.image, done.command, [*done.notes]
 
 
 def _version(argv: list[str], pattern: str) -> str:
@@ -251,40 +292,40 @@ def siril_clamp_note(image: Image, reference: Image) -> str:
 
 
 def run_count(paths: Sequence[Path], args: argparse.Namespace) -> dict[str, Row]:
-    """Run every engine not skipped for this frame count, one after the other."""
+    """Run every engine not skipped for this frame count, one after the other.
+
+    With ``--repeat N`` each engine runs N times in a row (the machine may be shared).
+    """
     (args.out / "work").mkdir(parents=True, exist_ok=True)
     warm_cache(paths)
     rows = {}
     for engine in ENGINES:
         if skipped(engine, len(paths), args.skip):
             continue
-        print(f"  {engine} ...", file=sys.stderr, flush=True)
-        if engine in ("ccdproc", "biaswatch"):
-            rows[engine] = run_python_engine(engine, paths, args.mem_limit_bytes, args.out / "work")
-        else:
-            rows[engine] = run_external(engine, paths, args)
-        if rows[engine].error:
-            print(f"  {engine} FAILED: {rows[engine].error}", file=sys.stderr)
+        row = rows[engine] = Row(engine_label(engine))
+        for attempt in range(args.repeat):
+            print(f"  {engine} run {attempt + 1} ...", file=sys.stderr, flush=True)
+            if engine in ("ccdproc", "biaswatch"):
+                run_python_engine(row, engine, paths, args)
+            else:
+                run_external(row, engine, paths, args)
+            if row.error:
+                print(f"  {engine} FAILED: {row.error}", file=sys.stderr)
+                break
     return rows
-
-
-def above_baseline_mib(row: Row) -> float | None:
-    """Peak RSS of the combining process minus its RSS before the combine, in MiB."""
-    if not row.child:
-        return None
-    return (row.child["hwm_after_kib"] - row.child["rss_before_kib"]) / 1024
 
 
 def print_count_table(rows: dict[str, Row], frames: int, args: argparse.Namespace) -> None:
     """The markdown table of one frame count, with the details below it."""
     size = args.size
-    reference_name = "ccdproc" if rows.get("ccdproc", Row("")).image is not None else "biaswatch"
+    reference_name = "ccdproc" if "ccdproc" in rows and rows["ccdproc"].ok else "biaswatch"
     reference = rows[reference_name].image if reference_name in rows else None
     base = rows.get("biaswatch")
-    base_wall = base.run.wall if base and base.run and not base.error else None
+    base_wall = base.wall if base and base.ok else None
+    runs = f", median of {args.repeat} runs (min-max)" if args.repeat > 1 else ""
     print(
         f"\n### {frames} frames of {size} x {size} float32 "
-        f"({frames * size * size * 4 / 1e6:.0f} MB of files), mem_limit {args.mem_limit}\n"
+        f"({frames * size * size * 4 / 1e6:.0f} MB of files), mem_limit {args.mem_limit}{runs}\n"
     )
     print(
         f"| engine | wall time | peak RSS | RSS above baseline | time / biaswatch "
@@ -293,11 +334,11 @@ def print_count_table(rows: dict[str, Row], frames: int, args: argparse.Namespac
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for engine, row in rows.items():
-        if row.error or row.run is None or row.image is None:
+        if not row.ok or row.image is None:
             print(f"| {row.label} | failed | | | | | | |")
             continue
-        above = above_baseline_mib(row)
-        ratio = f"{row.run.wall / base_wall:.2f}x" if base_wall else "-"
+        above = row.above_baseline_mib
+        ratio = f"{row.wall / base_wall:.2f}x" if base_wall else "-"
         if reference is None:
             diff_cells = "- | - | -"
         elif engine == reference_name:
@@ -307,7 +348,7 @@ def print_count_table(rows: dict[str, Row], frames: int, args: argparse.Namespac
             d = compare(row.image, reference)
             diff_cells = f"{d.max_abs:.3g} ADU | {d.off} | {d.nan} / {d.nan_reference}"
         print(
-            f"| {row.label} | {row.run.wall:.1f} s | {row.run.peak_rss_mib:.0f} MiB "
+            f"| {row.label} | {row.wall_text()} | {row.peak_rss_mib:.0f} MiB "
             f"| {'-' if above is None else f'{above:.0f} MiB'} | {ratio} | {diff_cells} |"
         )
     print()
@@ -320,17 +361,15 @@ def details(engine: str, row: Row, reference: Image | None, args: argparse.Names
     """The lines printed under the table for one engine."""
     if row.error:
         return [f"{row.label}: FAILED: {row.error.splitlines()[0]}"]
-    assert row.run is not None
-    lines = [f"{row.label}: processes: {row.run.describe()}"]
-    if row.child:
-        above = above_baseline_mib(row)
-        assert above is not None
+    lines = [f"{row.label}: processes: {row.runs[-1].describe()}"]
+    worst, above = row.worst_report, row.above_baseline_mib
+    if worst is not None and above is not None:
         limit_mib = args.mem_limit_bytes / MIB
         holds = "holds" if above * MIB <= args.mem_limit_bytes else "EXCEEDED"
         lines.append(
-            f"{row.label}: combine alone {row.child['combine_seconds']:.1f} s; RSS before the "
-            f"combine {row.child['rss_before_kib'] / 1024:.0f} MiB, peak "
-            f"{row.child['hwm_after_kib'] / 1024:.0f} MiB: {above:.0f} MiB above baseline vs "
+            f"{row.label}: combine alone {row.combine_seconds:.1f} s; RSS before the "
+            f"combine {worst['rss_before_kib'] / 1024:.0f} MiB, peak "
+            f"{worst['hwm_after_kib'] / 1024:.0f} MiB: {above:.0f} MiB above baseline vs "
             f"mem_limit {args.mem_limit} = {limit_mib:.0f} MiB: {holds}"
         )
     if row.command:
@@ -356,14 +395,13 @@ def print_summary(results: dict[int, dict[str, Row]], args: argparse.Namespace) 
         cells = [str(frames), f"{units:.0f}"]
         for engine in ("biaswatch", "ccdproc"):
             row = rows.get(engine)
-            if row is None or row.error or row.run is None:
+            if row is None or not row.ok:
                 cells += ["-", "-", "-"] + (["-", "-"] if engine == "biaswatch" else [])
                 continue
-            seconds = row.child["combine_seconds"]
-            cells += [f"{row.run.wall:.1f} s", f"{seconds:.1f} s", f"{seconds * 1e3 / units:.1f}"]
-            if engine == "biaswatch":
-                above = above_baseline_mib(row)
-                assert above is not None
+            seconds = row.combine_seconds
+            cells += [row.wall_text(), f"{seconds:.1f} s", f"{seconds * 1e3 / units:.1f}"]
+            above = row.above_baseline_mib
+            if engine == "biaswatch" and above is not None:
                 holds = "yes" if above * MIB <= args.mem_limit_bytes else "**no**"
                 cells += [f"{above:.0f} MiB", holds]
         print(f"| {' | '.join(cells)} |")
@@ -399,6 +437,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--frames", type=int, nargs="+", default=[10], help="frame counts")
     parser.add_argument("--size", type=int, default=4096, help="frames are size x size")
     parser.add_argument("--mem-limit", default="350MB", help="for ccdproc and biaswatch")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each engine per count")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     parser.add_argument(
         "--skip",
@@ -423,6 +462,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report", help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     args.mem_limit_bytes = parse_size(args.mem_limit)
     if args.iraf_maxmemory == "mem_limit":
         args.iraf_bytes = args.mem_limit_bytes

@@ -3,35 +3,49 @@
 The benchmark compares engines as separate processes. ``run_tree`` times one command
 and takes the peak RSS of every process it starts, however deep: a wrapper script, a
 command language that starts the real worker as a subprocess (IRAF), or an engine that
-forks helpers. ``os.wait4`` on the direct child alone would miss a worker that its
-parent does not wait for, so this process makes itself a child subreaper first: orphans
-are re-parented to it, and it reaps, and so measures, each of them.
+forks helpers. Two Linux facts shape how:
+
+* ``wait4`` on the direct child alone misses a worker that its own parent does not wait
+  for. So the measuring process makes itself a child subreaper: orphans are re-parented
+  to it, and it reaps, and so measures, each of them.
+* A child's ``ru_maxrss`` starts from its *parent's* high-water mark: fork copies the
+  parent's mm, and exec records the old mm's peak (vfork/posix_spawn too). Spawned from
+  the benchmark, which holds several 64 MB results, even ``/bin/true`` reports the
+  benchmark's peak. So the engine is not spawned from the benchmark but from a small
+  launcher (this file run as ``python -S external.py --measure``: standard library
+  only, about 10 MiB), which measures it and reports back in JSON. Its peak at the
+  spawn is returned as ``floor_kib``: no reading can be below it.
 
 ``run_imcombine`` and ``run_siril`` build a fresh working directory (their own HOME, so
 no user configuration leaks in), write the tool's batch script, run it through
 ``run_tree`` and read the combined image back as a float32 array.
+
+Only the standard library is imported at module level, for the launcher's sake.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
-from astropy.io import fits
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Image = npt.NDArray[np.float32]
 
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
-
-Image = npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)
@@ -47,17 +61,19 @@ class ProcessPeak:
 class TreeRun:
     """A measured command: wall time until its last process ended, and its processes.
 
-    ``reaped`` are the processes this one waited for, with ``ru_maxrss`` from ``wait4``:
-    exact, and each includes the peaks of the descendants that *it* waited for (IRAF's
-    ``ecl.e`` waits for its ``x_images.e``). ``seen`` are the descendants found in
-    /proc while the command ran, with the largest VmHWM sampled: a lower bound, but it
-    names the process that really held the memory.
+    ``reaped`` are the processes the launcher waited for, with ``ru_maxrss`` from
+    ``wait4``: exact, and each includes the peaks of the descendants that *it* waited
+    for (IRAF's ``ecl.e`` waits for its ``x_images.e``). ``seen`` are the descendants
+    found in /proc while the command ran, with the largest VmHWM sampled: a lower bound,
+    but it names the process that really held the memory. ``floor_kib`` is the
+    launcher's own peak when it spawned the command, the least any reading can be.
     """
 
     wall: float
     exit_code: int
     reaped: tuple[ProcessPeak, ...]
     seen: tuple[ProcessPeak, ...]
+    floor_kib: int
 
     @property
     def peak_rss_mib(self) -> float:
@@ -69,14 +85,25 @@ class TreeRun:
         return max(p.max_rss_kib for p in (*self.reaped, *self.seen)) / 1024
 
     def describe(self) -> str:
-        """The processes and their peaks, e.g. ``ecl.e 429 MiB; seen: x_images.e 404 MiB``."""
+        """The processes and their peaks, e.g. ``ecl.e 429 MiB (... x_images.e >=404 MiB)``."""
         reaped = {p.pid for p in self.reaped}
         text = ", ".join(f"{p.name} {p.max_rss_kib / 1024:.0f} MiB" for p in self.reaped)
         others = [p for p in self.seen if p.pid not in reaped and p.max_rss_kib >= 10 * 1024]
         if others:
             listed = ", ".join(f"{p.name} >={p.max_rss_kib / 1024:.0f} MiB" for p in others)
             text += f" (reaped by its parent, sampled: {listed})"
-        return text
+        return text + f"; launcher floor {self.floor_kib / 1024:.0f} MiB"
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TreeRun:
+        """The launcher's report back into a TreeRun."""
+        return cls(
+            wall=data["wall"],
+            exit_code=data["exit_code"],
+            reaped=tuple(ProcessPeak(**p) for p in data["reaped"]),
+            seen=tuple(ProcessPeak(**p) for p in data["seen"]),
+            floor_kib=data["floor_kib"],
+        )
 
 
 @dataclass(frozen=True)
@@ -87,6 +114,36 @@ class ExternalResult:
     image: Image
     command: str  # the tool's own command line, as run
     notes: tuple[str, ...]  # facts read from its log worth printing with the table
+
+
+def run_tree(
+    argv: Sequence[str],
+    *,
+    log: Path,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: Path | None = None,
+) -> TreeRun:
+    """Run ``argv`` through the launcher, stdout and stderr to ``log``; time and measure it.
+
+    The launcher runs with ``-S -E`` (no site-packages, no PYTHON* variables): it
+    imports nothing but this file and the standard library.
+    """
+    report = log.with_name(log.name + ".measure.json")
+    report.unlink(missing_ok=True)
+    spec = {
+        "argv": list(argv),
+        "log": str(log),
+        "cwd": str(cwd) if cwd else None,
+        "env": dict(env) if env is not None else None,
+        "stdin": str(stdin) if stdin else None,
+    }
+    launcher = [sys.executable, "-S", "-E", __file__, "--measure", json.dumps(spec), str(report)]
+    subprocess.run(launcher, check=True)
+    return TreeRun.from_json(json.loads(report.read_text()))
+
+
+# --- the launcher's side ---------------------------------------------------------------
 
 
 def become_subreaper() -> None:
@@ -102,6 +159,16 @@ def _comm(pid: int) -> str:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return str(pid)
+
+
+def _status_kib(pid: int | str, field_name: str) -> int | None:
+    """A memory field (VmHWM, VmRSS) of /proc/PID/status in KiB; None if there is none."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    match = re.search(rf"^{field_name}:\s+(\d+) kB", status, re.MULTILINE)
+    return int(match.group(1)) if match else None  # kernel threads and zombies have none
 
 
 def _descendants(root: int) -> dict[int, tuple[str, int]]:
@@ -121,14 +188,9 @@ def _descendants(root: int) -> dict[int, tuple[str, int]]:
     while todo:
         pid = todo.pop()
         todo.extend(children.get(pid, []))
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        hwm = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
-        name = re.search(r"^Name:\s+(.*)$", status, re.MULTILINE)
-        if hwm and name:  # kernel threads and zombies have no VmHWM
-            found[pid] = (name.group(1), int(hwm.group(1)))
+        hwm = _status_kib(pid, "VmHWM")
+        if hwm is not None:
+            found[pid] = (_comm(pid), hwm)
     return found
 
 
@@ -150,7 +212,7 @@ class _Sampler(threading.Thread):
                     self.peaks[pid] = (name, hwm)
 
 
-def run_tree(
+def measure(
     argv: Sequence[str],
     *,
     log: Path,
@@ -158,7 +220,7 @@ def run_tree(
     env: Mapping[str, str] | None = None,
     stdin: Path | None = None,
 ) -> TreeRun:
-    """Run ``argv`` with stdout and stderr to ``log``; time it and reap every descendant.
+    """Run ``argv`` from this process, time it and reap every descendant (the launcher).
 
     This process must have no other children: it waits for any child until none is
     left. Each process is peeked at (``WNOWAIT``) before it is reaped, to read its name.
@@ -167,6 +229,7 @@ def run_tree(
     """
     become_subreaper()
     sampler = _Sampler(0.2)
+    floor = _status_kib("self", "VmHWM") or 0
     start = time.perf_counter()
     with log.open("wb") as out, stdin.open("rb") if stdin else open(os.devnull, "rb") as inp:
         child = subprocess.Popen(argv, cwd=cwd, env=env, stdin=inp, stdout=out, stderr=out)
@@ -189,7 +252,23 @@ def run_tree(
     sampler.join()
     child.returncode = exit_code  # reaped above: keep Popen from waiting for it again
     seen = tuple(ProcessPeak(pid, name, hwm) for pid, (name, hwm) in sampler.peaks.items())
-    return TreeRun(wall, exit_code, tuple(reaped), seen)
+    return TreeRun(wall, exit_code, tuple(reaped), seen, floor)
+
+
+def _launcher_main(spec_json: str, report: str) -> None:
+    """``external.py --measure SPEC REPORT``: measure SPEC's command, write REPORT (JSON)."""
+    spec = json.loads(spec_json)
+    run = measure(
+        spec["argv"],
+        log=Path(spec["log"]),
+        cwd=Path(spec["cwd"]) if spec["cwd"] else None,
+        env=spec["env"],
+        stdin=Path(spec["stdin"]) if spec["stdin"] else None,
+    )
+    Path(report).write_text(json.dumps(asdict(run)))
+
+
+# --- helpers of both tools ---------------------------------------------------------------
 
 
 def _fresh_dir(path: Path) -> Path:
@@ -201,6 +280,9 @@ def _fresh_dir(path: Path) -> Path:
 
 def _read_image(path: Path) -> Image:
     """The primary image of a FITS file as native-endian float32."""
+    import numpy as np  # here, not at the top: the launcher runs without them
+    from astropy.io import fits
+
     with fits.open(path, memmap=False) as hdul:
         return np.asarray(hdul[0].data, dtype=np.float32)
 
@@ -363,3 +445,7 @@ def run_siril(
     notes = siril_log_facts(log.read_text(errors="replace"))
     command = f"stack {SIRIL_PREFIX} rej {rejection} {sigma[0]:g} {sigma[1]:g} -nonorm -out=result"
     return ExternalResult(run, _read_image(result), command, notes)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--measure"]:
+    _launcher_main(sys.argv[2], sys.argv[3])

@@ -31,6 +31,10 @@ from biaswatch.config import CameraConfig, load_config
 from biaswatch.sections import Section
 from biaswatch.simulate import Geometry, simulate
 
+# One numba cache for every service a test session starts: each service would
+# otherwise compile the combine kernel afresh in its own state directory (~10 s).
+NUMBA_CACHE = tempfile.mkdtemp(prefix="bw-numba-")
+
 # Small but realistic frames: 48 x 40 image with an 8-column overscan strip.
 CRYO_GEOMETRY = Geometry(
     rows=40, cols=56, biassec=Section(49, 56, 1, 40), trimsec=Section(1, 48, 1, 40)
@@ -118,7 +122,11 @@ class ServiceProcess:
         self._reading = True
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        env = {**os.environ, "NOTIFY_SOCKET": str(Path(self._sockdir) / "notify")}
+        env = {
+            **os.environ,
+            "NOTIFY_SOCKET": str(Path(self._sockdir) / "notify"),
+            "NUMBA_CACHE_DIR": NUMBA_CACHE,
+        }
         if watchdog_usec is not None:
             env["WATCHDOG_USEC"] = str(watchdog_usec)
         self.output = open(self.base / "service-output.txt", "ab")  # noqa: SIM115

@@ -4,4 +4,7 @@ import sys
 
 from biaswatch.cli import main
 
-sys.exit(main())
+# Guarded: combine children are forked from a forkserver, which re-imports the
+# main module under another name and must not run the command line again.
+if __name__ == "__main__":
+    sys.exit(main())

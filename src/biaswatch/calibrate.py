@@ -67,7 +67,11 @@ def calibrate_image(
     shape = (int(image.shape[0]), int(image.shape[1]))
     overscan = resolve_section(settings.overscan, header, shape, "overscan")
     trim = resolve_section(settings.trim, header, shape, "trim")
-    ccd = CCDData(image.astype(np.float64), unit=u.adu)
+    # float32 halves the memory traffic (0.17 -> 0.1 s for 4096 x 4128) and is exact
+    # for median overscans: raw values and their medians are multiples of 0.5 below
+    # 2**16, so their difference is exact in float32. A poly:N fit is float64 in
+    # ccdproc and promotes the subtraction to float64 itself.
+    ccd = CCDData(image.astype(np.float32), unit=u.adu)
     if overscan is not None:
         _check_overscan_spans(overscan, shape, settings)
         ccd = ccdproc.subtract_overscan(

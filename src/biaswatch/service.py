@@ -34,7 +34,7 @@ from biaswatch.notify import Notifier, SystemdNotifier, watchdog_interval
 from biaswatch.publish import MasterInfo, input_names, is_temporary, master_path, publish_master
 from biaswatch.sets import Action, Decision, Rules, SetState, decide, input_digest
 from biaswatch.watch import PathEvent, Watcher
-from biaswatch.worker import CombineJob, CombineProcess, CombineResult
+from biaswatch.worker import CombineJob, CombineProcess, CombineResult, start_server
 
 log = structlog.get_logger("biaswatch.service")
 
@@ -140,6 +140,7 @@ class Service:
         for directory in (self.config.service.masters_dir, self.work_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self._remove_temporaries()
+        start_server(self.config.service.state_dir / "cache" / "numba")
         reopened = self.catalog.reopen_interrupted()
         self.watcher.start()
         self.scheduler.start()

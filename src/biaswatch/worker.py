@@ -1,16 +1,23 @@
 """One combine in a fresh child process.
 
-A fresh ``spawn`` process per combine, not a pool: a pool worker killed by
-the OOM killer leaves ``ProcessPoolExecutor`` broken for good (apscheduler
-#362 shows the same failure), while a lone child that dies only fails its
-own set. The child combines, writes the temporary master and reports its
-path through a pipe; the parent gives it its final name and records it.
+A fresh process per combine, not a pool: a pool worker killed by the OOM
+killer leaves ``ProcessPoolExecutor`` broken for good (apscheduler #362 shows
+the same failure), while a lone child that dies only fails its own set. The
+child combines, writes the temporary master and reports its path through a
+pipe; the parent gives it its final name and records it.
+
+Children are forked from a ``forkserver`` that has imported the engine and
+compiled its kernel (preload.py): a spawned child spent about 2 s importing
+numpy, astropy and numba and loading the kernel before its first row, which
+the issue's latency target (last frame to master within the combine's time
+plus 1 s) does not allow. If the server dies, multiprocessing starts a new one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -18,9 +25,21 @@ from pathlib import Path
 
 from astropy.io import fits
 
-from biaswatch.combine import combine_files
 from biaswatch.errors import CombineFailed
 from biaswatch.publish import MasterInfo, master_header, write_temporary
+
+_CONTEXT = mp.get_context("forkserver")
+_CONTEXT.set_forkserver_preload(["biaswatch.preload"])
+
+
+def start_server(numba_cache: Path) -> None:
+    """Start the fork server now (not at the first combine), with numba's cache in state."""
+    # Under systemd the installed package is read-only, so numba cannot cache the
+    # compiled kernel next to its source: keep it in the service's state directory.
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_cache))
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +65,9 @@ def run_job(job: CombineJob, conn: Connection) -> None:
     """Child entry point: combine, write the temporary master, report."""
     # The parent decides when the child stops; a terminal's Ctrl-C goes to it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Imported here: the service itself never combines, so it never loads numba.
+    from biaswatch.combine import combine_files
+
     try:
         data = combine_files([Path(p) for p in job.inputs], job.info.settings, job.info.mem_limit)
         header = master_header(fits.getheader(job.inputs[0]), job.info)
@@ -64,9 +86,8 @@ class CombineProcess:
 
     def __init__(self, job: CombineJob) -> None:
         self.job = job
-        ctx = mp.get_context("spawn")
-        self._conn, child_conn = ctx.Pipe(duplex=False)
-        self._process = ctx.Process(
+        self._conn, child_conn = _CONTEXT.Pipe(duplex=False)
+        self._process = _CONTEXT.Process(
             target=run_job, args=(job, child_conn), name=f"combine-{job.set_id}", daemon=True
         )
         self._process.start()
