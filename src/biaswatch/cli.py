@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from biaswatch import __version__
-from biaswatch.config import Config, load_config
+from biaswatch.config import load_config
 from biaswatch.errors import ConfigError
 
 EX_CONFIG = 78
@@ -27,8 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        config = load_config(args.config)
-        status: int = args.handler(config, args)
+        status: int = args.handler(args)
     except ConfigError as exc:
         print("biaswatch: configuration error:", file=sys.stderr)
         for problem in exc.problems:
@@ -62,7 +61,26 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--interval", type=float, default=2.0, help="seconds between frames")
     simulate.add_argument("--seed", type=int, help="random seed (default: random)")
     simulate.set_defaults(handler=_simulate)
+    _combine_parser(commands)
     return parser
+
+
+def _combine_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    combine = commands.add_parser(
+        "combine",
+        help="combine frames into a master once, as the service does (no service needed)",
+    )
+    combine.add_argument("--config", type=Path, help="TOML file (default: built-in defaults)")
+    combine.add_argument("--camera", help="use this camera's settings from --config")
+    combine.add_argument(
+        "--calibrated", action="store_true", help="the files are calibrated already"
+    )
+    combine.add_argument("--mem-limit", help="memory for the combine, e.g. 350MB or 2GB")
+    combine.add_argument("--method", choices=["average", "median"])
+    combine.add_argument("--sigma", nargs=2, type=float, metavar=("LOW", "HIGH"))
+    combine.add_argument("-o", "--output", type=Path, required=True, help="the master to write")
+    combine.add_argument("files", nargs="+", type=Path, help="raw (or calibrated) frames")
+    combine.set_defaults(handler=_combine)
 
 
 def _config_option(parser: argparse.ArgumentParser) -> None:
@@ -74,8 +92,10 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _run(config: Config, _args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     from biaswatch import logs
+
+    config = load_config(args.config)
     from biaswatch.service import Service
 
     logs.configure(config.log_path, config.service.log_level)
@@ -85,9 +105,10 @@ def _run(config: Config, _args: argparse.Namespace) -> int:
     return service.run()
 
 
-def _masters(config: Config, args: argparse.Namespace) -> int:
+def _masters(args: argparse.Namespace) -> int:
     from biaswatch.catalog import Catalog
 
+    config = load_config(args.config)
     database = config.service.state_dir / "catalog.sqlite"
     if not database.exists():
         rows = []
@@ -110,9 +131,10 @@ def _masters(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _simulate(config: Config, args: argparse.Namespace) -> int:
+def _simulate(args: argparse.Namespace) -> int:
     from biaswatch.simulate import simulate
 
+    config = load_config(args.config)
     camera = config.camera(args.camera)
     frames = args.frames or camera.expected_frames
     print(f"writing {frames} bias frames for {camera.name} into {camera.watch[0]}")
@@ -124,4 +146,39 @@ def _simulate(config: Config, args: argparse.Namespace) -> int:
         on_frame=lambda p: print(f"  wrote {p.name}", flush=True),
     )
     print(f"done: {len(paths)} frames")
+    return 0
+
+
+def _combine(args: argparse.Namespace) -> int:
+    from biaswatch import oneshot
+    from biaswatch.config import CombineSettings, ServiceConfig, SiteConfig, parse_size
+    from biaswatch.errors import CombineFailed
+
+    config = load_config(args.config) if args.config is not None else None
+    if args.camera is not None and config is None:
+        raise ConfigError(["--camera needs --config"])
+    configured = config.camera(args.camera) if config and args.camera else None
+    camera = oneshot.camera_for(configured, args.files)
+    overrides: dict[str, object] = {}
+    if args.method is not None:
+        overrides["method"] = args.method
+    if args.sigma is not None:
+        overrides["sigma_low"], overrides["sigma_high"] = args.sigma
+    service = config.service if config else ServiceConfig()
+    try:
+        mem_limit = parse_size(args.mem_limit) if args.mem_limit else service.mem_limit
+        request = oneshot.Request(
+            files=tuple(args.files),
+            output=args.output,
+            camera=camera,
+            site=config.site if config else SiteConfig(),
+            # Validated again: model_copy(update=...) would skip validation.
+            combine=CombineSettings.model_validate({**camera.combine.model_dump(), **overrides}),
+            mem_limit=mem_limit,
+            calibrated=args.calibrated,
+        )
+        print(oneshot.run(request))
+    except (CombineFailed, ValueError) as exc:
+        print(f"biaswatch combine: {getattr(exc, 'reason', exc)}", file=sys.stderr)
+        return 1
     return 0
