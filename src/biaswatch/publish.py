@@ -142,6 +142,7 @@ def publish_master(
     temporary: Path,
     final: Path,
     now: dt.datetime,
+    combine_seconds: float = 0.0,
 ) -> Path:
     """Final name, catalog record, ``latest`` link, ``master.published``; returns the path.
 
@@ -173,6 +174,7 @@ def publish_master(
         path=str(final),
         ncombine=ncombine,
         sequence=info.sequence,
+        combine_seconds=round(combine_seconds, 3),
     )
     return final
 

@@ -346,6 +346,7 @@ class Service:
             Path(result.temporary),
             Path(job.final),
             self.clock.now(),
+            result.seconds,
         )
         self.notifier.notify(f"STATUS=last master: {final.name}")
 

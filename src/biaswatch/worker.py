@@ -19,6 +19,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import signal
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -59,6 +60,7 @@ class CombineResult:
     set_id: int
     temporary: str | None
     reason: str | None = None
+    seconds: float = 0.0  # the child's own combine and write, for the log
 
 
 def run_job(job: CombineJob, conn: Connection) -> None:
@@ -68,11 +70,12 @@ def run_job(job: CombineJob, conn: Connection) -> None:
     # Imported here: the service itself never combines, so it never loads numba.
     from biaswatch.combine import combine_files
 
+    start = time.perf_counter()
     try:
         data = combine_files([Path(p) for p in job.inputs], job.info.settings, job.info.mem_limit)
         header = master_header(fits.getheader(job.inputs[0]), job.info)
         tmp = write_temporary(data, header, Path(job.final))
-        conn.send(CombineResult(job.set_id, str(tmp)))
+        conn.send(CombineResult(job.set_id, str(tmp), seconds=time.perf_counter() - start))
     except CombineFailed as exc:
         conn.send(CombineResult(job.set_id, None, exc.reason))
     except Exception as exc:  # the child's one boundary: report, never hang the parent

@@ -1,0 +1,126 @@
+"""From the last frame closed to master.published, against the combine's own time.
+
+Usage:
+    .venv/bin/python benchmarks/latency.py [--frames 10] [--size 4096] [--runs 3]
+
+Starts the real service (``biaswatch run``) on a temporary config, writes the
+frames of a set as a camera does (raw uint16 with overscan, under the final
+name, in pieces), and notes when the last one is closed. The service's
+``master.published`` event carries ``combine_seconds``, the combine child's own
+time (reading, combining, writing the master). The issue's target: the time
+from the last frame closed to ``master.published`` is at most that plus 1 s.
+Each run after the first adds a set to the same service, so the first shows a
+fresh service (the fork server may still be loading the kernel) and the others
+the steady state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from biaswatch.config import load_config
+from biaswatch.sections import Section
+from biaswatch.simulate import Geometry, camera_header, frame_bytes, make_raw_bias, write_in_pieces
+
+CONFIG = """
+[service]
+state_dir = "state"
+masters_dir = "masters"
+log_file = "log/biaswatch.jsonl"
+mem_limit = "350MB"
+[site]
+timezone = "UTC"
+[defaults]
+expected_frames = {frames}
+[cameras.cam]
+watch = ["incoming"]
+"""
+
+
+def published(log: Path, count: int, timeout: float = 600) -> dict[str, object]:
+    """Wait for the count-th master.published event; return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists():
+            events = [json.loads(line) for line in log.read_text().splitlines() if line]
+            done = [e for e in events if e["event"] == "master.published"]
+            if len(done) >= count:
+                return done[count - 1]
+        time.sleep(0.02)
+    raise SystemExit(f"no master.published after {timeout} s")
+
+
+def write_set(config: Path, frames: int, size: int, run: int) -> float:
+    """Write one set of raw frames; returns the monotonic time the last one closed."""
+    camera = load_config(config).camera("cam")
+    geometry = Geometry(
+        size, size + 32, Section(size + 1, size + 32, 1, size), Section(1, size, 1, size)
+    )
+    rng = np.random.default_rng(run)
+    payloads = []
+    for i in range(frames):
+        when = dt.datetime.now(dt.UTC)
+        header = camera_header(camera, geometry, when, i + 1)
+        payloads.append(frame_bytes(make_raw_bias(geometry, rng), header))
+    closed = 0.0
+    for i, payload in enumerate(payloads):
+        write_in_pieces(config.parent / "incoming" / f"run{run}_{i:03d}.fits", payload, 4, 0.05)
+        closed = time.monotonic()
+    return closed
+
+
+def main() -> None:
+    """Run the measurement and print one line per set."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=10)
+    parser.add_argument("--size", type=int, default=4096)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="biaswatch-latency-"))
+    config = base / "config.toml"
+    config.write_text(CONFIG.replace("{frames}", str(args.frames)))
+    (base / "incoming").mkdir()
+    service = subprocess.Popen(
+        [sys.executable, "-m", "biaswatch", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        # A cache that outlives the run, as the service's state directory does: the
+        # kernel is compiled once per install (~10 s), not once per measurement.
+        env={**os.environ, "NUMBA_CACHE_DIR": str(Path(__file__).parent / "out" / "numba")},
+    )
+    try:
+        time.sleep(3)
+        print(f"{args.frames} raw frames of {args.size + 32} x {args.size} per set")
+        print("| set | last frame closed -> master.published | combine's own time | difference |")
+        print("| --- | --- | --- | --- |")
+        for run in range(1, args.runs + 1):
+            closed = write_set(config, args.frames, args.size, run)
+            event = published(base / "log" / "biaswatch.jsonl", run)
+            stamp = dt.datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00"))
+            latency = closed_to_event(closed, stamp)
+            own = float(str(event["combine_seconds"]))
+            print(f"| {run} | {latency:.2f} s | {own:.2f} s | {latency - own:+.2f} s |")
+    finally:
+        service.send_signal(signal.SIGTERM)
+        service.wait(timeout=30)
+
+
+def closed_to_event(closed_monotonic: float, event_time: dt.datetime) -> float:
+    """Seconds from a monotonic instant to a logged UTC timestamp."""
+    offset = dt.datetime.now(dt.UTC).timestamp() - time.monotonic()
+    return event_time.timestamp() - (closed_monotonic + offset)
+
+
+if __name__ == "__main__":
+    main()
