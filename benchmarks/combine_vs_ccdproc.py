@@ -112,8 +112,12 @@ def child(engine: str, paths: list[str], mem_limit: int, result: str, report: st
         def combine() -> Any:
             return seed_combine(paths, mem_limit)
     else:
-        from biaswatch.combine import combine_files
+        from biaswatch.combine import combine_files, warm_up
         from biaswatch.config import CombineSettings
+
+        # The service's combine child is forked from a server that has loaded the
+        # compiled kernel (biaswatch.preload): its memory before the combine holds it.
+        warm_up()
 
         def combine() -> Any:
             return combine_files([Path(p) for p in paths], CombineSettings(), mem_limit)

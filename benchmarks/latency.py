@@ -2,10 +2,12 @@
 
 Usage:
     .venv/bin/python benchmarks/latency.py [--frames 10] [--size 4096] [--runs 3]
+        [--interval 1.0]
 
 Starts the real service (``biaswatch run``) on a temporary config, writes the
 frames of a set as a camera does (raw uint16 with overscan, under the final
-name, in pieces), and notes when the last one is closed. The service's
+name, in pieces, one every --interval seconds: a 4096 x 4096 CCD takes seconds to read
+out, 0 writes back to back), and notes when the last one is closed. The service's
 ``master.published`` event carries ``combine_seconds``, the combine child's own
 time (reading, combining, writing the master). The issue's target: the time
 from the last frame closed to ``master.published`` is at most that plus 1 s.
@@ -61,7 +63,7 @@ def published(log: Path, count: int, timeout: float = 600) -> dict[str, object]:
     raise SystemExit(f"no master.published after {timeout} s")
 
 
-def write_set(config: Path, frames: int, size: int, run: int) -> float:
+def write_set(config: Path, frames: int, size: int, run: int, interval: float) -> float:
     """Write one set of raw frames; returns the monotonic time the last one closed."""
     camera = load_config(config).camera("cam")
     geometry = Geometry(
@@ -75,6 +77,8 @@ def write_set(config: Path, frames: int, size: int, run: int) -> float:
         payloads.append(frame_bytes(make_raw_bias(geometry, rng), header))
     closed = 0.0
     for i, payload in enumerate(payloads):
+        if i:
+            time.sleep(max(0.0, closed + interval - time.monotonic()))
         write_in_pieces(config.parent / "incoming" / f"run{run}_{i:03d}.fits", payload, 4, 0.05)
         closed = time.monotonic()
     return closed
@@ -86,6 +90,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=10)
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between frames")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="biaswatch-latency-"))
     config = base / "config.toml"
@@ -101,11 +106,14 @@ def main() -> None:
     )
     try:
         time.sleep(3)
-        print(f"{args.frames} raw frames of {args.size + 32} x {args.size} per set")
+        print(
+            f"{args.frames} raw frames of {args.size + 32} x {args.size} per set, "
+            f"one every {args.interval:g} s"
+        )
         print("| set | last frame closed -> master.published | combine's own time | difference |")
         print("| --- | --- | --- | --- |")
         for run in range(1, args.runs + 1):
-            closed = write_set(config, args.frames, args.size, run)
+            closed = write_set(config, args.frames, args.size, run, args.interval)
             event = published(base / "log" / "biaswatch.jsonl", run)
             stamp = dt.datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00"))
             latency = closed_to_event(closed, stamp)
