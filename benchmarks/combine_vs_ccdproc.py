@@ -40,9 +40,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from astropy.io import fits
-
-from biaswatch.config import parse_size
 
 sys.path.insert(0, str(Path(__file__).parent))
 import external  # a sibling file, not a package
@@ -61,6 +58,10 @@ def make_frames(out: Path, frames: int, size: int) -> list[Path]:
     Frame i depends only on (size, i), so a later run with more frames adds frames and
     keeps the first ones; a file from another version of this function is rewritten.
     """
+    # Imported here, not at the top: the engines' children run this file too, and
+    # astropy's import time must not count against an engine that does not use it.
+    from astropy.io import fits
+
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(frames):
@@ -468,6 +469,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.child:  # the parent passes bytes; importing the config (pydantic) would count
+        args.mem_limit_bytes = int(args.mem_limit)
+        return args
+    from biaswatch.config import parse_size
+
     args.mem_limit_bytes = parse_size(args.mem_limit)
     if args.iraf_maxmemory == "mem_limit":
         args.iraf_bytes = args.mem_limit_bytes

@@ -12,10 +12,10 @@ from astropy.io import fits
 
 from biaswatch.config import CameraConfig
 from biaswatch.errors import FrameRejected
+from biaswatch.fitsbytes import fits_status
 from biaswatch.frames import (
     Readiness,
     classify,
-    fits_status,
     geometry,
     observation_time,
     read_frame,

@@ -35,14 +35,13 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import numba
 import numpy as np
-from astropy.io import fits
 
-from biaswatch.config import CombineSettings
 from biaswatch.errors import CombineFailed
+from biaswatch.fitsbytes import FitsStatus, read_header
 from biaswatch.kernel import (
     ROW_ARRAYS,
     WORK_ARRAYS,
@@ -52,6 +51,9 @@ from biaswatch.kernel import (
     sorting_network,
     swap_bytes,
 )
+
+if TYPE_CHECKING:  # the combine needs its values, not pydantic's import time
+    from biaswatch.config import CombineSettings
 
 METHODS: Final = ("average", "median")
 RUNTIME_RESERVE: Final = 4_000_000
@@ -200,17 +202,25 @@ class _Source:
 def _open_image(files: contextlib.ExitStack, path: Path, hdu: int) -> _Source:
     """Open HDU ``hdu`` of ``path`` for band reads; CombineFailed if it is no image.
 
-    For plain float32 data only the shape and data offset are kept and the parsed
-    header is let go: astropy's Card objects cost tens of kB per file, which adds up
-    against mem_limit for 50 frames.
+    A plain float32 primary image (the service's calibrated frames) is located from
+    its header bytes and read raw; anything else goes through astropy, imported only
+    then: the combining process is spared its import time and its header objects
+    (tens of kB per file, which add up against mem_limit for 50 frames).
     """
+    plain = _plain_float32(path) if hdu == 0 else None
+    if plain is not None:
+        shape, offset = plain
+        # Unbuffered: readinto goes straight into the band, with no copy in between.
+        raw = files.enter_context(path.open("rb", buffering=0))
+        return _Source(path, shape, raw, offset, None)
+    from astropy.io import fits
+
     try:
         hdul = fits.open(path, memmap=False)
     except (OSError, ValueError, TypeError, fits.VerifyError) as exc:
         raise CombineFailed(f"{path}: cannot read HDU {hdu}: {exc}") from exc
     try:
         image = hdul[hdu]
-        offset = int(hdul.fileinfo(hdu)["datLoc"])
         shape = _image_shape(path, hdu, image)
     except CombineFailed:
         hdul.close()
@@ -218,33 +228,42 @@ def _open_image(files: contextlib.ExitStack, path: Path, hdu: int) -> _Source:
     except (OSError, ValueError, IndexError, KeyError, TypeError, fits.VerifyError) as exc:
         hdul.close()
         raise CombineFailed(f"{path}: cannot read HDU {hdu}: {exc}") from exc
-    if _plain_float32(image):
-        hdul.close()
-        # Unbuffered: readinto goes straight into the band, with no copy in between.
-        raw = files.enter_context(path.open("rb", buffering=0))
-        return _Source(path, shape, raw, offset, None)
     files.callback(hdul.close)
-    return _Source(path, shape, None, offset, image)
+    return _Source(path, shape, None, 0, image)
+
+
+def _plain_float32(path: Path) -> tuple[tuple[int, int], int] | None:
+    """(rows, cols) and data offset of an unscaled 2-D float32 primary image, else None."""
+    try:
+        with path.open("rb") as f:
+            header = read_header(f, first=True)
+    except OSError as exc:
+        raise CombineFailed(f"{path}: cannot read: {exc}") from exc
+    if isinstance(header, FitsStatus):
+        return None  # not FITS, or no END: astropy says why
+    cards, header_bytes = header
+    try:
+        plain = (
+            int(cards.get("BITPIX", "0")) == -32
+            and int(cards.get("NAXIS", "0")) == 2
+            and float(cards.get("BSCALE", "1")) == 1.0
+            and float(cards.get("BZERO", "0")) == 0.0
+        )
+        shape = (int(cards["NAXIS2"]), int(cards["NAXIS1"]))
+    except (KeyError, ValueError):
+        return None
+    return (shape, header_bytes) if plain and min(shape) >= 1 else None
 
 
 def _image_shape(path: Path, hdu: int, image: Any) -> tuple[int, int]:
+    from astropy.io import fits
+
     if not isinstance(image, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
         raise CombineFailed(f"{path}: HDU {hdu} is a {type(image).__name__}, not an image")
     shape = tuple(int(n) for n in image.shape)
     if len(shape) != 2 or min(shape) < 1:
         raise CombineFailed(f"{path}: expected a 2-D image, found shape {shape}")
     return shape[0], shape[1]
-
-
-def _plain_float32(image: Any) -> bool:
-    """Whether the image's bytes on disk are unscaled big-endian float32 (our work files)."""
-    header = image.header
-    return (
-        not isinstance(image, fits.CompImageHDU)
-        and header.get("BITPIX") == -32
-        and header.get("BSCALE", 1) == 1
-        and header.get("BZERO", 0) == 0
-    )
 
 
 def _common_shape(sources: Sequence[_Source]) -> tuple[int, int]:
@@ -265,13 +284,8 @@ def warm_up() -> None:
     The types are taken from tiny examples of exactly what combine_files passes.
     """
     stack = np.zeros((2, 1, 1), np.float32)
-    example = (
-        stack,
-        stack[0],
-        sorting_network(2),
-        kernel_params(CombineSettings()),
-        Scratch.allocate(2, 1),
-    )
+    params = Params(True, True, True, True, 5.0, 5.0, 1)  # only the types matter here
+    example = (stack, stack[0], sorting_network(2), params, Scratch.allocate(2, 1))
     typeof: Any = numba.typeof  # numba is untyped for mypy (pyproject.toml)
     cast(Any, combine_band).compile(tuple(typeof(x) for x in example))
     cast(Any, swap_bytes).compile((typeof(stack[0].view(np.uint32)),))

@@ -6,8 +6,8 @@ is truncated (``_File.seek``). So a path becomes a frame in three steps:
 
 1. :class:`Readiness` waits until its size and mtime have not changed for
    ``settle_seconds`` (or the writer closed it, on inotify);
-2. :func:`fits_status` checks the bytes against the FITS structure itself
-   (END card present, data as long as BITPIX x NAXISn say);
+2. :func:`fits_status` (fitsbytes.py) checks the bytes against the FITS
+   structure itself (END card present, data as long as BITPIX x NAXISn say);
 3. :func:`read_frame` reads it once, hashes it, picks the image HDU and
    returns plain data for :func:`classify` and calibration.
 
@@ -19,12 +19,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
-import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from astropy.io import fits
@@ -35,8 +32,6 @@ from biaswatch.errors import FrameRejected
 from biaswatch.nights import parse_date_obs
 from biaswatch.sets import Geometry
 
-BLOCK = 2880  # FITS logical record length, FITS 4.0 sect. 3.1
-CARD = 80
 _STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "EXTEND", "PCOUNT", "GCOUNT", "END"}
 
 
@@ -102,83 +97,6 @@ class Readiness:
         entry = self._pending.get(path)
         if entry is not None:
             entry.stable_since = now
-
-
-# --- 2. FITS completeness --------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class FitsStatus:
-    """Whether a file holds whole FITS HDUs: complete, incomplete (yet), or not FITS."""
-
-    state: Literal["complete", "incomplete", "not_fits"]
-    detail: str = ""
-
-
-def fits_status(path: Path) -> FitsStatus:
-    """Check header END cards and data lengths of every HDU against the file size."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        return _walk_hdus(f, size)
-
-
-def _walk_hdus(f: io.BufferedReader, size: int) -> FitsStatus:
-    offset, index = 0, 0
-    while True:
-        f.seek(offset)
-        header = _read_header(f, first=index == 0)
-        if isinstance(header, FitsStatus):
-            if index > 0 and header.state == "not_fits":
-                return FitsStatus("complete", "trailing bytes after the last HDU ignored")
-            return header
-        cards, header_bytes = header
-        data = _data_bytes(cards)
-        have = size - offset - header_bytes
-        if have < data:
-            what = "primary HDU" if index == 0 else f"HDU {index}"
-            return FitsStatus("incomplete", f"{what} data: {max(have, 0)} of {data} bytes")
-        offset += header_bytes + math.ceil(data / BLOCK) * BLOCK
-        index += 1
-        # The last HDU's padding is optional in practice: some camera programs
-        # stop at the last data byte, and astropy reads such files.
-        if offset >= size:
-            return FitsStatus("complete", f"{index} HDU(s)")
-
-
-def _read_header(f: io.BufferedReader, *, first: bool) -> tuple[dict[str, str], int] | FitsStatus:
-    start = f.read(BLOCK)
-    magic = b"SIMPLE  =" if first else b"XTENSION="
-    if len(start) < len(magic):
-        return FitsStatus("incomplete", "file is shorter than one FITS card")
-    if not start.startswith(magic):
-        return FitsStatus("not_fits", "does not start with a FITS 'SIMPLE' card")
-    cards: dict[str, str] = {}
-    block, total = start, 0
-    while True:
-        if len(block) < BLOCK:
-            return FitsStatus("incomplete", "header has no END card")
-        total += BLOCK
-        for i in range(0, BLOCK, CARD):
-            card = block[i : i + CARD].decode("ascii", errors="replace")
-            key = card[:8].strip()
-            if key == "END":
-                return cards, total
-            if card[8:10] == "= ":
-                cards[key] = card[10:].split("/", 1)[0].strip()
-        block = f.read(BLOCK)
-
-
-def _data_bytes(cards: dict[str, str]) -> int:
-    """Bytes of data the header announces: |BITPIX|/8 x GCOUNT x (PCOUNT + prod NAXISn)."""
-    try:
-        bitpix, naxis = int(cards["BITPIX"]), int(cards.get("NAXIS", "0"))
-        if naxis == 0:
-            return 0
-        pixels = math.prod(int(cards[f"NAXIS{i}"]) for i in range(1, naxis + 1))
-        pcount, gcount = int(cards.get("PCOUNT", "0")), int(cards.get("GCOUNT", "1"))
-    except (KeyError, ValueError) as exc:
-        raise FrameRejected(f"malformed FITS structure keyword: {exc}") from None
-    return abs(bitpix) // 8 * gcount * (pcount + pixels)
 
 
 # --- 3. reading and classifying -------------------------------------------

@@ -17,7 +17,8 @@ import structlog
 from biaswatch.catalog import FrameRecord
 from biaswatch.config import CameraConfig, SiteConfig
 from biaswatch.errors import FrameRejected
-from biaswatch.frames import Readiness, fits_status
+from biaswatch.fitsbytes import fits_status
+from biaswatch.frames import Readiness
 from biaswatch.ingest import ingest, rejected_record
 from biaswatch.watch import scan_dir
 
