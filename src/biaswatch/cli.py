@@ -150,9 +150,20 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _combine(args: argparse.Namespace) -> int:
+    import logging
+
+    import structlog
+
     from biaswatch import oneshot
     from biaswatch.config import CombineSettings, ServiceConfig, SiteConfig, parse_size
     from biaswatch.errors import CombineFailed
+
+    # A one-shot command: its summary on stdout, only warnings (a frame's date taken
+    # from its mtime, say) on stderr, not the service's per-frame info events.
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
 
     config = load_config(args.config) if args.config is not None else None
     if args.camera is not None and config is None:
