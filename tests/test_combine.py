@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.nddata import CCDData
-from astropy.stats import mad_std, sigma_clip
+from astropy.stats import sigma_clip
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -25,6 +25,7 @@ from biaswatch.combine import (
 )
 from biaswatch.config import CombineSettings
 from biaswatch.errors import CombineFailed
+from biaswatch.testing import seed_combine
 
 SEED = CombineSettings()  # the seed recipe: average, median / mad_std, 5 / 5 sigma
 VARIANTS = {
@@ -76,22 +77,6 @@ def write_frames(directory: Path, stack: np.ndarray) -> list[Path]:
     return paths
 
 
-def ccdproc_combine(paths: list[Path], combine: CombineSettings) -> np.ndarray:
-    """The seed recipe through ccdproc.combine, with the settings' statistics."""
-    result = ccdproc.combine(
-        [str(p) for p in paths],
-        method=combine.method,
-        sigma_clip=combine.sigma_clip,
-        sigma_clip_low_thresh=combine.sigma_low,
-        sigma_clip_high_thresh=combine.sigma_high,
-        sigma_clip_func=np.ma.median if combine.center == "median" else np.ma.mean,
-        sigma_clip_dev_func=mad_std if combine.deviation == "mad_std" else np.ma.std,
-        mem_limit=350e6,
-        unit="adu",
-    )
-    return np.asarray(result.data)
-
-
 def combiner_reference(stack: np.ndarray, combine: CombineSettings) -> np.ndarray:
     """ccdproc's Combiner with astropy's built-in statistics and any maxiters.
 
@@ -140,7 +125,7 @@ def test_matches_ccdproc_combine(tmp_path: Path, n_frames: int, variant: str) ->
     combine = VARIANTS[variant]
     stack = bias_stack(n_frames, seed=n_frames)
     paths = write_frames(tmp_path, stack)
-    reference = ccdproc_combine(paths, combine)
+    reference = seed_combine([str(p) for p in paths], settings=combine)
     ours = combine_files(paths, combine, mem_limit=350_000_000)
     assert ours.dtype == np.float32
     assert ours.shape == (40, 50)

@@ -12,6 +12,7 @@ import pytest
 from astropy.io import fits
 from astropy.nddata import CCDData
 
+from biaswatch.config import CombineSettings
 from biaswatch.testing import make_bias_fits, seed_combine
 
 
@@ -85,18 +86,8 @@ def test_calibrated_median_with_sigma(tmp_path: Path, raws: list[Path]) -> None:
         *calibrated,
     )
     assert result.returncode == 0, result.stderr
-    from astropy.stats import mad_std
-
-    reference = ccdproc.combine(
-        [str(p) for p in calibrated],
-        method="median",
-        sigma_clip=True,
-        sigma_clip_low_thresh=3,
-        sigma_clip_high_thresh=3,
-        sigma_clip_func=np.ma.median,
-        sigma_clip_dev_func=mad_std,
-        unit="adu",
-    ).data
+    settings = CombineSettings(method="median", sigma_low=3.0, sigma_high=3.0)
+    reference = seed_combine([str(p) for p in calibrated], settings=settings)
     assert np.max(np.abs(fits.getdata(out) - reference)) <= 1e-3
     header = fits.getheader(out)
     assert (header["BWMETHOD"], header["BWSLOW"], header["BWSHIGH"]) == ("median", 3.0, 3.0)

@@ -12,13 +12,16 @@ import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 from astropy.io import fits
 
 from biaswatch.simulate import write_in_pieces
+
+if TYPE_CHECKING:
+    from biaswatch.config import CombineSettings
 
 __all__ = [
     "FakeClock",
@@ -213,25 +216,33 @@ class FakeNotifier:
         self.messages.append(message)
 
 
-def seed_combine(images: Sequence[Any], mem_limit: float = 350e6) -> npt.NDArray[np.float64]:
+def seed_combine(
+    images: Sequence[Any], mem_limit: float = 350e6, settings: CombineSettings | None = None
+) -> npt.NDArray[np.float64]:
     """The reference: the seed recipe's ``ccdproc.combine`` call, with mad_std spelt right.
 
-    ``images`` are file names or CCDData objects. The seed passes
-    ``signma_clip_dev_func=mad_std``, which ccdproc ignores (clipping with std);
-    this passes ``sigma_clip_dev_func``, which is what the seed meant and what
-    biaswatch's defaults compute.
+    ``images`` are file names or CCDData objects; ``settings`` change the statistics
+    (default: the seed's, average with 5/5 clipping around the median with mad_std).
+    The seed passes ``signma_clip_dev_func=mad_std``, which ccdproc ignores (clipping
+    with std); this passes ``sigma_clip_dev_func``, which is what the seed meant.
+    ``ccdproc.combine`` cannot iterate the clipping, so ``maxiters`` must be 1.
     """
     import ccdproc
     from astropy.stats import mad_std
 
+    from biaswatch.config import CombineSettings
+
+    settings = settings or CombineSettings()
+    if settings.maxiters != 1:
+        raise ValueError("ccdproc.combine clips once; compare maxiters > 1 with Combiner")
     combined = ccdproc.combine(
         list(images),
-        method="average",
-        sigma_clip=True,
-        sigma_clip_low_thresh=5,
-        sigma_clip_high_thresh=5,
-        sigma_clip_func=np.ma.median,
-        sigma_clip_dev_func=mad_std,
+        method=settings.method,
+        sigma_clip=settings.sigma_clip,
+        sigma_clip_low_thresh=settings.sigma_low,
+        sigma_clip_high_thresh=settings.sigma_high,
+        sigma_clip_func=np.ma.median if settings.center == "median" else np.ma.mean,
+        sigma_clip_dev_func=mad_std if settings.deviation == "mad_std" else np.ma.std,
         mem_limit=mem_limit,
         unit="adu",
     )
