@@ -107,3 +107,27 @@ def test_known_and_excluded_paths_are_not_noted(tmp_path: Path, camera: CameraCo
     assert not intake.note("cryo", master, now=0.0)
     assert not intake.note("cryo", tmp_path / "missing.fits", now=0.0)
     assert intake.busy_cameras() == set()
+
+
+def test_events_for_a_settling_file_do_not_query_the_catalog(
+    tmp_path: Path, camera: CameraConfig
+) -> None:
+    """Further events for a file already settling skip the catalog; a close still counts."""
+    path = make_bias_fits(tmp_path / "a.fits")
+    lookups: list[Path] = []
+    intake = Intake(
+        {camera.name: camera},
+        SiteConfig(),
+        tmp_path / "work",
+        excluded=(),
+        known=lambda p, _size, _mtime: lookups.append(p) is not None,
+        recorded=lambda _p: False,
+        wake=lambda: None,
+    )
+    assert intake.note("cryo", path, now=0.0)
+    for _ in range(20):  # a camera writing in pieces fires many 'modified' events
+        assert not intake.note("cryo", path, now=0.1)
+    assert not intake.note("cryo", path, now=0.2, closed=True)
+    assert lookups == [path]
+    (record,) = settle(intake, 0.3)  # closed: ready before its settle time (1 s)
+    assert record.status == "valid"

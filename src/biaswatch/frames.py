@@ -56,10 +56,15 @@ class Readiness:
 
     def note(self, path: Path, settle: float, now: float, *, closed: bool = False) -> None:
         """Start (or keep) watching ``path``; ``closed`` means the writer closed it."""
-        entry = self._pending.get(path)
-        if entry is None:
+        if path not in self._pending:
             self._pending[path] = _Pending(-1, -1, now, now, settle, closed)
         elif closed:
+            self.mark_closed(path)
+
+    def mark_closed(self, path: Path) -> None:
+        """The writer closed ``path``: it is ready at the next look, without settling."""
+        entry = self._pending.get(path)
+        if entry is not None:
             entry.closed = True
 
     def forget(self, path: Path) -> None:

@@ -61,6 +61,11 @@ class Intake:
 
     def note(self, camera: str, path: Path, now: float, *, closed: bool = False) -> bool:
         """Start watching ``path`` unless excluded, gone or already recorded as it is."""
+        if path in self._readiness:
+            # Already settling: a writer's many events need no stat or catalog query.
+            if closed:
+                self._readiness.mark_closed(path)
+            return False
         if any(path == e or e in path.parents for e in self._excluded):
             return False
         try:
