@@ -3,8 +3,8 @@
 The statistics are those of the seed recipe, ``ccdproc.combine(..., sigma_clip=True,
 sigma_clip_func=np.ma.median, sigma_clip_dev_func=mad_std)``, which calls astropy's
 ``sigma_clip(axis=0, masked=True, copy=False)`` on the float64 stack and then takes
-``nanmean`` (or ``nanmedian``) of the values it kept. Reproduced here without masked
-arrays, per pixel along the frame axis:
+``nanmean`` (or ``nanmedian``) of the values it kept. The compiled kernel (kernel.py)
+reproduces them without masked arrays, per pixel along the frame axis:
 
 * Non-finite inputs (NaN, +-inf) are invalid: never kept, never in the statistics.
 * Each iteration computes, over the values still kept, the centre (median or mean) and
@@ -157,9 +157,8 @@ def combine_files(
             stop = min(start + step, shape[0])
             # A contiguous (n, stop - start, cols) view at the buffer's start, so every
             # band, the last one too, has the layout the kernel was compiled for.
-            rows = band.reshape(-1)[: band[:, : stop - start].size].reshape(
-                len(paths), -1, shape[1]
-            )
+            size = len(paths) * (stop - start) * shape[1]
+            rows = band.reshape(-1)[:size].reshape(len(paths), stop - start, shape[1])
             for i, source in enumerate(sources):
                 source.read_rows(start, stop, rows[i])
             combine_band(rows, result[start:stop], pairs, params, scratch)
