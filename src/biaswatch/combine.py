@@ -61,10 +61,10 @@ RUNTIME_RESERVE: Final = 4_000_000
 # Memory model of one combine, in bytes, for n frames of rows x cols pixels:
 #   rows * cols * 4                 the float32 result, allocated once;
 #   band_rows * n * cols * 4        one band of every frame, float32, read in place;
-#   threads * (ROW_ARRAYS * n + WORK_ARRAYS) * cols * 8
-#                                   each kernel thread's float64 scratch: the row's
-#                                   values, their sorted copy and deviations, plus
-#                                   the per-column work arrays (kernel.py).
+#   threads * (ROW_ARRAYS * n * 4 + WORK_ARRAYS * 8) * cols
+#                                   each kernel thread's scratch: the row's values and
+#                                   their sorted copy (float32), plus the float64
+#                                   per-column work arrays (kernel.py).
 #   RUNTIME_RESERVE                 headroom for what the process's RSS grows by around
 #                                   that (thread stacks, the interpreter). Measured with
 #                                   /proc/self/status VmHWM, 50 frames of 384 x 2048 at
@@ -101,7 +101,7 @@ def band_rows(n_frames: int, shape: tuple[int, int], mem_limit: int, method: str
 
 def _scratch_bytes(n_frames: int, cols: int) -> int:
     threads = int(numba.get_num_threads())
-    return threads * (ROW_ARRAYS * n_frames + WORK_ARRAYS) * cols * 8
+    return threads * (ROW_ARRAYS * n_frames * 4 + WORK_ARRAYS * 8) * cols
 
 
 def kernel_params(settings: CombineSettings) -> Params:
@@ -124,11 +124,13 @@ def combine_stack(stack: np.ndarray, settings: CombineSettings) -> np.ndarray:
     sigma_low/high, maxiters) when settings.sigma_clip, then average (nanmean of kept
     values) or median (nanmedian). Returns float64; NaN where no value was kept.
     """
-    data = np.ascontiguousarray(stack, dtype=np.float64)
+    # float32 stays float32 (what combine_files passes); anything else becomes float64.
+    dtype = np.float32 if stack.dtype == np.float32 else np.float64
+    data = np.ascontiguousarray(stack, dtype=dtype)
     if data.ndim != 3 or data.shape[0] < 1:
         raise ValueError(f"expected a (n_frames >= 1, rows, cols) stack, got {data.shape}")
     out = np.empty(data.shape[1:], dtype=np.float64)
-    scratch = Scratch.allocate(data.shape[0], data.shape[2])
+    scratch = Scratch.allocate(data.shape[0], data.shape[2], dtype)
     combine_band(data, out, sorting_network(data.shape[0]), kernel_params(settings), scratch)
     return out
 

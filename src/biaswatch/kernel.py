@@ -88,8 +88,8 @@ class _Work(NamedTuple):
 
 # Per-column scratch arrays of _Work, for the memory model in combine.py.
 WORK_ARRAYS = len(_Work._fields)
-# Per-thread (n, cols) float64 arrays: the row's values, their sorted copy, deviations.
-ROW_ARRAYS = 3
+# Per-thread (n, cols) arrays, in the stack's dtype: the row's values, their sorted copy.
+ROW_ARRAYS = 2
 
 
 class Params(NamedTuple):
@@ -108,6 +108,17 @@ Array = Any  # numba takes numpy arrays; mypy cannot see through the JIT
 
 
 @_jit()
+def _finite(x: float) -> bool:
+    """math.isfinite, written so that loops calling it vectorise.
+
+    Conditions inside the kernel's column loops are combined with & rather than
+    ``and``: short-circuiting becomes branches, which keep the compiler from emitting
+    SIMD code (the final average pass measured 1.1 against 0.5 ns per value).
+    """
+    return abs(x) < INF
+
+
+@_jit()
 def _sort_columns(s: Array, pairs: Array, width: int) -> None:
     """Sort every column of s (the frame axis) with the comparator network."""
     for p in range(pairs.shape[0]):
@@ -116,9 +127,12 @@ def _sort_columns(s: Array, pairs: Array, width: int) -> None:
         for c in range(width):
             a = si[c]
             b = sj[c]
-            # Written as selects so the compiler emits branch-free SIMD min/max.
-            si[c] = a if a < b else b
-            sj[c] = b if a < b else a
+            # np.minimum/np.maximum, not selects (a if a < b else b) or min()/max():
+            # only these become SIMD min/max when both rows are updated in place
+            # (measured on 4096 float32 columns: 0.15 against 0.5 ns per column and
+            # comparator). s holds no NaN (invalid values are +inf), where they differ.
+            si[c] = np.minimum(a, b)
+            sj[c] = np.maximum(a, b)
 
 
 @_jit()
@@ -129,8 +143,10 @@ def _mid(s: Array, first: Array, count: Array, width: int, out: Array) -> None:
         if k == 0:
             out[c] = np.nan
         else:
-            lo = s[first[c] + (k - 1) // 2, c]
-            hi = s[first[c] + k // 2, c]
+            # float64 before adding: s may be float32, and numpy's median of the
+            # float64 stack averages the two middle values in float64.
+            lo = np.float64(s[first[c] + (k - 1) // 2, c])
+            hi = np.float64(s[first[c] + k // 2, c])
             out[c] = lo if k % 2 == 1 else 0.5 * (lo + hi)
 
 
@@ -145,7 +161,7 @@ def _range_sum(d: Array, w: _Work, centre: Array, square: bool) -> None:
         dk = d[k]
         for c in range(width):
             x = dk[c]
-            inside = x >= w.kmin[c] and x <= w.kmax[c]
+            inside = (x >= w.kmin[c]) & (x <= w.kmax[c])
             y = (x - centre[c]) * (x - centre[c]) if square else x
             total[c] += y if inside else 0.0
 
@@ -166,26 +182,84 @@ def _load(d: Array, s: Array, w: _Work, clip: bool) -> None:
             x = dk[c]
             # Clipping ignores NaN and inf (astropy masks invalid values); without it
             # only NaN is dropped, as np.nanmean and np.nanmedian do.
-            ok = math.isfinite(x) if clip else not math.isnan(x)
+            ok = _finite(x) if clip else x == x
             sk[c] = x if ok else INF
             w.count[c] += 1 if ok else 0
 
 
 @_jit()
-def _deviation(d: Array, s: Array, t: Array, pairs: Array, w: _Work, dev_mad: bool) -> None:
-    """mad_std (about the median) or std (about the mean) of each pixel's kept values."""
-    n, width = d.shape
-    if dev_mad:
-        for k in range(n):
-            sk = s[k]
-            tk = t[k]
-            for c in range(width):
-                inside = k >= w.first[c] and k < w.first[c] + w.count[c]
-                tk[c] = abs(sk[c] - w.med[c]) if inside else INF
-        _sort_columns(t, pairs, width)
-        _mid(t, w.zero, w.count, width, w.dev)
+def _mad(s: Array, w: _Work, width: int) -> None:
+    """mad_std of each column's sorted range s[first:first+count] about w.med.
+
+    The absolute deviations of a sorted range are two sorted runs: those left of the
+    middle grow leftwards, those right of it grow rightwards (rounding is monotonic, so
+    this holds for the float64 differences too). Their median is a selection from two
+    sorted runs, O(count) per pixel, instead of a sort of the deviations.
+    """
+    n = s.shape[0]
+    uniform = True
+    for c in range(width):
+        uniform = uniform and w.first[c] == 0 and w.count[c] == n
+    if uniform:  # every value kept: the first iteration on finite data
+        _kth_deviation(s, w.med, (n - 1) // 2, w.dev, width)
+        _kth_deviation(s, w.med, n // 2, w.total, width)
         for c in range(width):
-            w.dev[c] *= MAD_TO_STD
+            mad = w.dev[c] if n % 2 == 1 else 0.5 * (w.dev[c] + w.total[c])
+            w.dev[c] = mad * MAD_TO_STD
+        return
+    for c in range(width):
+        w.dev[c] = _merged_deviation(s, c, w.first[c], w.count[c], w.med[c]) * MAD_TO_STD
+
+
+@_jit()
+def _kth_deviation(s: Array, med: Array, k: int, out: Array, width: int) -> None:
+    """The k-th smallest |s - med| (0-based) of each column of s, all rows sorted and kept.
+
+    Left run A_i = |s[a - i] - med| (i = 1..a), right run B_j = |s[a + j - 1] - med|
+    (j = 1..b), both ascending. The (k+1)-th smallest of their union is the smallest
+    max(A_i, B_(k+1-i)) over the splits i (with A_0 = B_0 = -inf): whole-row min/max,
+    which the compiler vectorises, where a merge would step each column on its own.
+    """
+    n = s.shape[0]
+    a = n // 2
+    b = n - a
+    rank = k + 1
+    for c in range(width):
+        out[c] = INF
+    for i in range(max(0, rank - b), min(a, rank) + 1):
+        j = rank - i
+        left = s[a - i] if i > 0 else s[0]
+        right = s[a + j - 1] if j > 0 else s[0]
+        for c in range(width):
+            dl = abs(np.float64(left[c]) - med[c]) if i > 0 else -INF
+            dr = abs(np.float64(right[c]) - med[c]) if j > 0 else -INF
+            out[c] = np.minimum(out[c], np.maximum(dl, dr))
+
+
+@_jit()
+def _merged_deviation(s: Array, c: int, first: int, m: int, med: float) -> float:
+    """Median |s - med| of column c's sorted range s[first:first+m]: a merge to the middle."""
+    if m == 0:
+        return np.nan
+    left, right, stop = first + m // 2 - 1, first + m // 2, first + m
+    lower = upper = 0.0
+    for rank in range(m // 2 + 1):
+        dl = abs(np.float64(s[left, c]) - med) if left >= first else INF
+        dr = abs(np.float64(s[right, c]) - med) if right < stop else INF
+        take_left = dl < dr
+        upper = dl if take_left else dr
+        left -= 1 if take_left else 0
+        right += 0 if take_left else 1
+        lower = upper if rank == (m - 1) // 2 else lower
+    return lower if m % 2 == 1 else 0.5 * (lower + upper)
+
+
+@_jit()
+def _deviation(d: Array, s: Array, w: _Work, dev_mad: bool) -> None:
+    """mad_std (about the median) or std (about the mean) of each pixel's kept values."""
+    width = d.shape[1]
+    if dev_mad:
+        _mad(s, w, width)
     else:
         _range_sum(d, w, w.mean, True)
         for c in range(width):
@@ -193,7 +267,7 @@ def _deviation(d: Array, s: Array, t: Array, pairs: Array, w: _Work, dev_mad: bo
 
 
 @_jit()
-def _bounds(d: Array, s: Array, t: Array, pairs: Array, w: _Work, p: Params) -> None:
+def _bounds(d: Array, s: Array, w: _Work, p: Params) -> None:
     """Clipping bounds from the kept values, the range s[first:first+count]."""
     width = d.shape[1]
     for c in range(width):
@@ -206,7 +280,7 @@ def _bounds(d: Array, s: Array, t: Array, pairs: Array, w: _Work, p: Params) -> 
         _range_sum(d, w, w.mean, False)
         for c in range(width):
             w.mean[c] = w.total[c] / w.count[c] if w.count[c] > 0 else np.nan
-    _deviation(d, s, t, pairs, w, p.dev_mad)
+    _deviation(d, s, w, p.dev_mad)
     for c in range(width):
         if w.count[c] > 0:  # an emptied pixel keeps the bounds that emptied it
             centre = w.med[c] if p.center_median else w.mean[c]
@@ -236,19 +310,24 @@ def _narrow(s: Array, w: _Work) -> bool:
 def _combine(d: Array, s: Array, w: _Work, p: Params) -> None:
     """Average or median of every valid value within the last bounds, into w.out."""
     n, width = d.shape
+    total, count, lo, hi = w.total, w.count, w.lo, w.hi
     for c in range(width):
-        w.total[c] = 0.0
-        w.count[c] = 0
+        total[c] = 0.0
+        count[c] = 0
     for k in range(n):
         dk = d[k]
-        for c in range(width):
-            x = dk[c]
-            if p.clip:
-                use = math.isfinite(x) and not (x < w.lo[c]) and not (x > w.hi[c])
-            else:
-                use = not math.isnan(x)
-            w.total[c] += x if use else 0.0
-            w.count[c] += 1 if use else 0
+        if p.clip:
+            for c in range(width):
+                x = dk[c]
+                use = _finite(x) & (not (x < lo[c])) & (not (x > hi[c]))
+                total[c] += x if use else 0.0
+                count[c] += 1 if use else 0
+        else:
+            for c in range(width):
+                x = dk[c]
+                use = x == x  # not NaN
+                total[c] += x if use else 0.0
+                count[c] += 1 if use else 0
     if p.average:
         for c in range(width):
             w.out[c] = w.total[c] / w.count[c] if w.count[c] > 0 else np.nan
@@ -262,13 +341,13 @@ def _combine(d: Array, s: Array, w: _Work, p: Params) -> None:
 
 
 @_jit()
-def _row(d: Array, s: Array, t: Array, pairs: Array, w: _Work, p: Params) -> None:
+def _row(d: Array, s: Array, pairs: Array, w: _Work, p: Params) -> None:
     """One image row: d holds its (n, cols) values; the result lands in w.out."""
     _load(d, s, w, p.clip)
     _sort_columns(s, pairs, d.shape[1])
     if p.clip:
         for iteration in range(p.maxiters):
-            _bounds(d, s, t, pairs, w, p)
+            _bounds(d, s, w, p)
             if iteration == p.maxiters - 1 or not _narrow(s, w):
                 break
     _combine(d, s, w, p)
@@ -281,16 +360,20 @@ class Scratch(NamedTuple):
     arena (its mmap threshold adapts upwards), which showed as RSS above the model.
     """
 
-    rows: Any  # (threads, ROW_ARRAYS, n, cols) float64
+    rows: Any  # (threads, ROW_ARRAYS, n, cols), the stack's dtype
     ints: Any  # (threads, 3, cols) int64
     floats: Any  # (threads, WORK_ARRAYS - 3, cols) float64
 
     @classmethod
-    def allocate(cls, n_frames: int, cols: int) -> Scratch:
-        """Scratch for n_frames frames of cols columns, one slot per kernel thread."""
+    def allocate(cls, n_frames: int, cols: int, dtype: Any = np.float32) -> Scratch:
+        """Scratch for n_frames frames of cols columns, one slot per kernel thread.
+
+        dtype is the stack's: float32 values are sorted as float32 (twice the SIMD
+        width of float64, and exact); every statistic is still computed in float64.
+        """
         threads = nb.get_num_threads()
         return cls(
-            np.empty((threads, ROW_ARRAYS, n_frames, cols), np.float64),
+            np.empty((threads, ROW_ARRAYS, n_frames, cols), dtype),
             np.zeros((threads, 3, cols), np.int64),
             np.empty((threads, WORK_ARRAYS - 3, cols), np.float64),
         )
@@ -322,13 +405,13 @@ def combine_band(stack: Array, out: Array, pairs: Array, p: Params, scratch: Scr
     chunks = min(rows, CHUNKS)
     for chunk in nb.prange(chunks):
         slot = nb.get_thread_id()  # < get_num_threads(), the slots allocated
-        d, s, t = scratch.rows[slot, 0], scratch.rows[slot, 1], scratch.rows[slot, 2]
+        d, s = scratch.rows[slot, 0], scratch.rows[slot, 1]
         w = _work(scratch.ints[slot], scratch.floats[slot])
         for r in range(chunk * rows // chunks, (chunk + 1) * rows // chunks):
             for k in range(n):
                 for c in range(cols):
                     d[k, c] = stack[k, r, c]
-            _row(d, s, t, pairs, w, p)
+            _row(d, s, pairs, w, p)
             for c in range(cols):
                 out[r, c] = w.out[c]
 
