@@ -109,7 +109,12 @@ class ServiceProcess:
     """``biaswatch run`` in a child process with a notify socket and log reader."""
 
     def __init__(
-        self, config: Path, *, watchdog_usec: int | None = None, prefix: tuple[str, ...] = ()
+        self,
+        config: Path,
+        *,
+        watchdog_usec: int | None = None,
+        prefix: tuple[str, ...] = (),
+        numba_cache: str = NUMBA_CACHE,
     ) -> None:
         self.config = config
         self.base = config.parent
@@ -125,7 +130,7 @@ class ServiceProcess:
         env = {
             **os.environ,
             "NOTIFY_SOCKET": str(Path(self._sockdir) / "notify"),
-            "NUMBA_CACHE_DIR": NUMBA_CACHE,
+            "NUMBA_CACHE_DIR": numba_cache,
         }
         if watchdog_usec is not None:
             env["WATCHDOG_USEC"] = str(watchdog_usec)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import ccdproc
@@ -25,8 +26,6 @@ from service_process import (
     write_frames,
 )
 
-from biaswatch.sections import Section
-from biaswatch.simulate import Geometry
 from biaswatch.testing import fits_bytes, seed_combine, truncated_copy
 
 pytestmark = pytest.mark.slow
@@ -208,15 +207,18 @@ def test_unreadable_directory_is_reported_and_others_carry_on(tmp_path: Path) ->
 def test_sigterm_during_a_combine_leaves_no_partial_file_then_resumes(tmp_path: Path) -> None:
     """SIGTERM mid-combine exits 0 within 10 s with no partial master; a restart publishes it."""
     config = write_config(tmp_path, expected_frames=8)
-    big = Geometry(
-        rows=1000,
-        cols=1032,
-        biassec=Section(1001, 1032, 1, 1000),
-        trimsec=Section(1, 1000, 1, 1000),
-    )
     with running_service(config) as service:
-        write_frames(config, "cryo", 8, interval=0.0, geometry=big)
+        write_frames(config, "cryo", 1, interval=0.0)
+        (calibrated,) = service.wait_event("frame.calibrated")
+        # The combine would take a fraction of a second; it must be caught midway. A
+        # FIFO in place of the first calibrated frame blocks the child's read of it, as
+        # a hung disk would, until the stop kills it.
+        work_file = Path(calibrated["calibrated"])
+        work_file.rename(work_file.with_name("kept"))
+        os.mkfifo(work_file)
+        write_frames(config, "cryo", 7, interval=0.0, out_dir=tmp_path / "incoming/cryo/more")
         service.wait_event("combine.started", timeout=120)
+        time.sleep(0.5)  # let the child reach the FIFO
         status, seconds = service.stop()
         abandoned = service.events("combine.abandoned")
         messages = list(service.messages)
@@ -227,10 +229,32 @@ def test_sigterm_during_a_combine_leaves_no_partial_file_then_resumes(tmp_path: 
     assert not [p for p in (tmp_path / "masters").rglob("*") if ".partial-" in p.name]
     assert not list((tmp_path / "masters").rglob("*.fits"))
     assert [r["state"] for r in catalog_rows(config, "SELECT state FROM sets")] == ["open"]
+    work_file.unlink()
+    work_file.with_name("kept").rename(work_file)
     with running_service(config) as service:
         (published,) = service.wait_event("master.published", timeout=120)
         assert service.stop()[0] == 0
     assert fits.getheader(published["path"])["NCOMBINE"] == 8
+
+
+def test_first_start_stays_responsive_while_the_kernel_compiles(tmp_path: Path) -> None:
+    """On a cold numba cache, a set waits for the fork server and SIGTERM still stops at once."""
+    config = write_config(tmp_path, expected_frames=3)
+    cold = tmp_path / "cold-numba-cache"  # nothing compiled: as after an install
+    with running_service(config, numba_cache=str(cold)) as service:
+        write_frames(config, "cryo", 3, interval=0.0)
+        service.wait_event("set.completed", timeout=60)
+        compiling = not service.events("combine.server_ready")
+        status, seconds = service.stop()
+        started = service.events("combine.started")
+    assert compiling, "the kernel was compiled before the set completed: nothing was tested"
+    assert (status, started) == (0, [])
+    assert seconds < 5
+    with running_service(config, numba_cache=str(cold)) as service:
+        (published,) = service.wait_event("master.published", timeout=120)
+        (ready,) = service.events("combine.server_ready")
+        assert service.stop()[0] == 0
+    assert ready["timestamp"] <= published["timestamp"]
 
 
 def test_quiet_period_then_late_frames_make_a_second_master(tmp_path: Path) -> None:

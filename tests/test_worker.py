@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -73,3 +74,22 @@ def test_killed_child_is_reported(tmp_path: Path) -> None:
     result = wait(process)
     assert result.temporary is None
     assert result.reason == "combine process killed by SIGKILL (the OOM killer sends SIGKILL)"
+
+
+def test_wake_fires_when_the_child_answers(tmp_path: Path) -> None:
+    """The wake callback runs once the child has answered, before anyone polls."""
+    woken = threading.Event()
+    process = CombineProcess(job_for(tmp_path, [(6, 8)] * 3), wake=woken.set)
+    assert woken.wait(60), "wake never called"
+    assert process.poll() is not None, "woken before the result was there"
+
+
+def test_wake_fires_when_the_child_dies(tmp_path: Path) -> None:
+    """A child killed before answering still wakes the main loop."""
+    woken = threading.Event()
+    process = CombineProcess(job_for(tmp_path, [(6, 8)] * 3), wake=woken.set)
+    assert process.pid is not None
+    os.kill(process.pid, signal.SIGKILL)
+    assert woken.wait(60), "wake never called"
+    result = process.poll()
+    assert result is not None and result.temporary is None

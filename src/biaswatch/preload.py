@@ -8,6 +8,9 @@ fresh fork of this server: a new process per set, with no import or compile time
 
 import contextlib
 
+# The child's target lives in biaswatch.worker, with astropy and the publish code:
+# imported here once, not in every child.
+import biaswatch.worker  # noqa: F401
 from biaswatch.combine import warm_up
 
 # The server must start even if compiling fails here: the combine then compiles

@@ -115,6 +115,7 @@ class Service:
         self._queued_sets: deque[int] = deque()
         self._deferred: set[int] = set()
         self._combine: CombineProcess | None = None
+        self._combine_ready = threading.Event()  # the fork server has preloaded
         self._stop = threading.Event()
         self._last_rearm = 0.0
         self._last_ping = 0.0
@@ -140,7 +141,7 @@ class Service:
         for directory in (self.config.service.masters_dir, self.work_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self._remove_temporaries()
-        start_server(self.config.service.state_dir / "cache" / "numba")
+        start_server(self.config.service.state_dir / "cache" / "numba", self._server_ready)
         reopened = self.catalog.reopen_interrupted()
         self.watcher.start()
         self.scheduler.start()
@@ -279,8 +280,14 @@ class Service:
                 self._deferred.discard(set_id)
                 self._evaluate(set_id)
 
+    def _server_ready(self, seconds: float) -> None:
+        """The combine fork server serves children (called on its probe's thread)."""
+        log.info("combine.server_ready", seconds=round(seconds, 2))
+        self._combine_ready.set()
+        self.inbox.put(WAKE)
+
     def _start_next_combine(self) -> None:
-        if self._combine is not None or not self._queued_sets:
+        if self._combine is not None or not self._queued_sets or not self._combine_ready.is_set():
             return
         set_id = self._queued_sets.popleft()
         job = self._job_for(set_id)
@@ -292,7 +299,7 @@ class Service:
             frames=len(job.inputs),
             output=job.final,
         )
-        self._combine = CombineProcess(job)
+        self._combine = CombineProcess(job, wake=lambda: self.inbox.put(WAKE))
 
     def _job_for(self, set_id: int) -> CombineJob:
         row = self.catalog.get_set(set_id)
