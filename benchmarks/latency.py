@@ -9,7 +9,9 @@ frames of a set as a camera does (raw uint16 with overscan, under the final
 name, in pieces, one every --interval seconds: a 4096 x 4096 CCD takes seconds to read
 out, 0 writes back to back), and notes when the last one is closed. The service's
 ``master.published`` event carries ``combine_seconds``, the combine child's own
-time (reading, combining, writing the master). The issue's target: the time
+time (reading, combining, writing the master), and the two other parts of the
+difference: ``startup_seconds`` (starting the child) and ``publish_seconds``. The
+rest is the last frame's ingest. The issue's target: the time
 from the last frame closed to ``master.published`` is at most that plus 1 s.
 Each run after the first adds a set to the same service, so the first shows a
 fresh service (the fork server may still be loading the kernel) and the others
@@ -110,15 +112,23 @@ def main() -> None:
             f"{args.frames} raw frames of {args.size + 32} x {args.size} per set, "
             f"one every {args.interval:g} s"
         )
-        print("| set | last frame closed -> master.published | combine's own time | difference |")
-        print("| --- | --- | --- | --- |")
+        print(
+            "| set | last frame closed -> master.published | combine's own time | difference "
+            "| of which: child start-up | publication |"
+        )
+        print("| --- | --- | --- | --- | --- | --- |")
         for run in range(1, args.runs + 1):
             closed = write_set(config, args.frames, args.size, run, args.interval)
             event = published(base / "log" / "biaswatch.jsonl", run)
             stamp = dt.datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00"))
             latency = closed_to_event(closed, stamp)
             own = float(str(event["combine_seconds"]))
-            print(f"| {run} | {latency:.2f} s | {own:.2f} s | {latency - own:+.2f} s |")
+            startup = float(str(event["startup_seconds"]))
+            publication = float(str(event["publish_seconds"]))
+            print(
+                f"| {run} | {latency:.2f} s | {own:.2f} s | {latency - own:+.2f} s "
+                f"| {startup:.3f} s | {publication:.3f} s |"
+            )
     finally:
         service.send_signal(signal.SIGTERM)
         service.wait(timeout=30)

@@ -89,6 +89,9 @@ def test_two_cameras_end_to_end(tmp_path: Path) -> None:
         "cryo": seed_recipe(written["cryo"], None, None),
         "te": seed_recipe(written["te"], "", "[1:32,1:32]"),
     }
+    for event in published:  # where the time went, for "why was it late?"
+        timings = [event[k] for k in ("startup_seconds", "combine_seconds", "publish_seconds")]
+        assert all(0 <= t < 60 for t in timings), event
     for name, path in by_camera.items():
         header = fits.getheader(path)
         assert header["COMBINED"] is True

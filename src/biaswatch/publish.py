@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,13 +144,17 @@ def publish_master(
     final: Path,
     now: dt.datetime,
     combine_seconds: float = 0.0,
+    startup_seconds: float = 0.0,
 ) -> Path:
     """Final name, catalog record, ``latest`` link, ``master.published``; returns the path.
 
     The order matters: once the master has its final name it is never
     removed, then the catalog records it in one transaction, and only then
     does ``latest.fits`` move, so the link never points at an unrecorded file.
+    The event carries where the time went: the combine child's start-up, its
+    combine and write, and this publication (fsyncs and the catalog).
     """
+    start = time.perf_counter()
     give_final_name(temporary, final)
     ncombine = len(info.raw_names)
     catalog.record_master(
@@ -174,7 +179,9 @@ def publish_master(
         path=str(final),
         ncombine=ncombine,
         sequence=info.sequence,
+        startup_seconds=round(startup_seconds, 3),
         combine_seconds=round(combine_seconds, 3),
+        publish_seconds=round(time.perf_counter() - start, 3),
     )
     return final
 

@@ -354,6 +354,7 @@ class Service:
             Path(job.final),
             self.clock.now(),
             result.seconds,
+            result.startup,
         )
         self.notifier.notify(f"STATUS=last master: {final.name}")
 

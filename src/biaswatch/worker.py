@@ -103,10 +103,12 @@ class CombineResult:
     temporary: str | None
     reason: str | None = None
     seconds: float = 0.0  # the child's own combine and write, for the log
+    startup: float = 0.0  # from the parent starting the child to the child's first line
 
 
-def run_job(job: CombineJob, conn: Connection) -> None:
+def run_job(job: CombineJob, conn: Connection, submitted: float) -> None:
     """Child entry point: combine, write the temporary master, report."""
+    startup = time.time() - submitted  # wall clock: the parent's clock is another process's
     # The parent decides when the child stops; a terminal's Ctrl-C goes to it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Imported here: the service itself never combines, so it never loads numba.
@@ -117,7 +119,8 @@ def run_job(job: CombineJob, conn: Connection) -> None:
         data = combine_files([Path(p) for p in job.inputs], job.info.settings, job.info.mem_limit)
         header = master_header(fits.getheader(job.inputs[0]), job.info)
         tmp = write_temporary(data, header, Path(job.final))
-        conn.send(CombineResult(job.set_id, str(tmp), seconds=time.perf_counter() - start))
+        seconds = time.perf_counter() - start
+        conn.send(CombineResult(job.set_id, str(tmp), seconds=seconds, startup=startup))
     except CombineFailed as exc:
         conn.send(CombineResult(job.set_id, None, exc.reason))
     except Exception as exc:  # the child's one boundary: report, never hang the parent
@@ -133,7 +136,10 @@ class CombineProcess:
         self.job = job
         self._conn, child_conn = _CONTEXT.Pipe(duplex=False)
         self._process = _CONTEXT.Process(
-            target=run_job, args=(job, child_conn), name=f"combine-{job.set_id}", daemon=True
+            target=run_job,
+            args=(job, child_conn, time.time()),
+            name=f"combine-{job.set_id}",
+            daemon=True,
         )
         self._process.start()
         child_conn.close()
