@@ -42,17 +42,22 @@ CRYO_GEOMETRY = Geometry(
 TE_GEOMETRY = Geometry(rows=36, cols=36, biassec=None, trimsec=Section(1, 32, 1, 32))
 
 
-def write_config(tmp_path: Path, extra: str = "", **defaults: object) -> Path:
+def write_config(
+    tmp_path: Path, extra: str = "", service: dict[str, object] | None = None, **defaults: object
+) -> Path:
     """A config with cameras cryo (header sections) and te (no overscan, fixed trim)."""
     settings = {"settle_seconds": 0.3, "expected_frames": 5, **defaults}
     lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in settings.items())
-    text = textwrap.dedent(
-        """
+    service_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in (service or {}).items())
+    text = (
+        textwrap.dedent(
+            """
         [service]
         state_dir = "state"
         masters_dir = "masters"
         log_file = "log/biaswatch.jsonl"
         poll_seconds = 0.1
+        {service_lines}
         [site]
         timezone = "America/Chicago"
         [defaults]
@@ -65,7 +70,10 @@ def write_config(tmp_path: Path, extra: str = "", **defaults: object) -> Path:
         overscan = "none"
         trim = "[1:32,1:32]"
         """
-    ).replace("{lines}", lines)
+        )
+        .replace("{lines}", lines)
+        .replace("{service_lines}", service_lines)
+    )
     path = tmp_path / "config.toml"
     path.write_text(text + textwrap.dedent(extra), encoding="utf-8")
     for camera in ("cryo", "te"):
@@ -115,6 +123,7 @@ class ServiceProcess:
         watchdog_usec: int | None = None,
         prefix: tuple[str, ...] = (),
         numba_cache: str = NUMBA_CACHE,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.config = config
         self.base = config.parent
@@ -131,6 +140,7 @@ class ServiceProcess:
             **os.environ,
             "NOTIFY_SOCKET": str(Path(self._sockdir) / "notify"),
             "NUMBA_CACHE_DIR": numba_cache,
+            **(env or {}),
         }
         if watchdog_usec is not None:
             env["WATCHDOG_USEC"] = str(watchdog_usec)

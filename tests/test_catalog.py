@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -97,12 +98,50 @@ def test_a_set_gets_one_master_only(catalog: Catalog) -> None:
     assert len(catalog.masters()) == 1
 
 
-def test_interrupted_combines_are_reopened(catalog: Catalog) -> None:
-    """Sets left combining by a stopped service go back to open at start."""
+def test_interrupted_and_failed_sets_are_closed_again(catalog: Catalog) -> None:
+    """At start, sets left combining or failed are closed (queued) again; done sets stay."""
+    combining = catalog.add_to_set(valid("a"))
+    catalog.set_state(combining, "combining", "complete")
+    failed = catalog.add_to_set(valid("b", night="2026-11-25"))
+    for _ in range(3):
+        catalog.failed_try(failed, "disk full", max_tries=3)
+    done = catalog.add_to_set(valid("c", night="2026-11-26"))
+    catalog.record_master(done, master("/m/1.fits"))
+    assert catalog.requeue_interrupted() == [combining, failed]
+    assert [catalog.get_set(s).state for s in (combining, failed, done)] == [
+        "closed",
+        "closed",
+        "done",
+    ]
+
+
+def test_failed_tries_are_bounded(catalog: Catalog) -> None:
+    """Each failed try closes the set again, until the last one fails it for good."""
     set_id = catalog.add_to_set(valid("a"))
-    catalog.set_state(set_id, "combining", "complete")
-    assert catalog.reopen_interrupted() == 1
-    assert catalog.get_set(set_id).state == "open"
+    states = [catalog.failed_try(set_id, f"try {k}", max_tries=3) for k in (1, 2, 3)]
+    assert states == [("closed", 1), ("closed", 2), ("failed", 3)]
+    assert catalog.get_set(set_id).reason == "try 3"
+
+
+def test_changed_frame_of_a_done_set_makes_a_new_set_with_all_frames(catalog: Catalog) -> None:
+    """A changed frame of a combined set opens a new set holding the whole set again."""
+    first = catalog.add_to_set(valid("a"))
+    catalog.add_to_set(valid("b"))
+    catalog.record_master(first, master("/m/1.fits"))
+    changed = replace(valid("a"), sha256="f" * 64)
+    second, left = catalog.replace_frame(changed)
+    assert (left, second != first) == (first, True)
+    assert sorted(f["path"] for f in catalog.set_inputs(second)) == ["a", "b"]
+    assert {f["status"] for f in catalog.set_inputs(second)} == {"valid"}
+    assert len(catalog.masters()) == 1  # the old master is kept
+
+
+def test_same_content_finds_a_twin_under_another_name(catalog: Catalog) -> None:
+    """Two paths with one content hash are twins; a path is not its own twin."""
+    catalog.add_to_set(valid("a"))
+    sha = str(valid("a").sha256)
+    assert catalog.same_content("cryo", sha, "copy") == "a"
+    assert catalog.same_content("cryo", sha, "a") is None
 
 
 def test_known_frames(catalog: Catalog) -> None:

@@ -28,7 +28,6 @@ def intake_for(camera: CameraConfig, tmp_path: Path, known: set[Path] | None = N
         tmp_path / "work",
         excluded=(tmp_path / "masters",),
         known=lambda path, _size, _mtime: path in (known or set()),
-        recorded=lambda path: path in (known or set()),
         wake=lambda: None,
     )
 
@@ -121,7 +120,6 @@ def test_events_for_a_settling_file_do_not_query_the_catalog(
         tmp_path / "work",
         excluded=(),
         known=lambda p, _size, _mtime: lookups.append(p) is not None,
-        recorded=lambda _p: False,
         wake=lambda: None,
     )
     assert intake.note("cryo", path, now=0.0)

@@ -231,7 +231,7 @@ def test_sigterm_during_a_combine_leaves_no_partial_file_then_resumes(tmp_path: 
     assert abandoned, "the stop should have interrupted the combine"
     assert not [p for p in (tmp_path / "masters").rglob("*") if ".partial-" in p.name]
     assert not list((tmp_path / "masters").rglob("*.fits"))
-    assert [r["state"] for r in catalog_rows(config, "SELECT state FROM sets")] == ["open"]
+    assert [r["state"] for r in catalog_rows(config, "SELECT state FROM sets")] == ["closed"]
     work_file.unlink()
     work_file.with_name("kept").rename(work_file)
     with running_service(config) as service:

@@ -7,8 +7,12 @@ docs: readers do not block the writer); the file lives in ``state_dir`` on a
 local disk because WAL does not work over a network filesystem.
 
 Frame statuses: valid (calibrated, waiting in a set), combined, ignored (not
-a bias), rejected (with a reason). Set states: open, combining, done, failed,
-insufficient.
+a bias, or a duplicate), rejected (with a reason). A file being written or
+settling is not in the catalog yet: the start and periodic scans find it again.
+
+Set states: open (collecting frames) -> closed (judged complete, waiting for a
+combine) -> combining -> done | failed (after MAX_TRIES) | insufficient. A
+failed try sends a set back to closed with ``tries`` + 1.
 """
 
 from __future__ import annotations
@@ -40,14 +44,16 @@ CREATE TABLE IF NOT EXISTS frames (
     recorded TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS frames_set ON frames(set_id);
+CREATE INDEX IF NOT EXISTS frames_content ON frames(camera, sha256);
 CREATE TABLE IF NOT EXISTS sets (
     id INTEGER PRIMARY KEY,
     camera TEXT NOT NULL,
     night TEXT NOT NULL,
     geometry TEXT NOT NULL,
     state TEXT NOT NULL
-        CHECK (state IN ('open', 'combining', 'done', 'failed', 'insufficient')),
+        CHECK (state IN ('open', 'closed', 'combining', 'done', 'failed', 'insufficient')),
     reason TEXT,
+    tries INTEGER NOT NULL DEFAULT 0,
     created TEXT NOT NULL,
     updated TEXT NOT NULL
 );
@@ -160,11 +166,6 @@ class Catalog:
         ).fetchone()
         return row is not None and (row["size"], row["mtime_ns"]) == (size, mtime_ns)
 
-    def is_recorded(self, path: Path) -> bool:
-        """Whether any version of this path was recorded."""
-        row = self._db.execute("SELECT 1 FROM frames WHERE path = ?", (str(path),)).fetchone()
-        return row is not None
-
     def record_frame(self, frame: FrameRecord) -> None:
         """Record a frame that joins no set (ignored or rejected)."""
         with self._transaction() as db:
@@ -236,15 +237,79 @@ class Catalog:
                 (state, reason, self._now(), set_id),
             )
 
-    def reopen_interrupted(self) -> int:
-        """At start: sets left 'combining' by a stopped service go back to 'open'."""
+    def requeue_interrupted(self) -> list[int]:
+        """At start: sets left combining, or failed, are closed again; returns all closed.
+
+        A failed set gets MAX_TRIES new tries at each start: restarting the service is
+        how an operator says "the cause is mended".
+        """
         with self._transaction() as db:
-            cur = db.execute(
-                "UPDATE sets SET state = 'open', reason = 'combine interrupted; retrying', "
+            db.execute(
+                "UPDATE sets SET state = 'closed', reason = 'combine interrupted; retrying', "
                 "updated = ? WHERE state = 'combining'",
                 (self._now(),),
             )
-        return cur.rowcount
+            db.execute(
+                "UPDATE sets SET state = 'closed', tries = 0, updated = ? WHERE state = 'failed'",
+                (self._now(),),
+            )
+        rows = self._db.execute("SELECT id FROM sets WHERE state = 'closed' ORDER BY id")
+        return [int(r["id"]) for r in rows]
+
+    def failed_try(self, set_id: int, reason: str, max_tries: int) -> tuple[str, int]:
+        """Count a failed combine: back to 'closed', or 'failed' after max_tries; (state, tries)."""
+        with self._transaction() as db:
+            row = db.execute("SELECT tries FROM sets WHERE id = ?", (set_id,)).fetchone()
+            tries = int(row["tries"]) + 1
+            state = "failed" if tries >= max_tries else "closed"
+            db.execute(
+                "UPDATE sets SET state = ?, reason = ?, tries = ?, updated = ? WHERE id = ?",
+                (state, reason, tries, self._now(), set_id),
+            )
+        return state, tries
+
+    def same_content(self, camera: str, sha256: str, path: str) -> str | None:
+        """Another path of this camera whose frame has this content and is in a set."""
+        row = self._db.execute(
+            "SELECT path FROM frames WHERE camera = ? AND sha256 = ? AND path != ?"
+            " AND status IN ('valid', 'combined') ORDER BY id LIMIT 1",
+            (camera, sha256, path),
+        ).fetchone()
+        return None if row is None else str(row["path"])
+
+    def touch_frame(self, path: str, size: int, mtime_ns: int) -> None:
+        """A recorded file got a new mtime but the same content: remember the new stat."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE frames SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, path)
+            )
+
+    def replace_frame(self, frame: FrameRecord) -> tuple[int, int | None]:
+        """A recorded frame's content changed: (its set now, the closed set it left, if any).
+
+        In an open set the frame is simply updated. A set already closed, combining or
+        done is not touched: its frames and the changed one make a new open set, whose
+        master is a new version; the earlier master is kept.
+        """
+        with self._transaction() as db:
+            now = self._now()
+            old = db.execute(
+                "SELECT f.set_id, s.state FROM frames f LEFT JOIN sets s ON s.id = f.set_id"
+                " WHERE f.path = ?",
+                (frame.path,),
+            ).fetchone()
+            if old is None or old["set_id"] is None or old["state"] == "open":
+                set_id = _open_set(db, frame.camera, str(frame.night), str(frame.geometry), now)
+                _insert_frame(db, frame, set_id, now)
+                return set_id, None
+            set_id = _new_set(db, frame.camera, str(frame.night), str(frame.geometry), now)
+            db.execute(
+                "UPDATE frames SET set_id = ?, status = 'valid' WHERE set_id = ?"
+                " AND status IN ('valid', 'combined') AND path != ?",
+                (set_id, old["set_id"], frame.path),
+            )
+            _insert_frame(db, frame, set_id, now)
+            return set_id, int(old["set_id"])
 
     # --- masters --------------------------------------------------------
 
@@ -281,6 +346,10 @@ class Catalog:
                 "UPDATE frames SET status = 'combined' WHERE set_id = ? AND status = 'valid'",
                 (set_id,),
             )
+
+    def newest_masters(self) -> dict[str, MasterRow]:
+        """Each camera's most recent master (latest night, highest sequence)."""
+        return {m.camera: m for m in self.masters()}  # masters() sorts oldest first
 
     def masters(self, camera: str | None = None, night: str | None = None) -> list[MasterRow]:
         """Published masters, oldest first, optionally filtered."""
@@ -348,6 +417,10 @@ def _open_set(db: sqlite3.Connection, camera: str, night: str, geometry: str, no
     if row is not None:
         db.execute("UPDATE sets SET state = 'open', updated = ? WHERE id = ?", (now, row["id"]))
         return int(row["id"])
+    return _new_set(db, camera, night, geometry, now)
+
+
+def _new_set(db: sqlite3.Connection, camera: str, night: str, geometry: str, now: str) -> int:
     cur = db.execute(
         "INSERT INTO sets (camera, night, geometry, state, created, updated)"
         " VALUES (?, ?, ?, 'open', ?, ?)",

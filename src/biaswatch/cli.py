@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -102,7 +103,13 @@ def _run(args: argparse.Namespace) -> int:
     service = Service(config)
     signal.signal(signal.SIGTERM, service.request_stop)
     signal.signal(signal.SIGINT, service.request_stop)
-    return service.run()
+    signal.signal(signal.SIGHUP, service.request_reload)
+    status = service.run()
+    if service.reload_requested:
+        # The same process id (systemd's MainPID) runs again from the top with the new
+        # config; the catalog and a start scan pick up where this one stopped.
+        os.execv(sys.executable, sys.orig_argv)
+    return status
 
 
 def _masters(args: argparse.Namespace) -> int:

@@ -112,11 +112,35 @@ class ServiceConfig(_Frozen):
     # How often the main loop re-examines pending files; 0.5 s keeps the delay
     # from "last byte written" to "ingested" well under settle_seconds + 1 s.
     poll_seconds: float = Field(default=0.5, gt=0, le=60)
+    # Memory all concurrent combines may use together: each takes mem_limit, so this
+    # allows max_combine_memory // mem_limit at once. Unset: one at a time.
+    max_combine_memory: Bytes | None = None
+    # Every watched directory is listed against the catalog this often: watchdog
+    # drops inotify overflows silently (reliability.md W1), so events are only hints.
+    rescan_minutes: float = Field(default=10.0, gt=0)
+    # A failed combine is tried again after this, doubling each time (3 tries in
+    # all, combines.py): time to mend a full disk or a missing mount.
+    combine_retry_seconds: float = Field(default=60.0, gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _budget_fits_one(self) -> ServiceConfig:
+        if self.max_combine_memory is not None and self.max_combine_memory < self.mem_limit:
+            raise ValueError(
+                f"max_combine_memory ({self.max_combine_memory} bytes) is smaller than "
+                f"mem_limit ({self.mem_limit} bytes): not even one combine would fit"
+            )
+        return self
+
+    @property
+    def combine_slots(self) -> int:
+        """How many combines may run at once within max_combine_memory."""
+        budget = self.max_combine_memory or self.mem_limit
+        return max(1, budget // self.mem_limit)
 
 
 class SiteConfig(_Frozen):

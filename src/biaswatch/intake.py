@@ -38,7 +38,6 @@ class Intake:
         *,
         excluded: Sequence[Path],
         known: Callable[[Path, int, int], bool],
-        recorded: Callable[[Path], bool],
         wake: Callable[[], None],
     ) -> None:
         self._cameras = cameras
@@ -46,7 +45,6 @@ class Intake:
         self._work_dir = work_dir
         self._excluded = tuple(excluded)
         self._known = known
-        self._recorded = recorded
         self._wake = wake
         self._readiness = Readiness()
         self._camera_of: dict[Path, str] = {}
@@ -125,15 +123,8 @@ class Intake:
             self._readiness.restart_settle(path, now)
 
     def _examine_file(self, path: Path, camera: CameraConfig, now: float) -> None:
-        if self._recorded(path):
-            log.warning(
-                "frame.changed",
-                camera=camera.name,
-                file=str(path),
-                action="a recorded file changed; it is not ingested again",
-            )
-            self._readiness.forget(path)
-            return
+        # A file already recorded under another size or mtime is examined again like a
+        # new one; the service compares content hashes (touched, changed or completed).
         status = fits_status(path)
         if status.state == "complete":
             self._readiness.forget(path)

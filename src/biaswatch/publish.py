@@ -23,6 +23,7 @@ from astropy.io import fits
 from biaswatch import __version__
 from biaswatch.catalog import Catalog, MasterRow
 from biaswatch.config import CombineSettings
+from biaswatch.faults import crash_point
 
 log = structlog.get_logger("biaswatch.publish")
 
@@ -156,6 +157,7 @@ def publish_master(
     """
     start = time.perf_counter()
     give_final_name(temporary, final)
+    crash_point("after_rename")
     ncombine = len(info.raw_names)
     catalog.record_master(
         set_id,
@@ -170,6 +172,7 @@ def publish_master(
             now.isoformat(),
         ),
     )
+    crash_point("after_commit")
     point_latest(masters_dir / info.camera / "latest.fits", final)
     log.info(
         "master.published",
@@ -184,6 +187,25 @@ def publish_master(
         publish_seconds=round(time.perf_counter() - start, 3),
     )
     return final
+
+
+def find_published(
+    masters_dir: Path, camera: str, night: str, digest: str
+) -> tuple[Path, int] | None:
+    """A master already on disk for exactly these inputs (BWDIGEST), with its sequence.
+
+    A crash between giving a master its final name and recording it in the catalog
+    leaves such a file: it is adopted, not written again.
+    """
+    for path in sorted((masters_dir / camera / night).glob(f"bias_{camera}_{night}_*.fits")):
+        try:
+            header = fits.getheader(path)
+        except (OSError, ValueError) as exc:
+            log.warning("master.unreadable", file=str(path), error=str(exc))
+            continue
+        if header.get("BWDIGEST") == digest and header.get("BWCAMERA") == camera:
+            return path, int(header["BWSEQ"])
+    return None
 
 
 def input_names(paths: Sequence[str]) -> tuple[str, ...]:

@@ -17,8 +17,7 @@ import queue
 import signal
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -27,14 +26,17 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from biaswatch import __version__
 from biaswatch.catalog import Catalog, FrameRecord, SetRow
-from biaswatch.config import CameraConfig, Config
+from biaswatch.combines import Combines
+from biaswatch.config import CameraConfig, Config, load_config
+from biaswatch.errors import ConfigError
+from biaswatch.faults import mark_service
 from biaswatch.intake import Intake
 from biaswatch.nights import night_end
 from biaswatch.notify import Notifier, SystemdNotifier, watchdog_interval
-from biaswatch.publish import MasterInfo, input_names, is_temporary, master_path, publish_master
-from biaswatch.sets import Action, Decision, Rules, SetState, decide, input_digest
-from biaswatch.watch import PathEvent, Watcher
-from biaswatch.worker import CombineJob, CombineProcess, CombineResult, start_server
+from biaswatch.publish import is_temporary
+from biaswatch.sets import Action, Decision, Rules, SetState, decide
+from biaswatch.watch import PathEvent, Watcher, WatcherFailing
+from biaswatch.worker import start_server
 
 log = structlog.get_logger("biaswatch.service")
 
@@ -72,6 +74,13 @@ class SetDue:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryDue:
+    """A failed set's back-off has passed: try its combine again."""
+
+    set_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class Wake:
     """Something finished in a worker thread: run the loop now."""
 
@@ -95,14 +104,13 @@ class Service:
         self.cameras = {c.name: c for c in config.cameras}
         self.catalog = Catalog(config.service.state_dir / "catalog.sqlite", now=self.clock.now)
         self.work_dir = config.service.state_dir / "work"
-        self.inbox: queue.Queue[PathEvent | SetDue | Wake] = queue.Queue()
+        self.inbox: queue.Queue[PathEvent | SetDue | RetryDue | Wake] = queue.Queue()
         self.intake = Intake(
             self.cameras,
             config.site,
             self.work_dir,
             excluded=(config.service.masters_dir, config.service.state_dir),
             known=self.catalog.is_known,
-            recorded=self.catalog.is_recorded,
             wake=lambda: self.inbox.put(WAKE),
         )
         self.watcher = Watcher(config.cameras, self.inbox.put)
@@ -112,12 +120,23 @@ class Service:
             # _configure); a completion check must run however late it is.
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
-        self._queued_sets: deque[int] = deque()
+        self.combines = Combines(
+            config,
+            self.catalog,
+            self.notifier,
+            now=self.clock.now,
+            wake=lambda: self.inbox.put(WAKE),
+            retry_at=self._retry_at,
+        )
         self._deferred: set[int] = set()
-        self._combine: CombineProcess | None = None
         self._combine_ready = threading.Event()  # the fork server has preloaded
         self._stop = threading.Event()
+        self.reload_requested = False  # read by cli after run(): re-execute
+        self._reload_asked = False
+        self._degraded = ""
+        self.exit_status = 0
         self._last_rearm = 0.0
+        self._last_rescan = 0.0
         self._last_ping = 0.0
         self._ping_every = watchdog_interval()
 
@@ -125,6 +144,29 @@ class Service:
 
     def request_stop(self, _signum: int = signal.SIGTERM, _frame: object = None) -> None:
         """Ask the main loop to stop (signal handler)."""
+        self._stop.set()
+
+    def request_reload(self, _signum: int = signal.SIGHUP, _frame: object = None) -> None:
+        """SIGHUP: check the config file again at the next turn (signal handler)."""
+        self._reload_asked = True
+        self.inbox.put(WAKE)
+
+    def _reload(self) -> None:
+        """A valid new config: stop cleanly, and cli re-executes the service with it.
+
+        Everything the service knows is in the catalog and on disk, so starting afresh
+        is the one way to apply any change (cameras, directories, settings) correctly.
+        A config that does not load is logged and the running one kept.
+        """
+        self._reload_asked = False
+        try:
+            load_config(self.config.path)
+        except ConfigError as exc:
+            log.error("config.reload_failed", problems=exc.problems, action="kept the old config")
+            return
+        log.info("config.reloading", config=str(self.config.path))
+        self.notifier.notify("RELOADING=1")
+        self.reload_requested = True
         self._stop.set()
 
     def run(self) -> int:
@@ -135,14 +177,15 @@ class Service:
                 self.step(self.config.service.poll_seconds)
         finally:
             self._shutdown()
-        return 0
+        return self.exit_status
 
     def _start(self) -> None:
         for directory in (self.config.service.masters_dir, self.work_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self._remove_temporaries()
+        mark_service()
         start_server(self.config.service.state_dir / "cache" / "numba", self._server_ready)
-        reopened = self.catalog.reopen_interrupted()
+        self.combines.recover()
         self.watcher.start()
         self.scheduler.start()
         self.notifier.notify("READY=1")
@@ -151,13 +194,10 @@ class Service:
             version=__version__,
             config=str(self.config.path),
             cameras=sorted(self.cameras),
-            reopened_sets=reopened,
         )
         # The backlog scan runs after READY=1 (reliability.md 2.2): a large
         # archive must not make systemd time out the start.
-        for camera in self.config.cameras:
-            for directory in self.watcher.watching.get(camera.name, []):
-                self.intake.scan(camera, directory, self.clock.monotonic())
+        self._rescan(self.clock.monotonic(), backlog=True)
         for row in self.catalog.sets_in("open"):
             self._evaluate(row.id)
 
@@ -168,8 +208,7 @@ class Service:
         self.scheduler.shutdown(wait=False)
         for record in self.intake.close():
             self._record(record)
-        if self._combine is not None:
-            self._abandon_combine(self._combine, "service stopped during the combine")
+        self.combines.stop("service stopped during the combine")
         self.catalog.close()
         log.info("service.stopped")
 
@@ -185,19 +224,59 @@ class Service:
     def step(self, timeout: float) -> None:
         """One turn of the main loop: events, readiness, results, timers' work."""
         self._drain(timeout)
+        if self._reload_asked:
+            self._reload()
         now = self.clock.monotonic()
         joined = [self._record(record) for record in self.intake.poll(now)]
         # Record the whole batch first, then judge each set once with all its frames.
         for set_id in sorted({s for s in joined if s is not None}):
             self._evaluate(set_id)
         self._evaluate_deferred()
-        self._poll_combine()
-        self._start_next_combine()
+        if self._combine_ready.is_set():
+            self.combines.server_ready()
+        self.combines.step()
+        self._supervise_watches(now)
+        self._ping(now)
+
+    def _supervise_watches(self, now: float) -> None:
+        try:
+            rebuilt = self.watcher.check()
+        except WatcherFailing as exc:  # observers keep dying: let systemd restart us
+            log.error("watch.failing", error=str(exc), action="exiting; systemd restarts it")
+            self.exit_status = 1
+            self._stop.set()
+            return
+        for camera, directory in rebuilt:  # observers rebuilt after a fault: look now
+            self.intake.scan(camera, directory, now)
+        self._report_degraded()
         if now - self._last_rearm >= REARM_SECONDS:
             self._last_rearm = now
             for camera, directory in self.watcher.rearm():
                 self.intake.scan(camera, directory, now)
-        self._ping(now)
+        if now - self._last_rescan >= self.config.service.rescan_minutes * 60:
+            self._rescan(now, backlog=False)
+
+    def _report_degraded(self) -> None:
+        degraded = "; ".join(self.watcher.degraded)
+        if degraded != self._degraded:
+            self._degraded = degraded
+            status = f"degraded: {degraded}" if degraded else "watching"
+            self.notifier.notify(f"STATUS={status}")
+
+    def _rescan(self, now: float, *, backlog: bool) -> None:
+        """List every watched directory against the catalog: events are only hints."""
+        self._last_rescan = now
+        missing = 0
+        for camera in self.config.cameras:
+            for directory in self.watcher.watching.get(camera.name, []):
+                missing += self.intake.scan(camera, directory, now)
+        if backlog:
+            log.info("scan.backlog", new=missing)
+        elif missing:
+            # Files no event announced: inotify overflowed or a watcher missed them.
+            log.warning("scan.reconciled", missing=missing)
+        else:
+            log.debug("scan.reconciled", missing=0)
 
     def _drain(self, timeout: float) -> None:
         try:
@@ -207,6 +286,8 @@ class Service:
         while True:
             if isinstance(item, SetDue):
                 self._evaluate(item.set_id)
+            elif isinstance(item, RetryDue):
+                self.combines.queue(item.set_id)
             elif isinstance(item, PathEvent):
                 self.intake.note(item.camera, item.path, self.clock.monotonic(), closed=item.closed)
             try:
@@ -219,7 +300,28 @@ class Service:
         if record.status != "valid":
             self.catalog.record_frame(record)
             return None
-        return self.catalog.add_to_set(record)
+        before = self.catalog.frame(Path(record.path))
+        if before is not None and before["sha256"] == record.sha256:
+            self.catalog.touch_frame(record.path, record.size, record.mtime_ns)
+            return None  # touched, not changed: it is in its set already
+        twin = self.catalog.same_content(record.camera, str(record.sha256), record.path)
+        if twin is not None:
+            reason = f"duplicate of {twin} (same content): not combined twice"
+            log.warning("frame.duplicate", camera=record.camera, file=record.path, twin=twin)
+            self.catalog.record_frame(replace(record, status="ignored", reason=reason))
+            return None
+        if before is None:
+            return self.catalog.add_to_set(record)
+        set_id, left = self.catalog.replace_frame(record)
+        log.warning(
+            "frame.changed",
+            camera=record.camera,
+            file=record.path,
+            set=set_id,
+            previous_set=left,
+            action="its set is combined again as a new master version; the old one is kept",
+        )
+        return set_id
 
     # --- sets -----------------------------------------------------------
 
@@ -253,9 +355,9 @@ class Service:
     def _act(self, row: SetRow, decision: Decision) -> None:
         bound = log.bind(camera=row.camera, night=row.night, set=row.id, frames=row.frames)
         if decision.action is Action.COMBINE:
-            self.catalog.set_state(row.id, "combining", decision.reason)
+            self.catalog.set_state(row.id, "closed", decision.reason)
             bound.info("set.completed", reason=decision.reason)
-            self._queued_sets.append(row.id)
+            self.combines.queue(row.id)
         elif decision.action is Action.INSUFFICIENT:
             self.catalog.set_state(row.id, "insufficient", decision.reason)
             bound.warning("set.insufficient", reason=decision.reason)
@@ -286,85 +388,16 @@ class Service:
         self._combine_ready.set()
         self.inbox.put(WAKE)
 
-    def _start_next_combine(self) -> None:
-        if self._combine is not None or not self._queued_sets or not self._combine_ready.is_set():
-            return
-        set_id = self._queued_sets.popleft()
-        job = self._job_for(set_id)
-        log.info(
-            "combine.started",
-            camera=job.info.camera,
-            night=job.info.night,
-            set=set_id,
-            frames=len(job.inputs),
-            output=job.final,
+    def _retry_at(self, set_id: int, when: dt.datetime) -> None:
+        """Queue a closed set for another try at ``when`` (from Combines)."""
+        self.scheduler.add_job(
+            self.inbox.put,
+            "date",
+            run_date=when,
+            args=[RetryDue(set_id)],
+            id=f"retry-{set_id}",
+            replace_existing=True,
         )
-        self._combine = CombineProcess(job, wake=lambda: self.inbox.put(WAKE))
-
-    def _job_for(self, set_id: int) -> CombineJob:
-        row = self.catalog.get_set(set_id)
-        frames = self.catalog.set_inputs(set_id)
-        camera = self.cameras[row.camera]
-        info = MasterInfo(
-            camera=row.camera,
-            night=row.night,
-            sequence=self.catalog.next_sequence(row.camera, row.night),
-            geometry=row.geometry,
-            raw_names=input_names([f["path"] for f in frames]),
-            settings=camera.combine,
-            mem_limit=self.config.service.mem_limit,
-            input_digest=input_digest([f["sha256"] for f in frames]),
-        )
-        final = master_path(self.config.service.masters_dir, info)
-        return CombineJob(set_id, tuple(f["calibrated"] for f in frames), str(final), info)
-
-    def _poll_combine(self) -> None:
-        if self._combine is None:
-            return
-        result = self._combine.poll()
-        if result is None:
-            return
-        job, self._combine = self._combine.job, None
-        try:
-            self._publish(job, result)
-        except Exception as exc:  # one set's boundary: record it, carry on
-            log.exception(
-                "set.failed", camera=job.info.camera, night=job.info.night, set=job.set_id
-            )
-            self.catalog.set_state(job.set_id, "failed", f"publishing failed: {exc}")
-
-    def _publish(self, job: CombineJob, result: CombineResult) -> None:
-        if result.temporary is None:
-            self.catalog.set_state(job.set_id, "failed", result.reason)
-            info = job.info
-            log.error(
-                "set.failed",
-                camera=info.camera,
-                night=info.night,
-                set=job.set_id,
-                reason=result.reason,
-            )
-            return
-        final = publish_master(
-            self.catalog,
-            self.config.service.masters_dir,
-            job.set_id,
-            job.info,
-            Path(result.temporary),
-            Path(job.final),
-            self.clock.now(),
-            result.seconds,
-            result.startup,
-        )
-        self.notifier.notify(f"STATUS=last master: {final.name}")
-
-    def _abandon_combine(self, running: CombineProcess, reason: str) -> None:
-        running.stop()
-        final = Path(running.job.final)
-        for leftover in final.parent.glob(f".{final.name}.partial-*"):
-            leftover.unlink(missing_ok=True)
-        self.catalog.set_state(running.job.set_id, "open", reason)
-        log.warning("combine.abandoned", set=running.job.set_id, reason=reason)
 
     # --- health -------------------------------------------------------------
 

@@ -33,6 +33,7 @@ import structlog
 from astropy.io import fits
 
 from biaswatch.errors import CombineFailed
+from biaswatch.faults import crash_point
 from biaswatch.publish import MasterInfo, master_header, write_temporary
 
 _CONTEXT = mp.get_context("forkserver")
@@ -119,6 +120,7 @@ def run_job(job: CombineJob, conn: Connection, submitted: float) -> None:
         data = combine_files([Path(p) for p in job.inputs], job.info.settings, job.info.mem_limit)
         header = master_header(fits.getheader(job.inputs[0]), job.info)
         tmp = write_temporary(data, header, Path(job.final))
+        crash_point("after_temporary")
         seconds = time.perf_counter() - start
         conn.send(CombineResult(job.set_id, str(tmp), seconds=seconds, startup=startup))
     except CombineFailed as exc:

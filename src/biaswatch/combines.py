@@ -1,0 +1,219 @@
+"""Closed sets to published masters: the queue, memory slots, retries and recovery.
+
+A set judged complete is ``closed`` and queued here. Combines run in child processes
+(worker.py), as many at once as ``max_combine_memory // mem_limit`` allows, each
+reported back through the main loop, which alone writes the catalog. A failed try
+sends the set back to ``closed`` and retries it later (MAX_TRIES in all); a set
+that keeps failing ends ``failed`` with the last reason.
+
+At start, :meth:`Combines.recover` makes the catalog and the masters directory
+agree after a crash: sets left combining are closed again, a master already on
+disk for a closed set's exact inputs is adopted instead of written twice, and
+each camera's ``latest.fits`` is pointed at its newest master.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from biaswatch.catalog import Catalog, MasterRow
+from biaswatch.config import Config
+from biaswatch.notify import Notifier
+from biaswatch.publish import (
+    MasterInfo,
+    find_published,
+    input_names,
+    master_path,
+    point_latest,
+    publish_master,
+)
+from biaswatch.sets import input_digest
+from biaswatch.worker import CombineJob, CombineProcess, CombineResult
+
+log = structlog.get_logger("biaswatch.combines")
+
+# Tries per set before it is 'failed': banzai retries a stack up to 3 times
+# (reliability.md 2.3). A try that fails waits combine_retry_seconds * 2**(tries-1)
+# first: a full disk or an unmounted masters directory gets minutes to be mended.
+MAX_TRIES = 3
+
+
+class Combines:
+    """The combine queue and the running combine children."""
+
+    def __init__(
+        self,
+        config: Config,
+        catalog: Catalog,
+        notifier: Notifier,
+        now: Callable[[], dt.datetime],
+        wake: Callable[[], None],
+        retry_at: Callable[[int, dt.datetime], None],
+    ) -> None:
+        self._config = config
+        self._catalog = catalog
+        self._notifier = notifier
+        self._now = now
+        self._wake = wake
+        self._retry_at = retry_at
+        self._queue: deque[int] = deque()
+        self._running: dict[int, CombineProcess] = {}
+        self._ready = False  # the fork server has preloaded (worker.start_server)
+
+    def reconfigure(self, config: Config) -> None:
+        """Use a reloaded configuration for the combines started from now on."""
+        self._config = config
+
+    def server_ready(self) -> None:
+        """Combines may start (called by the main loop once the fork server serves)."""
+        self._ready = True
+
+    def queue(self, set_id: int) -> None:
+        """Combine this closed set when a slot is free."""
+        if set_id not in self._queue and set_id not in self._running:
+            self._queue.append(set_id)
+
+    @property
+    def busy(self) -> bool:
+        """Whether any combine runs or waits."""
+        return bool(self._queue or self._running)
+
+    def step(self) -> None:
+        """Publish what finished, then start queued sets while slots are free."""
+        for set_id, running in list(self._running.items()):
+            result = running.poll()
+            if result is not None:
+                del self._running[set_id]
+                self._finish(running.job, result)
+        slots = self._config.service.combine_slots
+        while self._ready and self._queue and len(self._running) < slots:
+            self._start(self._queue.popleft())
+
+    def stop(self, reason: str) -> None:
+        """Stop every running combine; their sets are closed again for the next start."""
+        for running in self._running.values():
+            running.stop()
+            final = Path(running.job.final)
+            for leftover in final.parent.glob(f".{final.name}.partial-*"):
+                leftover.unlink(missing_ok=True)
+            self._catalog.set_state(running.job.set_id, "closed", reason)
+            log.warning("combine.abandoned", set=running.job.set_id, reason=reason)
+        self._running.clear()
+
+    # --- recovery -------------------------------------------------------
+
+    def recover(self) -> None:
+        """After a crash: adopt masters already written, queue the other closed sets."""
+        for set_id in self._catalog.requeue_interrupted():
+            if not self._adopt(set_id):
+                self.queue(set_id)
+        masters_dir = self._config.service.masters_dir
+        for camera, newest in self._catalog.newest_masters().items():
+            link = masters_dir / camera / "latest.fits"
+            if not (link.exists() and link.resolve() == Path(newest.path).resolve()):
+                point_latest(link, Path(newest.path))
+                log.info("master.latest_repaired", camera=camera, path=newest.path)
+
+    def _adopt(self, set_id: int) -> bool:
+        row = self._catalog.get_set(set_id)
+        frames = self._catalog.set_inputs(set_id)
+        digest = input_digest([f["sha256"] for f in frames])
+        found = find_published(self._config.service.masters_dir, row.camera, row.night, digest)
+        if found is None:
+            return False
+        path, sequence = found
+        master = MasterRow(
+            row.camera,
+            row.night,
+            sequence,
+            row.geometry,
+            str(path),
+            len(frames),
+            digest,
+            self._now().isoformat(),
+        )
+        self._catalog.record_master(set_id, master)
+        log.warning(
+            "master.adopted",
+            camera=row.camera,
+            night=row.night,
+            set=set_id,
+            path=str(path),
+            reason="found on disk for exactly these inputs after an interrupted publication",
+        )
+        return True
+
+    # --- one combine ----------------------------------------------------
+
+    def _start(self, set_id: int) -> None:
+        if self._adopt(set_id):  # a try that failed after the final name was given
+            return
+        job = self._job_for(set_id)
+        self._catalog.set_state(set_id, "combining")
+        log.info(
+            "combine.started",
+            camera=job.info.camera,
+            night=job.info.night,
+            set=set_id,
+            frames=len(job.inputs),
+            output=job.final,
+        )
+        self._running[set_id] = CombineProcess(job, wake=self._wake)
+
+    def _job_for(self, set_id: int) -> CombineJob:
+        row = self._catalog.get_set(set_id)
+        frames = self._catalog.set_inputs(set_id)
+        camera = self._config.camera(row.camera)
+        info = MasterInfo(
+            camera=row.camera,
+            night=row.night,
+            sequence=self._catalog.next_sequence(row.camera, row.night),
+            geometry=row.geometry,
+            raw_names=input_names([f["path"] for f in frames]),
+            settings=camera.combine,
+            mem_limit=self._config.service.mem_limit,
+            input_digest=input_digest([f["sha256"] for f in frames]),
+        )
+        final = master_path(self._config.service.masters_dir, info)
+        return CombineJob(set_id, tuple(f["calibrated"] for f in frames), str(final), info)
+
+    def _finish(self, job: CombineJob, result: CombineResult) -> None:
+        try:
+            if result.temporary is None:
+                self._failed(job, str(result.reason))
+                return
+            final = publish_master(
+                self._catalog,
+                self._config.service.masters_dir,
+                job.set_id,
+                job.info,
+                Path(result.temporary),
+                Path(job.final),
+                self._now(),
+                result.seconds,
+                result.startup,
+            )
+            self._notifier.notify(f"STATUS=last master: {final.name}")
+        except Exception as exc:  # one set's boundary: record it, carry on
+            log.exception("set.publish_failed", set=job.set_id)
+            if result.temporary is not None:
+                Path(result.temporary).unlink(missing_ok=True)
+            self._failed(job, f"publishing failed: {type(exc).__name__}: {exc}")
+
+    def _failed(self, job: CombineJob, reason: str) -> None:
+        info = job.info
+        state, tries = self._catalog.failed_try(job.set_id, reason, MAX_TRIES)
+        bound = log.bind(camera=info.camera, night=info.night, set=job.set_id, tries=tries)
+        if state == "failed":
+            action = "fix the cause, then restart the service: failed sets are retried at start"
+            bound.error("set.failed", reason=reason, action=action)
+            return
+        wait = self._config.service.combine_retry_seconds * 2 ** (tries - 1)
+        when = self._now() + dt.timedelta(seconds=wait)
+        bound.warning("combine.retrying", reason=reason, retry_at=when.isoformat())
+        self._retry_at(job.set_id, when)

@@ -1,0 +1,39 @@
+"""Crash points: where the fault-injection tests kill the service with SIGKILL.
+
+The tests (tests/test_faults.py) must show that a power cut at the worst moments of
+publishing a master loses nothing and duplicates nothing. ``crash_point(name)``
+does nothing unless the environment names that point in ``BIASWATCH_CRASH_AT``;
+then it sends SIGKILL to the service's main process (``BIASWATCH_SERVICE_PID``, set
+at start and inherited by the combine children) and to the calling process. The
+service clears neither variable: the test restarts it without them.
+
+The points, in the order a master is published:
+
+* ``after_temporary``: the combine child has written and fsynced the temporary master;
+* ``after_rename``: the master has its final name, the catalog does not know it yet;
+* ``after_commit``: the catalog records it, ``latest.fits`` does not point at it yet.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+CRASH_AT = "BIASWATCH_CRASH_AT"
+SERVICE_PID = "BIASWATCH_SERVICE_PID"
+POINTS = ("after_temporary", "after_rename", "after_commit")
+
+
+def mark_service() -> None:
+    """Record this process as the service, for crash points in its children."""
+    os.environ[SERVICE_PID] = str(os.getpid())
+
+
+def crash_point(name: str) -> None:
+    """SIGKILL the service (and this process) if BIASWATCH_CRASH_AT names this point."""
+    assert name in POINTS, name
+    if os.environ.get(CRASH_AT) != name:
+        return
+    service = int(os.environ.get(SERVICE_PID, os.getpid()))
+    os.kill(service, signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,233 @@
+"""Fault injection on the real service: crashes, lost events, changed and duplicate files,
+failing combines, reloads. Every frame is accounted for and every set has one master."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+from astropy.io import fits
+from service_process import (
+    CRYO_GEOMETRY,
+    ServiceProcess,
+    catalog_rows,
+    running_service,
+    wait_for,
+    write_config,
+    write_frames,
+)
+
+from biaswatch.faults import CRASH_AT, POINTS
+
+
+def masters_on_disk(base: Path) -> list[Path]:
+    """Every file under the masters directory, temporaries included, links excluded."""
+    return sorted(p for p in (base / "masters").rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def assert_one_master_per_set(config: Path, ncombine: int) -> Path:
+    """Exactly one master on disk and in the catalog, done, its frames combined, linked."""
+    base = config.parent
+    files = masters_on_disk(base)
+    assert len(files) == 1, files
+    assert not [p for p in files if ".partial-" in p.name]
+    (master,) = catalog_rows(config, "SELECT * FROM masters")
+    assert Path(master["path"]) == files[0]
+    assert [r["state"] for r in catalog_rows(config, "SELECT state FROM sets")] == ["done"]
+    statuses = catalog_rows(config, "SELECT status FROM frames")
+    assert [r["status"] for r in statuses] == ["combined"] * ncombine
+    assert fits.getheader(files[0])["NCOMBINE"] == ncombine
+    link = base / "masters" / "cryo" / "latest.fits"
+    assert link.resolve() == files[0].resolve()
+    return files[0]
+
+
+def wait_until_dead(service: ServiceProcess, timeout: float = 120) -> int:
+    """The service process's exit status once it has died on its own."""
+    wait_for(lambda: service.proc.poll() is not None, timeout, "the service to die")
+    return int(service.proc.returncode)
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_sigkill_while_publishing_leaves_one_master(tmp_path: Path, point: str) -> None:
+    """SIGKILL at each step of publishing, then a restart: one master, nothing partial."""
+    config = write_config(tmp_path, expected_frames=3)
+    with running_service(config, env={CRASH_AT: point}) as service:
+        write_frames(config, "cryo", 3, interval=0.0)
+        assert wait_until_dead(service) == -signal.SIGKILL
+    with running_service(config) as service:
+        wait_for(
+            lambda: (
+                [r["state"] for r in catalog_rows(config, "SELECT state FROM sets")] == ["done"]
+            ),
+            120,
+            "the set to be done after the restart",
+        )
+        adopted = service.events("master.adopted")
+        repaired = service.events("master.latest_repaired")
+        assert service.stop()[0] == 0
+    assert_one_master_per_set(config, 3)
+    # after_rename: the file had its name but no catalog row, so it was adopted, not
+    # written again; after_commit: recorded, only the latest link was missing.
+    assert bool(adopted) == (point == "after_rename")
+    assert bool(repaired) == (point in ("after_rename", "after_commit"))
+
+
+def test_events_lost_are_made_up_by_the_rescan(tmp_path: Path) -> None:
+    """With no watch events at all, the periodic rescan still finds every frame."""
+    # A polling observer that would look again only after an hour: no events.
+    config = write_config(
+        tmp_path,
+        service={"rescan_minutes": 0.05},
+        expected_frames=3,
+        polling=True,
+        poll_interval_seconds=3600,
+    )
+    with running_service(config) as service:
+        write_frames(config, "cryo", 3, interval=0.0)
+        service.wait_event("master.published", timeout=120)
+        reconciled = [e for e in service.events("scan.reconciled") if e["missing"] > 0]
+        assert service.stop()[0] == 0
+    assert reconciled and reconciled[0]["level"] == "warning"
+    assert_one_master_per_set(config, 3)
+
+
+def test_changed_input_makes_a_new_master_version(tmp_path: Path) -> None:
+    """Rewriting a combined frame with new pixels gives master 2; master 1 stays as it was."""
+    config = write_config(tmp_path, expected_frames=3)
+    with running_service(config) as service:
+        raws = write_frames(config, "cryo", 3, interval=0.0)
+        (first,) = service.wait_event("master.published", timeout=120)
+        before = hashlib.sha256(Path(first["path"]).read_bytes()).hexdigest()
+        # The camera software rewrites the first frame (a re-download, say).
+        other = write_frames(config, "cryo", 1, seed=99, out_dir=tmp_path / "elsewhere")[0]
+        tmp = raws[0].with_name(".rewrite.tmp")
+        shutil.copyfile(other, tmp)
+        os.replace(tmp, raws[0])
+        published = service.wait_event("master.published", count=2, timeout=120)
+        changed = service.events("frame.changed")
+        assert service.stop()[0] == 0
+    assert changed and changed[0]["file"] == str(raws[0])
+    second = published[1]
+    assert (second["sequence"], second["ncombine"]) == (2, 3)
+    assert hashlib.sha256(Path(first["path"]).read_bytes()).hexdigest() == before
+    digests = [fits.getheader(e["path"])["BWDIGEST"] for e in published]
+    assert digests[0] != digests[1]
+    assert len(catalog_rows(config, "SELECT * FROM masters")) == 2
+
+
+def test_duplicate_file_is_not_combined_twice(tmp_path: Path) -> None:
+    """The same content under a second name is recorded as a duplicate and left out."""
+    config = write_config(tmp_path, expected_frames=3, min_frames=1, quiet_minutes=0.05)
+    with running_service(config) as service:
+        raws = write_frames(config, "cryo", 2, interval=0.0)
+        service.wait_event("frame.calibrated", count=2)
+        twin = raws[0].with_name("copy_of_first.fits")
+        shutil.copyfile(raws[0], twin)
+        (published,) = service.wait_event("master.published", timeout=120)
+        assert service.stop()[0] == 0
+    assert published["ncombine"] == 2
+    (row,) = catalog_rows(config, "SELECT * FROM frames WHERE path = ?", str(twin))
+    assert row["status"] == "ignored"
+    assert row["reason"].startswith(f"duplicate of {raws[0]}")
+
+
+def test_failed_combine_is_retried_and_then_succeeds(tmp_path: Path) -> None:
+    """A combine that cannot write is retried with back-off and publishes once mended."""
+    config = write_config(tmp_path, service={"combine_retry_seconds": 1}, expected_frames=3)
+    blocker = tmp_path / "masters" / "cryo"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file where the camera's masters directory should be")
+    with running_service(config) as service:
+        write_frames(config, "cryo", 3, interval=0.0)
+        (retrying,) = service.wait_event("combine.retrying", timeout=120)
+        blocker.unlink()
+        (published,) = service.wait_event("master.published", timeout=120)
+        assert service.stop()[0] == 0
+    assert retrying["tries"] == 1 and retrying["reason"]
+    assert published["ncombine"] == 3
+    assert_one_master_per_set(config, 3)
+
+
+def test_combine_failing_every_try_ends_failed_and_the_service_goes_on(tmp_path: Path) -> None:
+    """After three failed tries the set is failed with its reason; other cameras still work."""
+    config = write_config(tmp_path, service={"combine_retry_seconds": 0.2}, expected_frames=3)
+    (tmp_path / "masters").mkdir()
+    (tmp_path / "masters" / "cryo").write_text("not a directory")
+    with running_service(config) as service:
+        write_frames(config, "cryo", 3, interval=0.0)
+        (failed,) = service.wait_event("set.failed", timeout=120)
+        write_frames(config, "te", 5, interval=0.0)
+        service.wait_event("master.published", timeout=120)
+        alive = service.proc.poll() is None
+        assert service.stop()[0] == 0
+    assert alive
+    assert failed["tries"] == 3 and failed["camera"] == "cryo"
+    (row,) = catalog_rows(config, "SELECT * FROM sets WHERE camera = 'cryo'")
+    assert (row["state"], row["tries"]) == ("failed", 3)
+
+
+def test_sighup_keeps_a_bad_config_and_applies_a_good_one(tmp_path: Path) -> None:
+    """SIGHUP with a broken config changes nothing; with a valid one the same PID restarts."""
+    config = write_config(tmp_path, expected_frames=5)
+    good = config.read_text()
+    with running_service(config) as service:
+        write_frames(config, "cryo", 3, interval=0.0)
+        service.wait_event("frame.calibrated", count=3)
+        config.write_text(good.replace("expected_frames = 5", "expected_frames = oops"))
+        service.proc.send_signal(signal.SIGHUP)
+        (failed,) = service.wait_event("config.reload_failed")
+        assert service.proc.poll() is None and not service.events("master.published")
+        config.write_text(good.replace("expected_frames = 5", "expected_frames = 3"))
+        service.proc.send_signal(signal.SIGHUP)
+        (published,) = service.wait_event("master.published", timeout=120)
+        started = service.events("service.started")
+        messages = list(service.messages)
+        assert service.stop()[0] == 0
+    assert failed["problems"]
+    assert published["ncombine"] == 3
+    assert len(started) == 2
+    assert "RELOADING=1" in messages and messages.count("READY=1") == 2
+
+
+def test_burst_on_many_cameras_is_all_accounted_for(tmp_path: Path) -> None:
+    """Eight cameras with 12 frames each in one burst: all combined, two combines at most."""
+    cameras = [f"cam{i}" for i in range(8)]
+    extra = "".join(f'\n[cameras.{c}]\nwatch = ["incoming/{c}"]\n' for c in cameras)
+    config = write_config(
+        tmp_path,
+        extra,
+        service={"mem_limit": "64MB", "max_combine_memory": "128MB"},
+        expected_frames=12,
+    )
+    with running_service(config) as service:
+        writers = [
+            threading.Thread(
+                target=write_frames,
+                args=(config, camera, 12),
+                kwargs={"interval": 0.0, "geometry": CRYO_GEOMETRY},
+            )
+            for camera in cameras
+        ]
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join()
+        published = service.wait_event("master.published", count=8, timeout=300)
+        events = service.events()
+        assert service.stop()[0] == 0
+    assert sorted(e["camera"] for e in published) == cameras
+    assert all(e["ncombine"] == 12 for e in published)
+    statuses = [r["status"] for r in catalog_rows(config, "SELECT status FROM frames")]
+    assert statuses == ["combined"] * 96
+    running, most = 0, 0
+    for event in events:  # the log is in order: count combines running at once
+        running += {"combine.started": 1, "master.published": -1}.get(event["event"], 0)
+        most = max(most, running)
+    assert 1 <= most <= 2, "max_combine_memory 128MB / mem_limit 64MB allows two at once"
+    assert len([e for e in events if e["event"] == "combine.started"]) == 8
