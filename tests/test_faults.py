@@ -150,6 +150,7 @@ def test_failed_combine_is_retried_and_then_succeeds(tmp_path: Path) -> None:
         (published,) = service.wait_event("master.published", timeout=120)
         assert service.stop()[0] == 0
     assert retrying["tries"] == 1 and retrying["reason"]
+    assert retrying["action"].endswith("move it")
     assert published["ncombine"] == 3
     assert_one_master_per_set(config, 3)
 
@@ -231,3 +232,30 @@ def test_burst_on_many_cameras_is_all_accounted_for(tmp_path: Path) -> None:
         most = max(most, running)
     assert 1 <= most <= 2, "max_combine_memory 128MB / mem_limit 64MB allows two at once"
     assert len([e for e in events if e["event"] == "combine.started"]) == 8
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs setpriv as root")
+def test_read_only_masters_directory_is_retried_with_what_to_do(tmp_path: Path) -> None:
+    """A masters directory the service may not write to: retried, told, published once mended."""
+    config = write_config(tmp_path, service={"combine_retry_seconds": 1}, expected_frames=3)
+    night_dirs = tmp_path / "masters" / "cryo"
+    night_dirs.mkdir(parents=True)
+    night_dirs.chmod(0o555)
+    # As root, drop the capabilities that bypass permission bits (see test_service.py).
+    no_bypass = (
+        "setpriv",
+        "--bounding-set=-dac_override,-dac_read_search",
+        "--inh-caps=-dac_override,-dac_read_search",
+    )
+    try:
+        with running_service(config, prefix=no_bypass) as service:
+            write_frames(config, "cryo", 3, interval=0.0)
+            (retrying,) = service.wait_event("combine.retrying", timeout=120)
+            night_dirs.chmod(0o755)
+            service.wait_event("master.published", timeout=120)
+            assert service.stop()[0] == 0
+    finally:
+        night_dirs.chmod(0o755)
+    assert "Errno 13" in retrying["reason"]
+    assert retrying["action"] == "give the service's user write access to masters_dir"
+    assert_one_master_per_set(config, 3)

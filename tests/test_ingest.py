@@ -58,3 +58,40 @@ def test_same_name_in_two_directories_gets_two_work_files(tmp_path: Path) -> Non
         paths.append(make_bias_fits(tmp_path / sub / "bias.fits"))
     records = [ingest(p, camera, SiteConfig(), tmp_path / "work") for p in paths]
     assert records[0].calibrated != records[1].calibrated
+
+
+def test_nan_filled_frame_is_rejected_with_the_count(tmp_path: Path) -> None:
+    """A float raw bias holding NaN is rejected, saying how many pixels are bad."""
+    raw = make_bias_fits(tmp_path / "raw.fits", dtype="float32")
+    with fits.open(raw, mode="update") as hdul:
+        hdul[0].data[:2, :] = np.nan
+    record = ingest(raw, CameraConfig(name="c", watch=(tmp_path,)), SiteConfig(), tmp_path / "w")
+    assert (record.status, record.reason) == ("rejected", "96 of 1920 pixels are NaN or infinite")
+    assert not (tmp_path / "w").exists()
+
+
+def test_header_bitpix_that_does_not_match_the_data_is_rejected(tmp_path: Path) -> None:
+    """A header claiming 32-bit pixels over 16-bit data is refused as incomplete, not read."""
+    raw = make_bias_fits(tmp_path / "raw.fits")
+    data = bytearray(raw.read_bytes())
+    card = data.find(b"BITPIX  =")
+    data[card : card + 30] = b"BITPIX  =                   32"
+    raw.write_bytes(bytes(data))
+    record = ingest(raw, CameraConfig(name="c", watch=(tmp_path,)), SiteConfig(), tmp_path / "w")
+    assert record.status == "rejected"
+    assert "truncated" in str(record.reason)
+
+
+def test_hostile_header_strings_never_name_an_output(tmp_path: Path) -> None:
+    """Path-like header values do not reach the night label or the calibrated file's name."""
+    raw = make_bias_fits(
+        tmp_path / "raw.fits",
+        date_obs="../../../etc/passwd",
+        header={"OBJECT": "../../escape", "FILENAME": "/etc/shadow"},
+    )
+    record = ingest(raw, CameraConfig(name="c", watch=(tmp_path,)), SiteConfig(), tmp_path / "w")
+    assert record.status == "valid"
+    assert str(record.night).count("-") == 2 and str(record.night)[:2] == "20"  # from mtime
+    calibrated = Path(str(record.calibrated))
+    assert calibrated.resolve().is_relative_to((tmp_path / "w").resolve())
+    assert calibrated.parent.name == record.night

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from biaswatch.catalog import FrameRecord
 from biaswatch.config import CameraConfig, SiteConfig
@@ -129,3 +130,23 @@ def test_events_for_a_settling_file_do_not_query_the_catalog(
     assert lookups == [path]
     (record,) = settle(intake, 0.3)  # closed: ready before its settle time (1 s)
     assert record.status == "valid"
+
+
+def test_unreadable_file_is_logged_once_then_looked_at_less_often(
+    tmp_path: Path, camera: CameraConfig
+) -> None:
+    """A path that cannot be opened warns once, then only counts, with a growing wait."""
+    path = tmp_path / "in" / "looks_like_a_frame.fits"
+    path.mkdir(parents=True)  # opening it fails with IsADirectoryError, even as root
+    intake = intake_for(camera, tmp_path)
+    assert intake.note("cryo", path, now=0.0)
+    looks = []
+    with capture_logs() as logs:
+        for second in range(0, 120):
+            intake.poll(float(second))
+            looks = [e for e in logs if e["event"] == "frame.unreadable"]
+    assert [e["log_level"] for e in looks][:1] == ["warning"]
+    assert {e["log_level"] for e in looks[1:]} == {"debug"}
+    # settle 1 s, then waits of 2, 4, 8, 16, 32, 64 s: 6 looks in 120 s, not 120.
+    assert len(looks) == 6
+    assert looks[-1]["repeats"] == 6

@@ -15,6 +15,8 @@ each camera's ``latest.fits`` is pointed at its newest master.
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import re
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -215,5 +217,27 @@ class Combines:
             return
         wait = self._config.service.combine_retry_seconds * 2 ** (tries - 1)
         when = self._now() + dt.timedelta(seconds=wait)
-        bound.warning("combine.retrying", reason=reason, retry_at=when.isoformat())
+        bound.warning(
+            "combine.retrying", reason=reason, action=action_for(reason), retry_at=when.isoformat()
+        )
         self._retry_at(job.set_id, when)
+
+
+# What an operator can do about the errors a combine meets on the masters directory,
+# keyed by errno name as it appears in the reason ("[Errno 28] No space left ...").
+_ACTIONS = {
+    "ENOSPC": "free space on the masters directory's file system",
+    "EDQUOT": "raise the service user's disk quota, or free space",
+    "EROFS": "the masters directory's file system is read-only: remount it read-write",
+    "EACCES": "give the service's user write access to masters_dir",
+    "EPERM": "give the service's user write access to masters_dir",
+    "ENOTDIR": "something that is not a directory stands in masters_dir's path: move it",
+    "EEXIST": "something that is not a directory stands in masters_dir's path: move it",
+}
+
+
+def action_for(reason: str) -> str:
+    """What to do about a failed combine, from the errno in its reason."""
+    match = re.search(r"\[Errno (\d+)\]", reason)
+    name = errno.errorcode.get(int(match.group(1)), "") if match else ""
+    return _ACTIONS.get(name, "see the reason; it is tried again automatically")

@@ -97,11 +97,13 @@ class Readiness:
                 entry.closed = False
         return ready
 
-    def restart_settle(self, path: Path, now: float) -> None:
-        """Wait another settle period before looking at ``path`` again."""
+    def restart_settle(self, path: Path, now: float, wait: float | None = None) -> None:
+        """Wait another settle period (or ``wait`` seconds) before looking at ``path`` again."""
         entry = self._pending.get(path)
         if entry is not None:
             entry.stable_since = now
+            if wait is not None:
+                entry.settle = wait
 
 
 # --- 3. reading and classifying -------------------------------------------

@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import structlog
 
 from biaswatch.calibrate import calibrate_image, calibrated_header, write_calibrated
@@ -59,6 +60,7 @@ def _examine(
     geom = geometry(frame).label()
     if note is not None:
         bound.warning("frame.date_fallback", note=note, night=night)
+    _check_finite(frame.image)
     data = calibrate_image(frame.image, frame.header, camera.calibrate)
     out = work_dir / camera.name / night / _work_name(frame.path)
     write_calibrated(data, calibrated_header(frame.header), out)
@@ -72,6 +74,14 @@ def _examine(
         geometry=geom,
         calibrated=str(out),
     )
+
+
+def _check_finite(image: np.ndarray) -> None:
+    """A raw bias holds finite readings; NaN or inf means a broken writer, not a bias."""
+    if np.issubdtype(image.dtype, np.floating):
+        bad = int(image.size - np.count_nonzero(np.isfinite(image)))
+        if bad:
+            raise FrameRejected(f"{bad} of {image.size} pixels are NaN or infinite")
 
 
 def _base(frame: RawFrame, camera: CameraConfig, imagetyp: str | None) -> FrameRecord:

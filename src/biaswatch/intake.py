@@ -25,6 +25,9 @@ from biaswatch.watch import scan_dir
 log = structlog.get_logger("biaswatch.intake")
 
 CALIBRATION_WORKERS = 2
+# An unreadable file is looked at again after settle_seconds * 2**failures, at most
+# this often: five minutes keeps a permission problem from costing more than a stat.
+MAX_RETRY_WAIT = 300.0
 
 
 class Intake:
@@ -56,6 +59,7 @@ class Intake:
         )
         self._calibrating: dict[Path, Future[FrameRecord]] = {}
         self._finished: list[FrameRecord] = []
+        self._failures: dict[Path, int] = {}  # unreadable paths: looks that failed
 
     def note(self, camera: str, path: Path, now: float, *, closed: bool = False) -> bool:
         """Start watching ``path`` unless excluded, gone or already recorded as it is."""
@@ -119,8 +123,21 @@ class Intake:
         except FrameRejected as exc:
             self._reject(path, camera, exc.reason)
         except OSError as exc:  # vanished or unreadable between events: look again later
-            log.warning("frame.unreadable", camera=camera.name, file=str(path), error=str(exc))
-            self._readiness.restart_settle(path, now)
+            self._unreadable(path, camera, exc, now)
+        else:
+            self._failures.pop(path, None)
+
+    def _unreadable(self, path: Path, camera: CameraConfig, exc: OSError, now: float) -> None:
+        """Log a file that cannot be read once, then count; look again with back-off."""
+        count = self._failures[path] = self._failures.get(path, 0) + 1
+        wait = min(camera.settle_seconds * 2**count, MAX_RETRY_WAIT)
+        bound = log.bind(camera=camera.name, file=str(path), error=str(exc))
+        if count == 1:
+            action = "check its permissions; it is looked at again, less and less often"
+            bound.warning("frame.unreadable", action=action)
+        else:  # a file failing every look must not flood the journal (reliability.md 26)
+            bound.debug("frame.unreadable", repeats=count, next_look_seconds=wait)
+        self._readiness.restart_settle(path, now, wait)
 
     def _examine_file(self, path: Path, camera: CameraConfig, now: float) -> None:
         # A file already recorded under another size or mtime is examined again like a
