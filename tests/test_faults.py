@@ -7,6 +7,7 @@ import hashlib
 import os
 import shutil
 import signal
+import subprocess
 import threading
 from pathlib import Path
 
@@ -259,3 +260,33 @@ def test_read_only_masters_directory_is_retried_with_what_to_do(tmp_path: Path) 
     assert "Errno 13" in retrying["reason"]
     assert retrying["action"] == "give the service's user write access to masters_dir"
     assert_one_master_per_set(config, 3)
+
+
+def _mount_tmpfs(where: Path, size: str) -> bool:
+    """Mount a tmpfs of ``size`` at ``where``; False where mounting is not allowed."""
+    where.mkdir(parents=True, exist_ok=True)
+    command = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)]
+    return subprocess.run(command, capture_output=True, check=False).returncode == 0
+
+
+def test_full_masters_disk_is_retried_and_published_once_space_is_freed(tmp_path: Path) -> None:
+    """ENOSPC on the masters file system: no partial file, retried, published once it grows."""
+    masters = tmp_path / "masters"
+    if not _mount_tmpfs(masters, "8k"):  # 8 kB: smaller than one master (about 17 kB)
+        pytest.skip("mounting a tmpfs needs root with CAP_SYS_ADMIN")
+    try:
+        config = write_config(tmp_path, service={"combine_retry_seconds": 1}, expected_frames=3)
+        with running_service(config) as service:
+            write_frames(config, "cryo", 3, interval=0.0)
+            (retrying,) = service.wait_event("combine.retrying", timeout=120)
+            partial = [p for p in masters.rglob("*") if ".partial-" in p.name]
+            remount = ["mount", "-o", "remount,size=4m", str(masters)]
+            subprocess.run(remount, check=True)
+            service.wait_event("master.published", timeout=120)
+            assert service.stop()[0] == 0
+        assert "Errno 28" in retrying["reason"]
+        assert retrying["action"] == "free space on the masters directory's file system"
+        assert partial == [], "a failed write left its temporary file"
+        assert_one_master_per_set(config, 3)
+    finally:
+        subprocess.run(["umount", "-l", str(masters)], check=False)

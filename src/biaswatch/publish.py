@@ -10,7 +10,9 @@ overwritten, even by a second service pointed at the same directory.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -94,11 +96,33 @@ def write_temporary(data: np.ndarray, header: fits.Header, final: Path) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(final)
     hdu = fits.PrimaryHDU(data=np.asarray(data, dtype=np.float32), header=header)
-    with open(tmp, "wb") as f:
-        hdu.writeto(f, checksum=True)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            hdu.writeto(f, checksum=True)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)  # a failed write leaves nothing behind
+        raise _with_errno(exc, final.parent) from exc
     return tmp
+
+
+def _with_errno(exc: OSError, directory: Path) -> OSError:
+    """The error with its errno: astropy and numpy report a full disk without one.
+
+    (astropy's _free_space_check raises "Not enough space on disk: ..." around
+    numpy's "N requested and M written"; neither sets errno, which the retry's
+    advice to the operator is chosen by.)
+    """
+    if exc.errno is not None:
+        return exc
+    try:
+        full = shutil.disk_usage(directory).free == 0 or "space" in str(exc)
+    except OSError:
+        full = False
+    if full:
+        return OSError(errno.ENOSPC, f"No space left on device ({exc})", str(directory))
+    return exc
 
 
 def temporary_name(final: Path) -> Path:
