@@ -12,7 +12,7 @@ from astropy.nddata import CCDData
 
 from biaswatch.config import CameraConfig, SiteConfig
 from biaswatch.ingest import ingest
-from biaswatch.testing import make_bias_fits
+from biaswatch.testing import make_bias_fits, truncated_copy
 
 
 @pytest.mark.parametrize(
@@ -95,3 +95,27 @@ def test_hostile_header_strings_never_name_an_output(tmp_path: Path) -> None:
     calibrated = Path(str(record.calibrated))
     assert calibrated.resolve().is_relative_to((tmp_path / "w").resolve())
     assert calibrated.parent.name == record.night
+
+
+def test_frame_cut_in_its_last_padding_is_read_and_one_cut_in_its_data_is_not(
+    tmp_path: Path,
+) -> None:
+    """Missing padding after the last data byte is harmless; missing data is truncation.
+
+    Found by benchmarks/soak.py: such a file passed the completeness walk, then
+    astropy's "may have been truncated" warning rejected it as corrupt.
+    """
+    whole = make_bias_fits(tmp_path / "whole.fits")
+    payload = whole.read_bytes()
+    data_end = len(payload) - 2880 + (40 * 48 * 2) % 2880  # header block + 3840 data bytes
+    camera = CameraConfig(name="c", watch=(tmp_path,))
+    unpadded = truncated_copy(whole, tmp_path / "unpadded.fits", data_end + 10)
+    record = ingest(unpadded, camera, SiteConfig(), tmp_path / "w")
+    assert record.status == "valid", record.reason
+    with (
+        fits.open(record.calibrated) as ours,
+        fits.open(ingest(whole, camera, SiteConfig(), tmp_path / "w2").calibrated) as reference,
+    ):
+        np.testing.assert_array_equal(ours[0].data, reference[0].data)
+    short = truncated_copy(whole, tmp_path / "short.fits", data_end - 10)
+    assert ingest(short, camera, SiteConfig(), tmp_path / "w3").status == "rejected"

@@ -13,7 +13,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from biaswatch.errors import FrameRejected
 
@@ -36,7 +36,22 @@ def fits_status(path: Path) -> FitsStatus:
         return _walk_hdus(f, size)
 
 
-def _walk_hdus(f: io.BufferedReader, size: int) -> FitsStatus:
+def content_status(content: bytes) -> FitsStatus:
+    """fits_status of bytes already read."""
+    return _walk_hdus(io.BytesIO(content), len(content))
+
+
+def pad_last_block(content: bytes) -> bytes:
+    """Whole-data FITS bytes padded to a whole block, as the standard writes them.
+
+    Only for content whose every HDU's data is present (content_status complete):
+    what is added is the last block's padding, which some cameras leave out and
+    without which astropy warns "File may have been truncated".
+    """
+    return content + bytes(-len(content) % BLOCK)
+
+
+def _walk_hdus(f: BinaryIO, size: int) -> FitsStatus:
     offset, index = 0, 0
     while True:
         f.seek(offset)
@@ -59,7 +74,7 @@ def _walk_hdus(f: io.BufferedReader, size: int) -> FitsStatus:
             return FitsStatus("complete", f"{index} HDU(s)")
 
 
-def read_header(f: io.BufferedReader, *, first: bool) -> tuple[dict[str, str], int] | FitsStatus:
+def read_header(f: BinaryIO, *, first: bool) -> tuple[dict[str, str], int] | FitsStatus:
     """The header's cards (keyword -> value text) and its length in bytes, or why not."""
     start = f.read(BLOCK)
     magic = b"SIMPLE  =" if first else b"XTENSION="

@@ -29,6 +29,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 
 from biaswatch.config import CameraConfig
 from biaswatch.errors import FrameRejected
+from biaswatch.fitsbytes import content_status, pad_last_block
 from biaswatch.nights import parse_date_obs
 from biaswatch.sets import Geometry
 
@@ -53,6 +54,7 @@ class Readiness:
     """Tracks candidate paths until they stop changing."""
 
     _pending: dict[Path, _Pending] = field(default_factory=dict)
+    vanished: list[Path] = field(default_factory=list)  # dropped by settled(); caller clears
 
     def note(self, path: Path, settle: float, now: float, *, closed: bool = False) -> None:
         """Start (or keep) watching ``path``; ``closed`` means the writer closed it."""
@@ -87,6 +89,7 @@ class Readiness:
                 st = path.stat()
             except FileNotFoundError:
                 del self._pending[path]
+                self.vanished.append(path)
                 continue
             if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
                 entry.size, entry.mtime_ns, entry.stable_since = st.st_size, st.st_mtime_ns, now
@@ -129,11 +132,16 @@ def read_frame(path: Path, camera: CameraConfig) -> RawFrame:
     """
     st = path.stat()
     content = path.read_bytes()
+    readable = content
+    if content_status(content).state == "complete":
+        # Every HDU's data is there; only the last block's padding may be missing,
+        # which fits_status accepts (some cameras stop at the last data byte).
+        readable = pad_last_block(content)
     try:
         with warnings.catch_warnings():
             # astropy only warns on truncation (astropy#13356); that is an error here.
             warnings.simplefilter("error", AstropyUserWarning)
-            with fits.open(io.BytesIO(content), memmap=False) as hdul:
+            with fits.open(io.BytesIO(readable), memmap=False) as hdul:
                 image, header = _pick_image(hdul, camera.hdu)
     except FrameRejected:
         raise
