@@ -169,3 +169,19 @@ def test_masters_filter(catalog: Catalog) -> None:
     assert len(catalog.masters(camera="cryo", night="2026-11-24")) == 1
     assert catalog.masters(camera="te") == []
     assert catalog.masters(night="2026-11-23") == []
+
+
+def test_seen_rows_are_not_known_and_give_way_to_the_judgement(catalog: Catalog) -> None:
+    """A noticed file is 'seen' but not known; its record replaces it; a vanished one goes."""
+    seen = [
+        FrameRecord("a", "cryo", 100, 1, "seen"),
+        FrameRecord("gone", "cryo", 5, 1, "seen"),
+    ]
+    catalog.note_seen(seen, [])
+    assert catalog.frame(Path("a"))["status"] == "seen"
+    assert not catalog.is_known(Path("a"), 100, 1)
+    catalog.add_to_set(valid("a"))
+    catalog.note_seen([FrameRecord("a", "cryo", 100, 1, "seen")], [Path("gone")])
+    assert catalog.frame(Path("a"))["status"] == "valid"  # a later notice keeps the record
+    assert catalog.is_known(Path("a"), 100, 1)
+    assert catalog.frame(Path("gone")) is None

@@ -150,3 +150,25 @@ def test_unreadable_file_is_logged_once_then_looked_at_less_often(
     # settle 1 s, then waits of 2, 4, 8, 16, 32, 64 s: 6 looks in 120 s, not 120.
     assert len(looks) == 6
     assert looks[-1]["repeats"] == 6
+
+
+def test_noticed_and_vanished_paths_are_handed_over_once(
+    tmp_path: Path, camera: CameraConfig
+) -> None:
+    """Each new path is reported once as seen; one deleted before it settles as vanished."""
+    (tmp_path / "in").mkdir()
+    keep = make_bias_fits(tmp_path / "in" / "keep.fits")
+    gone = make_bias_fits(tmp_path / "in" / "gone.fits")
+    intake = intake_for(camera, tmp_path)
+    intake.note("cryo", keep, now=0.0)
+    intake.note("cryo", gone, now=0.0)
+    intake.note("cryo", keep, now=0.1)  # a second event for the same file
+    seen, vanished = intake.take_seen()
+    assert ([r.path for r in seen], [r.status for r in seen], vanished) == (
+        [str(keep), str(gone)],
+        ["seen", "seen"],
+        [],
+    )
+    gone.unlink()
+    intake.poll(0.5)  # not settled yet; the missing file is dropped
+    assert intake.take_seen() == ([], [gone])

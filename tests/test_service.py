@@ -158,9 +158,9 @@ def test_bad_inputs_are_recorded_with_reasons(tmp_path: Path) -> None:
         write_frames(config, "cryo", 5)
         service.wait_event("master.published")
         wait_for(
-            lambda: len(catalog_rows(config, "SELECT * FROM frames")) >= 14,
+            lambda: len(catalog_rows(config, "SELECT * FROM frames WHERE status != 'seen'")) >= 14,
             30,
-            "every frame recorded",
+            "every frame judged",
         )
         rejected = {e["file"] for e in service.events("frame.rejected")}
         fallback = service.events("frame.date_fallback")

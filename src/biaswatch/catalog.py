@@ -6,9 +6,10 @@ WAL mode lets ``biaswatch masters`` read while the service writes (the SQLite
 docs: readers do not block the writer); the file lives in ``state_dir`` on a
 local disk because WAL does not work over a network filesystem.
 
-Frame statuses: valid (calibrated, waiting in a set), combined, ignored (not
-a bias, or a duplicate), rejected (with a reason). A file being written or
-settling is not in the catalog yet: the start and periodic scans find it again.
+Frame statuses: seen (noticed, still being written or checked), valid
+(calibrated, waiting in a set), combined, ignored (not a bias, or a duplicate),
+rejected (with a reason). A 'seen' file is not "known": after a crash the start
+scan examines it again; one that vanishes before being judged is forgotten.
 
 Set states: open (collecting frames) -> closed (judged complete, waiting for a
 combine) -> combining -> done | failed (after MAX_TRIES) | insufficient. A
@@ -32,7 +33,8 @@ CREATE TABLE IF NOT EXISTS frames (
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     sha256 TEXT,
-    status TEXT NOT NULL CHECK (status IN ('valid', 'combined', 'ignored', 'rejected')),
+    status TEXT NOT NULL
+        CHECK (status IN ('seen', 'valid', 'combined', 'ignored', 'rejected')),
     reason TEXT,
     note TEXT,
     imagetyp TEXT,
@@ -160,11 +162,24 @@ class Catalog:
     # --- frames ---------------------------------------------------------
 
     def is_known(self, path: Path, size: int, mtime_ns: int) -> bool:
-        """Whether this path was already recorded with this size and mtime."""
+        """Whether this path was already judged with this size and mtime."""
         row = self._db.execute(
-            "SELECT size, mtime_ns FROM frames WHERE path = ?", (str(path),)
+            "SELECT size, mtime_ns FROM frames WHERE path = ? AND status != 'seen'", (str(path),)
         ).fetchone()
         return row is not None and (row["size"], row["mtime_ns"]) == (size, mtime_ns)
+
+    def note_seen(self, seen: list[FrameRecord], vanished: list[Path]) -> None:
+        """One transaction: files noticed (a row unless the path has one), files gone unjudged."""
+        with self._transaction() as db:
+            now = self._now()
+            for frame in seen:
+                db.execute(
+                    "INSERT OR IGNORE INTO frames (path, camera, size, mtime_ns, status, recorded)"
+                    " VALUES (?, ?, ?, ?, 'seen', ?)",
+                    (frame.path, frame.camera, frame.size, frame.mtime_ns, now),
+                )
+            for path in vanished:
+                db.execute("DELETE FROM frames WHERE path = ? AND status = 'seen'", (str(path),))
 
     def record_frame(self, frame: FrameRecord) -> None:
         """Record a frame that joins no set (ignored or rejected)."""

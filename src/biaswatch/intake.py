@@ -60,6 +60,7 @@ class Intake:
         self._calibrating: dict[Path, Future[FrameRecord]] = {}
         self._finished: list[FrameRecord] = []
         self._failures: dict[Path, int] = {}  # unreadable paths: looks that failed
+        self._seen: list[FrameRecord] = []  # noted, not yet in the catalog as 'seen'
 
     def note(self, camera: str, path: Path, now: float, *, closed: bool = False) -> bool:
         """Start watching ``path`` unless excluded, gone or already recorded as it is."""
@@ -79,7 +80,14 @@ class Intake:
         settle = self._cameras[camera].settle_seconds
         self._readiness.note(path, settle, now, closed=closed)
         self._camera_of[path] = camera
+        self._seen.append(FrameRecord(str(path), camera, st.st_size, st.st_mtime_ns, "seen"))
         return True
+
+    def take_seen(self) -> tuple[list[FrameRecord], list[Path]]:
+        """Paths noted since the last call, and paths that vanished before being judged."""
+        seen, self._seen = self._seen, []
+        vanished, self._readiness.vanished = self._readiness.vanished, []
+        return seen, vanished
 
     def scan(self, camera: CameraConfig, directory: Path, now: float) -> int:
         """Note every candidate file below ``directory``; returns how many were new."""

@@ -227,7 +227,11 @@ class Service:
         if self._reload_asked:
             self._reload()
         now = self.clock.monotonic()
-        joined = [self._record(record) for record in self.intake.poll(now)]
+        finished = self.intake.poll(now)
+        seen, vanished = self.intake.take_seen()
+        if seen or vanished:
+            self.catalog.note_seen(seen, vanished)
+        joined = [self._record(record) for record in finished]
         # Record the whole batch first, then judge each set once with all its frames.
         for set_id in sorted({s for s in joined if s is not None}):
             self._evaluate(set_id)
@@ -301,6 +305,8 @@ class Service:
             self.catalog.record_frame(record)
             return None
         before = self.catalog.frame(Path(record.path))
+        if before is not None and before["status"] == "seen":
+            before = None  # noticed, never judged: this is its first record
         if before is not None and before["sha256"] == record.sha256:
             self.catalog.touch_frame(record.path, record.size, record.mtime_ns)
             return None  # touched, not changed: it is in its set already
