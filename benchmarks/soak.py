@@ -605,7 +605,9 @@ def unsettled(catalog: Path, ledger: Ledger) -> tuple[int, list[str]]:
     Any other state (open, combining, or a state a newer service adds, such as closed
     while a combine waits for its retry) means the service still has work to do.
     """
-    recorded = {r["path"] for r in query(catalog, "SELECT path FROM frames")}
+    # A 'seen' row is a file noticed but not judged yet: still work to do.
+    judged = "SELECT path FROM frames WHERE status != 'seen'"
+    recorded = {r["path"] for r in query(catalog, judged)}
     missing = sum(1 for w in ledger.files() if str(w.path) not in recorded)
     busy = query(
         catalog,
