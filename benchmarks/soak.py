@@ -439,9 +439,19 @@ class Feeder(threading.Thread):
             header[self.camera.imagetyp_keyword] = ("flat", "type of image")
         data = make_raw_bias(GEOMETRY, self._noise, structure=self._structure)
         full = frame_bytes(data, header, hdu=self.camera.hdu)
-        if kind == "truncated":  # cut anywhere, header or data, and never completed
-            return full[: self._rng.randint(1, len(full) - 1)]
+        if kind == "truncated":  # cut in the header or the data, and never completed
+            return full[: self._rng.randint(1, data_end(full) - 1)]
         return full
+
+
+def data_end(payload: bytes) -> int:
+    """Where the last data byte of a one-HDU uint16 frame of GEOMETRY ends.
+
+    What follows is the last block's padding: a file cut there still holds the whole
+    image, and the service reads it (some cameras never write that padding).
+    """
+    data = GEOMETRY.rows * GEOMETRY.cols * 2
+    return len(payload) - (-data % 2880)
 
 
 def start_feeders(
