@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from biaswatch.catalog import Catalog, FrameRecord, MasterRow
+from biaswatch.catalog import Catalog, FrameRecord, MasterRow, set_aside_if_corrupt
 from biaswatch.testing import FakeClock
 
 
@@ -185,3 +185,17 @@ def test_seen_rows_are_not_known_and_give_way_to_the_judgement(catalog: Catalog)
     assert catalog.frame(Path("a"))["status"] == "valid"  # a later notice keeps the record
     assert catalog.is_known(Path("a"), 100, 1)
     assert catalog.frame(Path("gone")) is None
+
+
+def test_a_healthy_catalog_is_not_set_aside_and_a_corrupt_one_is(tmp_path: Path) -> None:
+    """SQLite's integrity check keeps a good catalog in place and moves a garbled one."""
+    path = tmp_path / "catalog.sqlite"
+    good = Catalog(path)
+    good.add_to_set(valid("a"))
+    good.close()
+    assert set_aside_if_corrupt(path, "T1") is None
+    assert Catalog(path).frame(Path("a")) is not None
+    path.write_bytes(b"\0garbage" * 512)
+    aside = set_aside_if_corrupt(path, "T2")
+    assert aside == tmp_path / "catalog.sqlite.corrupt-T2"
+    assert not path.exists() and aside.exists()

@@ -290,3 +290,26 @@ def test_full_masters_disk_is_retried_and_published_once_space_is_freed(tmp_path
         assert_one_master_per_set(config, 3)
     finally:
         subprocess.run(["umount", "-l", str(masters)], check=False)
+
+
+def test_corrupt_catalog_is_set_aside_and_rebuilt_without_remaking_masters(
+    tmp_path: Path,
+) -> None:
+    """A catalog SQLite cannot read is moved aside; the rebuild adopts the master on disk."""
+    config = write_config(tmp_path, expected_frames=3)
+    with running_service(config) as service:
+        write_frames(config, "cryo", 3, interval=0.0)
+        (published,) = service.wait_event("master.published", timeout=120)
+        assert service.stop()[0] == 0
+    master = Path(published["path"])
+    before = hashlib.sha256(master.read_bytes()).hexdigest()
+    catalog = tmp_path / "state" / "catalog.sqlite"
+    catalog.write_bytes(b"a disk error wrote this over the catalog" * 100)
+    with running_service(config) as service:
+        (corrupt,) = service.wait_event("catalog.corrupt")
+        (adopted,) = service.wait_event("master.adopted", timeout=120)
+        assert service.stop()[0] == 0
+    assert Path(corrupt["moved_to"]).read_bytes().startswith(b"a disk error")
+    assert adopted["path"] == str(master)
+    assert hashlib.sha256(master.read_bytes()).hexdigest() == before
+    assert_one_master_per_set(config, 3)

@@ -19,6 +19,7 @@ failed try sends a set back to closed with ``tries`` + 1.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -126,6 +127,31 @@ class MasterRow:
 def utc_now() -> dt.datetime:
     """The real time, aware UTC (the default clock)."""
     return dt.datetime.now(dt.UTC)
+
+
+def set_aside_if_corrupt(path: Path, stamp: str) -> Path | None:
+    """Move a catalog that fails SQLite's integrity check aside; returns where, if moved.
+
+    The service then starts a new catalog: its start scan records every frame again,
+    and every master already on disk for the same inputs is adopted, not remade.
+    """
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            healthy = db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        finally:
+            db.close()
+    except sqlite3.DatabaseError:  # "file is not a database", "malformed"
+        healthy = False
+    if healthy:
+        return None
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    os.replace(path, aside)
+    for suffix in ("-wal", "-shm"):  # belong to the corrupt file, not to the new one
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return aside
 
 
 class Catalog:

@@ -25,7 +25,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from biaswatch import __version__
-from biaswatch.catalog import Catalog, FrameRecord, SetRow
+from biaswatch.catalog import Catalog, FrameRecord, SetRow, set_aside_if_corrupt
 from biaswatch.combines import Combines
 from biaswatch.config import CameraConfig, Config, load_config
 from biaswatch.errors import ConfigError
@@ -88,6 +88,16 @@ class Wake:
 WAKE = Wake()
 
 
+def _open_catalog(path: Path, clock: Clock) -> Catalog:
+    """The catalog, set aside first if SQLite finds it corrupt (reliability.md 22)."""
+    stamp = clock.now().strftime("%Y%m%dT%H%M%SZ")
+    aside = set_aside_if_corrupt(path, stamp)
+    if aside is not None:
+        action = "rebuilding from a full scan; masters already on disk are adopted"
+        log.error("catalog.corrupt", moved_to=str(aside), action=action)
+    return Catalog(path, now=clock.now)
+
+
 class Service:
     """The biaswatch daemon for one configuration."""
 
@@ -102,7 +112,7 @@ class Service:
         self.clock = clock or SystemClock()
         self.notifier = notifier or SystemdNotifier()
         self.cameras = {c.name: c for c in config.cameras}
-        self.catalog = Catalog(config.service.state_dir / "catalog.sqlite", now=self.clock.now)
+        self.catalog = _open_catalog(config.service.state_dir / "catalog.sqlite", self.clock)
         self.work_dir = config.service.state_dir / "work"
         self.inbox: queue.Queue[PathEvent | SetDue | RetryDue | Wake] = queue.Queue()
         self.intake = Intake(
