@@ -20,7 +20,7 @@ from biaswatch.errors import FrameRejected
 from biaswatch.fitsbytes import fits_status
 from biaswatch.frames import Readiness
 from biaswatch.ingest import ingest, rejected_record
-from biaswatch.watch import scan_dir
+from biaswatch.scan import scan_dir
 
 log = structlog.get_logger("biaswatch.intake")
 

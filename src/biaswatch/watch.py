@@ -4,8 +4,9 @@ A watchdog event is only a hint to look now (reliability.md, W1-W12): the
 handler does no I/O and never raises (an exception kills watchdog's
 dispatcher thread, W8); the service decides readiness itself. Moves into a
 watched tree arrive as ``moved`` with ``dest_path`` (W7), closes as
-``closed`` on inotify only (W3). ``scan`` lists what is already there, so
-frames that landed while the service was down are not missed.
+``closed`` on inotify only (W3). scan.py lists what is already there, so
+frames that landed while the service was down, or that no event announced,
+are not missed.
 
 Nothing in watchdog restarts a dead thread or reports a lost root (W8, W10),
 so :meth:`Watcher.check` does, and an inotify limit (W9) degrades a camera to
@@ -16,11 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fnmatch
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,12 +31,9 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 from biaswatch.config import CameraConfig
+from biaswatch.scan import is_candidate, scan_dir
 
 log = structlog.get_logger("biaswatch.watch")
-
-# Names that writers use while a file is incomplete (rsync's ".name.XXXX",
-# browsers' ".part", editors' "~"): never frames under these names.
-_TEMPORARY = ("*.tmp", "*.part", "*.partial", "*~", "*.swp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,14 +77,6 @@ class PathEvent:
     closed: bool = False
 
 
-def is_candidate(path: Path, patterns: Sequence[str]) -> bool:
-    """Whether a file name matches the camera's patterns and is not a temporary name."""
-    name = path.name
-    if name.startswith(".") or any(fnmatch.fnmatch(name, t) for t in _TEMPORARY):
-        return False
-    return any(fnmatch.fnmatch(name, p) for p in patterns)
-
-
 class _Handler(FileSystemEventHandler):
     """Puts candidate paths of one camera's watch root on the queue; does nothing else."""
 
@@ -127,25 +116,6 @@ class _Handler(FileSystemEventHandler):
             return
         if is_candidate(path, self._camera.patterns):
             self._sink(PathEvent(self._camera.name, path, event.event_type == "closed"))
-
-
-def scan_dir(root: Path, patterns: Sequence[str], exclude: Sequence[Path] = ()) -> Iterator[Path]:
-    """Every candidate file below ``root``, skipping ``exclude`` trees; errors are logged."""
-
-    def report(error: OSError) -> None:
-        log.warning("watch.scan_error", directory=str(root), error=str(error))
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=report):
-        here = Path(dirpath)
-        dirnames[:] = [d for d in dirnames if not _excluded(here / d, exclude)]
-        for name in filenames:
-            path = here / name
-            if is_candidate(path, patterns):
-                yield path
-
-
-def _excluded(path: Path, exclude: Sequence[Path]) -> bool:
-    return any(path == e or e in path.parents for e in exclude)
 
 
 def _polling_observer(interval: float) -> BaseObserver:

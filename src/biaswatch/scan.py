@@ -1,0 +1,48 @@
+"""Listing watched directories for candidate frames: the scans that make events optional.
+
+watchdog drops inotify overflows silently (reliability.md W1), so the service lists
+every watched directory at start, every ``rescan_minutes`` and after a watcher fault,
+and compares with the catalog. The same name rules apply to events (watch.py).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger("biaswatch.watch")
+
+# Names that writers use while a file is incomplete (rsync's ".name.XXXX",
+# browsers' ".part", editors' "~"): never frames under these names.
+_TEMPORARY = ("*.tmp", "*.part", "*.partial", "*~", "*.swp")
+
+
+def is_candidate(path: Path, patterns: Sequence[str]) -> bool:
+    """Whether a file name matches the camera's patterns and is not a temporary name."""
+    name = path.name
+    if name.startswith(".") or any(fnmatch.fnmatch(name, t) for t in _TEMPORARY):
+        return False
+    return any(fnmatch.fnmatch(name, p) for p in patterns)
+
+
+def scan_dir(root: Path, patterns: Sequence[str], exclude: Sequence[Path] = ()) -> Iterator[Path]:
+    """Every candidate file below ``root``, skipping ``exclude`` trees; errors are logged."""
+
+    def report(error: OSError) -> None:
+        log.warning("watch.scan_error", directory=str(root), error=str(error))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=report):
+        here = Path(dirpath)
+        dirnames[:] = [d for d in dirnames if not _excluded(here / d, exclude)]
+        for name in filenames:
+            path = here / name
+            if is_candidate(path, patterns):
+                yield path
+
+
+def _excluded(path: Path, exclude: Sequence[Path]) -> bool:
+    return any(path == e or e in path.parents for e in exclude)
