@@ -313,3 +313,19 @@ def test_corrupt_catalog_is_set_aside_and_rebuilt_without_remaking_masters(
     assert adopted["path"] == str(master)
     assert hashlib.sha256(master.read_bytes()).hexdigest() == before
     assert_one_master_per_set(config, 3)
+
+
+def test_watch_directory_deleted_and_recreated_is_watched_again(tmp_path: Path) -> None:
+    """A camera directory removed and made again is re-armed, and its new frames combine."""
+    config = write_config(tmp_path, expected_frames=3)
+    incoming = tmp_path / "incoming" / "cryo"
+    with running_service(config) as service:
+        shutil.rmtree(incoming)
+        (lost,) = service.wait_event("watch.directory_lost")
+        incoming.mkdir()
+        service.wait_event("watch.directory_armed", timeout=60)  # looked for every 30 s
+        write_frames(config, "cryo", 3, interval=0.0)
+        (published,) = service.wait_event("master.published", timeout=120)
+        assert service.stop()[0] == 0
+    assert lost["directory"] == str(incoming)
+    assert published["ncombine"] == 3
