@@ -199,3 +199,15 @@ def test_a_healthy_catalog_is_not_set_aside_and_a_corrupt_one_is(tmp_path: Path)
     aside = set_aside_if_corrupt(path, "T2")
     assert aside == tmp_path / "catalog.sqlite.corrupt-T2"
     assert not path.exists() and aside.exists()
+
+
+def test_changed_frame_of_a_queued_set_stays_in_it(catalog: Catalog) -> None:
+    """A frame that changes while its set waits for a combine is updated in that set."""
+    set_id = catalog.add_to_set(valid("a"))
+    catalog.add_to_set(valid("b"))
+    catalog.set_state(set_id, "closed", "complete")
+    changed = replace(valid("a"), sha256="f" * 64)
+    assert catalog.replace_frame(changed) == (set_id, None)
+    inputs = {f["path"]: f["sha256"] for f in catalog.set_inputs(set_id)}
+    assert inputs == {"a": "f" * 64, "b": "bb"}
+    assert catalog.get_set(set_id).state == "closed"

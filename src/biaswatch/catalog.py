@@ -326,31 +326,44 @@ class Catalog:
             )
 
     def replace_frame(self, frame: FrameRecord) -> tuple[int, int | None]:
-        """A recorded frame's content changed: (its set now, the closed set it left, if any).
+        """A recorded frame's content changed: (its set now, the combined set it left, if any).
 
-        In an open set the frame is simply updated. A set already closed, combining or
-        done is not touched: its frames and the changed one make a new open set, whose
-        master is a new version; the earlier master is kept.
+        A set being combined or done is not touched: its frames and the changed one
+        make a new open set, whose master is a new version; the earlier master is kept.
+        In a set not combined yet (open, closed and queued, failed) the frame is
+        updated in place, so the set's one combine uses the new content.
         """
         with self._transaction() as db:
             now = self._now()
             old = db.execute(
-                "SELECT f.set_id, s.state FROM frames f LEFT JOIN sets s ON s.id = f.set_id"
-                " WHERE f.path = ?",
+                "SELECT f.set_id, s.state, s.night, s.geometry FROM frames f"
+                " LEFT JOIN sets s ON s.id = f.set_id WHERE f.path = ?",
                 (frame.path,),
             ).fetchone()
-            if old is None or old["set_id"] is None or old["state"] == "open":
-                set_id = _open_set(db, frame.camera, str(frame.night), str(frame.geometry), now)
-                _insert_frame(db, frame, set_id, now)
-                return set_id, None
-            set_id = _new_set(db, frame.camera, str(frame.night), str(frame.geometry), now)
-            db.execute(
-                "UPDATE frames SET set_id = ?, status = 'valid' WHERE set_id = ?"
-                " AND status IN ('valid', 'combined') AND path != ?",
-                (set_id, old["set_id"], frame.path),
+            state = None if old is None else old["state"]
+            if state in ("combining", "done"):
+                return self._new_version(db, frame, int(old["set_id"]), now), int(old["set_id"])
+            same_key = state is not None and (old["night"], old["geometry"]) == (
+                frame.night,
+                frame.geometry,
             )
+            if same_key and state in ("closed", "failed"):
+                set_id = int(old["set_id"])
+            else:
+                set_id = _open_set(db, frame.camera, str(frame.night), str(frame.geometry), now)
             _insert_frame(db, frame, set_id, now)
-            return set_id, int(old["set_id"])
+            return set_id, None
+
+    @staticmethod
+    def _new_version(db: sqlite3.Connection, frame: FrameRecord, old_set: int, now: str) -> int:
+        set_id = _new_set(db, frame.camera, str(frame.night), str(frame.geometry), now)
+        db.execute(
+            "UPDATE frames SET set_id = ?, status = 'valid' WHERE set_id = ?"
+            " AND status IN ('valid', 'combined') AND path != ?",
+            (set_id, old_set, frame.path),
+        )
+        _insert_frame(db, frame, set_id, now)
+        return set_id
 
     # --- masters --------------------------------------------------------
 

@@ -329,13 +329,18 @@ class Service:
         if before is None:
             return self.catalog.add_to_set(record)
         set_id, left = self.catalog.replace_frame(record)
+        action = (
+            "updated in its set, not combined yet"
+            if left is None
+            else "its set is combined again as a new master version; the old one is kept"
+        )
         log.warning(
             "frame.changed",
             camera=record.camera,
             file=record.path,
             set=set_id,
             previous_set=left,
-            action="its set is combined again as a new master version; the old one is kept",
+            action=action,
         )
         return set_id
 
