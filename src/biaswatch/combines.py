@@ -67,10 +67,6 @@ class Combines:
         self._running: dict[int, CombineProcess] = {}
         self._ready = False  # the fork server has preloaded (worker.start_server)
 
-    def reconfigure(self, config: Config) -> None:
-        """Use a reloaded configuration for the combines started from now on."""
-        self._config = config
-
     def server_ready(self) -> None:
         """Combines may start (called by the main loop once the fork server serves)."""
         self._ready = True
@@ -79,11 +75,6 @@ class Combines:
         """Combine this closed set when a slot is free."""
         if set_id not in self._queue and set_id not in self._running:
             self._queue.append(set_id)
-
-    @property
-    def busy(self) -> bool:
-        """Whether any combine runs or waits."""
-        return bool(self._queue or self._running)
 
     def step(self) -> None:
         """Publish what finished, then start queued sets while slots are free."""

@@ -74,7 +74,6 @@ class _Work(NamedTuple):
 
     first: Any
     count: Any
-    zero: Any
     med: Any
     mean: Any
     dev: Any
@@ -86,8 +85,10 @@ class _Work(NamedTuple):
     out: Any
 
 
-# Per-column scratch arrays of _Work, for the memory model in combine.py.
+# Per-column scratch arrays of _Work, for the memory model in combine.py; the first
+# INT_ARRAYS (first, count) are int64, the rest float64.
 WORK_ARRAYS = len(_Work._fields)
+INT_ARRAYS = 2
 # Per-thread (n, cols) arrays, in the stack's dtype: the row's values, their sorted copy.
 ROW_ARRAYS = 2
 
@@ -361,8 +362,8 @@ class Scratch(NamedTuple):
     """
 
     rows: Any  # (threads, ROW_ARRAYS, n, cols), the stack's dtype
-    ints: Any  # (threads, 3, cols) int64
-    floats: Any  # (threads, WORK_ARRAYS - 3, cols) float64
+    ints: Any  # (threads, INT_ARRAYS, cols) int64
+    floats: Any  # (threads, WORK_ARRAYS - INT_ARRAYS, cols) float64
 
     @classmethod
     def allocate(cls, n_frames: int, cols: int, dtype: Any = np.float32) -> Scratch:
@@ -374,8 +375,8 @@ class Scratch(NamedTuple):
         threads = nb.get_num_threads()
         return cls(
             np.empty((threads, ROW_ARRAYS, n_frames, cols), dtype),
-            np.zeros((threads, 3, cols), np.int64),
-            np.empty((threads, WORK_ARRAYS - 3, cols), np.float64),
+            np.zeros((threads, INT_ARRAYS, cols), np.int64),
+            np.empty((threads, WORK_ARRAYS - INT_ARRAYS, cols), np.float64),
         )
 
 
@@ -385,7 +386,6 @@ def _work(ints: Array, floats: Array) -> _Work:
     return _Work(
         ints[0],
         ints[1],
-        ints[2],
         floats[0],
         floats[1],
         floats[2],
