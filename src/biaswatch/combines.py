@@ -144,9 +144,11 @@ class Combines:
     # --- one combine ----------------------------------------------------
 
     def _start(self, set_id: int) -> None:
-        if self._adopt(set_id):  # a try that failed after the final name was given
-            return
         job = self._job_for(set_id)
+        # The next sequence's name taken already: an earlier try got as far as the final
+        # name, then failed. Only then are the night's master headers read (rare).
+        if Path(job.final).exists() and self._adopt(set_id):
+            return
         self._catalog.set_state(set_id, "combining")
         log.info(
             "combine.started",
