@@ -154,6 +154,35 @@ def set_aside_if_corrupt(path: Path, stamp: str) -> Path | None:
     return aside
 
 
+class KnownReader:
+    """``Catalog.is_known`` for another thread, on a read-only connection of its own.
+
+    WAL lets readers run beside the one writer (sqlite.org/wal.html), so a camera's
+    lane can ask what is recorded without going through the main loop. Make it on
+    the thread that uses it (sqlite3 connections belong to their thread), and close
+    it before the writer: the last connection to close checkpoints the WAL away.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        self._db.row_factory = sqlite3.Row
+
+    def __call__(self, path: Path, size: int, mtime_ns: int) -> bool:
+        """Whether this path was already judged with this size and mtime."""
+        return _is_known(self._db, path, size, mtime_ns)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+
+def _is_known(db: sqlite3.Connection, path: Path, size: int, mtime_ns: int) -> bool:
+    row = db.execute(
+        "SELECT size, mtime_ns FROM frames WHERE path = ? AND status != 'seen'", (str(path),)
+    ).fetchone()
+    return row is not None and (row["size"], row["mtime_ns"]) == (size, mtime_ns)
+
+
 class Catalog:
     """The catalog database; one instance per process, used from one thread."""
 
@@ -189,10 +218,7 @@ class Catalog:
 
     def is_known(self, path: Path, size: int, mtime_ns: int) -> bool:
         """Whether this path was already judged with this size and mtime."""
-        row = self._db.execute(
-            "SELECT size, mtime_ns FROM frames WHERE path = ? AND status != 'seen'", (str(path),)
-        ).fetchone()
-        return row is not None and (row["size"], row["mtime_ns"]) == (size, mtime_ns)
+        return _is_known(self._db, path, size, mtime_ns)
 
     def note_seen(self, seen: list[FrameRecord], vanished: list[Path]) -> None:
         """One transaction: files noticed (a row unless the path has one), files gone unjudged."""

@@ -121,6 +121,10 @@ class ServiceConfig(_Frozen):
     # A failed combine is tried again after this, doubling each time (3 tries in
     # all, combines.py): time to mend a full disk or a missing mount.
     combine_retry_seconds: float = Field(default=60.0, gt=0)
+    # A camera whose files give no answer this long is reported stalled (a hung
+    # mount); 60 s is the NFS client's own retransmit timeout over TCP (nfs(5),
+    # "timeo=600" tenths of a second), after which the kernel logs "not responding".
+    stall_seconds: float = Field(default=60.0, gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -81,10 +81,15 @@ class Readiness:
         entry = self._pending.get(path)
         return None if entry is None else entry.first_seen
 
-    def settled(self, now: float) -> list[Path]:
-        """Paths unchanged for their settle time (or closed); vanished paths are dropped."""
-        ready = []
+    def settled(self, now: float, limit: int | None = None) -> list[Path]:
+        """Paths unchanged for their settle time (or closed), at most ``limit`` of them.
+
+        Vanished paths are dropped (and listed in ``vanished``).
+        """
+        ready: list[Path] = []
         for path, entry in list(self._pending.items()):
+            if limit is not None and len(ready) >= limit:
+                break
             try:
                 st = path.stat()
             except FileNotFoundError:

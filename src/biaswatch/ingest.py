@@ -26,20 +26,35 @@ log = structlog.get_logger("biaswatch.ingest")
 
 def ingest(path: Path, camera: CameraConfig, site: SiteConfig, work_dir: Path) -> FrameRecord:
     """Turn one complete file into a valid, ignored or rejected frame record."""
+    got = read(path, camera)
+    return got if isinstance(got, FrameRecord) else examine(got, camera, site, work_dir)
+
+
+def read(path: Path, camera: CameraConfig) -> RawFrame | FrameRecord:
+    """Read a file: the one step that touches the camera's disk; a rejection if it fails.
+
+    Split from :func:`examine` so that a camera's own thread (lanes.py) reads, and a
+    hung mount holds that thread only, never the calibration workers every camera shares.
+    """
     bound = log.bind(camera=camera.name, file=str(path))
     try:
-        frame = read_frame(path, camera)
+        return read_frame(path, camera)
     except FrameRejected as exc:
         return _rejected(bound, path, camera, exc.reason)
     except Exception as exc:  # one file's boundary: record it, never stop the service
         return _rejected(bound, path, camera, f"unreadable: {type(exc).__name__}: {exc}")
+
+
+def examine(frame: RawFrame, camera: CameraConfig, site: SiteConfig, work_dir: Path) -> FrameRecord:
+    """Classify, date and calibrate a frame already read (CPU and the work directory only)."""
+    bound = log.bind(camera=camera.name, file=str(frame.path))
     try:
         return _examine(frame, camera, site, work_dir, bound)
     except FrameRejected as exc:
-        return _rejected(bound, path, camera, exc.reason, frame)
+        return _rejected(bound, frame.path, camera, exc.reason, frame)
     except Exception as exc:  # one file's boundary: record it, never stop the service
         bound.exception("frame.failed")
-        return _rejected(bound, path, camera, f"{type(exc).__name__}: {exc}", frame)
+        return _rejected(bound, frame.path, camera, f"{type(exc).__name__}: {exc}", frame)
 
 
 def _examine(

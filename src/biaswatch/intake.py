@@ -9,7 +9,7 @@ which alone writes them.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import structlog
@@ -19,7 +19,7 @@ from biaswatch.config import CameraConfig, SiteConfig
 from biaswatch.errors import FrameRejected
 from biaswatch.fitsbytes import fits_status
 from biaswatch.frames import Readiness
-from biaswatch.ingest import ingest, rejected_record
+from biaswatch.ingest import examine, read, rejected_record
 from biaswatch.scan import scan_dir
 
 log = structlog.get_logger("biaswatch.intake")
@@ -42,6 +42,7 @@ class Intake:
         excluded: Sequence[Path],
         known: Callable[[Path, int, int], bool],
         wake: Callable[[], None],
+        calibrator: Executor | None = None,
     ) -> None:
         self._cameras = cameras
         self._site = site
@@ -51,10 +52,12 @@ class Intake:
         self._wake = wake
         self._readiness = Readiness()
         self._camera_of: dict[Path, str] = {}
-        # Two workers: reading, hashing, numpy and file writes release the GIL, and on
-        # two cores a burst of 4096 x 4128 frames is ingested twice as fast, so the
-        # last frame of a set does not queue behind the others (benchmarks/latency.py).
-        self._calibrator = ThreadPoolExecutor(
+        # Two workers: numpy and file writes release the GIL, and on two cores a burst
+        # of 4096 x 4128 frames is calibrated twice as fast, so the last frame of a set
+        # does not queue behind the others (benchmarks/latency.py). The service shares
+        # one pool among all cameras (lanes.py); an Intake on its own makes its own.
+        self._owns_calibrator = calibrator is None
+        self._calibrator = calibrator or ThreadPoolExecutor(
             max_workers=CALIBRATION_WORKERS, thread_name_prefix="calibrate"
         )
         self._calibrating: dict[Path, Future[FrameRecord]] = {}
@@ -89,26 +92,42 @@ class Intake:
         vanished, self._readiness.vanished = self._readiness.vanished, []
         return seen, vanished
 
-    def scan(self, camera: CameraConfig, directory: Path, now: float) -> int:
-        """Note every candidate file below ``directory``; returns how many were new."""
+    def scan(
+        self,
+        camera: CameraConfig,
+        directory: Path,
+        now: float,
+        progress: Callable[[], None] | None = None,
+    ) -> int:
+        """Note every candidate file below ``directory``; returns how many were new.
+
+        ``progress`` is called after each directory listed (a long scan is not a stall).
+        """
         found = sum(
             self.note(camera.name, path, now)
-            for path in scan_dir(directory, camera.patterns, self._excluded)
+            for path in scan_dir(directory, camera.patterns, self._excluded, progress)
         )
         log.info("watch.scanned", camera=camera.name, directory=str(directory), new=found)
         return found
 
     def poll(self, now: float) -> list[FrameRecord]:
         """Examine settled paths; return the records finished since the last poll."""
-        for path in self._readiness.settled(now):
-            self._examine(path, now)
+        self._harvest()
+        # Read no more frames than the workers can take: memory stays bounded.
+        capacity = CALIBRATION_WORKERS - len(self._calibrating)
+        if capacity > 0:
+            for path in self._readiness.settled(now, limit=capacity):
+                self._examine(path, now)
+        self._harvest()
+        finished, self._finished = self._finished, []
+        return finished
+
+    def _harvest(self) -> None:
         for path, future in list(self._calibrating.items()):
             if future.done():
                 del self._calibrating[path]
                 if not future.cancelled():
                     self._finished.append(future.result())
-        finished, self._finished = self._finished, []
-        return finished
 
     def busy_cameras(self) -> set[str]:
         """Cameras with files still settling or being calibrated."""
@@ -119,9 +138,13 @@ class Intake:
         }
         return set(self._camera_of.values())
 
-    def close(self) -> list[FrameRecord]:
-        """Finish the frame being calibrated, drop the queue; returns what finished."""
-        self._calibrator.shutdown(wait=True, cancel_futures=True)
+    def close(self, timeout: float | None = None) -> list[FrameRecord]:
+        """Finish the frames being calibrated (within ``timeout``); returns what finished."""
+        for future in self._calibrating.values():
+            future.cancel()
+        wait(list(self._calibrating.values()), timeout=timeout)
+        if self._owns_calibrator:
+            self._calibrator.shutdown(wait=False, cancel_futures=True)
         return self.poll(float("-inf"))
 
     def _examine(self, path: Path, now: float) -> None:
@@ -153,7 +176,11 @@ class Intake:
         status = fits_status(path)
         if status.state == "complete":
             self._readiness.forget(path)
-            future = self._calibrator.submit(ingest, path, camera, self._site, self._work_dir)
+            frame = read(path, camera)  # on this thread: the only read of the camera's disk
+            if isinstance(frame, FrameRecord):
+                self._finished.append(frame)
+                return
+            future = self._calibrator.submit(examine, frame, camera, self._site, self._work_dir)
             self._calibrating[path] = future
             # Wake the main loop as soon as the frame is done, not at its next poll.
             future.add_done_callback(lambda _done: self._wake())

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import fnmatch
 import os
-from collections.abc import Iterator, Sequence
+import stat
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import structlog
@@ -29,8 +30,16 @@ def is_candidate(path: Path, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatch(name, p) for p in patterns)
 
 
-def scan_dir(root: Path, patterns: Sequence[str], exclude: Sequence[Path] = ()) -> Iterator[Path]:
-    """Every candidate file below ``root``, skipping ``exclude`` trees; errors are logged."""
+def scan_dir(
+    root: Path,
+    patterns: Sequence[str],
+    exclude: Sequence[Path] = (),
+    progress: Callable[[], None] | None = None,
+) -> Iterator[Path]:
+    """Every candidate file below ``root``, skipping ``exclude`` trees; errors are logged.
+
+    ``progress`` is called after each directory is listed.
+    """
 
     def report(error: OSError) -> None:
         log.warning("watch.scan_error", directory=str(root), error=str(error))
@@ -42,7 +51,24 @@ def scan_dir(root: Path, patterns: Sequence[str], exclude: Sequence[Path] = ()) 
             path = here / name
             if is_candidate(path, patterns):
                 yield path
+        if progress is not None:
+            progress()
 
 
 def _excluded(path: Path, exclude: Sequence[Path]) -> bool:
     return any(path == e or e in path.parents for e in exclude)
+
+
+def probe_directory(path: Path) -> str:
+    """ "ok", "missing" or "unreadable": what a watch root looks like right now.
+
+    One stat and one access check; on a hung mount this blocks, so the service
+    calls it on the camera's own thread (lanes.py), never on its main loop.
+    """
+    try:
+        st = path.stat()
+    except OSError:  # ENOENT, and also ESTALE/EIO/ENOTCONN from a mount that went away
+        return "missing"
+    if not stat.S_ISDIR(st.st_mode):
+        return "missing"
+    return "ok" if os.access(path, os.R_OK | os.X_OK) else "unreadable"

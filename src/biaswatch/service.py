@@ -1,12 +1,13 @@
 """The service: one main loop that owns all state changes.
 
 Threads and processes around it only report back: watchdog handlers queue
-paths, apscheduler jobs queue set ids, a calibration thread returns frame
-records, a combine child returns a temporary master. The main loop alone
+paths, apscheduler jobs queue set ids, each camera's lane (its own thread, so
+that a hung mount stalls one camera only) returns frame records, a combine
+child returns a temporary master. The main loop touches no camera's files. The main loop alone
 writes the catalog, in one transaction per change, so there is never a
 question of who changed what.
 
-    events -> readiness -> FITS complete? -> calibrate (thread) -> catalog
+    events -> lane: readiness -> FITS complete? -> read -> calibrate (pool) -> catalog
            -> sets.decide -> combine (child process) -> publish -> catalog
 """
 
@@ -30,7 +31,7 @@ from biaswatch.combines import Combines
 from biaswatch.config import CameraConfig, Config, load_config
 from biaswatch.errors import ConfigError
 from biaswatch.faults import mark_service
-from biaswatch.intake import Intake
+from biaswatch.lanes import Lanes
 from biaswatch.nights import night_end
 from biaswatch.notify import Notifier, SystemdNotifier, watchdog_interval
 from biaswatch.publish import is_temporary
@@ -42,6 +43,12 @@ log = structlog.get_logger("biaswatch.service")
 
 # Missing watch directories are looked for again this often (seconds).
 REARM_SECONDS = 30.0
+# At start, the lanes' first look at their watch roots is awaited this long; a
+# root on a hung mount is armed later, when its lane answers (rearm).
+PROBE_SECONDS = 5.0
+# At stop, frames being calibrated may finish within this; a lane stuck in a
+# hung mount is left behind (its files are scanned again at the next start).
+LANE_STOP_SECONDS = 15.0
 
 
 class Clock(Protocol):
@@ -115,15 +122,15 @@ class Service:
         self.catalog = _open_catalog(config.service.state_dir / "catalog.sqlite", self.clock)
         self.work_dir = config.service.state_dir / "work"
         self.inbox: queue.Queue[PathEvent | SetDue | RetryDue | Wake] = queue.Queue()
-        self.intake = Intake(
-            self.cameras,
+        self.lanes = Lanes(
+            config.cameras,
             config.site,
             self.work_dir,
             excluded=(config.service.masters_dir, config.service.state_dir),
-            known=self.catalog.is_known,
+            catalog=config.service.state_dir / "catalog.sqlite",
             wake=lambda: self.inbox.put(WAKE),
         )
-        self.watcher = Watcher(config.cameras, self.inbox.put)
+        self.watcher = Watcher(config.cameras, self.inbox.put, present=self.lanes.present)
         self.scheduler = BackgroundScheduler(
             timezone=dt.UTC,
             # apscheduler 3 skips a job more than 1 s late by default (base.py
@@ -144,6 +151,7 @@ class Service:
         self.reload_requested = False  # read by cli after run(): re-execute
         self._reload_asked = False
         self._degraded = ""
+        self._stalled: dict[str, float] = {}  # camera -> when its stall began (monotonic)
         self.exit_status = 0
         self._last_rearm = 0.0
         self._last_rescan = 0.0
@@ -196,6 +204,7 @@ class Service:
         mark_service()
         start_server(self.config.service.state_dir / "cache" / "numba", self._server_ready)
         self.combines.recover()
+        self.lanes.start(PROBE_SECONDS)
         self.watcher.start()
         self.scheduler.start()
         self.notifier.notify("READY=1")
@@ -207,7 +216,7 @@ class Service:
         )
         # The backlog scan runs after READY=1 (reliability.md 2.2): a large
         # archive must not make systemd time out the start.
-        self._rescan(self.clock.monotonic(), backlog=True)
+        self._rescan(self.clock.monotonic(), "start")
         for row in self.catalog.sets_in("open"):
             self._evaluate(row.id)
 
@@ -216,7 +225,9 @@ class Service:
         log.info("service.stopping")
         self.watcher.stop()
         self.scheduler.shutdown(wait=False)
-        for record in self.intake.close():
+        taken = self.lanes.stop(LANE_STOP_SECONDS)
+        self.catalog.note_seen(taken.seen, taken.vanished)
+        for record in taken.finished:
             self._record(record)
         self.combines.stop("service stopped during the combine")
         self.catalog.close()
@@ -237,11 +248,10 @@ class Service:
         if self._reload_asked:
             self._reload()
         now = self.clock.monotonic()
-        finished = self.intake.poll(now)
-        seen, vanished = self.intake.take_seen()
-        if seen or vanished:
-            self.catalog.note_seen(seen, vanished)
-        joined = [self._record(record) for record in finished]
+        taken = self.lanes.take()
+        if taken.seen or taken.vanished:
+            self.catalog.note_seen(taken.seen, taken.vanished)
+        joined = [self._record(record) for record in taken.finished]
         # Record the whole batch first, then judge each set once with all its frames.
         for set_id in sorted({s for s in joined if s is not None}):
             self._evaluate(set_id)
@@ -261,36 +271,48 @@ class Service:
             self._stop.set()
             return
         for camera, directory in rebuilt:  # observers rebuilt after a fault: look now
-            self.intake.scan(camera, directory, now)
-        self._report_degraded()
+            self.lanes.scan(camera.name, directory, "rebuilt")
         if now - self._last_rearm >= REARM_SECONDS:
             self._last_rearm = now
             for camera, directory in self.watcher.rearm():
-                self.intake.scan(camera, directory, now)
+                self.lanes.scan(camera.name, directory, "rearmed")
         if now - self._last_rescan >= self.config.service.rescan_minutes * 60:
-            self._rescan(now, backlog=False)
+            self._rescan(now, "rescan")
+        self._watch_stalls(now)
+        self._report_degraded()
+
+    def _watch_stalls(self, now: float) -> None:
+        """Report cameras whose lane has had no answer from their files for stall_seconds."""
+        limit = self.config.service.stall_seconds
+        for camera, (seconds, doing) in self.lanes.stuck(now).items():
+            if seconds >= limit and camera not in self._stalled:
+                self._stalled[camera] = now - seconds
+                log.warning(
+                    "camera.stalled",
+                    camera=camera,
+                    seconds=round(seconds, 1),
+                    doing=doing,
+                    action="check the disk or mount holding its directories (NFS server "
+                    "down?); other cameras go on, and this one resumes by itself",
+                )
+            elif seconds < limit and camera in self._stalled:
+                began = self._stalled.pop(camera)
+                log.info("camera.recovered", camera=camera, after_seconds=round(now - began, 1))
 
     def _report_degraded(self) -> None:
-        degraded = "; ".join(self.watcher.degraded)
+        stalled = [f"{camera}: no answer from its files" for camera in sorted(self._stalled)]
+        degraded = "; ".join([*self.watcher.degraded, *stalled])
         if degraded != self._degraded:
             self._degraded = degraded
             status = f"degraded: {degraded}" if degraded else "watching"
             self.notifier.notify(f"STATUS={status}")
 
-    def _rescan(self, now: float, *, backlog: bool) -> None:
-        """List every watched directory against the catalog: events are only hints."""
+    def _rescan(self, now: float, reason: str) -> None:
+        """Have every lane list its watched directories: events are only hints."""
         self._last_rescan = now
-        missing = 0
         for camera in self.config.cameras:
             for directory in self.watcher.watching.get(camera.name, []):
-                missing += self.intake.scan(camera, directory, now)
-        if backlog:
-            log.info("scan.backlog", new=missing)
-        elif missing:
-            # Files no event announced: inotify overflowed or a watcher missed them.
-            log.warning("scan.reconciled", missing=missing)
-        else:
-            log.debug("scan.reconciled", missing=0)
+                self.lanes.scan(camera.name, directory, reason)
 
     def _drain(self, timeout: float) -> None:
         try:
@@ -303,7 +325,7 @@ class Service:
             elif isinstance(item, RetryDue):
                 self.combines.queue(item.set_id)
             elif isinstance(item, PathEvent):
-                self.intake.note(item.camera, item.path, self.clock.monotonic(), closed=item.closed)
+                self.lanes.note(item)
             try:
                 item = self.inbox.get_nowait()
             except queue.Empty:
@@ -359,7 +381,7 @@ class Service:
         if (
             decision.action is not Action.WAIT
             and partial
-            and row.camera in self.intake.busy_cameras()
+            and row.camera in self.lanes.busy_cameras()
         ):
             self._deferred.add(set_id)
             return
@@ -397,7 +419,7 @@ class Service:
     def _evaluate_deferred(self) -> None:
         if not self._deferred:
             return
-        busy = self.intake.busy_cameras()
+        busy = self.lanes.busy_cameras()
         for set_id in list(self._deferred):
             if self.catalog.get_set(set_id).camera not in busy:
                 self._deferred.discard(set_id)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -31,7 +32,7 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 from biaswatch.config import CameraConfig
-from biaswatch.scan import is_candidate, scan_dir
+from biaswatch.scan import is_candidate, probe_directory, scan_dir
 
 log = structlog.get_logger("biaswatch.watch")
 
@@ -61,6 +62,8 @@ MAX_REBUILDS = 5
 REBUILD_WINDOW_SECONDS = 600.0
 
 _JOIN_SECONDS = 5.0
+# Stopping joins every emitter; one stuck in a hung mount would never return.
+_STOP_SECONDS = 10.0
 _REARM_ACTION = "looked for again every 30 s, and scanned when it is back"
 
 
@@ -148,6 +151,14 @@ def _dead_threads(observer: BaseObserver) -> list[str]:
     return dead
 
 
+def _stop_all(observers: Sequence[BaseObserver]) -> None:
+    for observer in observers:
+        observer.stop()
+    for observer in observers:
+        with contextlib.suppress(RuntimeError):
+            observer.join(timeout=_JOIN_SECONDS)
+
+
 def _discard(observer: BaseObserver) -> None:
     """Stop ``observer`` and its emitters, whether or not it ever started."""
     observer.stop()
@@ -160,7 +171,10 @@ class Watcher:
     """The watchdog observers for all cameras: native, and polling where asked or forced.
 
     ``native`` and ``polling`` build the observers and ``monotonic`` times the
-    rebuilds; tests inject them.
+    rebuilds; tests inject them. ``present(camera, directory)`` says whether a watch
+    root is there ("ok", "missing", "unreadable", or None while unknown); the
+    service answers from each camera's own thread (lanes.py), so that a hung mount
+    never blocks the main loop here.
     """
 
     def __init__(
@@ -171,8 +185,10 @@ class Watcher:
         native: Callable[[], BaseObserver] = Observer,
         polling: Callable[[float], BaseObserver] = _polling_observer,
         monotonic: Callable[[], float] = time.monotonic,
+        present: Callable[[str, Path], str | None] | None = None,
     ) -> None:
         self._cameras = cameras
+        self._present = present or (lambda _camera, directory: probe_directory(directory))
         self._sink = sink
         self._native = native
         self._polling = polling
@@ -204,7 +220,9 @@ class Watcher:
         added = []
         for camera in self._cameras:
             armed = self.watching.setdefault(camera.name, [])
-            missing = [d for d in camera.watch if d not in armed and d.is_dir()]
+            missing = [
+                d for d in camera.watch if d not in armed and self._present(camera.name, d) == "ok"
+            ]
             for _, directory in self._arm(camera, [d for d in missing if self._usable(camera, d)]):
                 log.info("watch.directory_armed", camera=camera.name, directory=str(directory))
                 added.append((camera, directory))
@@ -242,18 +260,26 @@ class Watcher:
         return not any(_dead_threads(o) for o in self._observers.values())
 
     def stop(self) -> None:
-        """Stop and join the observers."""
+        """Stop and join the observers, giving up on any stuck in a hung mount."""
         self._running = False
-        for observer in self._observers.values():
-            observer.stop()
-        for observer in self._observers.values():
-            with contextlib.suppress(RuntimeError):
-                observer.join(timeout=_JOIN_SECONDS)
+        observers = list(self._observers.values())
+        stopper = threading.Thread(target=_stop_all, args=(observers,), daemon=True)
+        stopper.start()
+        stopper.join(_STOP_SECONDS)
+        if stopper.is_alive():
+            log.warning(
+                "watch.stop_stuck",
+                action="an emitter is stuck in a filesystem call (a hung mount?); "
+                "exiting without waiting for it",
+            )
 
     # --- arming -------------------------------------------------------------
 
     def _usable(self, camera: CameraConfig, directory: Path) -> bool:
-        if not directory.is_dir():
+        state = self._present(camera.name, directory)
+        if state is None:  # no answer yet (a hung mount?): the service reports stalls
+            return False
+        if state == "missing":
             log.warning(
                 "watch.directory_missing",
                 camera=camera.name,
@@ -262,7 +288,7 @@ class Watcher:
                 "every 30 s",
             )
             return False
-        if not os.access(directory, os.R_OK | os.X_OK):
+        if state == "unreadable":
             log.error(
                 "watch.directory_unreadable",
                 camera=camera.name,
@@ -374,7 +400,8 @@ class Watcher:
     def _forget_lost(self) -> None:
         """Unschedule armed roots that no longer exist, so rearm() picks them up again."""
         for camera in self._cameras:
-            for directory in [d for d in self.watching.get(camera.name, []) if not d.is_dir()]:
+            armed = self.watching.get(camera.name, [])
+            for directory in [d for d in armed if self._present(camera.name, d) == "missing"]:
                 log.warning(
                     "watch.directory_lost",
                     camera=camera.name,
