@@ -102,6 +102,16 @@ class TestDefaults:
         config = load_config(Path(__file__).parents[1] / "config.toml")
         assert [c.name for c in config.cameras] == ["cryo", "te"]
 
+    @pytest.mark.parametrize(
+        ("line", "polling"), [("", None), ("polling = true", True), ("polling = false", False)]
+    )
+    def test_polling_unset_is_none(
+        self, write_config: Write, line: str, polling: bool | None
+    ) -> None:
+        """polling left unset is None (decided per mount); true and false are kept as set."""
+        config = load_config(write_config(MINIMAL + line + "\n"))
+        assert config.camera("cryo").polling is polling
+
 
 class TestErrors:
     def test_unknown_key_names_table_and_suggests(self, write_config: Write) -> None:

@@ -19,6 +19,7 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 from biaswatch.config import CameraConfig, load_config
+from biaswatch.mounts import Mount
 from biaswatch.watch import MAX_REBUILDS, PathEvent, Watcher, WatcherFailing
 
 # Generous: the machine is small and shared, and a deadline only costs time on failure.
@@ -169,6 +170,74 @@ def test_inotify_limit_falls_back_to_polling(
     )
     assert "sysctl -w fs.inotify.max_user_" in limits[0]["action"]
     assert "polling every 0.2 s meanwhile" in limits[0]["action"]
+
+
+class Polling:
+    """A polling-observer factory that remembers the interval of each observer it built."""
+
+    def __init__(self) -> None:
+        self.intervals: list[float] = []
+
+    def __call__(self, interval: float) -> BaseObserver:
+        """Build a PollingObserver polling every ``interval`` seconds."""
+        self.intervals.append(interval)
+        return PollingObserver(timeout=interval)
+
+
+def on_nfs4(directory: Path) -> list[Mount]:
+    """A mount table with a local root and ``directory`` mounted over NFSv4."""
+    return [Mount(Path("/"), "ext4", "/dev/sda1"), Mount(directory, "nfs4", "nas:/export/cameras")]
+
+
+def test_network_directory_is_polled_when_polling_is_unset(
+    camera: CameraConfig, tmp_path: Path
+) -> None:
+    """A camera with polling unset whose directory is on nfs4 polls, and says so at info."""
+    inbox = Inbox()
+    native, polling = Built(), Polling()
+    root = camera.watch[0]
+    assert camera.polling is None
+    watcher = Watcher([camera], inbox, native=native, polling=polling, mounts=on_nfs4(tmp_path))
+    with structlog.testing.capture_logs() as logs, started(watcher):
+        assert (native.observers, polling.intervals) == ([], [0.2])
+        assert watcher.watching == {"cryo": [root]}
+        (root / "a.fits").write_bytes(b"a")
+        inbox.wait_for(root / "a.fits")
+        assert watcher.degraded == ()
+    network = [e for e in logs if e["event"] == "watch.network_fs"]
+    assert len(network) == 1
+    assert (network[0]["log_level"], network[0]["camera"], network[0]["fstype"]) == (
+        "info",
+        "cryo",
+        "nfs4",
+    )
+    assert network[0]["directory"] == str(root)
+    assert network[0]["action"].startswith(f"{root} is polled: it is on the nfs4 mount {tmp_path}")
+
+
+def test_polling_false_on_a_network_directory_stays_native_and_warns(
+    write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """polling = false on an nfs4 directory keeps the native observer and logs a warning."""
+    camera = camera_config(write_config, polling=False, poll_interval_seconds=0.2)
+    native, polling = Built(), Polling()
+    watcher = Watcher([camera], Inbox(), native=native, polling=polling, mounts=on_nfs4(tmp_path))
+    with structlog.testing.capture_logs() as logs, started(watcher):
+        assert (len(native.observers), polling.intervals) == (1, [])
+    network = [e for e in logs if e["event"] == "watch.network_fs"]
+    assert len(network) == 1
+    assert (network[0]["log_level"], network[0]["fstype"]) == ("warning", "nfs4")
+    assert network[0]["action"].endswith("set polling = true or leave it unset")
+
+
+def test_local_directory_with_polling_unset_is_native(camera: CameraConfig) -> None:
+    """A camera with polling unset on a local disk gets the native observer and no log."""
+    native, polling = Built(), Polling()
+    mounts = [Mount(Path("/"), "ext4", "/dev/sda1")]
+    watcher = Watcher([camera], Inbox(), native=native, polling=polling, mounts=mounts)
+    with structlog.testing.capture_logs() as logs, started(watcher):
+        assert (len(native.observers), polling.intervals) == (1, [])
+    assert "watch.network_fs" not in [e["event"] for e in logs]
 
 
 def test_dead_emitter_is_detected_and_rebuilt(camera: CameraConfig) -> None:

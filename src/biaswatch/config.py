@@ -203,7 +203,9 @@ class CameraSettings(_Frozen):
     # A file that stays an incomplete FITS this long is rejected as truncated;
     # until then it is assumed to be still on its way (a slow network copy).
     max_incomplete_minutes: float = Field(default=10.0, gt=0)
-    polling: bool = False
+    # None: poll where a watch directory is on a network filesystem, where
+    # inotify sees nothing written by other machines (mounts.use_polling).
+    polling: bool | None = None
     # watchdog's PollingObserver defaults to 1 s and stats the whole tree each
     # time (watchdog #577); 10 s is gentle on NFS and still well inside settle.
     poll_interval_seconds: float = Field(default=10.0, gt=0)

@@ -32,6 +32,7 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 from biaswatch.config import CameraConfig
+from biaswatch.mounts import Mount, network_mount, read_mounts, use_polling
 from biaswatch.scan import is_candidate, probe_directory, scan_dir
 
 log = structlog.get_logger("biaswatch.watch")
@@ -171,10 +172,11 @@ class Watcher:
     """The watchdog observers for all cameras: native, and polling where asked or forced.
 
     ``native`` and ``polling`` build the observers and ``monotonic`` times the
-    rebuilds; tests inject them. ``present(camera, directory)`` says whether a watch
-    root is there ("ok", "missing", "unreadable", or None while unknown); the
-    service answers from each camera's own thread (lanes.py), so that a hung mount
-    never blocks the main loop here.
+    rebuilds; ``mounts`` (None: /proc/self/mountinfo, read at start) tells which
+    directories are on a network filesystem. Tests inject them.
+    ``present(camera, directory)`` says whether a watch root is there ("ok",
+    "missing", "unreadable", or None while unknown); the service answers from each
+    camera's own thread (lanes.py), so that a hung mount never blocks the main loop.
     """
 
     def __init__(
@@ -185,9 +187,11 @@ class Watcher:
         native: Callable[[], BaseObserver] = Observer,
         polling: Callable[[float], BaseObserver] = _polling_observer,
         monotonic: Callable[[], float] = time.monotonic,
+        mounts: Sequence[Mount] | None = None,
         present: Callable[[str, Path], str | None] | None = None,
     ) -> None:
         self._cameras = cameras
+        self._mounts = mounts
         self._present = present or (lambda _camera, directory: probe_directory(directory))
         self._sink = sink
         self._native = native
@@ -206,8 +210,9 @@ class Watcher:
     def start(self) -> None:
         """Schedule every existing watch directory; report the missing ones."""
         self._running = True
+        mounts = read_mounts() if self._mounts is None else self._mounts
         for camera in self._cameras:
-            polled = camera.poll_interval_seconds if camera.polling else None
+            polled = camera.poll_interval_seconds if self._polls(camera, mounts) else None
             self._kind[camera.name] = _Kind(polled)
             self.watching[camera.name] = []
         for camera in self._cameras:
@@ -274,6 +279,24 @@ class Watcher:
             )
 
     # --- arming -------------------------------------------------------------
+
+    def _polls(self, camera: CameraConfig, mounts: Sequence[Mount]) -> bool:
+        """Whether ``camera`` polls: if asked to, or if a directory is on a network fs."""
+        polls = []
+        for directory in camera.watch:
+            poll, text = use_polling(camera.polling, directory, mounts)
+            mount = network_mount(directory, mounts)
+            if text is not None and mount is not None:
+                report = log.warning if camera.polling is False else log.info
+                report(
+                    "watch.network_fs",
+                    camera=camera.name,
+                    directory=str(directory),
+                    fstype=mount.fstype,
+                    action=text,
+                )
+            polls.append(poll)
+        return any(polls)
 
     def _usable(self, camera: CameraConfig, directory: Path) -> bool:
         state = self._present(camera.name, directory)
