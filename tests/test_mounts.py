@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from biaswatch.errors import ConfigError
 from biaswatch.mounts import (
     Mount,
     check_state_dir,
@@ -18,6 +19,7 @@ from biaswatch.mounts import (
     read_mounts,
     use_polling,
 )
+from biaswatch.service import SystemClock, open_catalog
 
 # An observatory host as /proc/self/mountinfo shows it (proc(5)): a local root and
 # data disk, camera frames over NFSv4, a Windows guider PC's share over CIFS (with
@@ -246,3 +248,12 @@ class TestCheckStateDir:
     def test_no_mount_table_no_problem(self, tmp_path: Path) -> None:
         """Without a mount table (not Linux) nothing is reported."""
         assert check_state_dir(tmp_path, []) is None
+
+
+def test_service_refuses_a_catalog_on_a_network_filesystem(tmp_path: Path) -> None:
+    """The service will not open its SQLite catalog on NFS: a config error, nothing written."""
+    state = tmp_path / "state"
+    mounts = [Mount(Path("/"), "ext4", "/dev/sda1"), Mount(tmp_path, "nfs4", "nas:/export")]
+    with pytest.raises(ConfigError, match=r"state_dir.*nfs4.*local disk"):
+        open_catalog(state / "catalog.sqlite", SystemClock(), mounts)
+    assert not state.exists()

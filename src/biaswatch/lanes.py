@@ -45,7 +45,7 @@ class Scan:
     """List a watch directory against the catalog; ``reason`` says why (for the log)."""
 
     directory: Path
-    reason: str  # "start", "rescan", "rebuilt" or "rearmed"
+    reason: str  # "start", "rescan", "overflow", "rebuilt" or "rearmed"
 
 
 _NUDGE = "nudge"  # a calibration finished: turn now
@@ -235,7 +235,7 @@ class Lane:
         bound = log.bind(camera=self.camera.name, directory=str(request.directory))
         if request.reason == "start":
             bound.info("scan.backlog", new=new)
-        elif new and request.reason == "rescan":
+        elif new and request.reason in ("rescan", "overflow"):
             # Files no event announced: inotify overflowed or a watcher missed them.
             bound.warning("scan.reconciled", missing=new)
         else:

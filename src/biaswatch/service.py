@@ -18,6 +18,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -32,8 +33,10 @@ from biaswatch.config import CameraConfig, Config, load_config
 from biaswatch.errors import ConfigError
 from biaswatch.faults import mark_service
 from biaswatch.lanes import Lanes
+from biaswatch.mounts import Mount, check_state_dir
 from biaswatch.nights import night_end
 from biaswatch.notify import Notifier, SystemdNotifier, watchdog_interval
+from biaswatch.overflow import listen_for_overflows
 from biaswatch.publish import is_temporary
 from biaswatch.sets import Action, Decision, Rules, SetState, decide
 from biaswatch.watch import PathEvent, Watcher, WatcherFailing
@@ -49,6 +52,8 @@ PROBE_SECONDS = 5.0
 # At stop, frames being calibrated may finish within this; a lane stuck in a
 # hung mount is left behind (its files are scanned again at the next start).
 LANE_STOP_SECONDS = 15.0
+# After an inotify overflow, rescans are this far apart (seconds) while it lasts.
+OVERFLOW_SCAN_SECONDS = 2.0
 
 
 class Clock(Protocol):
@@ -88,6 +93,11 @@ class RetryDue:
 
 
 @dataclass(frozen=True, slots=True)
+class Overflowed:
+    """The kernel dropped inotify events (overflow.py): rescan now."""
+
+
+@dataclass(frozen=True, slots=True)
 class Wake:
     """Something finished in a worker thread: run the loop now."""
 
@@ -95,8 +105,15 @@ class Wake:
 WAKE = Wake()
 
 
-def _open_catalog(path: Path, clock: Clock) -> Catalog:
-    """The catalog, set aside first if SQLite finds it corrupt (reliability.md 22)."""
+def open_catalog(path: Path, clock: Clock, mounts: Sequence[Mount] | None = None) -> Catalog:
+    """The catalog, set aside first if SQLite finds it corrupt (reliability.md 22).
+
+    Raises:
+        ConfigError: it would live on a network filesystem, where WAL cannot work.
+    """
+    problem = check_state_dir(path.parent, mounts)
+    if problem is not None:
+        raise ConfigError([f"[service] state_dir: {problem}"])
     stamp = clock.now().strftime("%Y%m%dT%H%M%SZ")
     aside = set_aside_if_corrupt(path, stamp)
     if aside is not None:
@@ -119,9 +136,9 @@ class Service:
         self.clock = clock or SystemClock()
         self.notifier = notifier or SystemdNotifier()
         self.cameras = {c.name: c for c in config.cameras}
-        self.catalog = _open_catalog(config.service.state_dir / "catalog.sqlite", self.clock)
+        self.catalog = open_catalog(config.service.state_dir / "catalog.sqlite", self.clock)
         self.work_dir = config.service.state_dir / "work"
-        self.inbox: queue.Queue[PathEvent | SetDue | RetryDue | Wake] = queue.Queue()
+        self.inbox: queue.Queue[PathEvent | SetDue | RetryDue | Overflowed | Wake] = queue.Queue()
         self.lanes = Lanes(
             config.cameras,
             config.site,
@@ -151,10 +168,13 @@ class Service:
         self.reload_requested = False  # read by cli after run(): re-execute
         self._reload_asked = False
         self._degraded = ""
+        self._unlisten: Callable[[], None] = lambda: None
         self._stalled: dict[str, float] = {}  # camera -> when its stall began (monotonic)
         self.exit_status = 0
         self._last_rearm = 0.0
         self._last_rescan = 0.0
+        self._overflowed = False  # an overflow rescan is due
+        self._last_overflow_scan = float("-inf")
         self._last_ping = 0.0
         self._ping_every = watchdog_interval()
 
@@ -205,6 +225,7 @@ class Service:
         start_server(self.config.service.state_dir / "cache" / "numba", self._server_ready)
         self.combines.recover()
         self.lanes.start(PROBE_SECONDS)
+        self._unlisten = listen_for_overflows(lambda: self.inbox.put(Overflowed()))
         self.watcher.start()
         self.scheduler.start()
         self.notifier.notify("READY=1")
@@ -224,6 +245,7 @@ class Service:
         self.notifier.notify("STOPPING=1")
         log.info("service.stopping")
         self.watcher.stop()
+        self._unlisten()
         self.scheduler.shutdown(wait=False)
         taken = self.lanes.stop(LANE_STOP_SECONDS)
         self.catalog.note_seen(taken.seen, taken.vanished)
@@ -278,6 +300,12 @@ class Service:
                 self.lanes.scan(camera.name, directory, "rearmed")
         if now - self._last_rescan >= self.config.service.rescan_minutes * 60:
             self._rescan(now, "rescan")
+        # An overflow burst brings many records: one rescan per OVERFLOW_SCAN_SECONDS,
+        # and one more after the burst for files written while the first one ran.
+        if self._overflowed and now - self._last_overflow_scan >= OVERFLOW_SCAN_SECONDS:
+            self._overflowed = False
+            self._last_overflow_scan = now
+            self._rescan(now, "overflow")
         self._watch_stalls(now)
         self._report_degraded()
 
@@ -326,6 +354,13 @@ class Service:
                 self.combines.queue(item.set_id)
             elif isinstance(item, PathEvent):
                 self.lanes.note(item)
+            elif isinstance(item, Overflowed) and not self._overflowed:
+                self._overflowed = True
+                log.warning(
+                    "watch.overflow",
+                    action="events were lost; rescanning now. If this repeats, raise "
+                    "fs.inotify.max_queued_events (sysctl; default 16384)",
+                )
             try:
                 item = self.inbox.get_nowait()
             except queue.Empty:
