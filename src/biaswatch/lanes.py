@@ -18,7 +18,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -320,12 +320,17 @@ class Lanes:
         """Per camera: seconds in its current unit of work, and what that work is."""
         return {name: (lane.stuck_for(now), lane.doing) for name, lane in self.lanes.items()}
 
-    def stop(self, timeout: float) -> Taken:
-        """Stop every lane (a stuck one is left behind); returns what they still finished."""
+    def stop(self, timeout: float, stalled: Collection[str] = ()) -> Taken:
+        """Stop every lane; returns what they still finished.
+
+        A lane stuck in a call is left behind: the ``stalled`` ones at once, the
+        others after ``timeout`` in all.
+        """
         deadline = time.monotonic() + timeout
         records: list[FrameRecord] = []
-        for lane in self.lanes.values():
-            records += lane.stop(max(0.1, deadline - time.monotonic()))
+        for name, lane in self.lanes.items():
+            wait = 0.1 if name in stalled else max(0.1, deadline - time.monotonic())
+            records += lane.stop(wait)
         self._calibrator.shutdown(wait=False, cancel_futures=True)
         taken = self.take()
         taken.finished += records

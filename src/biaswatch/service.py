@@ -247,7 +247,7 @@ class Service:
         self.watcher.stop()
         self._unlisten()
         self.scheduler.shutdown(wait=False)
-        taken = self.lanes.stop(LANE_STOP_SECONDS)
+        taken = self.lanes.stop(LANE_STOP_SECONDS, stalled=self._stalled)
         self.catalog.note_seen(taken.seen, taken.vanished)
         for record in taken.finished:
             self._record(record)

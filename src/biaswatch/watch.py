@@ -64,7 +64,7 @@ REBUILD_WINDOW_SECONDS = 600.0
 
 _JOIN_SECONDS = 5.0
 # Stopping joins every emitter; one stuck in a hung mount would never return.
-_STOP_SECONDS = 10.0
+_STOP_SECONDS = 5.0
 _REARM_ACTION = "looked for again every 30 s, and scanned when it is back"
 
 
