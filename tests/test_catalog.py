@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from biaswatch.catalog import Catalog, FrameRecord, MasterRow, set_aside_if_corrupt
+from biaswatch.catalog import Catalog
+from biaswatch.catalog_open import set_aside_if_corrupt
+from biaswatch.records import FrameRecord, MasterRow
 from biaswatch.testing import FakeClock
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from biaswatch.catalog import FrameRecord
 from biaswatch.config import CameraConfig, SiteConfig
 from biaswatch.intake import Intake
+from biaswatch.records import FrameRecord
 from biaswatch.testing import fits_bytes, make_bias_fits
 
 

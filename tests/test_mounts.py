@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from biaswatch.catalog import utc_now
+from biaswatch.catalog_open import open_catalog
 from biaswatch.errors import ConfigError
 from biaswatch.mounts import (
     Mount,
@@ -19,7 +21,6 @@ from biaswatch.mounts import (
     read_mounts,
     use_polling,
 )
-from biaswatch.service import SystemClock, open_catalog
 
 # An observatory host as /proc/self/mountinfo shows it (proc(5)): a local root and
 # data disk, camera frames over NFSv4, a Windows guider PC's share over CIFS (with
@@ -255,5 +256,5 @@ def test_service_refuses_a_catalog_on_a_network_filesystem(tmp_path: Path) -> No
     state = tmp_path / "state"
     mounts = [Mount(Path("/"), "ext4", "/dev/sda1"), Mount(tmp_path, "nfs4", "nas:/export")]
     with pytest.raises(ConfigError, match=r"state_dir.*nfs4.*local disk"):
-        open_catalog(state / "catalog.sqlite", SystemClock(), mounts)
+        open_catalog(state / "catalog.sqlite", utc_now, mounts)
     assert not state.exists()

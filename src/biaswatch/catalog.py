@@ -19,139 +19,17 @@ failed try sends a set back to closed with ``tries`` + 1.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS frames (
-    id INTEGER PRIMARY KEY,
-    path TEXT NOT NULL UNIQUE,
-    camera TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    sha256 TEXT,
-    status TEXT NOT NULL
-        CHECK (status IN ('seen', 'valid', 'combined', 'ignored', 'rejected')),
-    reason TEXT,
-    note TEXT,
-    imagetyp TEXT,
-    date_obs TEXT,
-    night TEXT,
-    geometry TEXT,
-    set_id INTEGER REFERENCES sets(id),
-    calibrated TEXT,
-    recorded TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS frames_set ON frames(set_id);
-CREATE INDEX IF NOT EXISTS frames_content ON frames(camera, sha256);
-CREATE TABLE IF NOT EXISTS sets (
-    id INTEGER PRIMARY KEY,
-    camera TEXT NOT NULL,
-    night TEXT NOT NULL,
-    geometry TEXT NOT NULL,
-    state TEXT NOT NULL
-        CHECK (state IN ('open', 'closed', 'combining', 'done', 'failed', 'insufficient')),
-    reason TEXT,
-    tries INTEGER NOT NULL DEFAULT 0,
-    created TEXT NOT NULL,
-    updated TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sets_key ON sets(camera, night, geometry, state);
-CREATE TABLE IF NOT EXISTS masters (
-    id INTEGER PRIMARY KEY,
-    set_id INTEGER NOT NULL UNIQUE REFERENCES sets(id),
-    camera TEXT NOT NULL,
-    night TEXT NOT NULL,
-    sequence INTEGER NOT NULL,
-    geometry TEXT NOT NULL,
-    path TEXT NOT NULL UNIQUE,
-    ncombine INTEGER NOT NULL,
-    input_digest TEXT NOT NULL,
-    created TEXT NOT NULL,
-    UNIQUE (camera, night, sequence)
-);
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class FrameRecord:
-    """What the service learnt about one file."""
-
-    path: str
-    camera: str
-    size: int
-    mtime_ns: int
-    status: str
-    sha256: str | None = None
-    reason: str | None = None
-    note: str | None = None
-    imagetyp: str | None = None
-    date_obs: str | None = None
-    night: str | None = None
-    geometry: str | None = None
-    calibrated: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SetRow:
-    """One set and its valid frames' count and latest arrival."""
-
-    id: int
-    camera: str
-    night: str
-    geometry: str
-    state: str
-    reason: str | None
-    frames: int
-    last_arrival: dt.datetime
-
-
-@dataclass(frozen=True, slots=True)
-class MasterRow:
-    """One published master."""
-
-    camera: str
-    night: str
-    sequence: int
-    geometry: str
-    path: str
-    ncombine: int
-    input_digest: str
-    created: str
+from biaswatch.records import SCHEMA, FrameRecord, MasterRow, SetRow
 
 
 def utc_now() -> dt.datetime:
     """The real time, aware UTC (the default clock)."""
     return dt.datetime.now(dt.UTC)
-
-
-def set_aside_if_corrupt(path: Path, stamp: str) -> Path | None:
-    """Move a catalog that fails SQLite's integrity check aside; returns where, if moved.
-
-    The service then starts a new catalog: its start scan records every frame again,
-    and every master already on disk for the same inputs is adopted, not remade.
-    """
-    if not path.exists():
-        return None
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            healthy = db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        finally:
-            db.close()
-    except sqlite3.DatabaseError:  # "file is not a database", "malformed"
-        healthy = False
-    if healthy:
-        return None
-    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
-    os.replace(path, aside)
-    for suffix in ("-wal", "-shm"):  # belong to the corrupt file, not to the new one
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    return aside
 
 
 class KnownReader:

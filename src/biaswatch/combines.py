@@ -23,7 +23,7 @@ from pathlib import Path
 
 import structlog
 
-from biaswatch.catalog import Catalog, MasterRow
+from biaswatch.catalog import Catalog
 from biaswatch.config import Config
 from biaswatch.notify import Notifier
 from biaswatch.publish import (
@@ -34,6 +34,7 @@ from biaswatch.publish import (
     point_latest,
     publish_master,
 )
+from biaswatch.records import MasterRow
 from biaswatch.sets import input_digest
 from biaswatch.worker import CombineJob, CombineProcess, CombineResult
 

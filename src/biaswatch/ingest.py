@@ -15,11 +15,11 @@ import numpy as np
 import structlog
 
 from biaswatch.calibrate import calibrate_image, calibrated_header, write_calibrated
-from biaswatch.catalog import FrameRecord
 from biaswatch.config import CameraConfig, SiteConfig
 from biaswatch.errors import FrameRejected
 from biaswatch.frames import RawFrame, classify, geometry, observation_time, read_frame
 from biaswatch.nights import night_label
+from biaswatch.records import FrameRecord
 
 log = structlog.get_logger("biaswatch.ingest")
 

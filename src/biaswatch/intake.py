@@ -14,12 +14,12 @@ from pathlib import Path
 
 import structlog
 
-from biaswatch.catalog import FrameRecord
 from biaswatch.config import CameraConfig, SiteConfig
 from biaswatch.errors import FrameRejected
 from biaswatch.fitsbytes import fits_status
 from biaswatch.frames import Readiness
 from biaswatch.ingest import examine, read, rejected_record
+from biaswatch.records import FrameRecord
 from biaswatch.scan import scan_dir
 
 log = structlog.get_logger("biaswatch.intake")

@@ -25,11 +25,12 @@ from pathlib import Path
 
 import structlog
 
-from biaswatch.catalog import FrameRecord, KnownReader
+from biaswatch.catalog import KnownReader
 from biaswatch.config import CameraConfig, SiteConfig
+from biaswatch.handler import PathEvent
 from biaswatch.intake import CALIBRATION_WORKERS, Intake
+from biaswatch.records import FrameRecord
 from biaswatch.scan import probe_directory
-from biaswatch.watch import PathEvent
 
 log = structlog.get_logger("biaswatch.lanes")
 
@@ -72,8 +73,10 @@ class Lane:
         catalog: Path,
         wake: Callable[[], None],
         monotonic: Callable[[], float] = time.monotonic,
+        probe: Callable[[Path], str] = probe_directory,
     ) -> None:
         self.camera = camera
+        self._probe_root = probe
         self._make_intake = make_intake
         self._catalog = catalog
         self._wake = wake
@@ -220,7 +223,7 @@ class Lane:
         found = {}
         for directory in self.camera.watch:
             self._begin(f"probing {directory}")
-            found[directory] = probe_directory(directory)
+            found[directory] = self._probe_root(directory)
         with self._lock:
             self._present = found
         self._probed_at = self._monotonic()

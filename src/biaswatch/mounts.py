@@ -20,6 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
+from biaswatch.config import CameraConfig
+
+log = structlog.get_logger("biaswatch.watch")
+
 MOUNTINFO = Path("/proc/self/mountinfo")
 
 # From systemd's fstype_is_network() (src/basic/mountpoint-util.c, with its
@@ -147,3 +153,22 @@ def check_state_dir(state_dir: Path, mounts: Sequence[Mount] | None = None) -> s
         f"state_dir {state_dir} is on {_where(mount)}; the catalog is SQLite in WAL mode, "
         "which does not work over a network filesystem: put state_dir on a local disk"
     )
+
+
+def polls(camera: CameraConfig, mounts: Sequence[Mount]) -> bool:
+    """Whether ``camera`` polls: if asked to, or if a directory is on a network fs."""
+    answers = []
+    for directory in camera.watch:
+        poll, text = use_polling(camera.polling, directory, mounts)
+        mount = network_mount(directory, mounts)
+        if text is not None and mount is not None:
+            report = log.warning if camera.polling is False else log.info
+            report(
+                "watch.network_fs",
+                camera=camera.name,
+                directory=str(directory),
+                fstype=mount.fstype,
+                action=text,
+            )
+        answers.append(poll)
+    return any(answers)

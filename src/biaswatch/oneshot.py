@@ -17,12 +17,12 @@ from pathlib import Path
 
 from astropy.io import fits
 
-from biaswatch.catalog import FrameRecord
 from biaswatch.combine import combine_files
 from biaswatch.config import CameraConfig, CombineSettings, SiteConfig
 from biaswatch.errors import CombineFailed
 from biaswatch.ingest import ingest
 from biaswatch.publish import MasterInfo, give_final_name, master_header, write_temporary
+from biaswatch.records import FrameRecord
 from biaswatch.sets import input_digest
 
 

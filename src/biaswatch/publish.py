@@ -23,9 +23,10 @@ import structlog
 from astropy.io import fits
 
 from biaswatch import __version__
-from biaswatch.catalog import Catalog, MasterRow
+from biaswatch.catalog import Catalog
 from biaswatch.config import CombineSettings
 from biaswatch.faults import crash_point
+from biaswatch.records import MasterRow
 
 log = structlog.get_logger("biaswatch.publish")
 

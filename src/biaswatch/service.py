@@ -18,28 +18,30 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from biaswatch import __version__
-from biaswatch.catalog import Catalog, FrameRecord, SetRow, set_aside_if_corrupt
+from biaswatch.catalog_open import open_catalog
 from biaswatch.combines import Combines
 from biaswatch.config import CameraConfig, Config, load_config
 from biaswatch.errors import ConfigError
 from biaswatch.faults import mark_service
+from biaswatch.handler import PathEvent
+from biaswatch.health import Health
 from biaswatch.lanes import Lanes
-from biaswatch.mounts import Mount, check_state_dir
 from biaswatch.nights import night_end
-from biaswatch.notify import Notifier, SystemdNotifier, watchdog_interval
+from biaswatch.notify import Notifier, SystemdNotifier
 from biaswatch.overflow import listen_for_overflows
 from biaswatch.publish import is_temporary
+from biaswatch.recording import record_frame
+from biaswatch.records import SetRow
 from biaswatch.sets import Action, Decision, Rules, SetState, decide
-from biaswatch.watch import PathEvent, Watcher, WatcherFailing
+from biaswatch.watch import Watcher, WatcherFailing
 from biaswatch.worker import start_server
 
 log = structlog.get_logger("biaswatch.service")
@@ -105,23 +107,6 @@ class Wake:
 WAKE = Wake()
 
 
-def open_catalog(path: Path, clock: Clock, mounts: Sequence[Mount] | None = None) -> Catalog:
-    """The catalog, set aside first if SQLite finds it corrupt (reliability.md 22).
-
-    Raises:
-        ConfigError: it would live on a network filesystem, where WAL cannot work.
-    """
-    problem = check_state_dir(path.parent, mounts)
-    if problem is not None:
-        raise ConfigError([f"[service] state_dir: {problem}"])
-    stamp = clock.now().strftime("%Y%m%dT%H%M%SZ")
-    aside = set_aside_if_corrupt(path, stamp)
-    if aside is not None:
-        action = "rebuilding from a full scan; masters already on disk are adopted"
-        log.error("catalog.corrupt", moved_to=str(aside), action=action)
-    return Catalog(path, now=clock.now)
-
-
 class Service:
     """The biaswatch daemon for one configuration."""
 
@@ -136,7 +121,7 @@ class Service:
         self.clock = clock or SystemClock()
         self.notifier = notifier or SystemdNotifier()
         self.cameras = {c.name: c for c in config.cameras}
-        self.catalog = open_catalog(config.service.state_dir / "catalog.sqlite", self.clock)
+        self.catalog = open_catalog(config.service.state_dir / "catalog.sqlite", self.clock.now)
         self.work_dir = config.service.state_dir / "work"
         self.inbox: queue.Queue[PathEvent | SetDue | RetryDue | Overflowed | Wake] = queue.Queue()
         self.lanes = Lanes(
@@ -167,16 +152,13 @@ class Service:
         self._stop = threading.Event()
         self.reload_requested = False  # read by cli after run(): re-execute
         self._reload_asked = False
-        self._degraded = ""
         self._unlisten: Callable[[], None] = lambda: None
-        self._stalled: dict[str, float] = {}  # camera -> when its stall began (monotonic)
+        self.health = Health(self.notifier, config.service.stall_seconds)
         self.exit_status = 0
         self._last_rearm = 0.0
         self._last_rescan = 0.0
         self._overflowed = False  # an overflow rescan is due
         self._last_overflow_scan = float("-inf")
-        self._last_ping = 0.0
-        self._ping_every = watchdog_interval()
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -247,10 +229,10 @@ class Service:
         self.watcher.stop()
         self._unlisten()
         self.scheduler.shutdown(wait=False)
-        taken = self.lanes.stop(LANE_STOP_SECONDS, stalled=self._stalled)
+        taken = self.lanes.stop(LANE_STOP_SECONDS, stalled=self.health.stalled)
         self.catalog.note_seen(taken.seen, taken.vanished)
         for record in taken.finished:
-            self._record(record)
+            record_frame(self.catalog, record)
         self.combines.stop("service stopped during the combine")
         self.catalog.close()
         log.info("service.stopped")
@@ -273,7 +255,7 @@ class Service:
         taken = self.lanes.take()
         if taken.seen or taken.vanished:
             self.catalog.note_seen(taken.seen, taken.vanished)
-        joined = [self._record(record) for record in taken.finished]
+        joined = [record_frame(self.catalog, record) for record in taken.finished]
         # Record the whole batch first, then judge each set once with all its frames.
         for set_id in sorted({s for s in joined if s is not None}):
             self._evaluate(set_id)
@@ -282,7 +264,7 @@ class Service:
             self.combines.server_ready()
         self.combines.step()
         self._supervise_watches(now)
-        self._ping(now)
+        self.health.ping(now, watchers_alive=self.watcher.alive())
 
     def _supervise_watches(self, now: float) -> None:
         try:
@@ -306,34 +288,8 @@ class Service:
             self._overflowed = False
             self._last_overflow_scan = now
             self._rescan(now, "overflow")
-        self._watch_stalls(now)
-        self._report_degraded()
-
-    def _watch_stalls(self, now: float) -> None:
-        """Report cameras whose lane has had no answer from their files for stall_seconds."""
-        limit = self.config.service.stall_seconds
-        for camera, (seconds, doing) in self.lanes.stuck(now).items():
-            if seconds >= limit and camera not in self._stalled:
-                self._stalled[camera] = now - seconds
-                log.warning(
-                    "camera.stalled",
-                    camera=camera,
-                    seconds=round(seconds, 1),
-                    doing=doing,
-                    action="check the disk or mount holding its directories (NFS server "
-                    "down?); other cameras go on, and this one resumes by itself",
-                )
-            elif seconds < limit and camera in self._stalled:
-                began = self._stalled.pop(camera)
-                log.info("camera.recovered", camera=camera, after_seconds=round(now - began, 1))
-
-    def _report_degraded(self) -> None:
-        stalled = [f"{camera}: no answer from its files" for camera in sorted(self._stalled)]
-        degraded = "; ".join([*self.watcher.degraded, *stalled])
-        if degraded != self._degraded:
-            self._degraded = degraded
-            status = f"degraded: {degraded}" if degraded else "watching"
-            self.notifier.notify(f"STATUS={status}")
+        self.health.stalls(now, self.lanes.stuck(now))
+        self.health.status(self.watcher.degraded)
 
     def _rescan(self, now: float, reason: str) -> None:
         """Have every lane list its watched directories: events are only hints."""
@@ -365,41 +321,6 @@ class Service:
                 item = self.inbox.get_nowait()
             except queue.Empty:
                 return
-
-    def _record(self, record: FrameRecord) -> int | None:
-        """Write a frame record; returns the set it joined, if any."""
-        if record.status != "valid":
-            self.catalog.record_frame(record)
-            return None
-        before = self.catalog.frame(Path(record.path))
-        if before is not None and before["status"] == "seen":
-            before = None  # noticed, never judged: this is its first record
-        if before is not None and before["sha256"] == record.sha256:
-            self.catalog.touch_frame(record.path, record.size, record.mtime_ns)
-            return None  # touched, not changed: it is in its set already
-        twin = self.catalog.same_content(record.camera, str(record.sha256), record.path)
-        if twin is not None:
-            reason = f"duplicate of {twin} (same content): not combined twice"
-            log.warning("frame.duplicate", camera=record.camera, file=record.path, twin=twin)
-            self.catalog.record_frame(replace(record, status="ignored", reason=reason))
-            return None
-        if before is None:
-            return self.catalog.add_to_set(record)
-        set_id, left = self.catalog.replace_frame(record)
-        action = (
-            "updated in its set, not combined yet"
-            if left is None
-            else "its set is combined again as a new master version; the old one is kept"
-        )
-        log.warning(
-            "frame.changed",
-            camera=record.camera,
-            file=record.path,
-            set=set_id,
-            previous_set=left,
-            action=action,
-        )
-        return set_id
 
     # --- sets -----------------------------------------------------------
 
@@ -476,16 +397,3 @@ class Service:
             id=f"retry-{set_id}",
             replace_existing=True,
         )
-
-    # --- health -------------------------------------------------------------
-
-    def _ping(self, now: float) -> None:
-        # WATCHDOG=1 only when this loop is turning and the watchers live
-        # (reliability.md 2.2): a dead observer must not look healthy.
-        if self._ping_every is None or now - self._last_ping < self._ping_every:
-            return
-        if self.watcher.alive():
-            self.notifier.notify("WATCHDOG=1")
-            self._last_ping = now
-        else:
-            log.error("watch.observer_dead", action="restarting via the systemd watchdog")

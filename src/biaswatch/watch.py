@@ -1,12 +1,9 @@
-"""Watching camera directories: watchdog events become queued paths, nothing more.
+"""The watchdog observers of every camera: native inotify, or polling on network mounts.
 
-A watchdog event is only a hint to look now (reliability.md, W1-W12): the
-handler does no I/O and never raises (an exception kills watchdog's
-dispatcher thread, W8); the service decides readiness itself. Moves into a
-watched tree arrive as ``moved`` with ``dest_path`` (W7), closes as
-``closed`` on inotify only (W3). scan.py lists what is already there, so
-frames that landed while the service was down, or that no event announced,
-are not missed.
+Their handlers (handler.py) only queue paths; scan.py lists what is already
+there, so frames that landed while the service was down, or that no event
+announced, are not missed. Whether a root exists is asked of the camera's own
+thread (lanes.py), never looked up here, so a hung mount cannot block the loop.
 
 Nothing in watchdog restarts a dead thread or reports a lost root (W8, W10),
 so :meth:`Watcher.check` does, and an inotify limit (W9) degrades a camera to
@@ -17,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import threading
 import time
 from collections import deque
@@ -26,14 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 from biaswatch.config import CameraConfig
-from biaswatch.mounts import Mount, network_mount, read_mounts, use_polling
-from biaswatch.scan import is_candidate, probe_directory, scan_dir
+from biaswatch.handler import PathEvent, PathHandler
+from biaswatch.mounts import Mount, polls, read_mounts
+from biaswatch.scan import probe_directory
 
 log = structlog.get_logger("biaswatch.watch")
 
@@ -70,56 +66,6 @@ _REARM_ACTION = "looked for again every 30 s, and scanned when it is back"
 
 class WatcherFailing(Exception):
     """The observers keep dying; the service should exit so systemd restarts it."""
-
-
-@dataclass(frozen=True, slots=True)
-class PathEvent:
-    """A path worth looking at, for a camera; ``closed`` if its writer closed it."""
-
-    camera: str
-    path: Path
-    closed: bool = False
-
-
-class _Handler(FileSystemEventHandler):
-    """Puts candidate paths of one camera's watch root on the queue; does nothing else."""
-
-    def __init__(
-        self, camera: CameraConfig, directory: Path, sink: Callable[[PathEvent], None]
-    ) -> None:
-        self._camera = camera
-        self._directory = directory
-        self._sink = sink
-
-    def dispatch(self, event: FileSystemEvent) -> None:
-        """Queue the event's candidate paths; log, never raise, if that fails."""
-        # dispatch, not on_any_event, so that nothing of the handler runs
-        # unguarded: one exception here kills the dispatcher thread for every
-        # camera on this observer, silently (W8).
-        try:
-            self._queue(event)
-        except Exception:
-            log.exception(
-                "watch.handler_failed",
-                camera=self._camera.name,
-                directory=str(self._directory),
-                event_type=event.event_type,
-                path=os.fsdecode(event.src_path),
-            )
-
-    def _queue(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("deleted", "opened", "closed_no_write"):
-            return
-        raw = event.dest_path if event.event_type == "moved" else event.src_path
-        path = Path(os.fsdecode(raw))
-        if event.is_directory:
-            # A directory moved in (or created with files already in it) is scanned.
-            if event.event_type in ("created", "moved"):
-                for found in scan_dir(path, self._camera.patterns):
-                    self._sink(PathEvent(self._camera.name, found))
-            return
-        if is_candidate(path, self._camera.patterns):
-            self._sink(PathEvent(self._camera.name, path, event.event_type == "closed"))
 
 
 def _polling_observer(interval: float) -> BaseObserver:
@@ -212,7 +158,7 @@ class Watcher:
         self._running = True
         mounts = read_mounts() if self._mounts is None else self._mounts
         for camera in self._cameras:
-            polled = camera.poll_interval_seconds if self._polls(camera, mounts) else None
+            polled = camera.poll_interval_seconds if polls(camera, mounts) else None
             self._kind[camera.name] = _Kind(polled)
             self.watching[camera.name] = []
         for camera in self._cameras:
@@ -280,24 +226,6 @@ class Watcher:
 
     # --- arming -------------------------------------------------------------
 
-    def _polls(self, camera: CameraConfig, mounts: Sequence[Mount]) -> bool:
-        """Whether ``camera`` polls: if asked to, or if a directory is on a network fs."""
-        polls = []
-        for directory in camera.watch:
-            poll, text = use_polling(camera.polling, directory, mounts)
-            mount = network_mount(directory, mounts)
-            if text is not None and mount is not None:
-                report = log.warning if camera.polling is False else log.info
-                report(
-                    "watch.network_fs",
-                    camera=camera.name,
-                    directory=str(directory),
-                    fstype=mount.fstype,
-                    action=text,
-                )
-            polls.append(poll)
-        return any(polls)
-
     def _usable(self, camera: CameraConfig, directory: Path) -> bool:
         state = self._present(camera.name, directory)
         if state is None:  # no answer yet (a hung mount?): the service reports stalls
@@ -359,7 +287,7 @@ class Watcher:
 
     def _schedule(self, observer: BaseObserver, camera: CameraConfig, directory: Path) -> bool:
         """Watch ``directory`` recursively; native inotify limits propagate, the rest is logged."""
-        handler = _Handler(camera, directory, self._sink)
+        handler = PathHandler(camera, directory, self._sink)
         try:
             watch = observer.schedule(handler, str(directory), recursive=True)
         except OSError as error:
