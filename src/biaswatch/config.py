@@ -115,8 +115,8 @@ class ServiceConfig(_Frozen):
     # Memory all concurrent combines may use together: each takes mem_limit, so this
     # allows max_combine_memory // mem_limit at once. Unset: one at a time.
     max_combine_memory: Bytes | None = None
-    # Every watched directory is listed against the catalog this often: watchdog
-    # drops inotify overflows silently (reliability.md W1), so events are only hints.
+    # Every watched directory is listed against the catalog this often: events are
+    # only hints (inotify overflows, reliability.md W1; polling misses, W5-W6).
     rescan_minutes: float = Field(default=10.0, gt=0)
     # A failed combine is tried again after this, doubling each time (3 tries in
     # all, combines.py): time to mend a full disk or a missing mount.

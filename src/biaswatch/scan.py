@@ -1,8 +1,9 @@
 """Listing watched directories for candidate frames: the scans that make events optional.
 
-watchdog drops inotify overflows silently (reliability.md W1), so the service lists
-every watched directory at start, every ``rescan_minutes`` and after a watcher fault,
-and compares with the catalog. The same name rules apply to events (watch.py).
+Events can be lost (an inotify overflow, reliability.md W1, is only logged by
+watchdog 7.1; overflow.py), so the service lists every watched directory at start,
+every ``rescan_minutes``, after an overflow and after a watcher fault, and compares
+with the catalog. The same name rules apply to events (handler.py).
 """
 
 from __future__ import annotations
