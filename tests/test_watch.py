@@ -314,6 +314,34 @@ def test_deleted_root_is_lost_then_rearmed(camera: CameraConfig) -> None:
     assert (lost["log_level"], lost["camera"], lost["directory"]) == ("warning", "cryo", str(root))
 
 
+def test_deleted_root_with_stale_answers_is_lost_not_rebuilt(camera: CameraConfig) -> None:
+    """With answers up to rebuild_grace old, a root deleted just now is lost, not rebuilt."""
+    now = [0.0]
+    root = camera.watch[0]
+    answers = {root: "ok"}  # the camera lane's last probe, not yet updated
+    watcher = Watcher(
+        [camera],
+        Inbox(),
+        monotonic=lambda: now[0],
+        present=lambda _camera, directory: answers.get(directory),
+        rebuild_grace=2.5,
+    )
+    with structlog.testing.capture_logs() as logs, started(watcher):
+        shutil.rmtree(root)
+        wait_until(lambda: not watcher.alive(), "the deleted root's emitter to stop")
+        assert watcher.check() == []  # dead, but the answer may be stale: wait
+        now[0] = 1.0
+        answers[root] = "missing"  # the lane's next probe
+        assert watcher.check() == []
+        assert watcher.watching == {"cryo": []}
+        now[0] = 5.0
+        assert watcher.check() == []
+        assert watcher.alive()
+    events = [e["event"] for e in logs]
+    assert events.count("watch.directory_lost") == 1
+    assert "watch.observer_died" not in events
+
+
 def test_repeated_deaths_raise_watcher_failing(camera: CameraConfig) -> None:
     """After MAX_REBUILDS rebuilds within 10 minutes, the next death raises WatcherFailing."""
     now = [0.0]

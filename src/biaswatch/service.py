@@ -25,7 +25,7 @@ from typing import Protocol
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from biaswatch import __version__
+from biaswatch import __version__, lanes
 from biaswatch.catalog_open import open_catalog
 from biaswatch.combines import Combines
 from biaswatch.config import CameraConfig, Config, load_config
@@ -132,7 +132,12 @@ class Service:
             catalog=config.service.state_dir / "catalog.sqlite",
             wake=lambda: self.inbox.put(WAKE),
         )
-        self.watcher = Watcher(config.cameras, self.inbox.put, present=self.lanes.present)
+        self.watcher = Watcher(
+            config.cameras,
+            self.inbox.put,
+            present=self.lanes.present,
+            rebuild_grace=lanes.PROBE_SECONDS + 2 * lanes.TURN_SECONDS,
+        )
         self.scheduler = BackgroundScheduler(
             timezone=dt.UTC,
             # apscheduler 3 skips a job more than 1 s late by default (base.py

@@ -122,7 +122,8 @@ class Watcher:
     directories are on a network filesystem. Tests inject them.
     ``present(camera, directory)`` says whether a watch root is there ("ok",
     "missing", "unreadable", or None while unknown); the service answers from each
-    camera's own thread (lanes.py), so that a hung mount never blocks the main loop.
+    camera's own thread (lanes.py), so that a hung mount never blocks the main loop;
+    its answers may then be up to ``rebuild_grace`` seconds old.
     """
 
     def __init__(
@@ -135,10 +136,13 @@ class Watcher:
         monotonic: Callable[[], float] = time.monotonic,
         mounts: Sequence[Mount] | None = None,
         present: Callable[[str, Path], str | None] | None = None,
+        rebuild_grace: float = 0.0,
     ) -> None:
         self._cameras = cameras
         self._mounts = mounts
         self._present = present or (lambda _camera, directory: probe_directory(directory))
+        self._rebuild_grace = rebuild_grace
+        self._dead_since: dict[_Kind, float] = {}
         self._sink = sink
         self._native = native
         self._polling = polling
@@ -182,8 +186,8 @@ class Watcher:
     def check(self) -> list[tuple[CameraConfig, Path]]:
         """Unschedule lost roots and rebuild dead observers; returns what to scan again.
 
-        Cheap enough for every main-loop turn: thread liveness and one
-        ``is_dir`` per armed root, no listing.
+        Cheap enough for every main-loop turn: thread liveness and the last
+        answer of ``present`` per armed root, no file access.
 
         Raises:
             WatcherFailing: when an observer dies after MAX_REBUILDS rebuilds
@@ -195,9 +199,17 @@ class Watcher:
         # that is a directory to wait for, not an observer to rebuild.
         self._forget_lost()
         rescan: list[tuple[CameraConfig, Path]] = []
+        now = self._monotonic()
         for kind, observer in list(self._observers.items()):
             dead = _dead_threads(observer)
-            if dead:
+            if not dead:
+                self._dead_since.pop(kind, None)
+                continue
+            # ``present`` may answer from a probe up to rebuild_grace old: wait that
+            # long, so a root deleted just now is found lost, not rebuilt in vain.
+            since = self._dead_since.setdefault(kind, now)
+            if now - since >= self._rebuild_grace:
+                del self._dead_since[kind]
                 rescan += self._rebuild(kind, observer, dead)
         return rescan
 
