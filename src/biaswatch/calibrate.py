@@ -25,7 +25,6 @@ from biaswatch.sections import Section, SectionSource
 # Keywords that describe the raw layout and would be wrong after trimming.
 _RAW_LAYOUT = ("BIASSEC", "TRIMSEC", "DATASEC", "CCDSEC", "BZERO", "BSCALE")
 _STRUCTURE = ("SIMPLE", "BITPIX", "EXTEND", "XTENSION", "PCOUNT", "GCOUNT", "EXTNAME")
-_STRUCTURE = ("SIMPLE", "BITPIX", "EXTEND", "XTENSION", "PCOUNT", "GCOUNT", "EXTNAME")
 
 
 def resolve_section(

@@ -58,7 +58,7 @@ def _walk_hdus(f: BinaryIO, size: int) -> FitsStatus:
         header = read_header(f, first=index == 0)
         if isinstance(header, FitsStatus):
             if index > 0 and header.state == "not_fits":
-                return FitsStatus("complete", "trailing bytes after the last HDU ignored")
+                return _trailing(f, offset, size)
             return header
         cards, header_bytes = header
         data = data_bytes(cards)
@@ -72,6 +72,23 @@ def _walk_hdus(f: BinaryIO, size: int) -> FitsStatus:
         # stop at the last data byte, and astropy reads such files.
         if offset >= size:
             return FitsStatus("complete", f"{index} HDU(s)")
+
+
+def _trailing(f: BinaryIO, offset: int, size: int) -> FitsStatus:
+    """Bytes after the last HDU: zeros are padding; anything else means a wrong header.
+
+    A header whose BITPIX or NAXISn is smaller than the data leaves the rest of
+    the data here: read as it says, the frame would be half an image.
+    """
+    f.seek(offset)
+    while chunk := f.read(1 << 20):
+        if chunk.count(0) != len(chunk):
+            return FitsStatus(
+                "not_fits",
+                f"{size - offset} bytes follow the last HDU and are not an extension: "
+                "its BITPIX or NAXISn do not describe the data",
+            )
+    return FitsStatus("complete", "zero bytes after the last HDU ignored")
 
 
 def read_header(f: BinaryIO, *, first: bool) -> tuple[dict[str, str], int] | FitsStatus:

@@ -21,7 +21,13 @@ from biaswatch.combine import combine_files
 from biaswatch.config import CameraConfig, CombineSettings, SiteConfig
 from biaswatch.errors import CombineFailed
 from biaswatch.ingest import ingest
-from biaswatch.publish import MasterInfo, give_final_name, master_header, write_temporary
+from biaswatch.publish import (
+    MasterInfo,
+    give_final_name,
+    input_names,
+    master_header,
+    write_temporary,
+)
 from biaswatch.records import FrameRecord
 from biaswatch.sets import input_digest
 
@@ -61,7 +67,7 @@ def run(request: Request) -> str:
             night=night,
             sequence=1,
             geometry=f"{data.shape[1]}x{data.shape[0]}",
-            raw_names=tuple(f.name for f in request.files),
+            raw_names=input_names([str(f) for f in request.files]),
             settings=request.combine,
             mem_limit=request.mem_limit,
             input_digest=input_digest(hashes),

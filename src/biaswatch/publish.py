@@ -234,5 +234,14 @@ def find_published(
 
 
 def input_names(paths: Sequence[str]) -> tuple[str, ...]:
-    """The raw files' names as IMCMBnnn records them."""
-    return tuple(Path(p).name for p in paths)
+    """The raw files' names as IMCMBnnn records them, escaped to printable ASCII.
+
+    A FITS header holds printable ASCII only (FITS 4.0, section 4.1.2.3; astropy
+    raises otherwise), and a camera may name a file ``bïas_é.fits``: the name is
+    written with Python's escapes (``b\\xefas_\\xe9.fits``) rather than block the master.
+    """
+    return tuple(_printable(Path(p).name) for p in paths)
+
+
+def _printable(text: str) -> str:
+    return "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode() for c in text)
