@@ -114,7 +114,7 @@ def child(engine: str, paths: list[str], mem_limit: int, result: str, report: st
             return seed_combine(paths, mem_limit)
     else:
         from biaswatch.combine import combine_files, warm_up
-        from biaswatch.config import CombineSettings
+        from biaswatch.settings import CombineSettings
 
         # The service's combine child is forked from a server that has loaded the
         # compiled kernel (biaswatch.preload): its memory before the combine holds it.
@@ -472,7 +472,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.child:  # the parent passes bytes; importing the config (pydantic) would count
         args.mem_limit_bytes = int(args.mem_limit)
         return args
-    from biaswatch.config import parse_size
+    from biaswatch.settings import parse_size
 
     args.mem_limit_bytes = parse_size(args.mem_limit)
     if args.iraf_maxmemory == "mem_limit":

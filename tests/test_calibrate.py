@@ -13,9 +13,9 @@ from astropy.modeling.models import Polynomial1D
 from astropy.nddata import CCDData
 
 from biaswatch.calibrate import calibrate_image, resolve_section
-from biaswatch.config import CalibrateSettings
 from biaswatch.errors import FrameRejected
 from biaswatch.sections import Section, SectionSource
+from biaswatch.settings import CalibrateSettings
 
 HEADER = fits.Header({"BIASSEC": "[41:48,1:40]", "TRIMSEC": "[1:40,1:40]"})
 

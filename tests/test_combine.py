@@ -23,8 +23,8 @@ from biaswatch.combine import (
     combine_files,
     combine_stack,
 )
-from biaswatch.config import CombineSettings
 from biaswatch.errors import CombineFailed
+from biaswatch.settings import CombineSettings
 from biaswatch.testing import seed_combine
 
 SEED = CombineSettings()  # the seed recipe: average, median / mad_std, 5 / 5 sigma
@@ -270,7 +270,7 @@ import sys
 from pathlib import Path
 import numpy as np
 from biaswatch.combine import combine_files, warm_up
-from biaswatch.config import CombineSettings
+from biaswatch.settings import CombineSettings
 
 def vm(key):
     for line in open("/proc/self/status"):

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from biaswatch.config import load_config, parse_size
+from biaswatch.config import load_config
 from biaswatch.errors import ConfigError
 from biaswatch.sections import Section
+from biaswatch.settings import parse_size
 
 Write = Callable[[str], Path]
 

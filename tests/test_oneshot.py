@@ -12,7 +12,7 @@ import pytest
 from astropy.io import fits
 from astropy.nddata import CCDData
 
-from biaswatch.config import CombineSettings
+from biaswatch.settings import CombineSettings
 from biaswatch.testing import make_bias_fits, seed_combine
 
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from biaswatch.config import CombineSettings
 from biaswatch.publish import (
     MasterInfo,
     give_final_name,
@@ -18,6 +17,7 @@ from biaswatch.publish import (
     point_latest,
     write_temporary,
 )
+from biaswatch.settings import CombineSettings
 
 INFO = MasterInfo(
     camera="cryo",

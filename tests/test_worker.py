@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from biaswatch.config import CombineSettings
 from biaswatch.publish import MasterInfo
+from biaswatch.settings import CombineSettings
 from biaswatch.worker import CombineJob, CombineProcess, CombineResult
 
 

@@ -18,9 +18,9 @@ from astropy.io import fits
 from astropy.modeling.models import Polynomial1D
 from astropy.nddata import CCDData
 
-from biaswatch.config import CalibrateSettings
 from biaswatch.errors import FrameRejected
 from biaswatch.sections import Section, SectionSource
+from biaswatch.settings import CalibrateSettings
 
 # Keywords that describe the raw layout and would be wrong after trimming.
 _RAW_LAYOUT = ("BIASSEC", "TRIMSEC", "DATASEC", "CCDSEC", "BZERO", "BSCALE")

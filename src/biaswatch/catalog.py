@@ -19,11 +19,14 @@ failed try sends a set back to closed with ``tries`` + 1.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
+from biaswatch.qc import FrameQC
 from biaswatch.records import SCHEMA, FrameRecord, MasterRow, SetRow
 
 
@@ -74,6 +77,7 @@ class Catalog:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        _migrate(self._db)
 
     def close(self) -> None:
         """Close the database."""
@@ -181,6 +185,20 @@ class Catalog:
                 "UPDATE sets SET state = ?, reason = ?, updated = ? WHERE id = ?",
                 (state, reason, self._now(), set_id),
             )
+
+    def leave_out(self, path: str, reason: str) -> None:
+        """A valid frame screened out of its set: rejected with the reason, set kept for reports."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE frames SET status = 'rejected', reason = ?, recorded = ? "
+                "WHERE path = ? AND status = 'valid'",
+                (reason, self._now(), path),
+            )
+
+    def flag_set(self, set_id: int, flag: str) -> None:
+        """Note something about a set that does not stop its combine (its CCD temperature)."""
+        with self._transaction() as db:
+            db.execute("UPDATE sets SET flag = ? WHERE id = ?", (flag, set_id))
 
     def requeue_interrupted(self) -> list[int]:
         """At start: sets left combining, or failed, are closed again; returns all closed.
@@ -338,13 +356,13 @@ class Catalog:
 def _insert_frame(db: sqlite3.Connection, frame: FrameRecord, set_id: int | None, now: str) -> None:
     db.execute(
         "INSERT INTO frames (path, camera, size, mtime_ns, sha256, status, reason, note,"
-        " imagetyp, date_obs, night, geometry, set_id, calibrated, recorded)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " imagetyp, date_obs, night, geometry, set_id, calibrated, recorded, qc)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,"
         " sha256 = excluded.sha256, status = excluded.status, reason = excluded.reason,"
         " note = excluded.note, imagetyp = excluded.imagetyp, date_obs = excluded.date_obs,"
         " night = excluded.night, geometry = excluded.geometry, set_id = excluded.set_id,"
-        " calibrated = excluded.calibrated, recorded = excluded.recorded",
+        " calibrated = excluded.calibrated, recorded = excluded.recorded, qc = excluded.qc",
         (
             frame.path,
             frame.camera,
@@ -361,8 +379,27 @@ def _insert_frame(db: sqlite3.Connection, frame: FrameRecord, set_id: int | None
             set_id,
             frame.calibrated,
             now,
+            None if frame.qc is None else json.dumps(asdict(frame.qc)),
         ),
     )
+
+
+# Columns added since the first release: a catalog made before gets them at open,
+# empty (ALTER TABLE ... ADD COLUMN keeps every row; sqlite.org/lang_altertable.html).
+_ADDED_COLUMNS = (("frames", "qc", "TEXT"), ("sets", "flag", "TEXT"))
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    for table, column, kind in _ADDED_COLUMNS:
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+def frame_qc(row: sqlite3.Row) -> FrameQC | None:
+    """The QC stored with a frame row, if it has any."""
+    text = row["qc"]
+    return None if text is None else FrameQC(**json.loads(text))
 
 
 def _open_set(db: sqlite3.Connection, camera: str, night: str, geometry: str, now: str) -> int:

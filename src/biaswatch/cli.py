@@ -162,8 +162,9 @@ def _combine(args: argparse.Namespace) -> int:
     import structlog
 
     from biaswatch import oneshot
-    from biaswatch.config import CombineSettings, ServiceConfig, SiteConfig, parse_size
+    from biaswatch.config import ServiceConfig, SiteConfig
     from biaswatch.errors import CombineFailed
+    from biaswatch.settings import CombineSettings, parse_size
 
     # A one-shot command: its summary on stdout, only warnings (a frame's date taken
     # from its mtime, say) on stderr, not the service's per-frame info events.

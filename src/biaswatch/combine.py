@@ -53,7 +53,7 @@ from biaswatch.kernel import (
 )
 
 if TYPE_CHECKING:  # the combine needs its values, not pydantic's import time
-    from biaswatch.config import CombineSettings
+    from biaswatch.settings import CombineSettings
 
 METHODS: Final = ("average", "median")
 RUNTIME_RESERVE: Final = 4_000_000

@@ -16,13 +16,11 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -30,75 +28,14 @@ from pydantic import (
 )
 
 from biaswatch.errors import ConfigError
-from biaswatch.sections import SectionSource
-
-# Decimal units first, as the seed writes mem_limit=350e6 for "350 MB".
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
-_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?(?:e[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
-_CLOCK = re.compile(r"^([01]?[0-9]|2[0-3]):([0-5][0-9])$")
-
-
-def parse_size(value: object) -> int:
-    """Bytes from ``350MB``, ``2GiB``, ``350e6`` or a plain number of bytes."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size such as '350MB' or a number of bytes")
-    if isinstance(value, int | float):
-        number, unit = float(value), ""
-    elif isinstance(value, str) and (match := _SIZE.match(value)):
-        number, unit = float(match.group(1)), match.group(2).lower()
-    else:
-        raise ValueError(f"{value!r} is not a size such as '350MB', '2GB' or bytes")
-    if unit not in _SIZE_UNITS:
-        raise ValueError(f"unknown size unit {unit!r}; use B, kB, MB, GB, KiB, MiB or GiB")
-    size = int(number * _SIZE_UNITS[unit])
-    if size <= 0:
-        raise ValueError("must be more than 0 bytes")
-    return size
-
-
-def parse_clock(value: object) -> dt.time:
-    """A local wall-clock time from ``HH:MM``."""
-    if isinstance(value, dt.time):
-        return value
-    if not isinstance(value, str) or not (match := _CLOCK.match(value.strip())):
-        raise ValueError(f"{value!r} is not a local time written HH:MM (24-hour)")
-    return dt.time(int(match.group(1)), int(match.group(2)))
-
-
-def _parse_section_source(value: object) -> SectionSource:
-    if isinstance(value, SectionSource):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("expected a string: 'none', 'header:KEYWORD' or '[x1:x2,y1:y2]'")
-    return SectionSource.parse(value)
-
-
-def _parse_overscan_model(value: object) -> str:
-    text = str(value).strip().lower()
-    if text == "median" or re.fullmatch(r"poly:[0-9]", text):
-        return text
-    raise ValueError(f"{value!r}: use 'median' or 'poly:N' with N from 0 to 9")
-
-
-Bytes = Annotated[int, BeforeValidator(parse_size)]
-Clock = Annotated[dt.time, BeforeValidator(parse_clock)]
-Sections = Annotated[SectionSource, BeforeValidator(_parse_section_source)]
-OverscanModel = Annotated[str, BeforeValidator(_parse_overscan_model)]
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+from biaswatch.settings import (
+    Bytes,
+    CalibrateSettings,
+    Clock,
+    CombineSettings,
+    QcSettings,
+    _Frozen,
+)
 
 
 class ServiceConfig(_Frozen):
@@ -168,27 +105,6 @@ class SiteConfig(_Frozen):
         return ZoneInfo(self.timezone)
 
 
-class CalibrateSettings(_Frozen):
-    """``[*.calibrate]``: overscan subtraction and trimming (ccdproc)."""
-
-    overscan: Sections = SectionSource("header", keyword="BIASSEC")
-    overscan_axis: Literal[0, 1] = 1
-    overscan_model: OverscanModel = "median"
-    trim: Sections = SectionSource("header", keyword="TRIMSEC")
-
-
-class CombineSettings(_Frozen):
-    """``[*.combine]``: the statistics of the combine, as in ccdproc.combine."""
-
-    method: Literal["average", "median"] = "average"
-    sigma_clip: bool = True
-    sigma_low: float = Field(default=5.0, gt=0)
-    sigma_high: float = Field(default=5.0, gt=0)
-    center: Literal["median", "mean"] = "median"
-    deviation: Literal["mad_std", "std"] = "mad_std"
-    maxiters: int = Field(default=1, ge=1, le=100)
-
-
 class CameraSettings(_Frozen):
     """Everything a camera may set; ``[defaults]`` holds the shared values."""
 
@@ -212,6 +128,7 @@ class CameraSettings(_Frozen):
     hdu: int | str | None = None
     calibrate: CalibrateSettings = CalibrateSettings()
     combine: CombineSettings = CombineSettings()
+    qc: QcSettings = QcSettings()
 
     @field_validator("bias_values")
     @classmethod

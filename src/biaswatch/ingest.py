@@ -19,6 +19,7 @@ from biaswatch.config import CameraConfig, SiteConfig
 from biaswatch.errors import FrameRejected
 from biaswatch.frames import RawFrame, classify, geometry, observation_time, read_frame
 from biaswatch.nights import night_label
+from biaswatch.qc import frame_qc
 from biaswatch.records import FrameRecord
 
 log = structlog.get_logger("biaswatch.ingest")
@@ -77,6 +78,12 @@ def _examine(
         bound.warning("frame.date_fallback", note=note, night=night)
     _check_finite(frame.image)
     data = calibrate_image(frame.image, frame.header, camera.calibrate)
+    quality = frame_qc(
+        frame.image,
+        data,
+        saturation=_saturation(frame.image, camera.qc.saturation),
+        ccd_temp=_number(frame.header.get(camera.qc.ccd_temp_keyword)),
+    )
     out = work_dir / camera.name / night / _work_name(frame.path)
     write_calibrated(data, calibrated_header(frame.header), out)
     bound.info("frame.calibrated", night=night, geometry=geom, calibrated=str(out))
@@ -88,7 +95,25 @@ def _examine(
         night=night,
         geometry=geom,
         calibrated=str(out),
+        qc=quality,
     )
+
+
+def _saturation(raw: np.ndarray, configured: float | None) -> float:
+    """The configured saturation, else the raw type's largest value (none for floats)."""
+    if configured is not None:
+        return configured
+    if np.issubdtype(raw.dtype, np.integer):
+        return float(np.iinfo(raw.dtype).max)
+    return float("inf")
+
+
+def _number(value: object) -> float | None:
+    """A header value as a float, or None when absent or not a number."""
+    try:
+        return None if value is None or isinstance(value, bool) else float(str(value))
+    except ValueError:
+        return None
 
 
 def _check_finite(image: np.ndarray) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from astropy.io import fits
 
 from biaswatch.combine import combine_files
-from biaswatch.config import CameraConfig, CombineSettings, SiteConfig
+from biaswatch.config import CameraConfig, SiteConfig
 from biaswatch.errors import CombineFailed
 from biaswatch.ingest import ingest
 from biaswatch.publish import (
@@ -30,6 +30,7 @@ from biaswatch.publish import (
 )
 from biaswatch.records import FrameRecord
 from biaswatch.sets import input_digest
+from biaswatch.settings import CombineSettings
 
 
 @dataclass(frozen=True, slots=True)

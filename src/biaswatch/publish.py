@@ -24,9 +24,9 @@ from astropy.io import fits
 
 from biaswatch import __version__
 from biaswatch.catalog import Catalog
-from biaswatch.config import CombineSettings
 from biaswatch.faults import crash_point
 from biaswatch.records import MasterRow
+from biaswatch.settings import CombineSettings
 
 log = structlog.get_logger("biaswatch.publish")
 

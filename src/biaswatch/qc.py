@@ -8,10 +8,10 @@ bias was polluted by: a light leak, a mislabelled flat, a bad amplifier, the
 first frames after a readout-mode change whose level is still settling
 (desispec issues 1562, 2737, 2777).
 
-Statistics are taken on a regular subsample of pixels: a 4096 x 4096 frame
-keeps 1,048,576 of them at a stride of 4, which pins a median to ~0.001 of
-the noise (standard error 1.25 sigma / sqrt(n)) in about 20 ms instead of
-the 0.5 s a full median takes.
+Statistics are taken on a regular subsample of about SAMPLE_PIXELS pixels: a
+4096 x 4096 frame keeps 1,048,576 of them at a stride of 4, which pins a median
+to ~0.001 of the noise (standard error 1.25 sigma / sqrt(n)) in about 20 ms
+instead of the 0.5 s a full median takes. Smaller frames are used whole.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-# Every STRIDE-th row and column: see the module docstring for the cost and precision.
-STRIDE = 4
+# About this many pixels are sampled: see the module docstring for cost and precision.
+SAMPLE_PIXELS = 1 << 20
 # 1 / Phi^-1(3/4): turns a median absolute deviation into a Gaussian sigma.
 MAD_TO_SIGMA = 1.482602218505602
 
@@ -41,7 +41,8 @@ class FrameQC:
 
 
 def _sample(image: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
-    sample = np.asarray(image[::STRIDE, ::STRIDE], dtype=np.float64).ravel()
+    stride = max(1, math.isqrt(image.size // SAMPLE_PIXELS))
+    sample = np.asarray(image[::stride, ::stride], dtype=np.float64).ravel()
     return sample[np.isfinite(sample)]
 
 

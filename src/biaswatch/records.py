@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from biaswatch.qc import FrameQC
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS frames (
     id INTEGER PRIMARY KEY,
@@ -27,7 +29,8 @@ CREATE TABLE IF NOT EXISTS frames (
     geometry TEXT,
     set_id INTEGER REFERENCES sets(id),
     calibrated TEXT,
-    recorded TEXT NOT NULL
+    recorded TEXT NOT NULL,
+    qc TEXT
 );
 CREATE INDEX IF NOT EXISTS frames_set ON frames(set_id);
 CREATE INDEX IF NOT EXISTS frames_content ON frames(camera, sha256);
@@ -41,7 +44,8 @@ CREATE TABLE IF NOT EXISTS sets (
     reason TEXT,
     tries INTEGER NOT NULL DEFAULT 0,
     created TEXT NOT NULL,
-    updated TEXT NOT NULL
+    updated TEXT NOT NULL,
+    flag TEXT
 );
 CREATE INDEX IF NOT EXISTS sets_key ON sets(camera, night, geometry, state);
 CREATE TABLE IF NOT EXISTS masters (
@@ -77,6 +81,7 @@ class FrameRecord:
     night: str | None = None
     geometry: str | None = None
     calibrated: str | None = None
+    qc: FrameQC | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ from biaswatch.overflow import listen_for_overflows
 from biaswatch.publish import is_temporary
 from biaswatch.recording import record_frame
 from biaswatch.records import SetRow
+from biaswatch.screening import screen
 from biaswatch.sets import Action, Decision, Rules, SetState, decide
 from biaswatch.watch import Watcher, WatcherFailing
 from biaswatch.worker import start_server
@@ -359,8 +360,16 @@ class Service:
     def _act(self, row: SetRow, decision: Decision) -> None:
         bound = log.bind(camera=row.camera, night=row.night, set=row.id, frames=row.frames)
         if decision.action is Action.COMBINE:
+            camera = self.cameras[row.camera]
+            kept = screen(self.catalog, row.id, camera)
+            if kept < camera.min_frames:
+                reason = f"{row.frames - kept} frame(s) left out by QC, {kept} left: fewer "
+                reason += f"than min_frames={camera.min_frames}"
+                self.catalog.set_state(row.id, "insufficient", reason)
+                bound.warning("set.insufficient", reason=reason)
+                return
             self.catalog.set_state(row.id, "closed", decision.reason)
-            bound.info("set.completed", reason=decision.reason)
+            bound.info("set.completed", reason=decision.reason, kept=kept)
             self.combines.queue(row.id)
         elif decision.action is Action.INSUFFICIENT:
             self.catalog.set_state(row.id, "insufficient", decision.reason)

@@ -21,7 +21,7 @@ from astropy.io import fits
 from biaswatch.simulate import write_in_pieces
 
 if TYPE_CHECKING:
-    from biaswatch.config import CombineSettings
+    from biaswatch.settings import CombineSettings
 
 __all__ = [
     "FakeClock",
@@ -230,7 +230,7 @@ def seed_combine(
     import ccdproc
     from astropy.stats import mad_std
 
-    from biaswatch.config import CombineSettings
+    from biaswatch.settings import CombineSettings
 
     settings = settings or CombineSettings()
     if settings.maxiters != 1:
