@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from biaswatch.qc import FrameQC, frame_qc, robust_level_noise, set_outliers, temperature_flag
+from biaswatch.qc import (
+    FrameQC,
+    frame_qc,
+    hot_columns,
+    master_cards,
+    master_qc,
+    robust_level_noise,
+    set_outliers,
+    temperature_flag,
+)
 
 RNG = np.random.default_rng(5)
 
@@ -87,3 +96,25 @@ def test_temperature_away_from_the_setpoint_is_flagged() -> None:
     assert temperature_flag([-100.5, -99.0], setpoint=-100.0, tolerance=2.0) is None
     assert temperature_flag([None], setpoint=-100.0, tolerance=2.0) is None
     assert temperature_flag([-90.0], setpoint=None, tolerance=2.0) is None
+
+
+def test_master_qc_recovers_read_noise_and_master_noise() -> None:
+    """Pairs of inputs give the read noise; the mean of N frames has read noise / sqrt(N)."""
+    pattern = RNG.normal(0.0, 2.0, (200, 200))  # fixed pattern shared by every frame
+    frames = [pattern + RNG.normal(0.0, 5.0, (200, 200)) for _ in range(16)]
+    master = np.mean(frames, axis=0) - pattern
+    result = master_qc(master.astype(np.float32), frames[:4], frames=16)
+    assert result.read_noise == pytest.approx(5.0, rel=0.05)
+    assert result.expected_noise == pytest.approx(5.0 / 4, rel=0.05)
+    assert result.noise == pytest.approx(5.0 / 4, rel=0.1)
+    assert result.hot_columns == 0
+
+
+def test_hot_columns_are_counted() -> None:
+    """Three columns 30 ADU above the rest are counted as hot; a flat master has none."""
+    master = RNG.normal(0.0, 1.0, (300, 100))
+    assert hot_columns(master) == 0
+    master[:, [5, 50, 77]] += 30.0
+    assert hot_columns(master) == 3
+    cards = dict((k, v) for k, v, _ in master_cards(master_qc(master, [], frames=1)))
+    assert cards["QC_HOTCO"] == 3

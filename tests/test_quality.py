@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from astropy.io import fits
 from service_process import catalog_rows, running_service, write_config
 
@@ -67,5 +69,14 @@ def test_light_leak_flat_and_settling_frames_are_left_out_with_reasons(tmp_path:
         f"good{i}.fits" for i in range(6)
     ]
     assert published["night"] == NIGHT
+    # Read noise 5 ADU per frame, plus the per-row overscan median each calibration
+    # subtracts (8 pixels: ~1.25 x 5 / sqrt(8) = 2.2 ADU): about 5.5 from input pairs;
+    # the master of 6 frames has about 5.5 / sqrt(6) = 2.2.
+    assert 4.5 < header["QC_RON"] < 6.5
+    assert header["QC_RONEX"] == pytest.approx(header["QC_RON"] / 6**0.5, rel=1e-3)
+    assert header["QC_NOISE"] < header["QC_RON"] / 2
+    assert published["read_noise"] == pytest.approx(header["QC_RON"], abs=1e-3)
+    (stored,) = catalog_rows(config, "SELECT qc FROM masters")
+    assert json.loads(stored["qc"])["read_noise"] == pytest.approx(header["QC_RON"], abs=1e-3)
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in written}
     assert after == before  # raw files untouched

@@ -301,7 +301,7 @@ class Catalog:
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO masters (set_id, camera, night, sequence, geometry, path, ncombine,"
-                " input_digest, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " input_digest, created, qc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     set_id,
                     master.camera,
@@ -312,6 +312,7 @@ class Catalog:
                     master.ncombine,
                     master.input_digest,
                     master.created,
+                    None if master.qc is None else json.dumps(asdict(master.qc)),
                 ),
             )
             db.execute(
@@ -386,7 +387,7 @@ def _insert_frame(db: sqlite3.Connection, frame: FrameRecord, set_id: int | None
 
 # Columns added since the first release: a catalog made before gets them at open,
 # empty (ALTER TABLE ... ADD COLUMN keeps every row; sqlite.org/lang_altertable.html).
-_ADDED_COLUMNS = (("frames", "qc", "TEXT"), ("sets", "flag", "TEXT"))
+_ADDED_COLUMNS = (("frames", "qc", "TEXT"), ("sets", "flag", "TEXT"), ("masters", "qc", "TEXT"))
 
 
 def _migrate(db: sqlite3.Connection) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import structlog
+from astropy.io import fits
 
 from biaswatch.catalog import Catalog
 from biaswatch.config import Config
@@ -34,6 +35,7 @@ from biaswatch.publish import (
     point_latest,
     publish_master,
 )
+from biaswatch.qc import master_qc_from_header
 from biaswatch.records import MasterRow
 from biaswatch.sets import input_digest
 from biaswatch.worker import CombineJob, CombineProcess, CombineResult
@@ -130,6 +132,7 @@ class Combines:
             len(frames),
             digest,
             self._now().isoformat(),
+            master_qc_from_header(fits.getheader(path)),
         )
         self._catalog.record_master(set_id, master)
         log.warning(

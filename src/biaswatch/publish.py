@@ -25,6 +25,7 @@ from astropy.io import fits
 from biaswatch import __version__
 from biaswatch.catalog import Catalog
 from biaswatch.faults import crash_point
+from biaswatch.qc import master_qc_from_header
 from biaswatch.records import MasterRow
 from biaswatch.settings import CombineSettings
 
@@ -184,6 +185,7 @@ def publish_master(
     give_final_name(temporary, final)
     crash_point("after_rename")
     ncombine = len(info.raw_names)
+    quality = master_qc_from_header(fits.getheader(final))
     catalog.record_master(
         set_id,
         MasterRow(
@@ -195,6 +197,7 @@ def publish_master(
             ncombine,
             info.input_digest,
             now.isoformat(),
+            quality,
         ),
     )
     crash_point("after_commit")
@@ -207,6 +210,9 @@ def publish_master(
         path=str(final),
         ncombine=ncombine,
         sequence=info.sequence,
+        level=None if quality is None else round(quality.level, 3),
+        read_noise=None if quality is None else round(quality.read_noise, 3),
+        noise=None if quality is None else round(quality.noise, 3),
         startup_seconds=round(startup_seconds, 3),
         combine_seconds=round(combine_seconds, 3),
         publish_seconds=round(time.perf_counter() - start, 3),

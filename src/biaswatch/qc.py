@@ -17,7 +17,7 @@ instead of the 0.5 s a full median takes. Smaller frames are used whole.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,3 +158,88 @@ def temperature_flag(
         f"CCD temperature {worst:.1f} is {worst - setpoint:+.1f} from the set-point "
         f"{setpoint:g} (tolerance {tolerance:g})"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class MasterQC:
+    """A master's QC, as ESO's bias recipes describe one (QC.BIAS.MASTER.*, QC.RON)."""
+
+    level: float  # median of the master, ADU
+    noise: float  # the master's own robust noise, ADU
+    read_noise: float  # from differences of pairs of inputs, ADU
+    expected_noise: float  # read_noise / sqrt(frames): the noise of a flat master
+    hot_columns: int  # columns whose median stands out (fixed pattern)
+
+
+def pair_read_noise(frames: Sequence[npt.NDArray[np.floating]]) -> float:
+    """Read noise from differences of consecutive pairs: sigma(A - B) / sqrt(2), median.
+
+    Differencing removes the fixed pattern every frame shares, leaving only the
+    noise of the readout (the usual way; e.g. ESO's QC.RON from bias pairs).
+    """
+    estimates = [
+        robust_level_noise(first.astype(np.float64) - second)[1] / math.sqrt(2)
+        for first, second in zip(frames[0::2], frames[1::2], strict=False)
+    ]
+    return float(np.median(estimates)) if estimates else math.nan
+
+
+def hot_columns(master: npt.NDArray[np.floating], sigma: float = 5.0) -> int:
+    """Columns whose median is more than ``sigma`` robust sigmas above the others'."""
+    medians = np.median(np.asarray(master, dtype=np.float64), axis=0)
+    centre, spread = _spread(list(medians))
+    if spread == 0:
+        return 0
+    return int(np.count_nonzero(medians - centre > sigma * spread))
+
+
+def master_qc(
+    master: npt.NDArray[np.floating], inputs: Sequence[npt.NDArray[np.floating]], frames: int
+) -> MasterQC:
+    """The master's level, noise and hot columns; read noise from (a few of) its inputs."""
+    level, noise = robust_level_noise(master)
+    read_noise = pair_read_noise(inputs)
+    return MasterQC(
+        level=level,
+        noise=noise,
+        read_noise=read_noise,
+        expected_noise=read_noise / math.sqrt(max(frames, 1)),
+        hot_columns=hot_columns(master),
+    )
+
+
+def master_cards(qc: MasterQC) -> list[tuple[str, float | int, str]]:
+    """FITS cards for a master's header (8-character keywords, ESO's QC names in comments).
+
+    A value that could not be measured (the read noise of a single input) is left
+    out: FITS headers cannot hold NaN.
+    """
+    cards: list[tuple[str, float | int, str]] = [
+        ("QC_LEVEL", round(qc.level, 4), "[adu] median level (QC.BIAS.MASTER.MEDIAN)"),
+        ("QC_NOISE", round(qc.noise, 4), "[adu] master robust noise (QC.BIAS.MASTER.RMS)"),
+        ("QC_RON", round(qc.read_noise, 4), "[adu] read noise from input pairs (QC.RON)"),
+        ("QC_RONEX", round(qc.expected_noise, 4), "[adu] read noise / sqrt(NCOMBINE)"),
+        ("QC_HOTCO", qc.hot_columns, "columns whose median stands out by 5 sigma"),
+    ]
+    return [card for card in cards if math.isfinite(card[1])]
+
+
+_FROM_CARDS = {
+    "level": "QC_LEVEL",
+    "noise": "QC_NOISE",
+    "read_noise": "QC_RON",
+    "expected_noise": "QC_RONEX",
+}
+
+
+def master_qc_from_header(header: Mapping[str, object]) -> MasterQC | None:
+    """The QC a master's header carries (None for masters written before QC)."""
+    if "QC_LEVEL" not in header:
+        return None
+    values = {name: _float(header.get(key)) for name, key in _FROM_CARDS.items()}
+    hot = header.get("QC_HOTCO", 0)
+    return MasterQC(**values, hot_columns=int(hot) if isinstance(hot, int | float) else 0)
+
+
+def _float(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else math.nan

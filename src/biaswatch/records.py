@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from biaswatch.qc import FrameQC
+from biaswatch.qc import FrameQC, MasterQC
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS frames (
@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS masters (
     ncombine INTEGER NOT NULL,
     input_digest TEXT NOT NULL,
     created TEXT NOT NULL,
+    qc TEXT,
     UNIQUE (camera, night, sequence)
 );
 """
@@ -110,3 +111,4 @@ class MasterRow:
     ncombine: int
     input_digest: str
     created: str
+    qc: MasterQC | None = None

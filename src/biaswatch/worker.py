@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import multiprocessing as mp
 import os
 import signal
@@ -29,12 +30,14 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
+import numpy as np
 import structlog
 from astropy.io import fits
 
 from biaswatch.errors import CombineFailed
 from biaswatch.faults import crash_point
 from biaswatch.publish import MasterInfo, master_header, write_temporary
+from biaswatch.qc import SAMPLE_PIXELS, MasterQC, master_cards, master_qc
 
 _CONTEXT = mp.get_context("forkserver")
 # biaswatch.preload imports this module too, so a child finds run_job's module, astropy
@@ -119,6 +122,8 @@ def run_job(job: CombineJob, conn: Connection, submitted: float) -> None:
     try:
         data = combine_files([Path(p) for p in job.inputs], job.info.settings, job.info.mem_limit)
         header = master_header(fits.getheader(job.inputs[0]), job.info)
+        for key, value, comment in master_cards(_quality(data, job.inputs)):
+            header[key] = (value, comment)
         tmp = write_temporary(data, header, Path(job.final))
         crash_point("after_temporary")
         seconds = time.perf_counter() - start
@@ -129,6 +134,20 @@ def run_job(job: CombineJob, conn: Connection, submitted: float) -> None:
         conn.send(CombineResult(job.set_id, None, f"{type(exc).__name__}: {exc}"))
     finally:
         conn.close()
+
+
+# Read noise is measured on this many inputs (two pairs): enough for a median of
+# two estimates, and cheap next to the combine (strided reads of local copies).
+QC_INPUTS = 4
+
+
+def _quality(data: np.ndarray, inputs: tuple[str, ...]) -> MasterQC:
+    stride = max(1, math.isqrt(data.size // SAMPLE_PIXELS))
+    sample = []
+    for path in inputs[:QC_INPUTS]:
+        with fits.open(path, memmap=True) as hdul:
+            sample.append(np.array(hdul[0].data[::stride, ::stride], dtype=np.float32))
+    return master_qc(data, sample, len(inputs))
 
 
 class CombineProcess:
