@@ -383,7 +383,10 @@ def escape_targets(tmp_path: Path, values: Iterable[str]) -> list[Path]:
         Path.cwd(),
     ]
     landed = {Path(os.path.normpath(base / value)) for base in bases for value in values}
-    return sorted(p for p in landed if not p.is_relative_to(tmp_path))
+    # A directory that already exists (/tmp itself, for '../../../../tmp') changes its
+    # mtime whenever anyone on the machine makes a file in it: only the names a file
+    # could be written to are compared.
+    return sorted(p for p in landed if not p.is_relative_to(tmp_path) and not p.is_dir())
 
 
 def lstat_or_none(path: Path) -> tuple[int, int, int] | None:
