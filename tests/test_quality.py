@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,7 @@ def write_raw(
     image_offset: float = 0.0,
     image_noise: float = 5.0,
     kind: str = "BIAS",
+    date_obs: str | None = None,
 ) -> Path:
     """A cryo raw frame (48 image + 8 overscan columns) whose image sits above its overscan."""
     rng = np.random.default_rng(seed)
@@ -31,7 +35,7 @@ def write_raw(
     data[:, :48] = 1000.0 + image_offset + rng.normal(0.0, image_noise, (40, 48))
     header = fits.Header()
     header["IMAGETYP"] = kind
-    header["DATE-OBS"] = DATE_OBS.format(second=seed)
+    header["DATE-OBS"] = date_obs or DATE_OBS.format(second=seed)
     header["BIASSEC"] = "[49:56,1:40]"
     header["TRIMSEC"] = "[1:48,1:40]"
     hdu = fits.PrimaryHDU(np.clip(np.round(data), 0, 65535).astype(np.uint16), header)
@@ -80,3 +84,53 @@ def test_light_leak_flat_and_settling_frames_are_left_out_with_reasons(tmp_path:
     assert json.loads(stored["qc"])["read_noise"] == pytest.approx(header["QC_RON"], abs=1e-3)
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in written}
     assert after == before  # raw files untouched
+
+
+def biaswatch(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a biaswatch command against the config, as an operator would."""
+    command = [sys.executable, "-m", "biaswatch", *args, "--config", str(config)]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+def test_drifted_master_is_rejected_latest_stays_and_a_person_can_overrule(
+    tmp_path: Path,
+) -> None:
+    """A master 30 ADU off four good ones is rejected; latest.fits stays; accept moves it."""
+    config = write_config(tmp_path, expected_frames=3, settle_seconds=0.2)
+    incoming = tmp_path / "incoming" / "cryo"
+    with running_service(config) as service:
+        # Four nights of good masters: the baseline (nights 2030-01-10 to -13; 03:00 UTC
+        # is the evening before in Chicago).
+        for day in range(11, 15):
+            for i in range(3):
+                date = f"2030-01-{day}T03:00:0{i}"
+                write_raw(incoming / f"n{day}_{i}.fits", day * 10 + i, date_obs=date)
+            service.wait_event("master.published", count=day - 10, timeout=120)
+        # The fifth night's bias level moved by 30 ADU (a controller change).
+        for i in range(3):
+            date = f"2030-01-15T03:00:0{i}"
+            write_raw(incoming / f"n15_{i}.fits", 150 + i, image_offset=30.0, date_obs=date)
+        (rejected,) = service.wait_event("master.rejected", timeout=120)
+        published = service.wait_event("master.published", count=5)
+        assert service.stop()[0] == 0
+    states = [e["state"] for e in published]
+    assert states == ["accepted"] * 4 + ["rejected"]
+    moved = re.match(r"level (-?[0-9.]+) ADU is \+[0-9.]+ robust sigma", rejected["reason"])
+    assert moved is not None and 28.0 < float(moved.group(1)) < 32.0, rejected["reason"]
+    drifted = Path(rejected["path"])
+    latest = tmp_path / "masters" / "cryo" / "latest.fits"
+    assert latest.resolve() == Path(published[3]["path"]).resolve()
+    assert drifted.exists()  # kept on disk, never deleted
+    # Downstream asks which master to use for a frame of 2030-01-15 (night -14): the
+    # rejected one is never offered; the nearest accepted (night -13) is.
+    chosen = biaswatch(config, "masters", "--camera", "cryo", "--for", "2030-01-15T04:00:00")
+    assert (chosen.returncode, chosen.stdout.strip()) == (0, published[3]["path"])
+    accepted = biaswatch(config, "accept", str(drifted), "--why", "new controller, new level")
+    assert accepted.returncode == 0, accepted.stderr
+    assert latest.resolve() == drifted.resolve()
+    listing = json.loads(biaswatch(config, "masters", "--json").stdout)
+    (row,) = [m for m in listing if m["path"] == str(drifted)]
+    assert (row["state"], row["judgement"]) == ("accepted", "new controller, new level")
+    assert row["judged_by"]
+    chosen = biaswatch(config, "masters", "--camera", "cryo", "--for", "2030-01-15T04:00:00")
+    assert chosen.stdout.strip() == str(drifted)

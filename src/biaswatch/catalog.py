@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-from biaswatch.qc import FrameQC
+from biaswatch.qc import FrameQC, MasterQC
 from biaswatch.records import SCHEMA, FrameRecord, MasterRow, SetRow
 
 
@@ -301,7 +301,8 @@ class Catalog:
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO masters (set_id, camera, night, sequence, geometry, path, ncombine,"
-                " input_digest, created, qc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " input_digest, created, qc, state, judged_by, judgement)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     set_id,
                     master.camera,
@@ -313,6 +314,9 @@ class Catalog:
                     master.input_digest,
                     master.created,
                     None if master.qc is None else json.dumps(asdict(master.qc)),
+                    master.state,
+                    master.judged_by,
+                    master.judgement,
                 ),
             )
             db.execute(
@@ -325,8 +329,30 @@ class Catalog:
             )
 
     def newest_masters(self) -> dict[str, MasterRow]:
-        """Each camera's most recent master (latest night, highest sequence)."""
-        return {m.camera: m for m in self.masters()}  # masters() sorts oldest first
+        """Each camera's most recent accepted master (latest night, highest sequence)."""
+        # masters() sorts oldest first
+        return {m.camera: m for m in self.masters() if m.state == "accepted"}
+
+    def accepted_qc(self, camera: str, geometry: str, limit: int) -> list[MasterQC]:
+        """QC of the camera's newest accepted masters of this geometry, newest first."""
+        rows = self._db.execute(
+            "SELECT qc FROM masters WHERE camera = ? AND geometry = ? AND state = 'accepted'"
+            " AND qc IS NOT NULL ORDER BY night DESC, sequence DESC LIMIT ?",
+            (camera, geometry, limit),
+        ).fetchall()
+        return [MasterQC(**json.loads(r["qc"])) for r in rows]
+
+    def judge_master(self, path: str, state: str, by: str, why: str) -> MasterRow:
+        """Record a person's verdict on a master; returns it. Raises KeyError if unknown."""
+        with self._transaction() as db:
+            done = db.execute(
+                "UPDATE masters SET state = ?, judged_by = ?, judgement = ? WHERE path = ?",
+                (state, by, why, path),
+            )
+        if done.rowcount == 0:
+            raise KeyError(path)
+        (master,) = [m for m in self.masters() if m.path == path]
+        return master
 
     def masters(self, camera: str | None = None, night: str | None = None) -> list[MasterRow]:
         """Published masters, oldest first, optionally filtered."""
@@ -349,6 +375,10 @@ class Catalog:
                 r["ncombine"],
                 r["input_digest"],
                 r["created"],
+                None if r["qc"] is None else MasterQC(**json.loads(r["qc"])),
+                r["state"],
+                r["judged_by"],
+                r["judgement"],
             )
             for r in rows
         ]
@@ -387,7 +417,15 @@ def _insert_frame(db: sqlite3.Connection, frame: FrameRecord, set_id: int | None
 
 # Columns added since the first release: a catalog made before gets them at open,
 # empty (ALTER TABLE ... ADD COLUMN keeps every row; sqlite.org/lang_altertable.html).
-_ADDED_COLUMNS = (("frames", "qc", "TEXT"), ("sets", "flag", "TEXT"), ("masters", "qc", "TEXT"))
+_ADDED_COLUMNS = (
+    ("frames", "qc", "TEXT"),
+    ("sets", "flag", "TEXT"),
+    ("masters", "qc", "TEXT"),
+    # Masters made before acceptance existed were all used as accepted.
+    ("masters", "state", "TEXT NOT NULL DEFAULT 'accepted'"),
+    ("masters", "judged_by", "TEXT"),
+    ("masters", "judgement", "TEXT"),
+)
 
 
 def _migrate(db: sqlite3.Connection) -> None:

@@ -1,4 +1,4 @@
-"""The command line: ``biaswatch run | masters | simulate``.
+"""The command line: ``biaswatch run | masters | accept | reject | simulate | combine``.
 
 Exit statuses: 0 success, 1 failure, 2 usage error, 78 configuration error
 (EX_CONFIG from sysexits.h; the systemd unit has RestartPreventExitStatus=78
@@ -8,17 +8,16 @@ so a broken config does not restart-loop).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 from biaswatch import __version__
 from biaswatch.config import load_config
 from biaswatch.errors import ConfigError
+from biaswatch.masters_cli import add_commands
 
 EX_CONFIG = 78
 
@@ -46,12 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     _config_option(run)
     run.set_defaults(handler=_run)
 
-    masters = commands.add_parser("masters", help="list published master biases")
-    _config_option(masters)
-    masters.add_argument("--camera", help="only this camera")
-    masters.add_argument("--night", help="only this night (YYYY-MM-DD, the evening's date)")
-    masters.add_argument("--json", action="store_true", help="print a JSON array")
-    masters.set_defaults(handler=_masters)
+    add_commands(commands)
 
     simulate = commands.add_parser(
         "simulate", help="write realistic raw bias frames into a camera's watched directory"
@@ -110,32 +104,6 @@ def _run(args: argparse.Namespace) -> int:
         # config; the catalog and a start scan pick up where this one stopped.
         os.execv(sys.executable, sys.orig_argv)
     return status
-
-
-def _masters(args: argparse.Namespace) -> int:
-    from biaswatch.catalog import Catalog
-
-    config = load_config(args.config)
-    database = config.service.state_dir / "catalog.sqlite"
-    if not database.exists():
-        rows = []
-    else:
-        catalog = Catalog(database)
-        rows = catalog.masters(args.camera, args.night)
-        catalog.close()
-    if args.json:
-        print(json.dumps([asdict(r) for r in rows], indent=2))
-        return 0
-    if not rows:
-        print("no masters yet")
-        return 0
-    print(f"{'camera':<10} {'night':<10} {'seq':>3} {'n':>3}  {'created':<19}  path")
-    for r in rows:
-        created = r.created[:19]
-        print(
-            f"{r.camera:<10} {r.night:<10} {r.sequence:>3} {r.ncombine:>3}  {created:<19}  {r.path}"
-        )
-    return 0
 
 
 def _simulate(args: argparse.Namespace) -> int:

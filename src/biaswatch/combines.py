@@ -34,6 +34,7 @@ from biaswatch.publish import (
     master_path,
     point_latest,
     publish_master,
+    verdict_for,
 )
 from biaswatch.qc import master_qc_from_header
 from biaswatch.records import MasterRow
@@ -123,6 +124,9 @@ class Combines:
         if found is None:
             return False
         path, sequence = found
+        quality = master_qc_from_header(fits.getheader(path))
+        sigma = self._config.camera(row.camera).qc.master_sigma
+        verdict = verdict_for(self._catalog, row.camera, row.geometry, quality, sigma)
         master = MasterRow(
             row.camera,
             row.night,
@@ -132,7 +136,10 @@ class Combines:
             len(frames),
             digest,
             self._now().isoformat(),
-            master_qc_from_header(fits.getheader(path)),
+            quality,
+            verdict.state,
+            "biaswatch",
+            verdict.reason,
         )
         self._catalog.record_master(set_id, master)
         log.warning(
@@ -177,6 +184,7 @@ class Combines:
             settings=camera.combine,
             mem_limit=self._config.service.mem_limit,
             input_digest=input_digest([f["sha256"] for f in frames]),
+            master_sigma=camera.qc.master_sigma,
         )
         final = master_path(self._config.service.masters_dir, info)
         return CombineJob(set_id, tuple(f["calibrated"] for f in frames), str(final), info)

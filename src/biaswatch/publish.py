@@ -23,9 +23,10 @@ import structlog
 from astropy.io import fits
 
 from biaswatch import __version__
+from biaswatch.acceptance import BASELINE, Verdict, judge
 from biaswatch.catalog import Catalog
 from biaswatch.faults import crash_point
-from biaswatch.qc import master_qc_from_header
+from biaswatch.qc import MasterQC, master_qc_from_header
 from biaswatch.records import MasterRow
 from biaswatch.settings import CombineSettings
 
@@ -47,6 +48,7 @@ class MasterInfo:
     settings: CombineSettings
     mem_limit: int
     input_digest: str
+    master_sigma: float = 5.0  # [*.qc] master_sigma: how far from the baseline is too far
 
 
 def master_path(masters_dir: Path, info: MasterInfo) -> Path:
@@ -186,6 +188,7 @@ def publish_master(
     crash_point("after_rename")
     ncombine = len(info.raw_names)
     quality = master_qc_from_header(fits.getheader(final))
+    verdict = verdict_for(catalog, info.camera, info.geometry, quality, info.master_sigma)
     catalog.record_master(
         set_id,
         MasterRow(
@@ -198,10 +201,25 @@ def publish_master(
             info.input_digest,
             now.isoformat(),
             quality,
+            verdict.state,
+            "biaswatch",
+            verdict.reason,
         ),
     )
     crash_point("after_commit")
-    point_latest(masters_dir / info.camera / "latest.fits", final)
+    if verdict.state == "accepted":
+        point_latest(masters_dir / info.camera / "latest.fits", final)
+    else:
+        log.warning(
+            "master.rejected",
+            camera=info.camera,
+            night=info.night,
+            set=set_id,
+            path=str(final),
+            reason=verdict.reason,
+            action="kept on disk; latest.fits stays on the last accepted master; "
+            "'biaswatch accept PATH --why ...' overrules",
+        )
     log.info(
         "master.published",
         camera=info.camera,
@@ -210,6 +228,7 @@ def publish_master(
         path=str(final),
         ncombine=ncombine,
         sequence=info.sequence,
+        state=verdict.state,
         level=None if quality is None else round(quality.level, 3),
         read_noise=None if quality is None else round(quality.read_noise, 3),
         noise=None if quality is None else round(quality.noise, 3),
@@ -218,6 +237,13 @@ def publish_master(
         publish_seconds=round(time.perf_counter() - start, 3),
     )
     return final
+
+
+def verdict_for(
+    catalog: Catalog, camera: str, geometry: str, quality: MasterQC | None, sigma: float
+) -> Verdict:
+    """A new master judged against the camera's accepted masters of its geometry."""
+    return judge(quality, catalog.accepted_qc(camera, geometry, BASELINE), sigma)
 
 
 def find_published(

@@ -60,6 +60,9 @@ CREATE TABLE IF NOT EXISTS masters (
     input_digest TEXT NOT NULL,
     created TEXT NOT NULL,
     qc TEXT,
+    state TEXT NOT NULL DEFAULT 'accepted' CHECK (state IN ('accepted', 'rejected')),
+    judged_by TEXT,
+    judgement TEXT,
     UNIQUE (camera, night, sequence)
 );
 """
@@ -112,3 +115,6 @@ class MasterRow:
     input_digest: str
     created: str
     qc: MasterQC | None = None
+    state: str = "accepted"  # or "rejected" (acceptance.py), by biaswatch or a person
+    judged_by: str | None = None
+    judgement: str | None = None

@@ -118,3 +118,6 @@ class QcSettings(_Frozen):
     # Unset: temperatures are recorded but not judged.
     ccd_temp_setpoint: float | None = None
     ccd_temp_tolerance: float = Field(default=2.0, gt=0)
+    # A master further than this from the camera's last accepted masters, in
+    # robust sigmas of their level, read noise or structure, is rejected.
+    master_sigma: float = Field(default=5.0, gt=0)
