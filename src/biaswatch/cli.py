@@ -1,4 +1,4 @@
-"""The command line: ``biaswatch run | masters | accept | reject | simulate | combine``.
+"""The command line: ``biaswatch run | masters | accept | reject | check-config | ...``.
 
 Exit statuses: 0 success, 1 failure, 2 usage error, 78 configuration error
 (EX_CONFIG from sysexits.h; the systemd unit has RestartPreventExitStatus=78
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from biaswatch import __version__
+from biaswatch.checkconfig import add_command
 from biaswatch.config import load_config
 from biaswatch.errors import ConfigError
 from biaswatch.masters_cli import add_commands
@@ -46,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     add_commands(commands)
+    add_command(commands)
 
     simulate = commands.add_parser(
         "simulate", help="write realistic raw bias frames into a camera's watched directory"
