@@ -18,6 +18,7 @@ from biaswatch import __version__
 from biaswatch.checkconfig import add_command
 from biaswatch.config import load_config
 from biaswatch.errors import ConfigError
+from biaswatch.logview import add_command as add_log_command
 from biaswatch.masters_cli import add_commands
 
 EX_CONFIG = 78
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_commands(commands)
     add_command(commands)
+    add_log_command(commands)
 
     simulate = commands.add_parser(
         "simulate", help="write realistic raw bias frames into a camera's watched directory"
