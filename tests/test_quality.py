@@ -96,7 +96,10 @@ def test_drifted_master_is_rejected_latest_stays_and_a_person_can_overrule(
     tmp_path: Path,
 ) -> None:
     """A master 30 ADU off four good ones is rejected; latest.fits stays; accept moves it."""
-    config = write_config(tmp_path, expected_frames=3, settle_seconds=0.2)
+    alert = tmp_path / "alert.json"
+    script = f"import sys; open({str(alert)!r}, 'w').write(sys.stdin.read())"
+    extra = f"[alerts]\ncommand = {json.dumps([sys.executable, '-c', script])}\n"
+    config = write_config(tmp_path, extra, expected_frames=3, settle_seconds=0.2)
     incoming = tmp_path / "incoming" / "cryo"
     with running_service(config) as service:
         # Four nights of good masters: the baseline (nights 2030-01-10 to -13; 03:00 UTC
@@ -112,7 +115,10 @@ def test_drifted_master_is_rejected_latest_stays_and_a_person_can_overrule(
             write_raw(incoming / f"n15_{i}.fits", 150 + i, image_offset=30.0, date_obs=date)
         (rejected,) = service.wait_event("master.rejected", timeout=120)
         published = service.wait_event("master.published", count=5)
+        service.wait_event("alert.sent")
         assert service.stop()[0] == 0
+    sent = json.loads(alert.read_text())
+    assert (sent["alarm"], sent["path"]) == ("alarm.master_rejected", rejected["path"])
     states = [e["state"] for e in published]
     assert states == ["accepted"] * 4 + ["rejected"]
     moved = re.match(r"level (-?[0-9.]+) ADU is \+[0-9.]+ robust sigma", rejected["reason"])

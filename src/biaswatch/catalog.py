@@ -333,6 +333,17 @@ class Catalog:
         # masters() sorts oldest first
         return {m.camera: m for m in self.masters() if m.state == "accepted"}
 
+    def night_summary(self, camera: str, night: str) -> tuple[int, int]:
+        """How many frames were judged for a camera's night, and how many masters accepted."""
+        frames = self._db.execute(
+            "SELECT COUNT(*) FROM frames WHERE camera = ? AND night = ?", (camera, night)
+        ).fetchone()[0]
+        accepted = self._db.execute(
+            "SELECT COUNT(*) FROM masters WHERE camera = ? AND night = ? AND state = 'accepted'",
+            (camera, night),
+        ).fetchone()[0]
+        return int(frames), int(accepted)
+
     def accepted_qc(self, camera: str, geometry: str, limit: int) -> list[MasterQC]:
         """QC of the camera's newest accepted masters of this geometry, newest first."""
         rows = self._db.execute(

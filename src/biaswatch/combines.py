@@ -60,7 +60,9 @@ class Combines:
         now: Callable[[], dt.datetime],
         wake: Callable[[], None],
         retry_at: Callable[[int, dt.datetime], None],
+        alarm: Callable[..., None] = lambda _name, **_details: None,
     ) -> None:
+        self._alarm = alarm
         self._config = config
         self._catalog = catalog
         self._notifier = notifier
@@ -204,6 +206,7 @@ class Combines:
                 self._now(),
                 result.seconds,
                 result.startup,
+                alarm=self._alarm,
             )
             self._notifier.notify(f"STATUS=last master: {final.name}")
         except Exception as exc:  # one set's boundary: record it, carry on
@@ -219,6 +222,9 @@ class Combines:
         if state == "failed":
             action = "fix the cause, then restart the service: failed sets are retried at start"
             bound.error("set.failed", reason=reason, action=action)
+            self._alarm(
+                "set_failed", camera=info.camera, night=info.night, set=job.set_id, reason=reason
+            )
             return
         wait = self._config.service.combine_retry_seconds * 2 ** (tries - 1)
         when = self._now() + dt.timedelta(seconds=wait)

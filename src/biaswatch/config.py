@@ -29,6 +29,7 @@ from pydantic import (
 
 from biaswatch.errors import ConfigError
 from biaswatch.settings import (
+    AlertsConfig,
     Bytes,
     CalibrateSettings,
     Clock,
@@ -172,6 +173,7 @@ class Config(_Frozen):
     path: Path
     service: ServiceConfig
     site: SiteConfig
+    alerts: AlertsConfig = AlertsConfig()
     cameras: tuple[CameraConfig, ...]
 
     def camera(self, name: str) -> CameraConfig:
@@ -189,7 +191,7 @@ class Config(_Frozen):
 
 
 _M = TypeVar("_M", bound=BaseModel)
-_TOP_LEVEL = {"service", "site", "defaults", "cameras"}
+_TOP_LEVEL = {"service", "site", "alerts", "defaults", "cameras"}
 
 
 def load_config(path: Path | str) -> Config:
@@ -217,6 +219,7 @@ def _build(raw: dict[str, Any], path: Path, problems: list[str]) -> Config | Non
         problems.append(_unknown("", key, _TOP_LEVEL))
     service = _validate(ServiceConfig, raw.get("service", {}), "service", problems)
     site = _validate(SiteConfig, raw.get("site", {}), "site", problems)
+    alerts = _validate(AlertsConfig, raw.get("alerts", {}), "alerts", problems)
     defaults_raw = raw.get("defaults", {})
     defaults_problems: list[str] = []
     _validate(CameraSettings, defaults_raw, "defaults", defaults_problems)
@@ -224,7 +227,7 @@ def _build(raw: dict[str, Any], path: Path, problems: list[str]) -> Config | Non
     cameras = _build_cameras(raw.get("cameras"), defaults_raw, camera_problems)
     problems.extend(defaults_problems)
     problems.extend(_not_inherited(camera_problems, defaults_problems))
-    if service is None or site is None or problems:
+    if service is None or site is None or alerts is None or problems:
         return None
     base = path.parent
     service = service.model_copy(
@@ -239,7 +242,7 @@ def _build(raw: dict[str, Any], path: Path, problems: list[str]) -> Config | Non
     cameras = [
         c.model_copy(update={"watch": tuple(_resolve(base, w) for w in c.watch)}) for c in cameras
     ]
-    return Config(path=path, service=service, site=site, cameras=tuple(cameras))
+    return Config(path=path, service=service, site=site, alerts=alerts, cameras=tuple(cameras))
 
 
 def _build_cameras(tables: object, defaults_raw: object, problems: list[str]) -> list[CameraConfig]:

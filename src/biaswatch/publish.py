@@ -14,7 +14,7 @@ import errno
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,6 +174,7 @@ def publish_master(
     now: dt.datetime,
     combine_seconds: float = 0.0,
     startup_seconds: float = 0.0,
+    alarm: Callable[..., None] | None = None,
 ) -> Path:
     """Final name, catalog record, ``latest`` link, ``master.published``; returns the path.
 
@@ -220,6 +221,15 @@ def publish_master(
             action="kept on disk; latest.fits stays on the last accepted master; "
             "'biaswatch accept PATH --why ...' overrules",
         )
+        if alarm is not None:
+            alarm(
+                "master_rejected",
+                camera=info.camera,
+                night=info.night,
+                set=set_id,
+                path=str(final),
+                reason=verdict.reason,
+            )
     log.info(
         "master.published",
         camera=info.camera,

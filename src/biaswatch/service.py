@@ -3,9 +3,9 @@
 Threads and processes around it only report back: watchdog handlers queue
 paths, apscheduler jobs queue set ids, each camera's lane (its own thread, so
 that a hung mount stalls one camera only) returns frame records, a combine
-child returns a temporary master. The main loop touches no camera's files. The main loop alone
-writes the catalog, in one transaction per change, so there is never a
-question of who changed what.
+child returns a temporary master. The main loop touches no camera's files,
+and it alone writes the catalog, in one transaction per change, so there is
+never a question of who changed what.
 
     events -> lane: readiness -> FITS complete? -> read -> calibrate (pool) -> catalog
            -> sets.decide -> combine (child process) -> publish -> catalog
@@ -17,16 +17,15 @@ import datetime as dt
 import queue
 import signal
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from biaswatch import __version__, lanes
+from biaswatch.alarms import Alarms, night_alarm
 from biaswatch.catalog_open import open_catalog
+from biaswatch.clock import Clock, SystemClock
 from biaswatch.combines import Combines
 from biaswatch.config import CameraConfig, Config, load_config
 from biaswatch.errors import ConfigError
@@ -34,7 +33,8 @@ from biaswatch.faults import mark_service
 from biaswatch.handler import PathEvent
 from biaswatch.health import Health
 from biaswatch.lanes import Lanes
-from biaswatch.nights import night_end
+from biaswatch.messages import WAKE, Inbox, NightEnded, Overflowed, RetryDue, SetDue
+from biaswatch.nights import night_end, night_label
 from biaswatch.notify import Notifier, SystemdNotifier
 from biaswatch.overflow import listen_for_overflows
 from biaswatch.publish import is_temporary
@@ -55,57 +55,10 @@ PROBE_SECONDS = 5.0
 # At stop, frames being calibrated may finish within this; a lane stuck in a
 # hung mount is left behind (its files are scanned again at the next start).
 LANE_STOP_SECONDS = 15.0
+# Night-end checks wait this long after night_end, for the night-end combine to publish.
+NIGHT_CHECK = dt.timedelta(minutes=10)
 # After an inotify overflow, rescans are this far apart (seconds) while it lasts.
 OVERFLOW_SCAN_SECONDS = 2.0
-
-
-class Clock(Protocol):
-    """Wall time (aware UTC) and monotonic seconds."""
-
-    def now(self) -> dt.datetime:
-        """The current time, aware UTC."""
-
-    def monotonic(self) -> float:
-        """Seconds from an arbitrary start that never go backwards."""
-
-
-class SystemClock:
-    """The real clock."""
-
-    def now(self) -> dt.datetime:
-        """The current time, aware UTC."""
-        return dt.datetime.now(dt.UTC)
-
-    def monotonic(self) -> float:
-        """time.monotonic()."""
-        return time.monotonic()
-
-
-@dataclass(frozen=True, slots=True)
-class SetDue:
-    """A timer fired for a set: decide again."""
-
-    set_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class RetryDue:
-    """A failed set's back-off has passed: try its combine again."""
-
-    set_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class Overflowed:
-    """The kernel dropped inotify events (overflow.py): rescan now."""
-
-
-@dataclass(frozen=True, slots=True)
-class Wake:
-    """Something finished in a worker thread: run the loop now."""
-
-
-WAKE = Wake()
 
 
 class Service:
@@ -124,7 +77,7 @@ class Service:
         self.cameras = {c.name: c for c in config.cameras}
         self.catalog = open_catalog(config.service.state_dir / "catalog.sqlite", self.clock.now)
         self.work_dir = config.service.state_dir / "work"
-        self.inbox: queue.Queue[PathEvent | SetDue | RetryDue | Overflowed | Wake] = queue.Queue()
+        self.inbox: Inbox = queue.Queue()
         self.lanes = Lanes(
             config.cameras,
             config.site,
@@ -145,6 +98,7 @@ class Service:
             # _configure); a completion check must run however late it is.
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
+        self.alarms = Alarms(config.alerts)
         self.combines = Combines(
             config,
             self.catalog,
@@ -152,6 +106,7 @@ class Service:
             now=self.clock.now,
             wake=lambda: self.inbox.put(WAKE),
             retry_at=self._retry_at,
+            alarm=self.alarms,
         )
         self._deferred: set[int] = set()
         self._combine_ready = threading.Event()  # the fork server has preloaded
@@ -215,6 +170,7 @@ class Service:
         self.lanes.start(PROBE_SECONDS)
         self._unlisten = listen_for_overflows(lambda: self.inbox.put(Overflowed()))
         self.watcher.start()
+        self._schedule_night_checks()
         self.scheduler.start()
         self.notifier.notify("READY=1")
         log.info(
@@ -314,6 +270,8 @@ class Service:
                 self._evaluate(item.set_id)
             elif isinstance(item, RetryDue):
                 self.combines.queue(item.set_id)
+            elif isinstance(item, NightEnded):
+                self._night_check(item.camera)
             elif isinstance(item, PathEvent):
                 self.lanes.note(item)
             elif isinstance(item, Overflowed) and not self._overflowed:
@@ -367,6 +325,13 @@ class Service:
                 reason += f"than min_frames={camera.min_frames}"
                 self.catalog.set_state(row.id, "insufficient", reason)
                 bound.warning("set.insufficient", reason=reason)
+                self.alarms(
+                    "set_insufficient",
+                    camera=row.camera,
+                    night=row.night,
+                    set=row.id,
+                    reason=reason,
+                )
                 return
             self.catalog.set_state(row.id, "closed", decision.reason)
             bound.info("set.completed", reason=decision.reason, kept=kept)
@@ -374,6 +339,13 @@ class Service:
         elif decision.action is Action.INSUFFICIENT:
             self.catalog.set_state(row.id, "insufficient", decision.reason)
             bound.warning("set.insufficient", reason=decision.reason)
+            self.alarms(
+                "set_insufficient",
+                camera=row.camera,
+                night=row.night,
+                set=row.id,
+                reason=decision.reason,
+            )
         elif decision.recheck_at is not None:
             recheck = decision.recheck_at.isoformat()
             bound.debug("set.waiting", reason=decision.reason, recheck_at=recheck)
@@ -394,6 +366,28 @@ class Service:
             if self.catalog.get_set(set_id).camera not in busy:
                 self._deferred.discard(set_id)
                 self._evaluate(set_id)
+
+    def _schedule_night_checks(self) -> None:
+        """Each camera's night is checked NIGHT_CHECK_MINUTES after its night_end."""
+        for camera in self.config.cameras:
+            at = dt.datetime.combine(dt.date(2000, 1, 1), camera.night_end) + NIGHT_CHECK
+            self.scheduler.add_job(
+                self.inbox.put,
+                "cron",
+                hour=at.hour,
+                minute=at.minute,
+                timezone=self.config.site.zone,
+                args=[NightEnded(camera.name)],
+                id=f"night-{camera.name}",
+            )
+
+    def _night_check(self, camera: str) -> None:
+        site = self.config.site
+        night = night_label(self.clock.now() - NIGHT_CHECK, site.zone, site.night_rollover)
+        due = night_alarm(self.catalog, camera, night.isoformat())
+        if due is not None:
+            name, why = due
+            self.alarms(name, camera=camera, night=night.isoformat(), reason=why)
 
     def _server_ready(self, seconds: float) -> None:
         """The combine fork server serves children (called on its probe's thread)."""

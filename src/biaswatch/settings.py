@@ -104,6 +104,14 @@ class CombineSettings(_Frozen):
     maxiters: int = Field(default=1, ge=1, le=100)
 
 
+class AlertsConfig(_Frozen):
+    """``[alerts]``: a program run with each alarm (its arguments as a list; no shell)."""
+
+    command: tuple[str, ...] = ()
+    # The program gets this long; a hung mailer must not pile up processes.
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+
 class QcSettings(_Frozen):
     """``[*.qc]``: which frames are left out of a set before its combine (qc.py)."""
 
