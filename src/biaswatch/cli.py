@@ -20,6 +20,7 @@ from biaswatch.config import load_config
 from biaswatch.errors import ConfigError
 from biaswatch.logview import add_command as add_log_command
 from biaswatch.masters_cli import add_commands
+from biaswatch.status import add_command as add_status_command
 
 EX_CONFIG = 78
 
@@ -50,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     add_commands(commands)
     add_command(commands)
     add_log_command(commands)
+    add_status_command(commands)
 
     simulate = commands.add_parser(
         "simulate", help="write realistic raw bias frames into a camera's watched directory"

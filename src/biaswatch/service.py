@@ -22,7 +22,7 @@ from collections.abc import Callable
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from biaswatch import __version__, lanes
+from biaswatch import __version__, lanes, pidfile
 from biaswatch.alarms import Alarms, night_alarm
 from biaswatch.catalog_open import open_catalog
 from biaswatch.clock import Clock, SystemClock
@@ -34,14 +34,14 @@ from biaswatch.handler import PathEvent
 from biaswatch.health import Health
 from biaswatch.lanes import Lanes
 from biaswatch.messages import WAKE, Inbox, NightEnded, Overflowed, RetryDue, SetDue
-from biaswatch.nights import night_end, night_label
+from biaswatch.nights import night_label
 from biaswatch.notify import Notifier, SystemdNotifier
 from biaswatch.overflow import listen_for_overflows
 from biaswatch.publish import is_temporary
 from biaswatch.recording import record_frame
 from biaswatch.records import SetRow
 from biaswatch.screening import screen
-from biaswatch.sets import Action, Decision, Rules, SetState, decide
+from biaswatch.sets import Action, Decision, decide_set
 from biaswatch.watch import Watcher, WatcherFailing
 from biaswatch.worker import start_server
 
@@ -165,6 +165,7 @@ class Service:
             directory.mkdir(parents=True, exist_ok=True)
         self._remove_temporaries()
         mark_service()
+        pidfile.write(self.config.service.state_dir, self.clock.now())
         start_server(self.config.service.state_dir / "cache" / "numba", self._server_ready)
         self.combines.recover()
         self.lanes.start(PROBE_SECONDS)
@@ -197,6 +198,7 @@ class Service:
             record_frame(self.catalog, record)
         self.combines.stop("service stopped during the combine")
         self.catalog.close()
+        pidfile.remove(self.config.service.state_dir)
         log.info("service.stopped")
 
     def _remove_temporaries(self) -> None:
@@ -308,12 +310,9 @@ class Service:
         self._act(row, decision)
 
     def _decide(self, row: SetRow, camera: CameraConfig) -> Decision:
-        site = self.config.site
         night = dt.date.fromisoformat(row.night)
-        end = night_end(night, site.zone, site.night_rollover, camera.night_end)
-        quiet = dt.timedelta(minutes=camera.quiet_minutes)
-        rules = Rules(camera.expected_frames, camera.min_frames, quiet)
-        return decide(SetState(row.frames, row.last_arrival, end), rules, self.clock.now())
+        site, now = self.config.site, self.clock.now()
+        return decide_set(row.frames, row.last_arrival, night, camera, site, now)
 
     def _act(self, row: SetRow, decision: Decision) -> None:
         bound = log.bind(camera=row.camera, night=row.night, set=row.id, frames=row.frames)

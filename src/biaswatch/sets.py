@@ -12,6 +12,12 @@ import datetime as dt
 import enum
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from biaswatch.nights import night_end
+
+if TYPE_CHECKING:
+    from biaswatch.config import CameraSettings, SiteConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +93,18 @@ def decide(state: SetState, rules: Rules, now: dt.datetime) -> Decision:
 def input_digest(hashes: list[str]) -> str:
     """A set's identity: the sha256 of its frames' sorted content hashes."""
     return hashlib.sha256("\n".join(sorted(hashes)).encode()).hexdigest()
+
+
+def decide_set(
+    frames: int,
+    last_arrival: dt.datetime,
+    night: dt.date,
+    camera: CameraSettings,
+    site: SiteConfig,
+    now: dt.datetime,
+) -> Decision:
+    """:func:`decide` for a camera's set, its night end and rules taken from the config."""
+    end = night_end(night, site.zone, site.night_rollover, camera.night_end)
+    quiet = dt.timedelta(minutes=camera.quiet_minutes)
+    rules = Rules(camera.expected_frames, camera.min_frames, quiet)
+    return decide(SetState(frames, last_arrival, end), rules, now)
