@@ -131,6 +131,8 @@ def test_drifted_master_is_rejected_latest_stays_and_a_person_can_overrule(
     # rejected one is never offered; the nearest accepted (night -13) is.
     chosen = biaswatch(config, "masters", "--camera", "cryo", "--for", "2030-01-15T04:00:00")
     assert (chosen.returncode, chosen.stdout.strip()) == (0, published[3]["path"])
+    (current,) = json.loads(biaswatch(config, "masters", "--current", "--json").stdout)
+    assert current["path"] == published[3]["path"]
     accepted = biaswatch(config, "accept", str(drifted), "--why", "new controller, new level")
     assert accepted.returncode == 0, accepted.stderr
     assert latest.resolve() == drifted.resolve()

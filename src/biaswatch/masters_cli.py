@@ -35,6 +35,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="print the accepted master to use for a frame taken at TIME (ISO, UTC if no "
         "zone); needs --camera",
     )
+    masters.add_argument(
+        "--current", action="store_true", help="only each camera's current master (latest.fits)"
+    )
     masters.add_argument("--json", action="store_true", help="print a JSON array")
     masters.set_defaults(handler=list_masters)
     for verb, state in (("accept", "accepted"), ("reject", "rejected")):
@@ -59,6 +62,9 @@ def list_masters(args: argparse.Namespace) -> int:
     catalog = _catalog(args.config)
     rows = [] if catalog is None else catalog.masters(args.camera, args.night)
     if catalog is not None:
+        if args.current:  # what latest.fits points at: each camera's newest accepted master
+            current = catalog.newest_masters()
+            rows = [r for r in rows if current.get(r.camera) == r]
         catalog.close()
     if args.for_time is not None:
         return _print_for(args, rows)
