@@ -27,8 +27,9 @@ from biaswatch.faults import CRASH_AT, POINTS
 
 
 def masters_on_disk(base: Path) -> list[Path]:
-    """Every file under the masters directory, temporaries included, links excluded."""
-    return sorted(p for p in (base / "masters").rglob("*") if p.is_file() and not p.is_symlink())
+    """Every file under the masters directory, temporaries included; links, previews excluded."""
+    files = (base / "masters").rglob("*")
+    return sorted(p for p in files if p.is_file() and not p.is_symlink() and p.suffix != ".png")
 
 
 def assert_one_master_per_set(config: Path, ncombine: int) -> Path:

@@ -470,6 +470,7 @@ def test_path_like_header_strings_write_nothing_outside_masters_and_state(
         "cryo/latest.fits",
         f"cryo/{NIGHT}",
         f"cryo/{NIGHT}/{master.name}",
+        f"cryo/{NIGHT}/{master.with_suffix('.png').name}",  # its preview
     }
     state = tmp_path / "state"
     for root in (masters, state):  # links included: nothing resolves outside its tree

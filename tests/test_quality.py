@@ -82,6 +82,10 @@ def test_light_leak_flat_and_settling_frames_are_left_out_with_reasons(tmp_path:
     assert published["read_noise"] == pytest.approx(header["QC_RON"], abs=1e-3)
     (stored,) = catalog_rows(config, "SELECT qc FROM masters")
     assert json.loads(stored["qc"])["read_noise"] == pytest.approx(header["QC_RON"], abs=1e-3)
+    preview = Path(published["path"]).with_suffix(".png")
+    png = preview.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (1200, 900)
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in written}
     assert after == before  # raw files untouched
 

@@ -209,6 +209,13 @@ class Combines:
                 alarm=self._alarm,
             )
             self._notifier.notify(f"STATUS=last master: {final.name}")
+            if result.preview_error is not None:
+                log.warning(
+                    "master.preview_failed",
+                    camera=job.info.camera,
+                    set=job.set_id,
+                    error=result.preview_error,
+                )
         except Exception as exc:  # one set's boundary: record it, carry on
             log.exception("set.publish_failed", set=job.set_id)
             if result.temporary is not None:
