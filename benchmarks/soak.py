@@ -806,6 +806,8 @@ def check_masters_dir(
             report.discrepancy(f"temporary master left behind: {path}")
         elif path.name == "latest.fits" and path.parent.parent == masters_dir:
             continue
+        elif path.suffix == ".png" and str(path.with_suffix(".fits")) in recorded:
+            continue  # a recorded master's preview
         elif str(path) not in recorded:
             report.discrepancy(f"file under the masters directory not in the catalog: {path}")
     for camera in cameras:
@@ -824,7 +826,11 @@ def check_latest(link: Path, camera: str, state: CatalogState, report: Report) -
     if str(target) not in mine:
         report.discrepancy(f"{camera}: latest.fits -> {target}, not one of its masters")
         return
-    newest = max(own, key=lambda m: (m["night"], m["sequence"]))
+    if mine[str(target)].get("state", "accepted") != "accepted":
+        report.discrepancy(f"{camera}: latest.fits -> {target.name}, a rejected master")
+        return
+    accepted = [m for m in own if m.get("state", "accepted") == "accepted"]
+    newest = max(accepted, key=lambda m: (m["night"], m["sequence"]))
     if mine[str(target)]["path"] != newest["path"]:
         report.note(
             f"{camera}: latest.fits -> {target.name}, the newest is {Path(newest['path']).name}"
