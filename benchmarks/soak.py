@@ -826,10 +826,10 @@ def check_latest(link: Path, camera: str, state: CatalogState, report: Report) -
     if str(target) not in mine:
         report.discrepancy(f"{camera}: latest.fits -> {target}, not one of its masters")
         return
-    if mine[str(target)].get("state", "accepted") != "accepted":
+    if mine[str(target)]["state"] != "accepted":
         report.discrepancy(f"{camera}: latest.fits -> {target.name}, a rejected master")
         return
-    accepted = [m for m in own if m.get("state", "accepted") == "accepted"]
+    accepted = [m for m in own if m["state"] == "accepted"]
     newest = max(accepted, key=lambda m: (m["night"], m["sequence"]))
     if mine[str(target)]["path"] != newest["path"]:
         report.note(
