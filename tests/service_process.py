@@ -226,7 +226,12 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 def catalog_rows(config: Path, sql: str, *args: object) -> list[sqlite3.Row]:
     """Rows from the service's catalog (read-only connection)."""
-    db = sqlite3.connect(f"file:{config.parent / 'state' / 'catalog.sqlite'}?mode=ro", uri=True)
+    return rows_in(config.parent / "state", sql, *args)
+
+
+def rows_in(state: Path, sql: str, *args: object) -> list[sqlite3.Row]:
+    """Rows from the catalog in ``state`` (read-only connection)."""
+    db = sqlite3.connect(f"file:{state / 'catalog.sqlite'}?mode=ro", uri=True)
     db.row_factory = sqlite3.Row
     try:
         return db.execute(sql, args).fetchall()

@@ -20,6 +20,7 @@ from service_process import (
     CRYO_GEOMETRY,
     catalog_rows,
     master_data,
+    rows_in,
     running_service,
     wait_for,
     write_config,
@@ -105,16 +106,6 @@ def judged(config: Path, count: int) -> None:
     """Wait until ``count`` frames have a verdict (anything but 'seen')."""
     sql = "SELECT * FROM frames WHERE status != 'seen'"
     wait_for(lambda: len(catalog_rows(config, sql)) >= count, 60, f"{count} frames judged")
-
-
-def rows_in(state: Path, sql: str, *args: object) -> list[sqlite3.Row]:
-    """catalog_rows, for a state_dir elsewhere than the harness's ``state``."""
-    db = sqlite3.connect(f"file:{state / 'catalog.sqlite'}?mode=ro", uri=True)
-    db.row_factory = sqlite3.Row
-    try:
-        return db.execute(sql, args).fetchall()
-    finally:
-        db.close()
 
 
 def by_name(config: Path) -> dict[str, sqlite3.Row]:

@@ -211,25 +211,12 @@ def publish_master(
     if verdict.state == "accepted":
         point_latest(masters_dir / info.camera / "latest.fits", final)
     else:
-        log.warning(
-            "master.rejected",
-            camera=info.camera,
-            night=info.night,
-            set=set_id,
-            path=str(final),
-            reason=verdict.reason,
-            action="kept on disk; latest.fits stays on the last accepted master; "
-            "'biaswatch accept PATH --why ...' overrules",
-        )
+        details = {"camera": info.camera, "night": info.night, "set": set_id}
+        details |= {"path": str(final), "reason": verdict.reason}
+        action = "kept on disk; latest.fits stays on the last accepted master; "
+        log.warning("master.rejected", **details, action=action + "'biaswatch accept' overrules")
         if alarm is not None:
-            alarm(
-                "master_rejected",
-                camera=info.camera,
-                night=info.night,
-                set=set_id,
-                path=str(final),
-                reason=verdict.reason,
-            )
+            alarm("master_rejected", **details)
     log.info(
         "master.published",
         camera=info.camera,
