@@ -20,6 +20,7 @@ from biaswatch.config import load_config
 from biaswatch.errors import ConfigError
 from biaswatch.logview import add_command as add_log_command
 from biaswatch.masters_cli import add_commands
+from biaswatch.report import add_command as add_report_command
 from biaswatch.status import add_command as add_status_command
 
 EX_CONFIG = 78
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     add_command(commands)
     add_log_command(commands)
     add_status_command(commands)
+    add_report_command(commands)
 
     simulate = commands.add_parser(
         "simulate", help="write realistic raw bias frames into a camera's watched directory"

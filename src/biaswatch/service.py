@@ -40,6 +40,7 @@ from biaswatch.overflow import listen_for_overflows
 from biaswatch.publish import is_temporary
 from biaswatch.recording import record_frame
 from biaswatch.records import SetRow
+from biaswatch.report import write_night_report
 from biaswatch.screening import screen
 from biaswatch.sets import Action, Decision, decide_set
 from biaswatch.watch import Watcher, WatcherFailing
@@ -387,6 +388,10 @@ class Service:
         if due is not None:
             name, why = due
             self.alarms(name, camera=camera, night=night.isoformat(), reason=why)
+        # The morning's page, off the main loop (plots and previews take a second).
+        threading.Thread(
+            target=write_night_report, args=(self.config, night, self.clock.now()), daemon=True
+        ).start()
 
     def _server_ready(self, seconds: float) -> None:
         """The combine fork server serves children (called on its probe's thread)."""
