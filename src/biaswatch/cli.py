@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from biaswatch import __version__
+from biaswatch.backfill import add_command as add_backfill_command
 from biaswatch.checkconfig import add_command
 from biaswatch.config import load_config
 from biaswatch.errors import ConfigError
@@ -54,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     add_log_command(commands)
     add_status_command(commands)
     add_report_command(commands)
+    add_backfill_command(commands)
 
     simulate = commands.add_parser(
         "simulate", help="write realistic raw bias frames into a camera's watched directory"

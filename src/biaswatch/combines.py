@@ -77,6 +77,11 @@ class Combines:
         """Combines may start (called by the main loop once the fork server serves)."""
         self._ready = True
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing running."""
+        return not self._queue and not self._running
+
     def queue(self, set_id: int) -> None:
         """Combine this closed set when a slot is free."""
         if set_id not in self._queue and set_id not in self._running:
