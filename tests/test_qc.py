@@ -7,6 +7,7 @@ import pytest
 
 from biaswatch.qc import (
     FrameQC,
+    clipped_fraction,
     frame_qc,
     hot_columns,
     master_cards,
@@ -118,3 +119,20 @@ def test_hot_columns_are_counted() -> None:
     assert hot_columns(master) == 3
     cards = dict((k, v) for k, v, _ in master_cards(master_qc(master, [], frames=1)))
     assert cards["QC_HOTCO"] == 3
+
+
+def test_clipped_fraction_matches_astropy_sigma_clip() -> None:
+    """The fraction equals astropy's sigma_clip mask (one pass, median, mad_std) on the stack."""
+    from astropy.stats import sigma_clip
+
+    stack = RNG.normal(1000.0, 5.0, (10, 4000))
+    hits = RNG.random(stack.shape) < 0.01  # cosmic rays in 1% of the values
+    stack[hits] += RNG.uniform(100.0, 5000.0, int(hits.sum()))
+    mask = sigma_clip(
+        stack, sigma_lower=5, sigma_upper=5, maxiters=1, cenfunc="median", stdfunc="mad_std", axis=0
+    ).mask
+    fraction = clipped_fraction(stack, 5.0, 5.0, "median", "mad_std")
+    assert fraction == pytest.approx(float(mask.mean()), abs=1e-12)
+    # Every cosmic ray, plus the Gaussian values a 10-frame MAD (itself noisy) puts
+    # beyond 5 sigma: about 0.5% more here.
+    assert float(hits.mean()) < fraction < 0.02

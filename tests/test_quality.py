@@ -140,9 +140,20 @@ def test_drifted_master_is_rejected_latest_stays_and_a_person_can_overrule(
     accepted = biaswatch(config, "accept", str(drifted), "--why", "new controller, new level")
     assert accepted.returncode == 0, accepted.stderr
     assert latest.resolve() == drifted.resolve()
+    prints = {fits.getheader(e["path"])["BWFPRINT"] for e in published}
+    assert len(prints) == 5 and all(len(p) == 16 for p in prints)  # five different makings
+    # Three frames per pixel make a MAD from three values: the clip is loose and
+    # leaves out a few per cent of them, as ccdproc's would.
+    assert 0.0 < fits.getheader(drifted)["QC_REJFR"] < 0.2
     listing = json.loads(biaswatch(config, "masters", "--json").stdout)
     (row,) = [m for m in listing if m["path"] == str(drifted)]
     assert (row["state"], row["judgement"]) == ("accepted", "new controller, new level")
     assert row["judged_by"]
     chosen = biaswatch(config, "masters", "--camera", "cryo", "--for", "2030-01-15T04:00:00")
     assert chosen.stdout.strip() == str(drifted)
+    rejected_again = biaswatch(config, "reject", str(drifted), "--why", "controller swapped back")
+    assert rejected_again.returncode == 0, rejected_again.stderr
+    assert latest.resolve() == Path(published[3]["path"]).resolve()
+    listing = json.loads(biaswatch(config, "masters", "--json").stdout)
+    (row,) = [m for m in listing if m["path"] == str(drifted)]
+    assert (row["state"], row["judgement"]) == ("rejected", "controller swapped back")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import hashlib
 import os
 import shutil
 import time
@@ -51,6 +52,15 @@ class MasterInfo:
     master_sigma: float = 5.0  # [*.qc] master_sigma: how far from the baseline is too far
 
 
+def fingerprint(info: MasterInfo) -> str:
+    """16 hex digits naming what made a master: its inputs, settings and biaswatch version.
+
+    Two masters with the same fingerprint were made the same way from the same frames.
+    """
+    made_of = f"{info.input_digest}|{info.settings.model_dump_json()}|{info.mem_limit}"
+    return hashlib.sha256(f"{made_of}|{__version__}".encode()).hexdigest()[:16]
+
+
 def master_path(masters_dir: Path, info: MasterInfo) -> Path:
     """``masters_dir/<camera>/<night>/bias_<camera>_<night>_<NN>_<geometry>.fits``."""
     name = f"bias_{info.camera}_{info.night}_{info.sequence:02d}_{info.geometry}.fits"
@@ -85,6 +95,7 @@ def master_header(first_input: fits.Header, info: MasterInfo) -> fits.Header:
         # 64 hex digits leave no room on the 80-column card for a comment.
         ("BWDIGEST", info.input_digest, ""),
         ("BWVERS", __version__, "biaswatch version"),
+        ("BWFPRINT", fingerprint(info), "inputs + combine settings + version"),
         ("DATE", dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"), "UTC file creation"),
     ]
     for key, value, comment in cards:

@@ -169,6 +169,7 @@ class MasterQC:
     read_noise: float  # from differences of pairs of inputs, ADU
     expected_noise: float  # read_noise / sqrt(frames): the noise of a flat master
     hot_columns: int  # columns whose median stands out (fixed pattern)
+    rejected_fraction: float = 0.0  # of the inputs' pixels the sigma clip left out (sampled)
 
 
 def pair_read_noise(frames: Sequence[npt.NDArray[np.floating]]) -> float:
@@ -193,8 +194,32 @@ def hot_columns(master: npt.NDArray[np.floating], sigma: float = 5.0) -> int:
     return int(np.count_nonzero(medians - centre > sigma * spread))
 
 
+def clipped_fraction(
+    stack: npt.NDArray[np.floating], low: float, high: float, center: str, deviation: str
+) -> float:
+    """Fraction of a (frames, pixels) stack one pass of the combine's sigma clip leaves out.
+
+    The same rule as the combine's first iteration (ccdproc's sigma_clip: outside
+    centre - low x deviation .. centre + high x deviation, per pixel across frames),
+    on a sample of pixels: an estimate, cheap next to the combine itself.
+    """
+    values = np.asarray(stack, dtype=np.float64)
+    if values.shape[0] < 3:  # no clipping is meaningful on one or two values
+        return 0.0
+    middle = np.median(values, axis=0) if center == "median" else np.mean(values, axis=0)
+    if deviation == "mad_std":
+        spread = MAD_TO_SIGMA * np.median(np.abs(values - middle), axis=0)
+    else:
+        spread = np.std(values, axis=0)
+    out = (values < middle - low * spread) | (values > middle + high * spread)
+    return float(np.count_nonzero(out)) / values.size
+
+
 def master_qc(
-    master: npt.NDArray[np.floating], inputs: Sequence[npt.NDArray[np.floating]], frames: int
+    master: npt.NDArray[np.floating],
+    inputs: Sequence[npt.NDArray[np.floating]],
+    frames: int,
+    rejected_fraction: float = 0.0,
 ) -> MasterQC:
     """The master's level, noise and hot columns; read noise from (a few of) its inputs."""
     level, noise = robust_level_noise(master)
@@ -205,6 +230,7 @@ def master_qc(
         read_noise=read_noise,
         expected_noise=read_noise / math.sqrt(max(frames, 1)),
         hot_columns=hot_columns(master),
+        rejected_fraction=rejected_fraction,
     )
 
 
@@ -220,6 +246,7 @@ def master_cards(qc: MasterQC) -> list[tuple[str, float | int, str]]:
         ("QC_RON", round(qc.read_noise, 4), "[adu] read noise from input pairs (QC.RON)"),
         ("QC_RONEX", round(qc.expected_noise, 4), "[adu] read noise / sqrt(NCOMBINE)"),
         ("QC_HOTCO", qc.hot_columns, "columns whose median stands out by 5 sigma"),
+        ("QC_REJFR", round(qc.rejected_fraction, 6), "fraction of input pixels clipped"),
     ]
     return [card for card in cards if math.isfinite(card[1])]
 
@@ -238,7 +265,12 @@ def master_qc_from_header(header: Mapping[str, object]) -> MasterQC | None:
         return None
     values = {name: _float(header.get(key)) for name, key in _FROM_CARDS.items()}
     hot = header.get("QC_HOTCO", 0)
-    return MasterQC(**values, hot_columns=int(hot) if isinstance(hot, int | float) else 0)
+    rejected = _float(header.get("QC_REJFR", 0.0))
+    return MasterQC(
+        **values,
+        hot_columns=int(hot) if isinstance(hot, int | float) else 0,
+        rejected_fraction=rejected,
+    )
 
 
 def _float(value: object) -> float:

@@ -37,7 +37,7 @@ from astropy.io import fits
 from biaswatch.errors import CombineFailed
 from biaswatch.faults import crash_point
 from biaswatch.publish import MasterInfo, master_header, write_temporary
-from biaswatch.qc import SAMPLE_PIXELS, MasterQC, master_cards, master_qc
+from biaswatch.qc import SAMPLE_PIXELS, MasterQC, clipped_fraction, master_cards, master_qc
 
 _CONTEXT = mp.get_context("forkserver")
 # biaswatch.preload imports this module too, so a child finds run_job's module, astropy
@@ -123,7 +123,7 @@ def run_job(job: CombineJob, conn: Connection, submitted: float) -> None:
     try:
         data = combine_files([Path(p) for p in job.inputs], job.info.settings, job.info.mem_limit)
         header = master_header(fits.getheader(job.inputs[0]), job.info)
-        for key, value, comment in master_cards(_quality(data, job.inputs)):
+        for key, value, comment in master_cards(_quality(data, job)):
             header[key] = (value, comment)
         tmp = write_temporary(data, header, Path(job.final))
         crash_point("after_temporary")
@@ -160,13 +160,31 @@ def _preview(data: np.ndarray, job: CombineJob) -> str | None:
     return None
 
 
-def _quality(data: np.ndarray, inputs: tuple[str, ...]) -> MasterQC:
+def _quality(data: np.ndarray, job: CombineJob) -> MasterQC:
+    inputs = job.inputs
     stride = max(1, math.isqrt(data.size // SAMPLE_PIXELS))
-    sample = []
-    for path in inputs[:QC_INPUTS]:
+    # The clipped fraction looks at every input: ~SAMPLE_PIXELS values in all.
+    stack_stride = max(stride, math.isqrt(data.size * len(inputs) // SAMPLE_PIXELS))
+    pairs, stack = [], []
+    for index, path in enumerate(inputs):
         with fits.open(path, memmap=True) as hdul:
-            sample.append(np.array(hdul[0].data[::stride, ::stride], dtype=np.float32))
-    return master_qc(data, sample, len(inputs))
+            pixels = hdul[0].data
+            if index < QC_INPUTS:
+                pairs.append(np.array(pixels[::stride, ::stride], dtype=np.float32))
+            stack.append(np.array(pixels[::stack_stride, ::stack_stride], dtype=np.float32))
+    settings = job.info.settings
+    rejected = (
+        clipped_fraction(
+            np.stack(stack),
+            settings.sigma_low,
+            settings.sigma_high,
+            settings.center,
+            settings.deviation,
+        )
+        if settings.sigma_clip
+        else 0.0
+    )
+    return master_qc(data, pairs, len(inputs), rejected)
 
 
 class CombineProcess:
