@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 import time
@@ -90,3 +91,27 @@ def test_night_checks_tell_a_silent_camera_from_a_night_without_a_master(tmp_pat
     assert night_alarm(catalog, "cryo", night) is not None  # a rejected master is no master
     catalog._db.execute("UPDATE masters SET state = 'accepted'")
     assert night_alarm(catalog, "cryo", night) is None
+
+
+def test_night_end_check_alarms_a_silent_camera_and_writes_the_report(tmp_path: Path) -> None:
+    """After night_end, a camera with no frame that night raises camera_silent; a report appears."""
+    from biaswatch.config import load_config
+    from biaswatch.service import Service
+    from biaswatch.testing import FakeClock
+
+    config_path = tmp_path / "config.toml"
+    config_path.write_text('[cameras.cam]\nwatch = ["in"]\nnight_end = "10:00"\n')
+    config = load_config(config_path)
+    # 10:10 in Chicago on 2026-11-25 (UTC-6): the check of night 2026-11-24.
+    clock = FakeClock(dt.datetime(2026, 11, 25, 16, 10, tzinfo=dt.UTC))
+    service = Service(config, clock=clock)
+    try:
+        with capture_logs() as logs:
+            service._night_check("cam")
+            report = tmp_path / "var" / "state" / "reports" / "2026-11-24.html"
+            page = wait_for_file(report)
+    finally:
+        service.catalog.close()
+    (alarm,) = [e for e in logs if e["event"] == "alarm.camera_silent"]
+    assert (alarm["camera"], alarm["night"]) == ("cam", "2026-11-24")
+    assert "<h1>biaswatch: night 2026-11-24</h1>" in page and "No master this night." in page
