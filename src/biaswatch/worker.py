@@ -160,11 +160,17 @@ def _preview(data: np.ndarray, job: CombineJob) -> str | None:
     return None
 
 
+def _stride(values: int, budget: int) -> int:
+    """The row and column stride that leaves at most about ``budget`` of ``values``."""
+    return max(1, math.ceil(math.sqrt(values / budget)))
+
+
 def _quality(data: np.ndarray, job: CombineJob) -> MasterQC:
     inputs = job.inputs
-    stride = max(1, math.isqrt(data.size // SAMPLE_PIXELS))
-    # The clipped fraction looks at every input: ~SAMPLE_PIXELS values in all.
-    stack_stride = max(stride, math.isqrt(data.size * len(inputs) // SAMPLE_PIXELS))
+    stride = _stride(data.size, SAMPLE_PIXELS)
+    # The clipped fraction looks at every input: ~SAMPLE_PIXELS values in all, so
+    # its float64 temporaries stay a few MB however many frames there are.
+    stack_stride = _stride(data.size * len(inputs), SAMPLE_PIXELS)
     pairs, stack = [], []
     for index, path in enumerate(inputs):
         with fits.open(path, memmap=True) as hdul:
