@@ -442,6 +442,8 @@ def test_path_like_header_strings_write_nothing_outside_masters_and_state(
         before = fingerprints(written)
         (published,) = service.wait_event("master.published")
         judged(config, len(written))
+        preview = Path(published["path"]).with_suffix(".png")
+        wait_for(preview.exists, 60, "the preview, drawn after publication")
         status = service.stop()[0]
     assert status == 0
     found = by_name(config)

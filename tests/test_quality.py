@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from service_process import catalog_rows, running_service, write_config
+from service_process import catalog_rows, running_service, wait_for, write_config
 
 # A night far ahead, so no clock-driven rule (quiet period, night end) closes the
 # set: it completes by count, after all frames are in.
@@ -58,6 +58,8 @@ def test_light_leak_flat_and_settling_frames_are_left_out_with_reasons(tmp_path:
             written.append(write_raw(incoming / name, seed, **change))
         before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in written}
         (published,) = service.wait_event("master.published", timeout=120)
+        preview = Path(published["path"]).with_suffix(".png")
+        wait_for(preview.exists, 60, "the preview, drawn after publication")
         outliers = service.events("frame.outlier")
         assert service.stop()[0] == 0
     assert sorted(Path(e["file"]).name for e in outliers) == sorted(bad)
@@ -82,7 +84,6 @@ def test_light_leak_flat_and_settling_frames_are_left_out_with_reasons(tmp_path:
     assert published["read_noise"] == pytest.approx(header["QC_RON"], abs=1e-3)
     (stored,) = catalog_rows(config, "SELECT qc FROM masters")
     assert json.loads(stored["qc"])["read_noise"] == pytest.approx(header["QC_RON"], abs=1e-3)
-    preview = Path(published["path"]).with_suffix(".png")
     png = preview.read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (1200, 900)

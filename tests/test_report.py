@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from service_process import running_service, write_config
+from service_process import running_service, wait_for, write_config
 from test_quality import write_raw
 
 # Three nights of good masters (2030-01-10 to -12; 03:00 UTC is the evening before in
@@ -43,7 +43,9 @@ def test_report_loads_without_errors_and_its_images_render(tmp_path: Path) -> No
                 date = f"{day}T03:00:0{i}"
                 seed = count * 10 + i
                 write_raw(incoming / f"{day}_{i}.fits", seed, image_offset=leak, date_obs=date)
-            service.wait_event("master.published", count=count, timeout=120)
+            published = service.wait_event("master.published", count=count, timeout=120)
+        preview = Path(published[-1]["path"]).with_suffix(".png")
+        wait_for(preview.exists, 60, "the last master's preview")
         assert service.stop()[0] == 0
     report = tmp_path / "report.html"
     command = [sys.executable, "-m", "biaswatch", "report", "--config", str(config)]

@@ -27,6 +27,7 @@ from astropy.io import fits
 from biaswatch.catalog import Catalog
 from biaswatch.config import Config
 from biaswatch.notify import Notifier
+from biaswatch.preview import Previews
 from biaswatch.publish import (
     MasterInfo,
     find_published,
@@ -71,6 +72,7 @@ class Combines:
         self._retry_at = retry_at
         self._queue: deque[int] = deque()
         self._running: dict[int, CombineProcess] = {}
+        self.previews = Previews()
         self._ready = False  # the fork server has preloaded (worker.start_server)
 
     def server_ready(self) -> None:
@@ -79,8 +81,8 @@ class Combines:
 
     @property
     def idle(self) -> bool:
-        """Nothing queued and nothing running."""
-        return not self._queue and not self._running
+        """Nothing queued and nothing running (previews included)."""
+        return not self._queue and not self._running and self.previews.idle
 
     def queue(self, set_id: int) -> None:
         """Combine this closed set when a slot is free."""
@@ -89,6 +91,7 @@ class Combines:
 
     def step(self) -> None:
         """Publish what finished, then start queued sets while slots are free."""
+        self.previews.step()
         for set_id, running in list(self._running.items()):
             result = running.poll()
             if result is not None:
@@ -214,13 +217,7 @@ class Combines:
                 alarm=self._alarm,
             )
             self._notifier.notify(f"STATUS=last master: {final.name}")
-            if result.preview_error is not None:
-                log.warning(
-                    "master.preview_failed",
-                    camera=job.info.camera,
-                    set=job.set_id,
-                    error=result.preview_error,
-                )
+            self.previews.queue(final, Path(job.inputs[0]), len(job.inputs))
         except Exception as exc:  # one set's boundary: record it, carry on
             log.exception("set.publish_failed", set=job.set_id)
             if result.temporary is not None:

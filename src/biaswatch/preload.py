@@ -10,7 +10,6 @@ import contextlib
 
 # The child's target lives in biaswatch.worker, with astropy and the publish code:
 # imported here once, not in every child.
-import biaswatch.preview
 import biaswatch.worker  # noqa: F401
 from biaswatch.combine import warm_up
 

@@ -198,6 +198,7 @@ class Service:
         for record in taken.finished:
             record_frame(self.catalog, record)
         self.combines.stop("service stopped during the combine")
+        self.combines.previews.finish()
         self.catalog.close()
         pidfile.remove(self.config.service.state_dir)
         log.info("service.stopped")

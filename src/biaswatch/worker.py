@@ -108,7 +108,6 @@ class CombineResult:
     reason: str | None = None
     seconds: float = 0.0  # the child's own combine and write, for the log
     startup: float = 0.0  # from the parent starting the child to the child's first line
-    preview_error: str | None = None  # the PNG could not be drawn (the master is fine)
 
 
 def run_job(job: CombineJob, conn: Connection, submitted: float) -> None:
@@ -128,12 +127,7 @@ def run_job(job: CombineJob, conn: Connection, submitted: float) -> None:
         tmp = write_temporary(data, header, Path(job.final))
         crash_point("after_temporary")
         seconds = time.perf_counter() - start
-        problem = _preview(data, job)
-        conn.send(
-            CombineResult(
-                job.set_id, str(tmp), seconds=seconds, startup=startup, preview_error=problem
-            )
-        )
+        conn.send(CombineResult(job.set_id, str(tmp), seconds=seconds, startup=startup))
     except CombineFailed as exc:
         conn.send(CombineResult(job.set_id, None, exc.reason))
     except Exception as exc:  # the child's one boundary: report, never hang the parent
@@ -145,19 +139,6 @@ def run_job(job: CombineJob, conn: Connection, submitted: float) -> None:
 # Read noise is measured on this many inputs (two pairs): enough for a median of
 # two estimates, and cheap next to the combine (strided reads of local copies).
 QC_INPUTS = 4
-
-
-def _preview(data: np.ndarray, job: CombineJob) -> str | None:
-    """Draw the master's PNG; a failure is reported, never fatal to the master."""
-    from biaswatch.preview import write_preview
-
-    try:
-        with fits.open(job.inputs[0], memmap=True) as hdul:
-            single = np.array(hdul[0].data, dtype=np.float32)
-        write_preview(data, single, len(job.inputs), Path(job.final))
-    except Exception as exc:  # the preview's boundary: the master is already written
-        return f"{type(exc).__name__}: {exc}"
-    return None
 
 
 def _stride(values: int, budget: int) -> int:
