@@ -40,7 +40,6 @@ from biaswatch.overflow import listen_for_overflows
 from biaswatch.publish import is_temporary
 from biaswatch.recording import record_frame
 from biaswatch.records import SetRow
-from biaswatch.report import write_night_report
 from biaswatch.screening import screen
 from biaswatch.sets import Action, Decision, decide_set
 from biaswatch.watch import Watcher, WatcherFailing
@@ -390,6 +389,9 @@ class Service:
             name, why = due
             self.alarms(name, camera=camera, night=night.isoformat(), reason=why)
         # The morning's page, off the main loop (plots and previews take a second).
+        # Imported here: matplotlib would add ~35 MiB to the service for one page a night.
+        from biaswatch.report import write_night_report
+
         threading.Thread(
             target=write_night_report, args=(self.config, night, self.clock.now()), daemon=True
         ).start()
