@@ -27,7 +27,7 @@ from astropy.io import fits
 from biaswatch.catalog import Catalog
 from biaswatch.config import Config
 from biaswatch.notify import Notifier
-from biaswatch.preview import Previews
+from biaswatch.previews import Previews
 from biaswatch.publish import (
     MasterInfo,
     find_published,

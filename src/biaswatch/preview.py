@@ -5,7 +5,7 @@ calibrated bias" beside "N bias images combined", both grey-scaled with zscale
 (astropy.visualization, IRAF's display algorithm), so structure in the bias
 is visible at a glance; below, both histograms on a log scale.
 
-Drawn after publication by :class:`Previews`, one at a time, each in a fresh
+Drawn after publication by ``previews.Previews``, one at a time, each in a fresh
 process of its own: matplotlib makes ~80 MiB of a process its own, which a
 combine child must not spend out of its memory budget (benchmarks/burst.py
 measured it there), and a drawing must never delay a master. Written through a
@@ -16,9 +16,7 @@ one at a time.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from collections import deque
 from pathlib import Path
 
 import matplotlib
@@ -27,18 +25,9 @@ matplotlib.use("Agg")  # files only: no display on a server
 
 import matplotlib.pyplot as plt
 import numpy as np
-import structlog
 from astropy.io import fits
 from astropy.visualization import ZScaleInterval
 from matplotlib.axes import Axes
-
-log = structlog.get_logger("biaswatch.preview")
-
-# A fresh interpreter, not a fork of the service (threads) or of the combine server.
-_CONTEXT = multiprocessing.get_context("spawn")
-# At a stop, the preview being drawn gets this long (a drawing takes 1-3 s, most
-# of it imports); previews not started yet are skipped, so a stop stays quick.
-STOP_SECONDS = 5.0
 
 # 1,200 x 900 pixels at 100 dpi: readable on a laptop, ~200 kB as PNG.
 FIGURE_INCHES = (12.0, 9.0)
@@ -86,51 +75,3 @@ def _panel(ax: Axes, hist: Axes, image: np.ndarray, title: str) -> None:
 def draw_from_files(master: Path, single: Path, ncombine: int) -> None:
     """A preview process's work: read the master and one calibrated input, draw."""
     write_preview(fits.getdata(master), fits.getdata(single), ncombine, master)
-
-
-class Previews:
-    """Previews to draw, one process at a time (called from the service's main loop)."""
-
-    def __init__(self) -> None:
-        self._waiting: deque[tuple[Path, Path, int]] = deque()
-        self._drawing: tuple[multiprocessing.process.BaseProcess, Path] | None = None
-
-    @property
-    def idle(self) -> bool:
-        """Nothing waiting and nothing being drawn."""
-        return self._drawing is None and not self._waiting
-
-    def queue(self, master: Path, single: Path, ncombine: int) -> None:
-        """Draw this master's preview when the one before is done."""
-        self._waiting.append((master, single, ncombine))
-        self.step()
-
-    def step(self) -> None:
-        """Notice a finished drawing; start the next."""
-        if self._drawing is not None:
-            process, master = self._drawing
-            if process.is_alive():
-                return
-            if process.exitcode != 0:
-                log.warning("master.preview_failed", path=str(master), exitcode=process.exitcode)
-            self._drawing = None
-        if self._waiting:
-            master, single, ncombine = self._waiting.popleft()
-            process = _CONTEXT.Process(
-                target=draw_from_files, args=(master, single, ncombine), daemon=True
-            )
-            process.start()
-            self._drawing = (process, master)
-
-    def finish(self, timeout: float = STOP_SECONDS) -> None:
-        """At a stop: let the drawing in progress end within ``timeout``; skip the rest."""
-        if self._drawing is not None:
-            self._drawing[0].join(timeout)
-            if self._drawing[0].is_alive():
-                self._drawing[0].terminate()
-                self._waiting.appendleft((self._drawing[1], Path(), 0))
-            self._drawing = None
-        if self._waiting:
-            masters = [str(master) for master, _, _ in self._waiting]
-            log.warning("preview.skipped_at_stop", masters=masters)
-            self._waiting.clear()
