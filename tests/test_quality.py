@@ -152,7 +152,8 @@ def test_drifted_master_is_rejected_latest_stays_and_a_person_can_overrule(
     assert row["judged_by"]
     chosen = biaswatch(config, "masters", "--camera", "cryo", "--for", "2030-01-15T04:00:00")
     assert chosen.stdout.strip() == str(drifted)
-    rejected_again = biaswatch(config, "reject", str(drifted), "--why", "controller swapped back")
+    # By its latest.fits link, which now names the drifted master.
+    rejected_again = biaswatch(config, "reject", str(latest), "--why", "controller swapped back")
     assert rejected_again.returncode == 0, rejected_again.stderr
     assert latest.resolve() == Path(published[3]["path"]).resolve()
     listing = json.loads(biaswatch(config, "masters", "--json").stdout)

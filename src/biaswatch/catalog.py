@@ -136,6 +136,22 @@ class Catalog(MasterQueries):
         ).fetchone()
         return row
 
+    def rejected_since(self, camera: str, since: str) -> list[tuple[str, str]]:
+        """(path, reason) of the camera's frames rejected since ``since`` (ISO time)."""
+        return self._rejected("recorded >= ?", (camera, since), order="recorded")
+
+    def rejected_in_night(self, camera: str, night: str) -> list[tuple[str, str]]:
+        """(path, reason) of the camera's frames of ``night`` that were rejected."""
+        return self._rejected("night = ?", (camera, night), order="path")
+
+    def _rejected(self, where: str, args: tuple[str, str], order: str) -> list[tuple[str, str]]:
+        rows = self._db.execute(
+            f"SELECT path, reason FROM frames WHERE camera = ? AND status = 'rejected'"
+            f" AND {where} ORDER BY {order}",
+            args,
+        ).fetchall()
+        return [(r["path"], r["reason"] or "") for r in rows]
+
     def set_inputs(self, set_id: int) -> list[sqlite3.Row]:
         """The valid frames of a set, oldest first."""
         return self._db.execute(

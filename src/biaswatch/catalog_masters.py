@@ -130,21 +130,3 @@ class MasterQueries:
             )
             for r in rows
         ]
-
-    def rejected_since(self, camera: str, since: str) -> list[tuple[str, str]]:
-        """(path, reason) of the camera's frames rejected since ``since`` (ISO time)."""
-        rows = self._db.execute(
-            "SELECT path, reason FROM frames WHERE camera = ? AND status = 'rejected'"
-            " AND recorded >= ? ORDER BY recorded",
-            (camera, since),
-        ).fetchall()
-        return [(r["path"], r["reason"] or "") for r in rows]
-
-    def rejected_in_night(self, camera: str, night: str) -> list[tuple[str, str]]:
-        """(path, reason) of the camera's frames of ``night`` that were rejected."""
-        rows = self._db.execute(
-            "SELECT path, reason FROM frames WHERE camera = ? AND night = ?"
-            " AND status = 'rejected' ORDER BY path",
-            (camera, night),
-        ).fetchall()
-        return [(r["path"], r["reason"] or "") for r in rows]

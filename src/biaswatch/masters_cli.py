@@ -117,8 +117,12 @@ def _judge(args: argparse.Namespace) -> int:
     if catalog is None:
         raise SystemExit("biaswatch: no catalog yet")
     who = os.environ.get("SUDO_USER") or getpass.getuser()
+    # The path as given, or what it links to: latest.fits names the current master.
+    known = {m.path for m in catalog.masters()}
+    given = str(args.master.absolute())
+    path = given if given in known else str(args.master.resolve())
     try:
-        master = catalog.judge_master(str(args.master.absolute()), args.state, who, args.why)
+        master = catalog.judge_master(path, args.state, who, args.why)
     except KeyError:
         raise SystemExit(f"biaswatch: {args.master} is not a master in the catalog") from None
     newest = catalog.newest_masters().get(master.camera)

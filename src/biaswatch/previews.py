@@ -61,13 +61,14 @@ class Previews:
 
     def finish(self, timeout: float = STOP_SECONDS) -> None:
         """At a stop: let the drawing in progress end within ``timeout``; skip the rest."""
+        skipped = [str(master) for master, _, _ in self._waiting]
         if self._drawing is not None:
-            self._drawing[0].join(timeout)
-            if self._drawing[0].is_alive():
-                self._drawing[0].terminate()
-                self._waiting.appendleft((self._drawing[1], Path(), 0))
-            self._drawing = None
-        if self._waiting:
-            masters = [str(master) for master, _, _ in self._waiting]
-            log.warning("preview.skipped_at_stop", masters=masters)
-            self._waiting.clear()
+            process, master = self._drawing
+            process.join(timeout)
+            if process.is_alive():
+                process.terminate()
+                skipped.insert(0, str(master))
+        if skipped:
+            log.warning("preview.skipped_at_stop", masters=skipped)
+        self._drawing = None
+        self._waiting.clear()
