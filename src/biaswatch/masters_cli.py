@@ -72,7 +72,7 @@ def list_masters(args: argparse.Namespace) -> int:
         print(json.dumps([asdict(r) for r in rows], indent=2))
         return 0
     if not rows:
-        print("no masters yet")
+        print("no accepted master" if args.current else "no masters yet")
         return 0
     print(f"{'camera':<10} {'night':<10} {'seq':>3} {'n':>3}  {'state':<8} {'RON':>6}  path")
     for r in rows:
@@ -130,6 +130,8 @@ def _judge(args: argparse.Namespace) -> int:
     link = Path(master.path).parent.parent / "latest.fits"
     if newest is not None:
         point_latest(link, Path(newest.path))
+    else:  # nothing accepted is left: a link to a rejected master would mislead
+        link.unlink(missing_ok=True)
     print(
         f"{master.path}: {args.state} by {who} ({args.why}); latest.fits -> "
         f"{newest.path if newest else 'nothing accepted'}"
