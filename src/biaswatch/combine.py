@@ -58,8 +58,9 @@ if TYPE_CHECKING:  # the combine needs its values, not pydantic's import time
 METHODS: Final = ("average", "median")
 RUNTIME_RESERVE: Final = 4_000_000
 
-# Memory model of one combine, in bytes, for n frames of rows x cols pixels:
-#   rows * cols * 4                 the float32 result, allocated once;
+# Memory model of one combine, in bytes, for n frames of rows x cols pixels of which
+# out_rows are combined (all rows, or the band combine_files(..., rows=) was given):
+#   out_rows * cols * 4             the float32 result, allocated once;
 #   band_rows * n * cols * 4        one band of every frame, float32, read in place;
 #   threads * (ROW_ARRAYS * n * 4 + WORK_ARRAYS * 8) * cols
 #                                   each kernel thread's scratch: the row's values and
@@ -76,27 +77,76 @@ RUNTIME_RESERVE: Final = 4_000_000
 # RSS above the process's RSS before the combine against mem_limit in a child process.
 
 
-def band_rows(n_frames: int, shape: tuple[int, int], mem_limit: int, method: str) -> int:
+def band_rows(
+    n_frames: int,
+    shape: tuple[int, int],
+    mem_limit: int,
+    method: str,
+    out_rows: int | None = None,
+) -> int:
     """How many image rows to combine at once so the working set stays within mem_limit.
 
-    Raise CombineFailed naming the minimum mem_limit (in bytes and MB) when not even one
-    row fits.
+    ``out_rows`` is how many result rows the combine holds: None for the whole image,
+    else the height of the band it combines (at most the image's rows). Raise
+    CombineFailed naming the minimum mem_limit (in bytes and MB) when not even one row
+    fits.
     """
     if method not in METHODS:
         raise ValueError(f"unknown combine method {method!r}")
     rows, cols = shape
     if n_frames < 1 or rows < 1 or cols < 1:
         raise ValueError(f"nothing to combine: {n_frames} frames of {rows}x{cols}")
-    fixed = rows * cols * 4 + _scratch_bytes(n_frames, cols) + RUNTIME_RESERVE
+    held = rows if out_rows is None else out_rows
+    if not 1 <= held <= rows:
+        raise ValueError(f"out_rows must be 1..{rows} for {rows}x{cols} frames, got {out_rows}")
+    fixed = held * cols * 4 + _scratch_bytes(n_frames, cols) + RUNTIME_RESERVE
     per_row = n_frames * cols * 4
     minimum = fixed + per_row
     if mem_limit < minimum:
+        band = "" if out_rows is None else f" in a band of {held} rows"
         raise CombineFailed(
             f"mem_limit {mem_limit} bytes ({mem_limit / 1e6:.3f} MB) is too small to "
-            f"{method}-combine {n_frames} frames of {rows}x{cols} pixels: it needs at "
+            f"{method}-combine {n_frames} frames of {rows}x{cols} pixels{band}: it needs at "
             f"least {minimum} bytes ({minimum / 1e6:.3f} MB) for one row at a time"
         )
-    return min(rows, (mem_limit - fixed) // per_row)
+    return min(held, (mem_limit - fixed) // per_row)
+
+
+def split_rows(
+    n_frames: int, shape: tuple[int, int], mem_limit: int, method: str
+) -> list[tuple[int, int]]:
+    """Row bands ``(start, stop)`` for separate tasks to combine_files(..., rows=band).
+
+    Why: a stack bigger than a worker's memory budget (50 frames of 10k x 10k pixels are
+    20 GB of float32) is spread over several workers, each combining its own band of
+    rows; concatenating their results in order gives the whole-image combine's bytes,
+    since every pixel is combined on its own.
+
+    Returns ``[(0, rows)]`` when the whole stack (n_frames * rows * cols * 4 bytes) fits
+    in mem_limit: one task, which combine_files may still read in several passes.
+    Otherwise the fewest nearly-equal contiguous bands (the first ones a row taller when
+    the rows do not divide evenly) such that each band's whole stack plus the band
+    combine's memory model (its result band, the kernel's scratch and RUNTIME_RESERVE)
+    fits in mem_limit, so each task reads its band in one pass. The bands cover the rows
+    exactly once, in order. Raise CombineFailed naming the minimum mem_limit when not
+    even a one-row band fits (even if the whole stack would: its combine could not run).
+    """
+    rows, cols = shape
+    band_rows(n_frames, shape, mem_limit, method, out_rows=1)  # raises below one row
+    if n_frames * rows * cols * 4 <= mem_limit:
+        return [(0, rows)]
+    # A band of b rows fits in one pass when b * (n_frames + 1) * cols * 4 + scratch +
+    # RUNTIME_RESERVE <= mem_limit: band_rows(..., out_rows=b) == b.
+    spare = mem_limit - _scratch_bytes(n_frames, cols) - RUNTIME_RESERVE
+    tallest = spare // ((n_frames + 1) * cols * 4)  # >= 1 (checked), < rows (stack > limit)
+    count = -(-rows // tallest)
+    short, extra = divmod(rows, count)
+    bands, start = [], 0
+    for i in range(count):
+        stop = start + short + (1 if i < extra else 0)
+        bands.append((start, stop))
+        start = stop
+    return bands
 
 
 def _scratch_bytes(n_frames: int, cols: int) -> int:
@@ -136,35 +186,57 @@ def combine_stack(stack: np.ndarray, settings: CombineSettings) -> np.ndarray:
 
 
 def combine_files(
-    paths: Sequence[Path], settings: CombineSettings, mem_limit: int, hdu: int = 0
+    paths: Sequence[Path],
+    settings: CombineSettings,
+    mem_limit: int,
+    hdu: int = 0,
+    *,
+    rows: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Combine calibrated single-image FITS files band by band; float32 (rows, cols).
 
     Every file's image (HDU ``hdu``) must have the same 2-D shape. Each band of rows is
     read from every file (each file's bytes are read once overall), combined by the
-    compiled kernel and written into the result. Raise CombineFailed with the reason
-    when a file is unreadable, truncated, or shapes differ.
+    compiled kernel and written into the result. With ``rows=(start, stop)`` only image
+    rows start..stop-1 are read and combined, and the result is (stop - start, cols):
+    the same bytes as those rows of the whole-image result (see split_rows), with
+    mem_limit counting only that band's result. Raise ValueError unless
+    0 <= start < stop <= image rows, and CombineFailed with the reason when a file is
+    unreadable, truncated, or shapes differ.
     """
     if not paths:
         raise CombineFailed("no frames to combine")
     with contextlib.ExitStack() as files:
         sources = [_open_image(files, Path(path), hdu) for path in paths]
         shape = _common_shape(sources)
-        step = band_rows(len(paths), shape, mem_limit, settings.method)
-        result = np.empty(shape, dtype=np.float32)
+        first, end = (0, shape[0]) if rows is None else _check_rows(rows, shape)
+        out_rows = None if rows is None else end - first
+        step = band_rows(len(paths), shape, mem_limit, settings.method, out_rows)
+        result = np.empty((end - first, shape[1]), dtype=np.float32)
         band = np.empty((len(paths), step, shape[1]), dtype=np.float32)
         pairs, params = sorting_network(len(paths)), kernel_params(settings)
         scratch = Scratch.allocate(len(paths), shape[1])
-        for start in range(0, shape[0], step):
-            stop = min(start + step, shape[0])
+        for start in range(first, end, step):
+            stop = min(start + step, end)
             # A contiguous (n, stop - start, cols) view at the buffer's start, so every
             # band, the last one too, has the layout the kernel was compiled for.
             size = len(paths) * (stop - start) * shape[1]
-            rows = band.reshape(-1)[:size].reshape(len(paths), stop - start, shape[1])
+            stack = band.reshape(-1)[:size].reshape(len(paths), stop - start, shape[1])
             for i, source in enumerate(sources):
-                source.read_rows(start, stop, rows[i])
-            combine_band(rows, result[start:stop], pairs, params, scratch)
+                source.read_rows(start, stop, stack[i])
+            combine_band(stack, result[start - first : stop - first], pairs, params, scratch)
     return result
+
+
+def _check_rows(rows: tuple[int, int], shape: tuple[int, int]) -> tuple[int, int]:
+    """``rows`` as (start, stop) if 0 <= start < stop <= image rows, else ValueError."""
+    start, stop = (int(r) for r in rows)
+    if not 0 <= start < stop <= shape[0]:
+        raise ValueError(
+            f"rows must be (start, stop) with 0 <= start < stop <= {shape[0]} for "
+            f"{shape[0]}x{shape[1]} frames, got {rows!r}"
+        )
+    return start, stop
 
 
 @dataclass(slots=True)
