@@ -198,9 +198,14 @@ class ServiceProcess:
         self.output.close()
 
     def tail(self) -> str:
-        """The last lines of the service's output, for failure messages."""
+        """The service's last output and log events, for failure messages."""
         text = (self.base / "service-output.txt").read_text(errors="replace")
-        return text[-2000:]
+        lines = (
+            self.log_path.read_text(errors="replace").splitlines()[-15:]
+            if self.log_path.exists()
+            else []
+        )
+        return text[-2000:] + "\nlast log events:\n" + "\n".join(line[:400] for line in lines)
 
 
 @contextmanager

@@ -74,7 +74,7 @@ def _now() -> dt.datetime:
 def _ingest(config: Config, camera: CameraConfig, catalog: Catalog, roots: list[Path]) -> int:
     excluded = (config.service.masters_dir, config.service.state_dir)
     files = sorted(path for root in roots for path in scan_dir(root, camera.patterns, excluded))
-    work_dir = config.service.state_dir / "work"
+    work_dir = config.service.work
     new = 0
     for path in tqdm(files, desc="frames", unit="file"):
         st = path.stat()

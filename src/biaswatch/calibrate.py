@@ -9,6 +9,7 @@ the frame is that frame's error, naming the setting or keyword, never a crash.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import ccdproc
@@ -120,7 +121,7 @@ def calibrated_header(raw: fits.Header) -> fits.Header:
 def write_calibrated(data: np.ndarray, header: fits.Header, path: Path) -> Path:
     """Write a calibrated frame to the work area (temporary name, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.partial-{socket.gethostname()}-{os.getpid()}")
     fits.PrimaryHDU(data=data, header=header).writeto(tmp, overwrite=True)
     os.replace(tmp, path)
     return path

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
+from biaswatch.catalog_attempts import AttemptQueries
 from biaswatch.catalog_masters import MasterQueries
 from biaswatch.qc import FrameQC
 from biaswatch.records import SCHEMA, FrameRecord, SetRow
@@ -65,7 +66,7 @@ def _is_known(db: sqlite3.Connection, path: Path, size: int, mtime_ns: int) -> b
     return row is not None and (row["size"], row["mtime_ns"]) == (size, mtime_ns)
 
 
-class Catalog(MasterQueries):
+class Catalog(MasterQueries, AttemptQueries):
     """The catalog database; one instance per process, used from one thread."""
 
     def __init__(self, path: Path, now: Callable[[], dt.datetime] = utc_now) -> None:

@@ -1,6 +1,7 @@
 """The command line: ``biaswatch run | masters | accept | reject | check-config | ...``.
 
-Exit statuses: 0 success, 1 failure, 2 usage error, 78 configuration error
+Exit statuses: 0 success, 1 failure, 2 usage error, 69 Dask scheduler unreachable
+at start (EX_UNAVAILABLE; systemd restarts it), 78 configuration error
 (EX_CONFIG from sysexits.h; the systemd unit has RestartPreventExitStatus=78
 so a broken config does not restart-loop).
 """
@@ -14,17 +15,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import structlog
+
 from biaswatch import __version__
 from biaswatch.backfill import add_command as add_backfill_command
 from biaswatch.checkconfig import add_command
 from biaswatch.config import load_config
-from biaswatch.errors import ConfigError
+from biaswatch.errors import ConfigError, SchedulerUnreachable
 from biaswatch.logview import add_command as add_log_command
 from biaswatch.masters_cli import add_commands
 from biaswatch.report import add_command as add_report_command
 from biaswatch.status import add_command as add_status_command
 
 EX_CONFIG = 78
+EX_UNAVAILABLE = 69  # sysexits.h: the Dask scheduler did not answer; systemd retries
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,7 +108,15 @@ def _run(args: argparse.Namespace) -> int:
     from biaswatch.service import Service
 
     logs.configure(config.log_path, config.service.log_level)
-    service = Service(config)
+    try:
+        service = Service(config)
+    except SchedulerUnreachable as exc:
+        action = "start the scheduler, or set [service] fallback_local = true"
+        structlog.get_logger("biaswatch.service").error(
+            "executor.unreachable", reason=str(exc), action=action
+        )
+        print(f"biaswatch: {exc}; {action}", file=sys.stderr)
+        return EX_UNAVAILABLE
     signal.signal(signal.SIGTERM, service.request_stop)
     signal.signal(signal.SIGINT, service.request_stop)
     signal.signal(signal.SIGHUP, service.request_reload)

@@ -1,8 +1,10 @@
 """Closed sets to published masters: the queue, memory slots, retries and recovery.
 
-A set judged complete is ``closed`` and queued here. Combines run in child processes
-(worker.py), as many at once as ``max_combine_memory // mem_limit`` allows, each
-reported back through the main loop, which alone writes the catalog. A failed try
+A set judged complete is ``closed`` and queued here. Combines run through an
+executor (executors.py): child processes here (worker.py), as many at once as
+``max_combine_memory // mem_limit`` allows, or tasks on a Dask cluster
+(cluster.py). Each is reported back through the main loop, which alone writes
+the catalog, the attempt history included. A failed try
 sends the set back to ``closed`` and retries it later (MAX_TRIES in all); a set
 that keeps failing ends ``failed`` with the last reason.
 
@@ -26,6 +28,7 @@ from astropy.io import fits
 
 from biaswatch.catalog import Catalog
 from biaswatch.config import Config
+from biaswatch.executors import CombineExecutor, LocalExecutor, Running
 from biaswatch.notify import Notifier
 from biaswatch.previews import Previews
 from biaswatch.publish import (
@@ -40,7 +43,7 @@ from biaswatch.publish import (
 from biaswatch.qc import master_qc_from_header
 from biaswatch.records import MasterRow
 from biaswatch.sets import input_digest
-from biaswatch.worker import CombineJob, CombineProcess, CombineResult
+from biaswatch.worker import CombineJob, CombineResult
 
 log = structlog.get_logger("biaswatch.combines")
 
@@ -62,8 +65,10 @@ class Combines:
         wake: Callable[[], None],
         retry_at: Callable[[int, dt.datetime], None],
         alarm: Callable[..., None] = lambda _name, **_details: None,
+        executor: CombineExecutor | None = None,
     ) -> None:
         self._alarm = alarm
+        self.executor = executor or LocalExecutor(config.service.combine_slots)
         self._config = config
         self._catalog = catalog
         self._notifier = notifier
@@ -71,7 +76,7 @@ class Combines:
         self._wake = wake
         self._retry_at = retry_at
         self._queue: deque[int] = deque()
-        self._running: dict[int, CombineProcess] = {}
+        self._running: dict[int, Running] = {}
         self.previews = Previews()
         self._ready = False  # the fork server has preloaded (worker.start_server)
 
@@ -92,19 +97,44 @@ class Combines:
     def step(self) -> None:
         """Publish what finished, then start queued sets while slots are free."""
         self.previews.step()
+        self._record_attempts()
         for set_id, running in list(self._running.items()):
             result = running.poll()
             if result is not None:
                 del self._running[set_id]
+                self._record_attempts()
+                if result.worker:  # its own answer ends the attempt, whatever events lag
+                    outcome = "done" if result.temporary is not None else "failed"
+                    self._catalog.attempt_answered(
+                        set_id,
+                        result.task,
+                        self.executor.name,
+                        result.worker,
+                        outcome,
+                        result.reason,
+                    )
                 self._finish(running.job, result)
-        slots = self._config.service.combine_slots
+                self._catalog.attempts_lost(set_id, "no answer: its worker or scheduler was lost")
+        slots = self.executor.slots
         while self._ready and self._queue and len(self._running) < slots:
             self._start(self._queue.popleft())
+
+    def _record_attempts(self) -> None:
+        for event in self.executor.events():
+            if event.kind == "started":
+                self._catalog.attempt_started(
+                    event.set_id, event.task, self.executor.name, event.worker
+                )
+            else:
+                self._catalog.attempt_ended(
+                    event.set_id, event.task, event.worker, event.kind, event.reason
+                )
 
     def stop(self, reason: str) -> None:
         """Stop every running combine; their sets are closed again for the next start."""
         for running in self._running.values():
             running.stop()
+            self._catalog.attempts_lost(running.job.set_id, f"abandoned: {reason}")
             final = Path(running.job.final)
             for leftover in final.parent.glob(f".{final.name}.partial-*"):
                 leftover.unlink(missing_ok=True)
@@ -179,7 +209,7 @@ class Combines:
             frames=len(job.inputs),
             output=job.final,
         )
-        self._running[set_id] = CombineProcess(job, wake=self._wake)
+        self._running[set_id] = self.executor.start(job, self._wake)
 
     def _job_for(self, set_id: int) -> CombineJob:
         row = self._catalog.get_set(set_id)
@@ -217,6 +247,10 @@ class Combines:
                 alarm=self._alarm,
             )
             self._notifier.notify(f"STATUS=last master: {final.name}")
+            # Runs lost on a cluster (a killed worker, a vanished scheduler) may have
+            # left their own temporary copies beside it.
+            for leftover in final.parent.glob(f".{final.name}.partial-*"):
+                leftover.unlink(missing_ok=True)
             self.previews.queue(final, Path(job.inputs[0]), len(job.inputs))
         except Exception as exc:  # one set's boundary: record it, carry on
             log.exception("set.publish_failed", set=job.set_id)

@@ -63,6 +63,16 @@ class ServiceConfig(_Frozen):
     # mount); 60 s is the NFS client's own retransmit timeout over TCP (nfs(5),
     # "timeo=600" tenths of a second), after which the kernel logs "not responding".
     stall_seconds: float = Field(default=60.0, gt=0)
+    # Calibrated frames go here; unset: <state_dir>/work. With executor = "dask" it
+    # must be on storage every worker sees at the same path, like masters_dir.
+    work_dir: Path | None = None
+    # Where calibrations and combines run: "local" (worker processes on this machine)
+    # or "dask" (tasks on the distributed cluster at `scheduler`; cluster.py).
+    executor: Literal["local", "dask"] = "local"
+    scheduler: str | None = None
+    # With dask: a scheduler unreachable at start falls back to local workers (with a
+    # warning) instead of stopping the service with an error.
+    fallback_local: bool = False
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -77,6 +87,17 @@ class ServiceConfig(_Frozen):
                 f"mem_limit ({self.mem_limit} bytes): not even one combine would fit"
             )
         return self
+
+    @model_validator(mode="after")
+    def _dask_has_scheduler(self) -> ServiceConfig:
+        if self.executor == "dask" and not self.scheduler:
+            raise ValueError('executor = "dask" needs scheduler = "tcp://host:8786"')
+        return self
+
+    @property
+    def work(self) -> Path:
+        """Where calibrated frames are written."""
+        return self.work_dir if self.work_dir is not None else self.state_dir / "work"
 
     @property
     def combine_slots(self) -> int:
@@ -234,6 +255,7 @@ def _build(raw: dict[str, Any], path: Path, problems: list[str]) -> Config | Non
         update={
             "state_dir": _resolve(base, service.state_dir),
             "masters_dir": _resolve(base, service.masters_dir),
+            "work_dir": None if service.work_dir is None else _resolve(base, service.work_dir),
             "log_file": service.log_file
             if service.log_file == "-"
             else str(_resolve(base, Path(service.log_file))),

@@ -34,3 +34,7 @@ class CombineFailed(BiaswatchError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+class SchedulerUnreachable(BiaswatchError):
+    """No Dask scheduler answered at the configured address (exit 69, EX_UNAVAILABLE)."""

@@ -12,14 +12,19 @@ The points, in the order a master is published:
 * ``after_temporary``: the combine child has written and fsynced the temporary master;
 * ``after_rename``: the master has its final name, the catalog does not know it yet;
 * ``after_commit``: the catalog records it, ``latest.fits`` does not point at it yet.
+
+``pause_point`` holds a Dask task still instead, so a test can kill its worker.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 CRASH_AT = "BIASWATCH_CRASH_AT"
+PAUSE_AT = "BIASWATCH_PAUSE_AT"
+PAUSE_SECONDS = "BIASWATCH_PAUSE_SECONDS"
 SERVICE_PID = "BIASWATCH_SERVICE_PID"
 POINTS = ("after_temporary", "after_rename", "after_commit")
 
@@ -37,3 +42,14 @@ def crash_point(name: str) -> None:
     service = int(os.environ.get(SERVICE_PID, os.getpid()))
     os.kill(service, signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def pause_point(name: str) -> None:
+    """Sleep BIASWATCH_PAUSE_SECONDS if BIASWATCH_PAUSE_AT names this point.
+
+    The one pause point, ``mid_combine`` (a cluster task has combined the pixels and
+    not yet written the master), holds a task still long enough for a test to kill
+    its worker at a known moment instead of racing a combine of a few milliseconds.
+    """
+    if os.environ.get(PAUSE_AT) == name:
+        time.sleep(float(os.environ.get(PAUSE_SECONDS, "5")))

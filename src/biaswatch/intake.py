@@ -64,6 +64,8 @@ class Intake:
         self._finished: list[FrameRecord] = []
         self._failures: dict[Path, int] = {}  # unreadable paths: looks that failed
         self._seen: list[FrameRecord] = []  # noted, not yet in the catalog as 'seen'
+        self._closing = False
+        self._lost: dict[Path, int] = {}  # calibrations that got no answer, per path
 
     def note(self, camera: str, path: Path, now: float, *, closed: bool = False) -> bool:
         """Start watching ``path`` unless excluded, gone or already recorded as it is."""
@@ -112,22 +114,48 @@ class Intake:
 
     def poll(self, now: float) -> list[FrameRecord]:
         """Examine settled paths; return the records finished since the last poll."""
-        self._harvest()
+        self._harvest(now)
         # Read no more frames than the workers can take: memory stays bounded.
         capacity = CALIBRATION_WORKERS - len(self._calibrating)
         if capacity > 0:
             for path in self._readiness.settled(now, limit=capacity):
                 self._examine(path, now)
-        self._harvest()
+        self._harvest(now)
         finished, self._finished = self._finished, []
         return finished
 
-    def _harvest(self) -> None:
+    def _harvest(self, now: float) -> None:
         for path, future in list(self._calibrating.items()):
             if future.done():
                 del self._calibrating[path]
-                if not future.cancelled():
+                if future.cancelled() or future.exception() is not None:
+                    self._calibration_lost(path, future, now)
+                else:
+                    self._lost.pop(path, None)
                     self._finished.append(future.result())
+
+    def _calibration_lost(self, path: Path, future: Future[FrameRecord], now: float) -> None:
+        """No answer for a frame (its cluster worker or scheduler went away): look again.
+
+        ``examine`` records every fault of the file itself, so a calibration that
+        raised or was cancelled says nothing about the frame: it is noted again and
+        read again after a back-off, never rejected for it.
+        """
+        if self._closing:  # cancelled by close(): it stays 'seen'; the next start scans it
+            return
+        camera = self._cameras[self._camera_of[path]]
+        count = self._lost[path] = self._lost.get(path, 0) + 1
+        wait = min(camera.settle_seconds * 2**count, MAX_RETRY_WAIT)
+        error = "cancelled" if future.cancelled() else repr(future.exception())
+        log.warning(
+            "frame.calibration_lost",
+            camera=camera.name,
+            file=str(path),
+            error=error,
+            tries=count,
+            action=f"calibrated again in {wait:g} s",
+        )
+        self._readiness.note(path, wait, now)
 
     def busy_cameras(self) -> set[str]:
         """Cameras with files still settling or being calibrated."""
@@ -140,6 +168,7 @@ class Intake:
 
     def close(self, timeout: float | None = None) -> list[FrameRecord]:
         """Finish the frames being calibrated (within ``timeout``); returns what finished."""
+        self._closing = True
         for future in self._calibrating.values():
             future.cancel()
         wait(list(self._calibrating.values()), timeout=timeout)

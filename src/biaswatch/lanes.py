@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -258,8 +258,10 @@ class Lanes:
         catalog: Path,
         wake: Callable[[], None],
         monotonic: Callable[[], float] = time.monotonic,
+        calibrator: Executor | None = None,
     ) -> None:
-        self._calibrator = ThreadPoolExecutor(
+        # The service's own threads, or a cluster's (cluster.py) lent by its executor.
+        self._calibrator = calibrator or ThreadPoolExecutor(
             max_workers=CALIBRATION_WORKERS, thread_name_prefix="calibrate"
         )
 

@@ -14,6 +14,7 @@ import errno
 import hashlib
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -142,7 +143,8 @@ def _with_errno(exc: OSError, directory: Path) -> OSError:
 
 def temporary_name(final: Path) -> Path:
     """The temporary name a master is written under (hidden, marked partial)."""
-    return final.with_name(f".{final.name}.partial-{os.getpid()}")
+    # Host and pid: on a cluster a rerun task may write beside a lost one on another machine.
+    return final.with_name(f".{final.name}.partial-{socket.gethostname()}-{os.getpid()}")
 
 
 def is_temporary(path: Path) -> bool:

@@ -65,6 +65,19 @@ CREATE TABLE IF NOT EXISTS masters (
     judgement TEXT,
     UNIQUE (camera, night, sequence)
 );
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY,
+    set_id INTEGER NOT NULL REFERENCES sets(id),
+    task TEXT NOT NULL,
+    executor TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    started TEXT NOT NULL,
+    ended TEXT,
+    outcome TEXT NOT NULL DEFAULT 'running'
+        CHECK (outcome IN ('running', 'done', 'failed', 'lost')),
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_set ON attempts(set_id);
 """
 
 

@@ -29,6 +29,7 @@ from biaswatch.clock import Clock, SystemClock
 from biaswatch.combines import Combines
 from biaswatch.config import CameraConfig, Config, load_config
 from biaswatch.errors import ConfigError
+from biaswatch.executors import make_executor
 from biaswatch.faults import mark_service
 from biaswatch.handler import PathEvent
 from biaswatch.health import Health
@@ -76,15 +77,17 @@ class Service:
         self.notifier = notifier or SystemdNotifier()
         self.cameras = {c.name: c for c in config.cameras}
         self.catalog = open_catalog(config.service.state_dir / "catalog.sqlite", self.clock.now)
-        self.work_dir = config.service.state_dir / "work"
+        self.work_dir = config.service.work
         self.inbox: Inbox = queue.Queue()
+        self.executor = make_executor(config.service, wake=lambda: self.inbox.put(WAKE))
         self.lanes = Lanes(
             config.cameras,
             config.site,
             self.work_dir,
-            excluded=(config.service.masters_dir, config.service.state_dir),
+            excluded=(config.service.masters_dir, config.service.state_dir, self.work_dir),
             catalog=config.service.state_dir / "catalog.sqlite",
             wake=lambda: self.inbox.put(WAKE),
+            calibrator=self.executor.calibrator(),
         )
         self.watcher = Watcher(
             config.cameras,
@@ -107,6 +110,7 @@ class Service:
             wake=lambda: self.inbox.put(WAKE),
             retry_at=self._retry_at,
             alarm=self.alarms,
+            executor=self.executor,
         )
         self._deferred: set[int] = set()
         self._combine_ready = threading.Event()  # the fork server has preloaded
@@ -166,7 +170,10 @@ class Service:
         self._remove_temporaries()
         mark_service()
         pidfile.write(self.config.service.state_dir, self.clock.now())
-        start_server(self.config.service.state_dir / "cache" / "numba", self._server_ready)
+        if self.executor.name == "local":
+            start_server(self.config.service.state_dir / "cache" / "numba", self._server_ready)
+        else:  # the cluster's workers combine: no fork server here
+            self._combine_ready.set()
         self.combines.recover()
         self.lanes.start(PROBE_SECONDS)
         self._unlisten = listen_for_overflows(lambda: self.inbox.put(Overflowed()))
@@ -198,6 +205,7 @@ class Service:
             record_frame(self.catalog, record)
         self.combines.stop("service stopped during the combine")
         self.combines.previews.finish()
+        self.executor.close()
         self.catalog.close()
         pidfile.remove(self.config.service.state_dir)
         log.info("service.stopped")

@@ -18,6 +18,7 @@ parent is woken as soon as a child answers or dies (CombineProcess's wake).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 import multiprocessing as mp
@@ -108,6 +109,8 @@ class CombineResult:
     reason: str | None = None
     seconds: float = 0.0  # the child's own combine and write, for the log
     startup: float = 0.0  # from the parent starting the child to the child's first line
+    worker: str = ""  # where it ran: "pid N" locally, the worker's address on a cluster
+    task: str = "combine"  # which task answered: "combine", or "assemble" after bands
 
 
 def run_job(job: CombineJob, conn: Connection, submitted: float) -> None:
@@ -115,25 +118,36 @@ def run_job(job: CombineJob, conn: Connection, submitted: float) -> None:
     startup = time.time() - submitted  # wall clock: the parent's clock is another process's
     # The parent decides when the child stops; a terminal's Ctrl-C goes to it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        result = make_master(job)
+        crash_point("after_temporary")
+        conn.send(dataclasses.replace(result, startup=startup, worker=f"pid {os.getpid()}"))
+    except Exception as exc:  # the child's one boundary: report, never hang the parent
+        conn.send(CombineResult(job.set_id, None, f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def make_master(job: CombineJob) -> CombineResult:
+    """Combine the job's inputs and write the temporary master (in a child or on a worker)."""
     # Imported here: the service itself never combines, so it never loads numba.
     from biaswatch.combine import combine_files
 
     start = time.perf_counter()
     try:
         data = combine_files([Path(p) for p in job.inputs], job.info.settings, job.info.mem_limit)
-        header = master_header(fits.getheader(job.inputs[0]), job.info)
-        for key, value, comment in master_cards(_quality(data, job)):
-            header[key] = (value, comment)
-        tmp = write_temporary(data, header, Path(job.final))
-        crash_point("after_temporary")
-        seconds = time.perf_counter() - start
-        conn.send(CombineResult(job.set_id, str(tmp), seconds=seconds, startup=startup))
+        return finish_master(job, data, start)
     except CombineFailed as exc:
-        conn.send(CombineResult(job.set_id, None, exc.reason))
-    except Exception as exc:  # the child's one boundary: report, never hang the parent
-        conn.send(CombineResult(job.set_id, None, f"{type(exc).__name__}: {exc}"))
-    finally:
-        conn.close()
+        return CombineResult(job.set_id, None, exc.reason)
+
+
+def finish_master(job: CombineJob, data: np.ndarray, start: float) -> CombineResult:
+    """Header, QC cards and the temporary file for a combined image; the result to report."""
+    header = master_header(fits.getheader(job.inputs[0]), job.info)
+    for key, value, comment in master_cards(_quality(data, job)):
+        header[key] = (value, comment)
+    tmp = write_temporary(data, header, Path(job.final))
+    return CombineResult(job.set_id, str(tmp), seconds=time.perf_counter() - start)
 
 
 # Read noise is measured on this many inputs (two pairs): enough for a median of
