@@ -29,6 +29,7 @@ from service_process import (
     write_frames,
 )
 
+from biaswatch.cluster import CONNECT_SECONDS
 from biaswatch.faults import PAUSE_AT, PAUSE_SECONDS
 from biaswatch.sections import Section
 from biaswatch.simulate import Geometry
@@ -89,6 +90,11 @@ def run_and_collect(base: Path, raws: dict[str, list[Path]], **service: object) 
         for event in process.wait_event("master.published", count=2, timeout=180):
             masters[event["camera"]] = Path(event["path"])
         assert process.stop()[0] == 0
+        calibrated = process.events("frame.calibrated")
+    # The service's own log tells each frame's calibration, wherever it ran.
+    assert len(calibrated) == sum(len(paths) for paths in raws.values())
+    where = {event.get("on") for event in calibrated}
+    assert where == ({"cluster"} if service.get("executor") == "dask" else {None})
     return masters
 
 
@@ -240,6 +246,9 @@ def test_a_lost_scheduler_is_waited_for_and_the_set_combined_once(tmp_path: Path
             started[0].kill()  # dask workers leave with their scheduler; systemd restarts both
             started[0].wait()
             process.wait_event("combine.lost", timeout=30)
+            # Away longer than the client's own reconnect window (cluster.CONNECT_SECONDS):
+            # it gives up and closes, so the service must connect a new client.
+            process.wait_event("executor.disconnected", timeout=CONNECT_SECONDS + 20)
             started.append(
                 subprocess.Popen(dask_command(*scheduler_args), env=env, stdout=log, stderr=log)
             )

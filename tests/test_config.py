@@ -240,3 +240,36 @@ class TestErrors:
 def test_parse_size(value: object, size: int) -> None:
     """Sizes accept decimal and binary units and plain byte counts."""
     assert parse_size(value) == size
+
+
+class TestExecutor:
+    def test_local_is_the_default_and_work_dir_follows_state_dir(self, write_config: Write) -> None:
+        """Without [service] executor the combines are local; work_dir is <state_dir>/work."""
+        config = load_config(write_config(MINIMAL))
+        assert config.service.executor == "local" and config.service.fallback_local is False
+        assert config.service.work == config.service.state_dir / "work"
+
+    def test_dask_needs_a_scheduler(self, write_config: Write) -> None:
+        """executor = "dask" without a scheduler address is refused with the key to add."""
+        problems = problems_of(write_config, '[service]\nexecutor = "dask"\n' + MINIMAL)
+        assert any("scheduler" in p and "tcp://" in p for p in problems)
+
+    def test_dask_settings_and_a_shared_work_dir(self, write_config: Write) -> None:
+        """A dask executor keeps its address; a relative work_dir is resolved like the others."""
+        text = (
+            '[service]\nexecutor = "dask"\nscheduler = "tcp://head:8786"\n'
+            'fallback_local = true\nwork_dir = "shared/work"\n' + MINIMAL
+        )
+        path = write_config(text)
+        service = load_config(path).service
+        assert (service.executor, service.scheduler, service.fallback_local) == (
+            "dask",
+            "tcp://head:8786",
+            True,
+        )
+        assert service.work == path.parent / "shared" / "work"
+
+    def test_unknown_executor_is_refused(self, write_config: Write) -> None:
+        """Only "local" and "dask" are executors."""
+        problems = problems_of(write_config, '[service]\nexecutor = "slurm"\n' + MINIMAL)
+        assert any("executor" in p for p in problems)

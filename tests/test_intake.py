@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -172,3 +175,49 @@ def test_noticed_and_vanished_paths_are_handed_over_once(
     gone.unlink()
     intake.poll(0.5)  # not settled yet; the missing file is dropped
     assert intake.take_seen() == ([], [gone])
+
+
+class FlakyCluster(Executor):
+    """Loses the first ``lose`` calibrations (as a vanished scheduler cancels them), then runs."""
+
+    def __init__(self, lose: int) -> None:
+        self.lose = lose
+        self.calls = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """A cancelled future while losing, else the call's result."""
+        self.calls += 1
+        future: Future[Any] = Future()
+        if self.calls <= self.lose:
+            future.cancel()
+            future.set_running_or_notify_cancel()
+        else:
+            future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def test_a_calibration_lost_on_the_cluster_is_done_again(
+    tmp_path: Path, camera: CameraConfig
+) -> None:
+    """A calibration that got no answer is neither dropped nor rejected: it is tried again."""
+    path = make_bias_fits(tmp_path / "a.fits")
+    cluster = FlakyCluster(lose=1)
+    intake = Intake(
+        {camera.name: camera},
+        SiteConfig(),
+        tmp_path / "work",
+        excluded=(),
+        known=lambda *_: False,
+        wake=lambda: None,
+        calibrator=cluster,
+    )
+    intake.note("cryo", path, now=0.0)
+    with capture_logs() as logs:
+        assert intake.poll(2.0) == []  # first look: size and mtime noted
+        assert intake.poll(3.0) == []  # settled, read, submitted, lost
+    (lost,) = [e for e in logs if e["event"] == "frame.calibration_lost"]
+    assert lost["file"] == str(path) and lost["error"] == "cancelled"
+    assert intake.busy_cameras() == {"cryo"}  # still in hand, waiting its back-off
+    assert intake.poll(4.0) == []  # back-off: settle_seconds * 2 after the loss
+    (record,) = intake.poll(6.0)
+    assert record.status == "valid" and cluster.calls == 2

@@ -18,6 +18,7 @@ from pathlib import Path
 import structlog
 
 from biaswatch import __version__
+from biaswatch.attempts_cli import add_command as add_attempts_command
 from biaswatch.backfill import add_command as add_backfill_command
 from biaswatch.checkconfig import add_command
 from biaswatch.config import load_config
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     add_commands(commands)
+    add_attempts_command(commands)
     add_command(commands)
     add_log_command(commands)
     add_status_command(commands)

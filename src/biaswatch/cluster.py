@@ -80,24 +80,29 @@ class DaskExecutor:
         self._subscribe(self._client)
         self._resubscribe = False
         self._reconnecting = threading.Event()
+        self._lock = threading.Lock()
         self._local = ThreadPoolExecutor(max_workers=2, thread_name_prefix="calibrate")
         log.info("executor.connected", scheduler=address, workers=self._workers())
 
     # --- connection ---------------------------------------------------------
 
     def client(self) -> Any:
-        """The client while it is connected; None while the scheduler is away."""
-        client = self._client
-        if client is not None and client.status == "running":
-            if self._resubscribe:  # it reconnected by itself: topics are not kept
-                self._resubscribe = False
-                self._subscribe(client)
-            return client
-        self._resubscribe = True
-        if (client is None or client.status == "closed") and not self._reconnecting.is_set():
-            self._reconnecting.set()
-            threading.Thread(target=self._reconnect, name="dask-reconnect", daemon=True).start()
-        return None
+        """The client while it is connected; None while the scheduler is away.
+
+        Called from the main loop and from the lanes (calibrations), hence the lock.
+        """
+        with self._lock:
+            client = self._client
+            if client is not None and client.status == "running":
+                if self._resubscribe:  # it reconnected by itself: topics are not kept
+                    self._resubscribe = False
+                    self._subscribe(client)
+                return client
+            self._resubscribe = True
+            if (client is None or client.status == "closed") and not self._reconnecting.is_set():
+                self._reconnecting.set()
+                threading.Thread(target=self._reconnect, name="dask-reconnect", daemon=True).start()
+            return None
 
     def _reconnect(self) -> None:
         log.warning("executor.disconnected", scheduler=self.address, action="reconnecting")
@@ -108,9 +113,10 @@ class DaskExecutor:
                 time.sleep(RECONNECT_SECONDS)
                 continue
             self._subscribe(client)
-            self._client = client
-            self._resubscribe = False
-            self._reconnecting.clear()
+            with self._lock:
+                self._client = client
+                self._resubscribe = False
+                self._reconnecting.clear()
             log.info("executor.connected", scheduler=self.address, workers=self._workers())
             self._wake()
             return
@@ -266,4 +272,27 @@ class _Calibrator(Executor):
         if client is None:
             return self._local.submit(fn, *args, **kwargs)
         future: Future[Any] = client.get_executor(pure=False).submit(fn, *args, **kwargs)
+        future.add_done_callback(_log_outcome)
         return future
+
+
+# A frame's events are logged where it is examined: on a cluster, in the worker's
+# journal. The service logs the outcome again so its own log tells the whole night.
+_EVENTS = {"valid": "frame.calibrated", "rejected": "frame.rejected", "ignored": "frame.ignored"}
+
+
+def _log_outcome(future: Future[Any]) -> None:
+    if future.cancelled() or future.exception() is not None:
+        return  # the intake reports it (frame.calibration_lost)
+    record = future.result()
+    event = _EVENTS.get(getattr(record, "status", ""))
+    if event is not None:
+        level = log.warning if record.status == "rejected" else log.info
+        level(
+            event,
+            camera=record.camera,
+            file=record.path,
+            night=record.night,
+            reason=record.reason,
+            on="cluster",
+        )
