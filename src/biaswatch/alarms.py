@@ -10,6 +10,7 @@ a timeout, so a slow mailer never holds the service.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -19,9 +20,14 @@ from typing import Any
 import structlog
 
 from biaswatch.catalog import Catalog
+from biaswatch.config import Config
+from biaswatch.nights import night_label
 from biaswatch.settings import AlertsConfig
 
 log = structlog.get_logger("biaswatch.alarms")
+
+# Night-end checks wait this long after night_end, for the night-end combine to publish.
+NIGHT_CHECK = dt.timedelta(minutes=10)
 
 
 class Alarms:
@@ -74,3 +80,20 @@ def night_alarm(catalog: Catalog, camera: str, night: str) -> tuple[str, str] | 
     if accepted == 0:
         return "no_master", f"{frames} frame(s) but no accepted master for night {night}"
     return None
+
+
+def night_end_check(
+    config: Config, catalog: Catalog, alarms: Alarms, camera: str, now: dt.datetime
+) -> None:
+    """A camera's night is over (NIGHT_CHECK after night_end): raise what is due, write the page."""
+    site = config.site
+    night = night_label(now - NIGHT_CHECK, site.zone, site.night_rollover)
+    due = night_alarm(catalog, camera, night.isoformat())
+    if due is not None:
+        name, why = due
+        alarms(name, camera=camera, night=night.isoformat(), reason=why)
+    # The morning's page, off the main loop (plots and previews take a second).
+    # Imported here: matplotlib would add ~35 MiB to the service for one page a night.
+    from biaswatch.report import write_night_report
+
+    threading.Thread(target=write_night_report, args=(config, night, now), daemon=True).start()

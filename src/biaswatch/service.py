@@ -23,7 +23,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from biaswatch import __version__, lanes, pidfile
-from biaswatch.alarms import Alarms, night_alarm
+from biaswatch.alarms import NIGHT_CHECK, Alarms, night_end_check
 from biaswatch.catalog_open import open_catalog
 from biaswatch.clock import Clock, SystemClock
 from biaswatch.combines import Combines
@@ -35,7 +35,6 @@ from biaswatch.handler import PathEvent
 from biaswatch.health import Health
 from biaswatch.lanes import Lanes
 from biaswatch.messages import WAKE, Inbox, NightEnded, Overflowed, RetryDue, SetDue
-from biaswatch.nights import night_label
 from biaswatch.notify import Notifier, SystemdNotifier
 from biaswatch.overflow import listen_for_overflows
 from biaswatch.publish import is_temporary
@@ -56,8 +55,6 @@ PROBE_SECONDS = 5.0
 # At stop, frames being calibrated may finish within this; a lane stuck in a
 # hung mount is left behind (its files are scanned again at the next start).
 LANE_STOP_SECONDS = 15.0
-# Night-end checks wait this long after night_end, for the night-end combine to publish.
-NIGHT_CHECK = dt.timedelta(minutes=10)
 # After an inotify overflow, rescans are this far apart (seconds) while it lasts.
 OVERFLOW_SCAN_SECONDS = 2.0
 
@@ -390,19 +387,7 @@ class Service:
             )
 
     def _night_check(self, camera: str) -> None:
-        site = self.config.site
-        night = night_label(self.clock.now() - NIGHT_CHECK, site.zone, site.night_rollover)
-        due = night_alarm(self.catalog, camera, night.isoformat())
-        if due is not None:
-            name, why = due
-            self.alarms(name, camera=camera, night=night.isoformat(), reason=why)
-        # The morning's page, off the main loop (plots and previews take a second).
-        # Imported here: matplotlib would add ~35 MiB to the service for one page a night.
-        from biaswatch.report import write_night_report
-
-        threading.Thread(
-            target=write_night_report, args=(self.config, night, self.clock.now()), daemon=True
-        ).start()
+        night_end_check(self.config, self.catalog, self.alarms, camera, self.clock.now())
 
     def _server_ready(self, seconds: float) -> None:
         """The combine fork server serves children (called on its probe's thread)."""
