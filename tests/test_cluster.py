@@ -132,7 +132,10 @@ def test_cluster_masters_equal_the_local_executors(
 
 def test_killing_a_worker_mid_combine_leaves_exactly_one_master(tmp_path: Path) -> None:
     """A worker SIGKILLed in the middle of a combine: the task reruns, one master results."""
-    pause = {PAUSE_AT: "mid_combine", PAUSE_SECONDS: "4"}
+    # 8 s: between the task's start and the kill lie an event, the service's main loop
+    # and the test's catalog poll (0.1 s each when idle); the rest is margin for a
+    # loaded CI machine, where a shorter pause could let the combine finish first.
+    pause = {PAUSE_AT: "mid_combine", PAUSE_SECONDS: "8"}
     try:
         with start_cluster(2, env=pause) as local:
             config = write_config(
@@ -209,7 +212,10 @@ def dask_command(*args: str) -> list[str]:
 
 def test_a_lost_scheduler_is_waited_for_and_the_set_combined_once(tmp_path: Path) -> None:
     """Scheduler SIGKILLed mid-combine, then restarted (as systemd would): one master."""
-    port, env = free_port(), {**os.environ, "NUMBA_CACHE_DIR": NUMBA_CACHE, PAUSE_AT: "mid_combine"}
+    port, env = (
+        free_port(),
+        {**os.environ, "NUMBA_CACHE_DIR": NUMBA_CACHE, PAUSE_AT: "mid_combine", PAUSE_SECONDS: "8"},
+    )
     address = f"tcp://127.0.0.1:{port}"
     scheduler_args = (
         "scheduler",
