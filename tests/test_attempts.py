@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import pytest
 from test_catalog import valid
 
 from biaswatch.catalog import Catalog
+from biaswatch.config import load_config
+from biaswatch.report import write_report
 from biaswatch.testing import FakeClock
 
 
@@ -87,3 +90,20 @@ def test_attempts_command_lists_the_history(tmp_path: Path, catalog: Catalog) ->
     ]
     table = subprocess.run(run, capture_output=True, text=True, check=True).stdout
     assert "tcp://10.0.0.5:4000" in table and "lost" in table and "ran again on" in table
+
+
+def test_the_night_report_shows_lost_and_failed_attempts(tmp_path: Path, catalog: Catalog) -> None:
+    """The morning page lists the combine runs that gave no master, with worker and reason."""
+    set_id = catalog.add_to_set(valid("a"))
+    catalog.attempt_started(set_id, "combine", "dask", "tcp://10.0.0.5:4000")
+    catalog.attempt_started(set_id, "combine", "dask", "tcp://10.0.0.6:4000")
+    catalog.attempt_ended(set_id, "combine", "tcp://10.0.0.6:4000", "done")
+    catalog.close()
+    config = tmp_path / "config.toml"
+    config.write_text('[service]\nstate_dir = "state"\n[cameras.cryo]\nwatch = ["in"]\n')
+    out = tmp_path / "night.html"
+    night, now = dt.date(2026, 11, 24), dt.datetime(2026, 11, 25, 12, tzinfo=dt.UTC)
+    page = write_report(load_config(config), night, out, now).read_text()
+    assert "Combine attempts lost or failed (1)" in page
+    assert "tcp://10.0.0.5:4000" in page and "ran again on tcp://10.0.0.6:4000" in page
+    assert "10.0.0.6:4000</td><td>done" not in page  # the run that made the master is not trouble

@@ -1,7 +1,8 @@
 """The nightly report: one static HTML page per night, readable with no server.
 
 Per camera: the night's masters with their verdicts, quality and previews,
-the frames rejected with their reasons, and level and read noise of the
+the frames rejected with their reasons, the combine attempts lost or failed (a
+cluster worker that died, a failed try), and level and read noise of the
 camera's masters over the last 60 nights. Images are embedded (data: URIs),
 so the page can be mailed or copied anywhere whole. ``biaswatch report``
 writes it on demand; the service writes ``state_dir/reports/<night>.html``
@@ -116,9 +117,35 @@ def _camera(catalog: Catalog, camera: str, night: dt.date) -> str:
             for p, r in rejected
         )
         parts.append(f"<table><tr><th>file</th><th>reason</th></tr>{rows}</table>")
+    parts.append(_attempts(catalog, camera, night))
     parts.append(f"<h3>Last {TREND_NIGHTS} nights</h3>")
     parts.append(_trend(camera, trend) if trend else "<p>No masters yet.</p>")
     return "".join(parts)
+
+
+def _attempts(catalog: Catalog, camera: str, night: dt.date) -> str:
+    """Combine runs that gave no master (a worker lost, a failed try), when there were any."""
+    trouble = [
+        a
+        for a in catalog.attempts(night=night.isoformat())
+        if a["camera"] == camera and a["outcome"] in ("lost", "failed")
+    ]
+    if not trouble:
+        return ""
+    rows = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(a[key] or ''))}</td>"
+            for key in ("set_id", "task", "worker", "outcome", "reason")
+        )
+        + "</tr>"
+        for a in trouble
+    )
+    head = "".join(f"<th>{h}</th>" for h in ("set", "task", "worker", "outcome", "reason"))
+    return (
+        f"<h3>Combine attempts lost or failed ({len(trouble)})</h3>"
+        f"<table><tr>{head}</tr>{rows}</table>"
+    )
 
 
 def _masters_table(masters: list[MasterRow]) -> str:
