@@ -163,7 +163,7 @@ class ServiceProcess:
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Wait for READY=1 on the notify socket."""
-        wait_for(lambda: "READY=1" in self.messages, timeout, f"READY=1 ({self.tail()})")
+        wait_for(lambda: "READY=1" in self.messages, timeout, lambda: f"READY=1 ({self.tail()})")
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
         """The JSON log's events so far, optionally only those called ``name``."""
@@ -176,7 +176,9 @@ class ServiceProcess:
     def wait_event(self, name: str, count: int = 1, timeout: float = 60) -> list[dict[str, Any]]:
         """Wait until the log holds ``count`` events called ``name``; return them."""
         wait_for(
-            lambda: len(self.events(name)) >= count, timeout, f"{count} x {name} ({self.tail()})"
+            lambda: len(self.events(name)) >= count,
+            timeout,
+            lambda: f"{count} x {name} ({self.tail()})",
         )
         return self.events(name)
 
@@ -201,7 +203,7 @@ class ServiceProcess:
         """The service's last output and log events, for failure messages."""
         text = (self.base / "service-output.txt").read_text(errors="replace")
         lines = (
-            self.log_path.read_text(errors="replace").splitlines()[-15:]
+            self.log_path.read_text(errors="replace").splitlines()[-40:]
             if self.log_path.exists()
             else []
         )
@@ -219,14 +221,19 @@ def running_service(config: Path, **kwargs: Any) -> Iterator[ServiceProcess]:
         service.close()
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until true; fail the test with ``what`` after ``timeout`` s."""
+def wait_for(condition: Callable[[], bool], timeout: float, what: str | Callable[[], str]) -> None:
+    """Poll ``condition`` until true; fail the test with ``what`` after ``timeout`` s.
+
+    ``what`` may be a function, called only on failure, so that a message holding the
+    service's log shows the log as it was when the wait gave up, not when it began.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    message = what() if callable(what) else what
+    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
 
 
 def catalog_rows(config: Path, sql: str, *args: object) -> list[sqlite3.Row]:
