@@ -58,6 +58,19 @@ def test_an_answer_without_an_announced_start_is_still_recorded(catalog: Catalog
     ]
 
 
+def test_an_answer_after_its_ended_announcement_is_one_attempt(catalog: Catalog) -> None:
+    """The worker's 'ended' event, then the task's own answer: one attempt row, not two."""
+    set_id = catalog.add_to_set(valid("a"))
+    catalog.attempt_started(set_id, "combine", "dask", "w1")
+    catalog.attempt_ended(set_id, "combine", "w1", "failed", "disk full")
+    catalog.attempt_answered(set_id, "combine", "dask", "w1", "failed", "disk full")
+    catalog.attempt_started(set_id, "combine", "dask", "w1")  # the retry, same worker
+    catalog.attempt_ended(set_id, "combine", "w1", "done")
+    catalog.attempt_answered(set_id, "combine", "dask", "w1", "done", None)
+    rows = catalog.attempts(set_id)
+    assert [(r["worker"], r["outcome"]) for r in rows] == [("w1", "failed"), ("w1", "done")]
+
+
 def test_runs_left_running_when_the_set_resolves_are_lost(catalog: Catalog) -> None:
     """Attempts still 'running' once the set has its answer gave none: 'lost', with why."""
     set_id = catalog.add_to_set(valid("a"))

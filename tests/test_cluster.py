@@ -121,7 +121,10 @@ def test_cluster_masters_equal_the_local_executors(
     for camera in ("cryo", "te"):
         same_master(local[camera], dask[camera])
     config = tmp_path / "dask" / "config.toml"
-    tasks = {row["task"]: row for row in catalog_rows(config, "SELECT * FROM attempts")}
+    rows = catalog_rows(config, "SELECT * FROM attempts")
+    runs = {(row["set_id"], row["task"]) for row in rows}
+    assert len(rows) == len(runs), "each task of each set ran once: one attempt row each"
+    tasks = {row["task"]: row for row in rows}
     # cryo's 40 MB stack was split into bands on several workers, te's was one task.
     bands = [name for name in tasks if name.startswith("band ")]
     assert len(bands) > 1 and "assemble" in tasks

@@ -55,7 +55,11 @@ class AttemptQueries:
         self, set_id: int, task: str, executor: str, worker: str, outcome: str, reason: str | None
     ) -> None:
         """A task's own answer: ends its running attempt, or records one whose start was
-        never announced (announcements travel apart from answers and can be lost)."""
+        never announced (announcements travel apart from answers and can be lost).
+
+        The worker's own 'ended' announcement usually arrives first and has already
+        closed the attempt; the answer is then the same run told twice, not a new one.
+        """
         with self._transaction() as db:
             cursor = db.execute(
                 "UPDATE attempts SET outcome = ?, ended = ?, reason = ? WHERE id = ("
@@ -63,7 +67,13 @@ class AttemptQueries:
                 "AND outcome = 'running')",
                 (outcome, self._now(), reason, set_id, task, worker),
             )
-            if cursor.rowcount == 0:
+            latest = db.execute(
+                "SELECT worker, outcome FROM attempts WHERE set_id = ? AND task = ? "
+                "ORDER BY id DESC LIMIT 1",
+                (set_id, task),
+            ).fetchone()
+            told_already = latest is not None and tuple(latest) == (worker, outcome)
+            if cursor.rowcount == 0 and not told_already:
                 db.execute(
                     "INSERT INTO attempts (set_id, task, executor, worker, started, ended, "
                     "outcome, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
