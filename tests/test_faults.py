@@ -8,13 +8,11 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 from astropy.io import fits
 from service_process import (
-    CRYO_GEOMETRY,
     ServiceProcess,
     catalog_rows,
     running_service,
@@ -196,44 +194,6 @@ def test_sighup_keeps_a_bad_config_and_applies_a_good_one(tmp_path: Path) -> Non
     assert published["ncombine"] == 3
     assert len(started) == 2
     assert "RELOADING=1" in messages and messages.count("READY=1") == 2
-
-
-def test_burst_on_many_cameras_is_all_accounted_for(tmp_path: Path) -> None:
-    """Eight cameras with 12 frames each in one burst: all combined, two combines at most."""
-    cameras = [f"cam{i}" for i in range(8)]
-    extra = "".join(f'\n[cameras.{c}]\nwatch = ["incoming/{c}"]\n' for c in cameras)
-    config = write_config(
-        tmp_path,
-        extra,
-        service={"mem_limit": "64MB", "max_combine_memory": "128MB"},
-        expected_frames=12,
-    )
-    with running_service(config) as service:
-        writers = [
-            threading.Thread(
-                target=write_frames,
-                args=(config, camera, 12),
-                kwargs={"interval": 0.0, "geometry": CRYO_GEOMETRY},
-            )
-            for camera in cameras
-        ]
-        for writer in writers:
-            writer.start()
-        for writer in writers:
-            writer.join()
-        published = service.wait_event("master.published", count=8, timeout=300)
-        events = service.events()
-        assert service.stop()[0] == 0
-    assert sorted(e["camera"] for e in published) == cameras
-    assert all(e["ncombine"] == 12 for e in published)
-    statuses = [r["status"] for r in catalog_rows(config, "SELECT status FROM frames")]
-    assert statuses == ["combined"] * 96
-    running, most = 0, 0
-    for event in events:  # the log is in order: count combines running at once
-        running += {"combine.started": 1, "master.published": -1}.get(event["event"], 0)
-        most = max(most, running)
-    assert 1 <= most <= 2, "max_combine_memory 128MB / mem_limit 64MB allows two at once"
-    assert len([e for e in events if e["event"] == "combine.started"]) == 8
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs setpriv as root")
