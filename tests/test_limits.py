@@ -202,6 +202,9 @@ def test_inotify_instance_limit_degrades_to_polling_and_frames_still_combine(
         service_uid, instances = uid_of(pid), inotify_instances(pid)
         write_frames(config, "cryo", 3, interval=0.0)
         (published,) = service.wait_event("master.published", timeout=120)
+        # The master joins the STATUS= line; the cameras are still polling, and say so.
+        still = f"{degraded}; last master: {Path(published['path']).name}"
+        wait_for(lambda: still in service.messages, 30, lambda: f"{still} ({service.messages})")
         reconciled = [e for e in service.events("scan.reconciled") if e["missing"] > 0]
         assert service.stop()[0] == 0
     assert service_uid == UID, "the service must share the holder's uid to share its limit"

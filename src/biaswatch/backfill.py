@@ -31,7 +31,6 @@ from biaswatch.combines import Combines
 from biaswatch.config import CameraConfig, Config, load_config
 from biaswatch.fitsbytes import fits_status
 from biaswatch.ingest import ingest, rejected_record
-from biaswatch.notify import SystemdNotifier
 from biaswatch.recording import record_frame
 from biaswatch.scan import scan_dir
 from biaswatch.screening import screen
@@ -118,7 +117,7 @@ def _combine(config: Config, catalog: Catalog, closed: list[int]) -> None:
     combines = Combines(
         config,
         catalog,
-        SystemdNotifier(),
+        lambda _master: None,  # no service here: nothing to tell systemd
         now=_now,
         wake=wake.set,
         retry_at=lambda _set, _when: None,  # a failed set stays closed: run backfill again

@@ -29,7 +29,6 @@ from astropy.io import fits
 from biaswatch.catalog import Catalog
 from biaswatch.config import Config
 from biaswatch.executors import CombineExecutor, LocalExecutor, Running
-from biaswatch.notify import Notifier
 from biaswatch.previews import Previews
 from biaswatch.publish import (
     MasterInfo,
@@ -60,7 +59,7 @@ class Combines:
         self,
         config: Config,
         catalog: Catalog,
-        notifier: Notifier,
+        published: Callable[[Path], None],
         now: Callable[[], dt.datetime],
         wake: Callable[[], None],
         retry_at: Callable[[int, dt.datetime], None],
@@ -71,7 +70,7 @@ class Combines:
         self.executor = executor or LocalExecutor(config.service.combine_slots)
         self._config = config
         self._catalog = catalog
-        self._notifier = notifier
+        self._published = published  # tells systemd's STATUS= line
         self._now = now
         self._wake = wake
         self._retry_at = retry_at
@@ -246,7 +245,7 @@ class Combines:
                 result.startup,
                 alarm=self._alarm,
             )
-            self._notifier.notify(f"STATUS=last master: {final.name}")
+            self._published(final)
             # Runs lost on a cluster (a killed worker, a vanished scheduler) may have
             # left their own temporary copies beside it.
             for leftover in final.parent.glob(f".{final.name}.partial-*"):

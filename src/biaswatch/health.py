@@ -29,7 +29,9 @@ class Health:
         self._notifier = notifier
         self._stall_seconds = stall_seconds
         self.stalled: dict[str, float] = {}  # camera -> when its stall began (monotonic)
-        self._status = ""
+        self._status = ""  # the STATUS= text last sent
+        self._degraded = ""  # what is degraded (watchers, stalled cameras), or ""
+        self._last_master = ""
         self._last_ping = 0.0
         self._ping_every = watchdog_interval()
 
@@ -52,10 +54,22 @@ class Health:
     def status(self, degraded: Sequence[str]) -> None:
         """Send STATUS= when what is degraded (watchers, stalled cameras) changes."""
         stalled = [f"{camera}: no answer from its files" for camera in sorted(self.stalled)]
-        text = "; ".join([*degraded, *stalled])
+        self._degraded = "; ".join([*degraded, *stalled])
+        self._send()
+
+    def published(self, master: str) -> None:
+        """Name the newest master in STATUS=, beside whatever is still degraded."""
+        self._last_master = master
+        self._send()
+
+    def _send(self) -> None:
+        # One line for both: a publication must not hide from `systemctl status`
+        # that some cameras are polling or stalled, nor a degradation the last master.
+        state = f"degraded: {self._degraded}" if self._degraded else "watching"
+        text = f"{state}; last master: {self._last_master}" if self._last_master else state
         if text != self._status:
             self._status = text
-            self._notifier.notify(f"STATUS={f'degraded: {text}' if text else 'watching'}")
+            self._notifier.notify(f"STATUS={text}")
 
     def ping(self, now: float, *, watchers_alive: bool) -> None:
         """WATCHDOG=1, but only while the loop turns and the watchers live.

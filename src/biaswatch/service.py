@@ -102,7 +102,7 @@ class Service:
         self.combines = Combines(
             config,
             self.catalog,
-            self.notifier,
+            lambda master: self.health.published(master.name),
             now=self.clock.now,
             wake=lambda: self.inbox.put(WAKE),
             retry_at=self._retry_at,
