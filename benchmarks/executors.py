@@ -348,9 +348,9 @@ def check_calibrated(executor: str, events: list[dict[str, Any]], result: Result
 def check_attempts(executor: str, attempts: list[Any], state: CatalogState, report: Report) -> None:
     """Each set combined by one run, a whole combine done on this executor (no retry, no split).
 
-    A run is a (set, worker) pair: the catalog may hold it twice, both rows done (the
-    task's answer recorded again after its own 'done' announcement): a note, not a
-    discrepancy, since it is bookkeeping of the same run, not a second combine.
+    A run is a (set, worker) pair, and has one attempts row: a second row of the same
+    run (the task's answer recorded again after its own 'done' announcement, a bug this
+    script found and catalog_attempts.py fixed) is a discrepancy too.
     """
     other = Counter(
         (a["executor"], a["task"], a["outcome"])
@@ -364,9 +364,9 @@ def check_attempts(executor: str, attempts: list[Any], state: CatalogState, repo
         if runs[set_id] != 1:
             report.discrepancy(f"set {set_id}: combined by {runs[set_id]} runs, expected 1")
     if (repeated := len(attempts) - sum(runs.values())) > 0:
-        report.note(
-            f"{repeated} of {len(attempts)} attempts rows repeat a run already recorded done "
-            "(same set, task and worker; started = ended): the answer recorded again"
+        report.discrepancy(
+            f"{repeated} of {len(attempts)} attempts rows repeat a run already recorded "
+            "(same set, task and worker): one run, recorded twice"
         )
 
 
