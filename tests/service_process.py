@@ -236,6 +236,17 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str | Callable
     raise AssertionError(f"timed out after {timeout} s waiting for {message}")
 
 
+def inotify_instances(pid: int) -> int:
+    """How many inotify instances process ``pid`` holds open."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            count += str(fd.readlink()) == "anon_inode:inotify"
+        except OSError:  # closed between listing and reading
+            continue
+    return count
+
+
 def catalog_rows(config: Path, sql: str, *args: object) -> list[sqlite3.Row]:
     """Rows from the service's catalog (read-only connection)."""
     return rows_in(config.parent / "state", sql, *args)

@@ -28,6 +28,7 @@ import pytest
 from service_process import (
     NUMBA_CACHE,
     catalog_rows,
+    inotify_instances,
     running_service,
     wait_for,
     write_config,
@@ -155,17 +156,6 @@ def chown_tree(root: Path, uid: int) -> None:
     for parent, dirs, files in os.walk(root):
         for name in dirs + files:
             os.chown(Path(parent) / name, uid, uid)
-
-
-def inotify_instances(pid: int) -> int:
-    """How many inotify instances process ``pid`` holds open (as test_overflow.py counts)."""
-    count = 0
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            count += str(fd.readlink()) == "anon_inode:inotify"
-        except OSError:  # closed between listing and reading
-            continue
-    return count
 
 
 def uid_of(pid: int) -> int:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from astropy.io import fits
-from service_process import ServiceProcess, catalog_rows, wait_for, write_config
+from service_process import ServiceProcess, catalog_rows, inotify_instances, wait_for, write_config
 
 from biaswatch.testing import fits_bytes
 
@@ -72,17 +72,6 @@ def distinct_frames(count: int) -> list[bytes]:
     """
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000")
     return [fits_bytes(seed=seed, date_obs=now, header={"DATE": None}) for seed in range(count)]
-
-
-def inotify_instances(pid: int) -> int:
-    """How many inotify instances process ``pid`` holds open."""
-    count = 0
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            count += str(fd.readlink()) == "anon_inode:inotify"
-        except OSError:  # closed between listing and reading
-            continue
-    return count
 
 
 def all_threads_stopped(pid: int) -> bool:
