@@ -21,7 +21,7 @@ from service_process import (
     write_frames,
 )
 
-from biaswatch.faults import CRASH_AT, POINTS
+from biaswatch.faults import CRASH_AT, PAUSE_AT, PAUSE_SECONDS, POINTS
 
 
 def masters_on_disk(base: Path) -> list[Path]:
@@ -171,6 +171,47 @@ def test_combine_failing_every_try_ends_failed_and_the_service_goes_on(tmp_path:
     assert failed["tries"] == 3 and failed["camera"] == "cryo"
     (row,) = catalog_rows(config, "SELECT * FROM sets WHERE camera = 'cryo'")
     assert (row["state"], row["tries"]) == ("failed", 3)
+
+
+def children_of(pid: int) -> list[int]:
+    """The pids whose parent is ``pid``, from /proc/PID/stat (its 4th field)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone between listing and reading
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def combine_children(service_pid: int) -> list[int]:
+    """Combine children: forked by the fork server, itself a child of the service."""
+    return [child for server in children_of(service_pid) for child in children_of(server)]
+
+
+def test_combine_child_killed_as_by_the_oom_killer_is_retried_and_published_once(
+    tmp_path: Path,
+) -> None:
+    """A combine child SIGKILLed mid-combine, as the OOM killer does: retried, one master."""
+    config = write_config(tmp_path, service={"combine_retry_seconds": 1}, expected_frames=3)
+    # Every try holds 5 s between combining and writing: the kill lands in the first.
+    env = {PAUSE_AT: "mid_combine", PAUSE_SECONDS: "5"}
+    with running_service(config, env=env) as service:
+        write_frames(config, "cryo", 3, interval=0.0)
+        service.wait_event("combine.started", timeout=120)
+        wait_for(lambda: len(combine_children(service.proc.pid)) == 1, 30, "a combine child")
+        (child,) = combine_children(service.proc.pid)
+        os.kill(child, signal.SIGKILL)
+        (retrying,) = service.wait_event("combine.retrying", timeout=120)
+        (published,) = service.wait_event("master.published", timeout=120)
+        assert service.stop()[0] == 0
+    assert retrying["tries"] == 1
+    assert "killed by SIGKILL" in retrying["reason"]
+    assert published["ncombine"] == 3
+    assert len(service.events("combine.started")) == 2
+    assert_one_master_per_set(config, 3)
 
 
 def test_sighup_keeps_a_bad_config_and_applies_a_good_one(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ The points, in the order a master is published:
 * ``after_rename``: the master has its final name, the catalog does not know it yet;
 * ``after_commit``: the catalog records it, ``latest.fits`` does not point at it yet.
 
-``pause_point`` holds a Dask task still instead, so a test can kill its worker.
+``pause_point`` holds a combine still instead, so a test can kill its local child or
+its Dask worker.
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ def crash_point(name: str) -> None:
 def pause_point(name: str) -> None:
     """Sleep BIASWATCH_PAUSE_SECONDS if BIASWATCH_PAUSE_AT names this point.
 
-    The one pause point, ``mid_combine`` (a cluster task has combined the pixels and
-    not yet written the master), holds a task still long enough for a test to kill
-    its worker at a known moment instead of racing a combine of a few milliseconds.
+    The one pause point, ``mid_combine`` (a combine child or a cluster task has
+    combined the pixels and not yet written the master), holds it still long enough
+    for a test to kill it or its worker at a known moment instead of racing a combine
+    of a few milliseconds.
     """
     if os.environ.get(PAUSE_AT) == name:
         time.sleep(float(os.environ.get(PAUSE_SECONDS, "5")))

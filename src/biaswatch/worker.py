@@ -36,7 +36,7 @@ import structlog
 from astropy.io import fits
 
 from biaswatch.errors import CombineFailed
-from biaswatch.faults import crash_point
+from biaswatch.faults import crash_point, pause_point
 from biaswatch.publish import MasterInfo, master_header, write_temporary
 from biaswatch.qc import SAMPLE_PIXELS, MasterQC, clipped_fraction, master_cards, master_qc
 
@@ -136,6 +136,7 @@ def make_master(job: CombineJob) -> CombineResult:
     start = time.perf_counter()
     try:
         data = combine_files([Path(p) for p in job.inputs], job.info.settings, job.info.mem_limit)
+        pause_point("mid_combine")  # fault tests kill the child here (tests/test_faults.py)
         return finish_master(job, data, start)
     except CombineFailed as exc:
         return CombineResult(job.set_id, None, exc.reason)
