@@ -99,7 +99,6 @@ def write_frames(
 ) -> list[Path]:
     """Write realistic raw biases for a camera, each in pieces, as a camera does."""
     geometry = geometry or (CRYO_GEOMETRY if name == "cryo" else TE_GEOMETRY)
-    extra = {} if now is None else {"now": now}
     return simulate(
         camera(config_path, name),
         frames=frames,
@@ -109,7 +108,7 @@ def write_frames(
         pieces=3,
         piece_delay=0.1,
         out_dir=out_dir,
-        **extra,
+        now=now or (lambda: dt.datetime.now(dt.UTC)),
     )
 
 
