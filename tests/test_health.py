@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from biaswatch.health import Health
 from biaswatch.testing import FakeNotifier
 
@@ -11,7 +13,7 @@ def test_a_new_master_does_not_hide_a_degradation_and_recovery_keeps_the_master(
     notifier = FakeNotifier()
     health = Health(notifier, stall_seconds=60)
     health.status(["cryo: polling every 5 s, inotify watch limit reached"])
-    health.published("bias_cryo_2026-11-24_01.fits")
+    health.published(Path("/masters/cryo/2026-11-24/bias_cryo_2026-11-24_01.fits"))
     health.status(["cryo: polling every 5 s, inotify watch limit reached"])  # no change
     health.status([])
     assert notifier.messages == [

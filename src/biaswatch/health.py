@@ -9,6 +9,7 @@ notifier.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import structlog
 
@@ -57,9 +58,9 @@ class Health:
         self._degraded = "; ".join([*degraded, *stalled])
         self._send()
 
-    def published(self, master: str) -> None:
+    def published(self, master: Path) -> None:
         """Name the newest master in STATUS=, beside whatever is still degraded."""
-        self._last_master = master
+        self._last_master = master.name
         self._send()
 
     def _send(self) -> None:

@@ -99,10 +99,11 @@ class Service:
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
         self.alarms = Alarms(config.alerts)
+        self.health = Health(self.notifier, config.service.stall_seconds)
         self.combines = Combines(
             config,
             self.catalog,
-            lambda master: self.health.published(master.name),
+            self.health.published,
             now=self.clock.now,
             wake=lambda: self.inbox.put(WAKE),
             retry_at=self._retry_at,
@@ -115,7 +116,6 @@ class Service:
         self.reload_requested = False  # read by cli after run(): re-execute
         self._reload_asked = False
         self._unlisten: Callable[[], None] = lambda: None
-        self.health = Health(self.notifier, config.service.stall_seconds)
         self.exit_status = 0
         self._last_rearm = 0.0
         self._last_rescan = 0.0
