@@ -674,7 +674,19 @@ def settle(
 
 def audit(scenario: Scenario, work: Path, written: list[Written], result: Result) -> None:
     """soak.py's checks of catalog and files, then this scenario's own."""
-    report = result.report
+    state = check_catalog_and_files(work, written, result)
+    check_budget(result)
+    check_shape(scenario, state, result.report)
+
+
+def check_catalog_and_files(work: Path, written: list[Written], result: Result) -> CatalogState:
+    """soak.py's checks of a run's catalog and files (write_config's layout); its state.
+
+    Every file written one frames row, combined, its sha256; every set done with one
+    master (NCOMBINE, checksums, BWDIGEST); nothing stray under the masters directory;
+    the raw files untouched. benchmarks/executors.py audits its runs with it too.
+    """
+    report, scenario = result.report, result.scenario
     state = CatalogState.read(work / "state" / "catalog.sqlite")
     result.state = state
     if len(written) != scenario.files:
@@ -684,8 +696,7 @@ def audit(scenario: Scenario, work: Path, written: list[Written], result: Result
     check_masters(state, written, report)
     check_masters_dir(work / "masters", state, scenario.cameras, report)
     check_raw_files(written, report)
-    check_budget(result)
-    check_shape(scenario, state, report)
+    return state
 
 
 def check_budget(result: Result) -> None:

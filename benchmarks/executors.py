@@ -43,7 +43,7 @@ no stray file under the masters directory; raw files untouched); one set per cam
 every frame, published exactly once (one ``master.published`` in the log, one masters
 row); every frame calibrated where its executor runs (on the cluster for dask) and each
 set combined by one run, done, on that executor (a run recorded twice in the attempts
-table is a note); the local run's combines within max_combine_memory (as burst.py); and
+table is a discrepancy too); the local run's combines within max_combine_memory (as burst.py); and
 camera by camera the data arrays of the two masters equal, byte for byte.
 
 At the end the service gets SIGTERM (exit 0 within 30 s, no process of its group left)
@@ -85,6 +85,7 @@ from burst import (  # sibling scripts, not a package
     Scenario,
     burst_and_measure,
     check_budget,
+    check_catalog_and_files,
     make_frames,
     make_work_dir,
     parse_time,
@@ -99,11 +100,6 @@ from soak import (
     Report,
     ServiceRunner,
     camera_names,
-    check_files,
-    check_masters,
-    check_masters_dir,
-    check_raw_files,
-    check_sets,
     log_errors,
     query,
     terminate_and_check,
@@ -292,16 +288,7 @@ def audit(executor: str, config: Config, ledger: Ledger, result: Result) -> Run:
     """soak.py's checks, then this script's: published once, on the right executor."""
     report, work = result.report, result.work
     catalog = config.service.state_dir / "catalog.sqlite"
-    written = ledger.files()
-    state = CatalogState.read(catalog)
-    result.state = state
-    if len(written) != result.scenario.files:
-        report.discrepancy(f"{len(written)} files written of {result.scenario.files}")
-    result.accounted = check_files(written, state, report)
-    check_sets(state, report)
-    check_masters(state, written, report)
-    check_masters_dir(config.service.masters_dir, state, result.scenario.cameras, report)
-    check_raw_files(written, report)
+    state = check_catalog_and_files(work, ledger.files(), result)
     events = LogTail(work / "log" / "biaswatch.jsonl").read()
     if executor == "local":  # the sampler sees the fork server's children only
         check_budget(result)
