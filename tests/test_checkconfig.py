@@ -66,3 +66,16 @@ def test_invalid_config_exits_2_listing_every_problem(tmp_path: Path) -> None:
     assert "2 problem(s)" in result.stderr
     assert "[cameras.cryo] expected_frames" in result.stderr
     assert "signma_clip" in result.stderr and "sigma_clip" in result.stderr
+
+
+def test_overlapping_directories_are_config_errors_naming_both_paths(tmp_path: Path) -> None:
+    """A masters_dir reaching a watched tree through '..' fails check-config with both paths."""
+    config = tmp_path / "config.toml"
+    config.write_text('[service]\nmasters_dir = "x/../in/m"\n[cameras.cryo]\nwatch = ["in"]\n')
+    result = check(config)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert (
+        f'[service] masters_dir: "{tmp_path}/x/../in/m" (resolved: "{tmp_path}/in/m") is '
+        f'inside camera cryo\'s watched directory "{tmp_path}/in"'
+    ) in result.stderr

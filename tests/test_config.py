@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -273,3 +274,111 @@ class TestExecutor:
         """Only "local" and "dask" are executors."""
         problems = problems_of(write_config, '[service]\nexecutor = "slurm"\n' + MINIMAL)
         assert any("executor" in p for p in problems)
+
+
+class TestOverlaps:
+    """Outputs inside watched trees and cameras sharing a tree, compared after resolving."""
+
+    def test_masters_dir_written_with_dotdot_into_a_watched_tree_is_refused(
+        self, write_config: Write
+    ) -> None:
+        """masters_dir = "in/zz/../m/masters" lies inside watch "in/m": an error naming both."""
+        path = write_config(
+            '[service]\nmasters_dir = "in/zz/../m/masters"\n[cameras.cryo]\nwatch = ["in/m"]\n'
+        )
+        (problem,) = problems_of_path(path)
+        base = path.parent
+        assert f'[service] masters_dir: "{base}/in/zz/../m/masters"' in problem
+        assert f'(resolved: "{base}/in/m/masters") is inside camera cryo' in problem
+        assert f'watched directory "{base}/in/m"' in problem
+
+    def test_masters_dir_through_a_symlink_into_a_watched_tree_is_refused(
+        self, write_config: Write, tmp_path: Path
+    ) -> None:
+        """masters_dir under a symlink that points into the watched tree is an overlap."""
+        (tmp_path / "in").mkdir()
+        (tmp_path / "out").symlink_to(tmp_path / "in")
+        path = write_config('[service]\nmasters_dir = "out/masters"\n' + WATCH_IN)
+        (problem,) = problems_of_path(path)
+        assert problem.startswith(f'{path}: [service] masters_dir: "{tmp_path}/out/masters"')
+        assert f'(resolved: "{tmp_path}/in/masters") is inside camera cryo' in problem
+
+    def test_a_watched_tree_inside_state_dir_is_refused(self, write_config: Write) -> None:
+        """state_dir holding a watched directory is an overlap too (either inside the other)."""
+        text = '[service]\nstate_dir = "data"\n[cameras.cryo]\nwatch = ["data/in"]\n'
+        (problem,) = problems_of(write_config, text)
+        assert "[service] state_dir:" in problem and "contains camera cryo's" in problem
+
+    @pytest.mark.parametrize("key", ["state_dir", "work_dir"])
+    def test_state_or_work_dir_inside_a_watched_tree_is_refused(
+        self, write_config: Write, key: str
+    ) -> None:
+        """state_dir or work_dir inside a watched directory is a configuration error."""
+        (problem,) = problems_of(write_config, f'[service]\n{key} = "in/sub/x"\n' + WATCH_IN)
+        assert f"[service] {key}:" in problem and "is inside camera cryo's" in problem
+
+    def test_two_cameras_on_one_directory_are_refused(self, write_config: Write) -> None:
+        """Two cameras watching one directory (written differently) is an error naming both."""
+        text = '[cameras.cryo]\nwatch = ["in"]\n[cameras.te]\nwatch = ["./x/../in/"]\n'
+        (problem,) = problems_of(write_config, text)
+        assert "[cameras.te] watch:" in problem and "is camera cryo's watched" in problem
+
+    def test_a_camera_inside_another_cameras_tree_is_refused(self, write_config: Write) -> None:
+        """A camera watching a directory inside another camera's tree is an error."""
+        text = '[cameras.cryo]\nwatch = ["in"]\n[cameras.te]\nwatch = ["in/te"]\n'
+        (problem,) = problems_of(write_config, text)
+        assert "[cameras.te] watch:" in problem and "is inside camera cryo's" in problem
+
+    def test_a_camera_whose_tree_holds_another_camera_is_refused(
+        self, write_config: Write, tmp_path: Path
+    ) -> None:
+        """A camera watching a directory, through a symlink, above another camera's is an error."""
+        (tmp_path / "in" / "te").mkdir(parents=True)
+        (tmp_path / "link").symlink_to(tmp_path / "in")
+        text = '[cameras.cryo]\nwatch = ["link/te"]\n[cameras.te]\nwatch = ["in"]\n'
+        (problem,) = problems_of(write_config, text)
+        assert "[cameras.te] watch:" in problem and "contains camera cryo's" in problem
+        assert f'(resolved: "{tmp_path}/in/te")' in problem
+
+    def test_neighbours_are_not_overlaps(self, write_config: Write) -> None:
+        """Sibling directories, even sharing a name prefix, are apart and load."""
+        text = (
+            '[service]\nmasters_dir = "in-masters"\nstate_dir = "inx"\n'
+            '[cameras.cryo]\nwatch = ["in/cryo"]\n[cameras.te]\nwatch = ["in/te"]\n'
+        )
+        config = load_config(write_config(text))
+        assert [c.name for c in config.cameras] == ["cryo", "te"]
+
+    def test_configured_paths_keep_their_written_form(
+        self, write_config: Write, tmp_path: Path
+    ) -> None:
+        """Resolving is for the comparison only: a symlinked watch path is kept as written."""
+        (tmp_path / "real").mkdir()
+        (tmp_path / "in").symlink_to(tmp_path / "real")
+        config = load_config(write_config(WATCH_IN))
+        assert config.camera("cryo").watch == (tmp_path / "in",)
+
+    def test_a_path_that_does_not_answer_is_compared_as_written(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A realpath that hangs (a dead mount) gives the normalized path after the timeout."""
+        from biaswatch import overlaps
+
+        def hang(path: Path, found: dict[Path, Path]) -> None:
+            time.sleep(5)
+
+        monkeypatch.setattr(overlaps, "_resolve_into", hang)
+        start = time.monotonic()
+        resolved = overlaps.resolve_all([Path("/a/b/../c")], seconds=0.2)
+        assert resolved == {Path("/a/b/../c"): Path("/a/c")}
+        assert time.monotonic() - start < 2
+
+
+WATCH_IN = '[cameras.cryo]\nwatch = ["in"]\n'
+
+
+def problems_of_path(path: Path) -> list[str]:
+    """The problems load_config reports for the config file at ``path``."""
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return info.value.problems

@@ -20,7 +20,6 @@ from service_process import (
     CRYO_GEOMETRY,
     catalog_rows,
     master_data,
-    rows_in,
     running_service,
     wait_for,
     write_config,
@@ -497,67 +496,3 @@ def test_a_file_name_that_is_not_printable_ascii_does_not_stop_the_nights_master
     (master,) = (tmp_path / "masters" / "cryo").rglob("bias_*.fits")
     assert "b\\xefas_\\xe9.fits" in inputs_of(master)  # escaped, never dropped
     assert fingerprints(written) == before
-
-
-def test_masters_and_state_inside_watched_directories_are_never_ingested(
-    tmp_path: Path,
-) -> None:
-    """With masters_dir and state_dir inside watched trees, outputs are never frames."""
-    # The config accepts overlapping paths (config.py has no check); the service
-    # leaves masters_dir and state_dir out of events and scans (intake.py, scan.py).
-    config = write_config(tmp_path, service={"rescan_minutes": 0.02}, expected_frames=3)
-    text = config.read_text(encoding="utf-8")
-    config.write_text(
-        text.replace('state_dir = "state"', 'state_dir = "incoming/te/state"').replace(
-            'masters_dir = "masters"', 'masters_dir = "incoming/cryo/masters"'
-        ),
-        encoding="utf-8",
-    )
-    masters = tmp_path / "incoming" / "cryo" / "masters"
-    state = tmp_path / "incoming" / "te" / "state"
-    with running_service(config) as service:
-        raws = write_frames(config, "cryo", 3, seed=1, now=evening)
-        raws += write_frames(config, "te", 3, seed=2, now=evening)
-        first = service.wait_event("master.published", count=2)
-        # More frames after masters and work files sit in the watched trees.
-        raws += write_frames(config, "cryo", 3, seed=3, now=evening)
-        published = service.wait_event("master.published", count=3)
-        before = fingerprints(raws)
-        # Rescans (every 1.2 s here) after the last master list the masters too.
-        after = len(service.events())
-        wait_for(
-            lambda: (
-                len([e for e in service.events()[after:] if e["event"] == "watch.scanned"]) >= 4
-            ),
-            30,
-            "two rescans of both cameras after the last master",
-        )
-        events = service.events()
-        alive = service.proc.poll() is None
-        status = service.stop()[0]
-    assert (alive, status) == (True, 0)
-    assert len(first) == 2
-    outputs = (masters, state)
-    frames = rows_in(state, "SELECT path, status FROM frames")
-    assert sorted(r["path"] for r in frames) == sorted(str(p) for p in raws)
-    assert {r["status"] for r in frames} == {"combined"}
-    about_frames = [e for e in events if e["event"].startswith("frame.")]
-    assert not [
-        e for e in about_frames if any(Path(e.get("file", "")).is_relative_to(o) for o in outputs)
-    ]
-    assert {e["new"] for e in events[after:] if e["event"] == "watch.scanned"} == {0}
-    on_disk = masters_in(masters)
-    assert on_disk == sorted(Path(e["path"]) for e in published)
-    assert {p.relative_to(masters).as_posix() for p in on_disk} == {
-        f"cryo/{NIGHT}/bias_cryo_{NIGHT}_01_{CRYO_LABEL}.fits",
-        f"cryo/{NIGHT}/bias_cryo_{NIGHT}_02_{CRYO_LABEL}.fits",
-        f"te/{NIGHT}/bias_te_{NIGHT}_01_36x36-1x1.fits",
-    }
-    assert {fits.getheader(p)["NCOMBINE"] for p in on_disk} == {3}
-    assert list((state / "work").rglob("*.fits")), "calibrated frames were in te's tree"
-    assert fingerprints(raws) == before
-    incoming = tmp_path / "incoming"
-    assert tree(incoming, skip=outputs) == {p.relative_to(incoming).as_posix() for p in raws} | {
-        "cryo",
-        "te",
-    }

@@ -124,7 +124,7 @@ def test_too_small_mem_limit_names_the_minimum(tmp_path: Path, raws: list[Path])
 def test_camera_settings_from_config(tmp_path: Path, raws: list[Path]) -> None:
     """--config with --camera uses that camera's calibration settings."""
     config = tmp_path / "c.toml"
-    config.write_text('[cameras.x]\nwatch = ["."]\n[cameras.x.calibrate]\ntrim = "[1:10,1:10]"\n')
+    config.write_text('[cameras.x]\nwatch = ["in"]\n[cameras.x.calibrate]\ntrim = "[1:10,1:10]"\n')
     out = tmp_path / "m.fits"
     result = run("--config", config, "--camera", "x", "-o", out, *raws)
     assert result.returncode == 0, result.stderr

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from biaswatch.errors import ConfigError
+from biaswatch.overlaps import overlap_problems
 from biaswatch.settings import (
     AlertsConfig,
     Bytes,
@@ -264,6 +265,9 @@ def _build(raw: dict[str, Any], path: Path, problems: list[str]) -> Config | Non
     cameras = [
         c.model_copy(update={"watch": tuple(_resolve(base, w) for w in c.watch)}) for c in cameras
     ]
+    problems.extend(_overlaps(service, cameras))
+    if problems:
+        return None
     return Config(path=path, service=service, site=site, alerts=alerts, cameras=tuple(cameras))
 
 
@@ -343,6 +347,19 @@ def _unknown(where: str, key: str, valid: set[str]) -> str:
     hint = f"; did you mean {close[0]!r}?" if close else ""
     table = f"[{where}] " if where else ""
     return f"{table}{key}: unknown key{hint}"
+
+
+def _overlaps(service: ServiceConfig, cameras: list[CameraConfig]) -> list[str]:
+    """Outputs inside watched trees, and cameras sharing a tree (overlaps.py)."""
+    outputs = [
+        ("[service] masters_dir", service.masters_dir),
+        ("[service] state_dir", service.state_dir),
+    ]
+    # Unset, work_dir is inside state_dir and the check of state_dir covers it.
+    if service.work_dir is not None:
+        outputs.append(("[service] work_dir", service.work_dir))
+    watches = [(c.name, w) for c in cameras for w in c.watch]
+    return overlap_problems(outputs, watches)
 
 
 def _resolve(base: Path, path: Path) -> Path:
