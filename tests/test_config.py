@@ -382,3 +382,25 @@ def problems_of_path(path: Path) -> list[str]:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     return info.value.problems
+
+
+class TestAlerts:
+    def test_alert_limits_have_defaults_and_take_sizes(self, write_config: Write) -> None:
+        """[alerts] limits default to 30 s, 4 KiB, 2 running, 100 queued; sizes take units."""
+        assert load_config(write_config(MINIMAL)).alerts.model_dump() == {
+            "command": (),
+            "timeout_seconds": 30.0,
+            "max_output_bytes": 4096,
+            "max_running": 2,
+            "max_queued": 100,
+        }
+        text = '[alerts]\nmax_output_bytes = "64KiB"\nmax_running = 4\n' + MINIMAL
+        alerts = load_config(write_config(text)).alerts
+        assert (alerts.max_output_bytes, alerts.max_running) == (65536, 4)
+
+    def test_zero_running_or_queued_is_refused(self, write_config: Write) -> None:
+        """max_running and max_queued below 1 would lose every alert: both refused."""
+        problems = problems_of(
+            write_config, "[alerts]\nmax_running = 0\nmax_queued = 0\n" + MINIMAL
+        )
+        assert [p.split("] ")[1].split(":")[0] for p in problems] == ["max_running", "max_queued"]

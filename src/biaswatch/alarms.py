@@ -4,8 +4,10 @@ Each alarm is a ``warning`` log event with a stable name (``alarm.no_master``,
 ``alarm.camera_silent``, ``alarm.master_rejected``, ``alarm.set_failed``,
 ``alarm.set_insufficient``) and its details. When ``[alerts] command`` is set,
 that program is run with the alarm as one JSON object on its standard input
-and ``BIASWATCH_ALARM=<name>`` in its environment, on a thread of its own with
-a timeout, so a slow mailer never holds the service.
+and ``BIASWATCH_ALARM=<name>`` in its environment, off the main loop, within
+bounds (runbounded.py): ``max_running`` at once, ``max_queued`` waiting (more are
+logged as ``alert.dropped``), ``timeout_seconds`` each, ``max_output_bytes`` of its
+standard error kept; so a slow or noisy mailer never holds the service.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import subprocess
+import queue
 import threading
 from typing import Any
 
@@ -22,6 +24,7 @@ import structlog
 from biaswatch.catalog import Catalog
 from biaswatch.config import Config
 from biaswatch.nights import night_label
+from biaswatch.runbounded import run_bounded
 from biaswatch.settings import AlertsConfig
 
 log = structlog.get_logger("biaswatch.alarms")
@@ -35,35 +38,76 @@ class Alarms:
 
     def __init__(self, alerts: AlertsConfig) -> None:
         self._alerts = alerts
+        self._queue: queue.Queue[tuple[str, str]] = queue.Queue(maxsize=alerts.max_queued)
+        self._senders: list[threading.Thread] = []
+        self._dropped = 0
+        self._lock = threading.Lock()
 
     def __call__(self, name: str, **details: Any) -> None:
-        """Log ``alarm.<name>`` with ``details``, and run the alert command if any."""
+        """Log ``alarm.<name>`` with ``details``, and queue it for the alert command if any."""
         event = f"alarm.{name}"
         log.warning(event, **details)
         if self._alerts.command:
             payload = json.dumps({"alarm": event, **details}, default=str)
-            threading.Thread(
-                target=self._send, args=(event, payload), name="alert", daemon=True
-            ).start()
+            self._enqueue(event, payload)
+
+    def _enqueue(self, event: str, payload: str) -> None:
+        with self._lock:
+            self._start_senders()
+            try:
+                self._queue.put_nowait((event, payload))
+            except queue.Full:
+                self._dropped += 1
+                dropped = self._dropped
+            else:
+                return
+        log.warning(
+            "alert.dropped",
+            alarm=event,
+            dropped=dropped,
+            max_queued=self._alerts.max_queued,
+            action="see the alarms in the log; raise [alerts] max_queued or max_running",
+        )
+
+    def _start_senders(self) -> None:
+        # Started on the first alarm: a service without alarms runs no extra threads.
+        while len(self._senders) < self._alerts.max_running:
+            sender = threading.Thread(
+                target=self._serve, name=f"alert-{len(self._senders)}", daemon=True
+            )
+            sender.start()
+            self._senders.append(sender)
+
+    def _serve(self) -> None:
+        while True:
+            event, payload = self._queue.get()
+            try:
+                self._send(event, payload)
+            except Exception as exc:  # one alert: log it, keep serving the others
+                log.exception("alert.failed", alarm=event, error=repr(exc))
+            finally:
+                self._queue.task_done()
 
     def _send(self, event: str, payload: str) -> None:
-        command = list(self._alerts.command)
+        alerts = self._alerts
+        command = list(alerts.command)
         try:
-            result = subprocess.run(
+            outcome = run_bounded(
                 command,
-                input=payload,
-                text=True,
-                capture_output=True,
-                timeout=self._alerts.timeout_seconds,
+                payload.encode(),
                 env={**os.environ, "BIASWATCH_ALARM": event},
-                check=False,
+                timeout=alerts.timeout_seconds,
+                keep=alerts.max_output_bytes,
             )
-        except (OSError, subprocess.TimeoutExpired) as exc:
+        except OSError as exc:
             log.error("alert.failed", alarm=event, command=command, error=str(exc))
             return
-        if result.returncode != 0:
-            stderr = result.stderr.strip()[-500:]
-            log.error("alert.failed", alarm=event, status=result.returncode, stderr=stderr)
+        stderr = outcome.stderr.decode("utf-8", errors="replace").strip()
+        if outcome.status is None:
+            why = f"no answer in {alerts.timeout_seconds:g} s: its process group was killed"
+            log.error("alert.failed", alarm=event, command=command, error=why, stderr=stderr)
+        elif outcome.status != 0:
+            log.error("alert.failed", alarm=event, status=outcome.status, stderr=stderr)
         else:
             log.info("alert.sent", alarm=event)
 

@@ -53,6 +53,7 @@ def render(config: Config) -> str:
     lines = [f"# {config.path}: valid", ""]
     lines += _table("service", config.service)
     lines += _table("site", config.site)
+    lines += _table("alerts", config.alerts)
     for camera in config.cameras:
         lines += _directories(camera)
         lines += _table(f"cameras.{camera.name}", camera, skip={"name"})

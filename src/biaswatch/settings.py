@@ -108,8 +108,20 @@ class AlertsConfig(_Frozen):
     """``[alerts]``: a program run with each alarm (its arguments as a list; no shell)."""
 
     command: tuple[str, ...] = ()
-    # The program gets this long; a hung mailer must not pile up processes.
+    # The program gets this long, then its whole process group is killed; a hung
+    # mailer must not pile up processes.
     timeout_seconds: float = Field(default=30.0, gt=0)
+    # The end of the program's standard error kept for alert.failed; the rest is read
+    # and thrown away (standard output is discarded unread). 4 KiB holds a mailer's
+    # error or a Python traceback and keeps the event one journal line (journald
+    # splits lines longer than LineMax=48K, journald.conf(5)).
+    max_output_bytes: Bytes = 4096
+    # Programs running at once; further alarms wait in a queue. A night brings a few
+    # alarms per camera; 2 keeps a flood (every camera failing at once) to 2 processes.
+    max_running: int = Field(default=2, ge=1, le=64)
+    # Alarms waiting for a free slot; beyond this they are logged (alert.dropped with
+    # a count) but their program is not run. 100 is 20 cameras x the 5 alarm kinds.
+    max_queued: int = Field(default=100, ge=1)
 
 
 class QcSettings(_Frozen):
