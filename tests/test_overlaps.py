@@ -49,3 +49,27 @@ def test_run_on_overlapping_directories_exits_78_at_once_naming_the_paths(
     ) in output
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     assert after == [*before, Path("service-output.txt")]  # no state, masters or log made
+
+
+def test_a_start_while_a_watched_mount_hangs_is_not_held_by_the_overlap_check(
+    tmp_path: Path,
+) -> None:
+    """Resolving a watch path on a hung mount gives up after 5 s: the service still gets READY."""
+    from test_stall import _stalled_config, hanging_mount
+
+    config, backing = _stalled_config(tmp_path)
+    with hanging_mount(backing, tmp_path / "incoming" / "cryo") as mount:
+        mount.hang()
+        service = ServiceProcess(config)
+        try:
+            start = time.monotonic()
+            service.wait_ready(timeout=60)
+            seconds = time.monotonic() - start
+            mount.resume()
+            assert service.stop(timeout=30)[0] == 0
+        finally:
+            mount.resume()
+            service.close()
+    output = (tmp_path / "service-output.txt").read_text(encoding="utf-8")
+    assert "config.path_unresolved" in output and str(tmp_path / "incoming" / "cryo") in output
+    assert seconds < 45
