@@ -44,10 +44,12 @@ import structlog
 from biaswatch.cluster_calibrator import Calibrator
 from biaswatch.cluster_capacity import (
     CACHE_SECONDS,
+    CONNECT_SECONDS,
     REPEAT_SECONDS,
     WAIT_SECONDS,
     Capacity,
     capacity,
+    connect,
     no_capable_worker_action,
     resources_flag,
     security_for,
@@ -60,53 +62,11 @@ from biaswatch.worker import CombineJob, CombineResult, start_server
 
 log = structlog.get_logger("biaswatch.cluster")
 
-# The first connection may take this long: the scheduler answers a handshake within
-# milliseconds on a LAN; 10 s also covers one that is just starting (its own startup
-# is ~2 s, measured with `dask scheduler` here).
-CONNECT_SECONDS = 10.0
 # A lost scheduler is looked for again this often, from a thread, never the main loop.
 RECONNECT_SECONDS = 5.0
 # Combines in flight on the cluster: the scheduler queues them by MEMORY; this only
 # bounds what the service holds (one job and a few futures each).
 MAX_IN_FLIGHT = 64
-
-
-def connect(address: str, timeout: float = CONNECT_SECONDS, security: Any = None) -> Any:
-    """A distributed.Client of the scheduler at ``address``; SchedulerUnreachable if none.
-
-    Typed ``Any``: distributed's Client methods carry no annotations.
-    """
-    from distributed import Client
-
-    try:
-        return Client(  # type: ignore[no-untyped-call]
-            address, timeout=timeout, set_as_default=False, security=security
-        )
-    except Exception as exc:  # the connection's one boundary: a reason, never a traceback
-        # A TLS mismatch is an OSError ("TLS certificate does not match"); a tcp://
-        # client at a TLS scheduler fails an assertion in distributed's handshake.
-        raise SchedulerUnreachable(
-            f"no Dask scheduler answered at {address} within {timeout:g} s: "
-            f"{type(exc).__name__}: {exc}{_tls_hint(address, exc)}"
-        ) from exc
-
-
-def _tls_hint(address: str, exc: Exception) -> str:
-    if "TLS" in str(exc) or "SSL" in str(exc):
-        return (
-            " (check [service] tls_ca_file, tls_cert_file and tls_key_file: the CA must "
-            "be the one that signed the scheduler's certificate, and the scheduler's the "
-            "one that signed this service's)"
-        )
-    # Plain TCP at a TLS scheduler: it drops the connection at the first bytes, which
-    # the client sees as a closed comm (or, later in the handshake, a failed assertion).
-    closed = isinstance(exc, AssertionError) or type(exc).__name__ == "CommClosedError"
-    if closed and not address.startswith("tls://"):
-        return (
-            " (the scheduler closed the connection at once: one that requires TLS "
-            'answers only scheduler = "tls://...")'
-        )
-    return ""
 
 
 class DaskExecutor:
@@ -126,7 +86,7 @@ class DaskExecutor:
         self._security = security_for(service)
         self._wake = wake
         self._events: queue.SimpleQueue[AttemptEvent] = queue.SimpleQueue()
-        self._client: Any = connect(self.address, security=self._security)
+        self._client: Any = connect(self.address, CONNECT_SECONDS, self._security)
         self._subscribe(self._client)
         self._resubscribe = False
         self._reconnecting = threading.Event()
@@ -223,6 +183,11 @@ class DaskExecutor:
         found = self.capacity()
         if found is None or found.capable:
             return True
+        self.warn_incapable(found, when, **context)
+        return False
+
+    def warn_incapable(self, found: Capacity, when: str, **context: object) -> None:
+        """Log executor.no_capable_worker: what the workers offer, the flag to add."""
         log.warning(
             "executor.no_capable_worker",
             scheduler=self.address,
@@ -234,7 +199,6 @@ class DaskExecutor:
             action=no_capable_worker_action(self.address, self.mem_limit, self.fallback_local),
             **context,
         )
-        return False
 
     def start_local(self, job: CombineJob, wake: Callable[[], None]) -> LocalCombine:
         """Combine ``job`` in a child process here; its attempt says executor "local"."""
@@ -281,6 +245,7 @@ class DaskCombine:
         self._future: Any = None  # distributed.Future of a CombineResult or a Split
         self._submitted_to: Any = None
         self._check_at = 0.0  # when to ask whether any worker can take it (monotonic)
+        self._warn_at = 0.0  # when to say again that none can
         self._waiting_since = 0.0
         self._here: LocalCombine | None = None  # run here instead (fallback_local)
         self._submit(lambda client: client.submit(combine_task, job, **self._options("combine")))
@@ -302,6 +267,7 @@ class DaskCombine:
         self._submitted_to = client
         self._waiting_since = time.monotonic()
         self._check_at = self._waiting_since + WAIT_SECONDS
+        self._warn_at = self._check_at
         self._future.add_done_callback(lambda _future: self._wake())
 
     def poll(self) -> CombineResult | None:
@@ -355,15 +321,17 @@ class DaskCombine:
             "night": job.info.night,
             "waited": round(now - self._waiting_since, 1),
         }
-        if executor.check_capacity("waiting", **context):
-            self._check_at = now + WAIT_SECONDS
+        # Asked again every WAIT_SECONDS (one cached answer serves every waiting combine);
+        # said again every REPEAT_SECONDS while no worker can take it.
+        self._check_at = now + WAIT_SECONDS
+        found = executor.capacity()
+        if found is None or found.capable:
             return
-        self._check_at = now + REPEAT_SECONDS
-        if not executor.fallback_local:
-            return
-        if executor.local_running >= executor.local_slots:
-            self._check_at = now + WAIT_SECONDS  # this machine's slots are full: wait
-            return
+        if now >= self._warn_at:
+            self._warn_at = now + REPEAT_SECONDS
+            executor.warn_incapable(found, "waiting", **context)
+        if not executor.fallback_local or executor.local_running >= executor.local_slots:
+            return  # it waits: for a capable worker, or for a free slot here
         log.warning(
             "executor.local_fallback",
             **context,

@@ -1,4 +1,4 @@
-"""What the Dask cluster can run, and how the service reaches it safely.
+"""How the service reaches the Dask cluster safely, and what the cluster can run.
 
 A combine asks for the worker resource ``MEMORY`` = ``[service] mem_limit``
 (tasks.py). A worker started the ordinary way (``dask worker ADDRESS``, without
@@ -7,9 +7,10 @@ holds the task forever without a word (issue 11, finding 13). This module asks
 the scheduler which workers could take it, so the service can say so, with the
 exact flag to add, and fall back to this machine when ``fallback_local`` allows.
 
-It also builds Dask's TLS settings (``distributed.security.Security``) from the
-``[service] tls_*`` files, for a ``scheduler = "tls://..."``: without TLS anyone
-who reaches the scheduler runs code as the service's user on every worker.
+It also connects to the scheduler, with Dask's TLS settings
+(``distributed.security.Security``) from the ``[service] tls_*`` files for a
+``scheduler = "tls://..."``: without TLS anyone who reaches the scheduler runs
+code as the service's user on every worker.
 """
 
 from __future__ import annotations
@@ -18,15 +19,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from biaswatch.config import ServiceConfig
+from biaswatch.errors import SchedulerUnreachable
 from biaswatch.tasks import MEMORY
 
+# The first connection may take this long: the scheduler answers a handshake within
+# milliseconds on a LAN; 10 s also covers one that is just starting (its own startup
+# is ~2 s, measured with `dask scheduler` here).
+CONNECT_SECONDS = 10.0
 # A combine still waiting this long with no worker able to take it is reported (and
 # run here with fallback_local). The scheduler hands a task to a free worker with the
 # resource within milliseconds (one message on the LAN), and a worker started beside
-# the service registers about 2 s after its command starts (`dask worker` measured
-# here, as for cluster.CONNECT_SECONDS); 10 s is five times that, so a cluster that is
-# still coming up is not blamed, while an unrunnable combine is told within seconds of
-# the minutes it would otherwise wait.
+# the service offers its resources about 1 s after its command starts (`dask worker`
+# measured here: 0.85-1.01 s in 3 runs, 2 busy cores); 10 s is ten times that, so a
+# cluster still coming up is not blamed, while a combine no worker can take is told
+# within seconds instead of waiting forever.
 WAIT_SECONDS = 10.0
 # Without fallback_local the combine keeps waiting (a capable worker may join): the
 # warning is repeated this often while no worker can take it, so the journal keeps
@@ -88,3 +94,41 @@ def security_for(service: ServiceConfig) -> Any:
         tls_client_key=text(service.tls_key_file),
         require_encryption=True,
     )
+
+
+def connect(address: str, timeout: float = CONNECT_SECONDS, security: Any = None) -> Any:
+    """A distributed.Client of the scheduler at ``address``; SchedulerUnreachable if none.
+
+    Typed ``Any``: distributed's Client methods carry no annotations.
+    """
+    from distributed import Client
+
+    try:
+        return Client(  # type: ignore[no-untyped-call]
+            address, timeout=timeout, set_as_default=False, security=security
+        )
+    except Exception as exc:  # the connection's one boundary: a reason, never a traceback
+        # A TLS mismatch is an OSError ("TLS certificate does not match"); a tcp://
+        # client at a TLS scheduler fails an assertion in distributed's handshake.
+        raise SchedulerUnreachable(
+            f"no Dask scheduler answered at {address} within {timeout:g} s: "
+            f"{type(exc).__name__}: {exc}{_tls_hint(address, exc)}"
+        ) from exc
+
+
+def _tls_hint(address: str, exc: Exception) -> str:
+    if "TLS" in str(exc) or "SSL" in str(exc):
+        return (
+            " (check [service] tls_ca_file, tls_cert_file and tls_key_file: the CA must "
+            "be the one that signed the scheduler's certificate, and the scheduler's the "
+            "one that signed this service's)"
+        )
+    # Plain TCP at a TLS scheduler: it drops the connection at the first bytes, which
+    # the client sees as a closed comm (or, later in the handshake, a failed assertion).
+    closed = isinstance(exc, AssertionError) or type(exc).__name__ == "CommClosedError"
+    if closed and not address.startswith("tls://"):
+        return (
+            " (the scheduler closed the connection at once: one that requires TLS "
+            'answers only scheduler = "tls://...")'
+        )
+    return ""
