@@ -30,6 +30,7 @@ from service_process import (
 )
 
 from biaswatch.cluster import CONNECT_SECONDS
+from biaswatch.cluster_capacity import WAIT_SECONDS
 from biaswatch.faults import PAUSE_AT, PAUSE_SECONDS
 from biaswatch.sections import Section
 from biaswatch.simulate import Geometry
@@ -47,14 +48,16 @@ BIG = Geometry(
 SMALL_BUDGET = 12_000_000
 
 
-def start_cluster(workers: int, env: dict[str, str] | None = None) -> distributed.LocalCluster:
-    """A LocalCluster of worker processes, one thread each, with a combine budget."""
+def start_cluster(
+    workers: int, env: dict[str, str] | None = None, memory: int | None = 2_000_000_000
+) -> distributed.LocalCluster:
+    """A LocalCluster of worker processes, one thread each, with a combine budget (or none)."""
     os.environ.update({"NUMBA_CACHE_DIR": NUMBA_CACHE, **(env or {})})
     return distributed.LocalCluster(
         n_workers=workers,
         threads_per_worker=1,
         processes=True,
-        resources={"MEMORY": 2_000_000_000},
+        resources=None if memory is None else {"MEMORY": memory},
         dashboard_address=":0",  # any free port: tests may run beside a real cluster
     )
 
@@ -281,3 +284,61 @@ def test_a_lost_scheduler_is_waited_for_and_the_set_combined_once(tmp_path: Path
     assert attempts[-1]["outcome"] == "done"
     (row,) = catalog_rows(config, "SELECT state, tries FROM sets WHERE camera = 'te'")
     assert (row["state"], row["tries"]) == ("done", 0)  # a lost scheduler is not a failed try
+
+
+@pytest.fixture(scope="module")
+def plain_cluster() -> Iterator[distributed.LocalCluster]:
+    """One worker started the ordinary way: no --resources, so no MEMORY to offer."""
+    with start_cluster(1, memory=None) as local:
+        yield local
+
+
+def test_workers_without_memory_are_reported_with_the_flag_to_add(
+    tmp_path: Path, plain_cluster: distributed.LocalCluster
+) -> None:
+    """No worker offers MEMORY: executor.no_capable_worker at start and for the waiting set."""
+    address = plain_cluster.scheduler_address
+    config = write_config(tmp_path, service={"executor": "dask", "scheduler": address})
+    flag = "--resources MEMORY=350000000"  # [service] mem_limit's default, in bytes
+    with running_service(config) as process:
+        (at_start,) = process.wait_event("executor.no_capable_worker", timeout=30)
+        write_frames(config, "te", 5, interval=0)
+        process.wait_event("combine.started", timeout=60)
+        began = process.events("combine.started")[0]["timestamp"]
+        _, waiting = process.wait_event("executor.no_capable_worker", 2, WAIT_SECONDS + 20)
+        assert not process.events("master.published")  # it waits: nothing ran it
+        assert process.stop()[0] == 0
+    assert (at_start["when"], at_start["workers"], at_start["resources"]) == ("start", 1, flag)
+    assert flag in at_start["action"] and address in at_start["action"]
+    assert (waiting["when"], waiting["camera"], waiting["resources"]) == ("waiting", "te", flag)
+    assert WAIT_SECONDS <= waiting["waited"] < WAIT_SECONDS + 5
+    assert waiting["timestamp"] > began
+    assert not catalog_rows(config, "SELECT * FROM attempts")  # no task ever started
+
+
+def test_fallback_local_combines_here_what_no_worker_can_take(
+    tmp_path: Path, plain_cluster: distributed.LocalCluster
+) -> None:
+    """fallback_local and no worker offering MEMORY: the waiting combine is made locally."""
+    service = {
+        "executor": "dask",
+        "scheduler": plain_cluster.scheduler_address,
+        "fallback_local": True,
+    }
+    config = write_config(tmp_path, service=service)
+    with running_service(config) as process:
+        write_frames(config, "te", 5, interval=0)
+        (published,) = process.wait_event("master.published", timeout=WAIT_SECONDS + 60)
+        assert process.stop()[0] == 0
+        (fallback,) = process.events("executor.local_fallback")
+    assert fallback["camera"] == "te" and fallback["waited"] >= WAIT_SECONDS
+    assert len(process.events("frame.calibrated")) == 5  # calibrations still ran on the cluster
+    assert {e.get("on") for e in process.events("frame.calibrated")} == {"cluster"}
+    (attempt,) = catalog_rows(config, "SELECT task, executor, worker, outcome FROM attempts")
+    assert (attempt["task"], attempt["executor"], attempt["outcome"]) == (
+        "combine",
+        "local",
+        "done",
+    )
+    assert attempt["worker"].startswith("pid ")
+    assert fits.getheader(published["path"])["NCOMBINE"] == 5

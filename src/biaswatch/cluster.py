@@ -20,50 +20,53 @@ What Dask promises and what it does not (distributed's docs, "Resilience"):
 
 Every run of a task announces itself from its worker (tasks.py, a Dask event
 topic); those announcements are the catalog's attempt history.
+
+A combine no worker can take (none offers its MEMORY: cluster_capacity.py) is
+reported as ``executor.no_capable_worker`` at start and once it has waited
+WAIT_SECONDS; with ``fallback_local`` it is then cancelled on the cluster and
+combined in a child process here (worker.py), its attempt recorded with
+executor "local". A ``tls://`` scheduler is reached with the ``[service] tls_*``
+certificate, key and CA.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 import structlog
 
+from biaswatch.cluster_calibrator import Calibrator
+from biaswatch.cluster_capacity import (
+    CACHE_SECONDS,
+    CONNECT_SECONDS,
+    REPEAT_SECONDS,
+    WAIT_SECONDS,
+    Capacity,
+    capacity,
+    connect,
+    no_capable_worker_action,
+    resources_flag,
+    security_for,
+)
+from biaswatch.config import ServiceConfig
 from biaswatch.errors import SchedulerUnreachable
-from biaswatch.executors import AttemptEvent
+from biaswatch.executors import AttemptEvent, LocalCombine
 from biaswatch.tasks import MEMORY, TOPIC, Split, assemble_task, band_task, combine_task
-from biaswatch.worker import CombineJob, CombineResult
+from biaswatch.worker import CombineJob, CombineResult, start_server
 
 log = structlog.get_logger("biaswatch.cluster")
 
-# The first connection may take this long: the scheduler answers a handshake within
-# milliseconds on a LAN; 10 s also covers one that is just starting (its own startup
-# is ~2 s, measured with `dask scheduler` here).
-CONNECT_SECONDS = 10.0
 # A lost scheduler is looked for again this often, from a thread, never the main loop.
 RECONNECT_SECONDS = 5.0
 # Combines in flight on the cluster: the scheduler queues them by MEMORY; this only
 # bounds what the service holds (one job and a few futures each).
 MAX_IN_FLIGHT = 64
-
-
-def connect(address: str, timeout: float = CONNECT_SECONDS) -> Any:
-    """A distributed.Client of the scheduler at ``address``; SchedulerUnreachable if none.
-
-    Typed ``Any``: distributed's Client methods carry no annotations.
-    """
-    from distributed import Client
-
-    try:
-        return Client(address, timeout=timeout, set_as_default=False)  # type: ignore[no-untyped-call]
-    except (OSError, TimeoutError) as exc:
-        raise SchedulerUnreachable(
-            f"no Dask scheduler answered at {address} within {timeout:g} s: {exc}"
-        ) from exc
 
 
 class DaskExecutor:
@@ -72,17 +75,28 @@ class DaskExecutor:
     name = "dask"
     slots = MAX_IN_FLIGHT
 
-    def __init__(self, address: str, wake: Callable[[], None]) -> None:
-        self.address = address
+    def __init__(self, service: ServiceConfig, wake: Callable[[], None]) -> None:
+        assert service.scheduler is not None  # config.py: executor = "dask" needs one
+        self.address = service.scheduler
+        self.mem_limit = service.mem_limit
+        self.fallback_local = service.fallback_local
+        # Combines run here instead, at most as many as the local executor would run.
+        self.local_slots = service.combine_slots
+        self.local_running = 0
+        self._security = security_for(service)
         self._wake = wake
         self._events: queue.SimpleQueue[AttemptEvent] = queue.SimpleQueue()
-        self._client: Any = connect(address)
+        self._client: Any = connect(self.address, CONNECT_SECONDS, self._security)
         self._subscribe(self._client)
         self._resubscribe = False
         self._reconnecting = threading.Event()
         self._lock = threading.Lock()
         self._local = ThreadPoolExecutor(max_workers=2, thread_name_prefix="calibrate")
-        log.info("executor.connected", scheduler=address, workers=self._workers())
+        self._capacity: tuple[float, Capacity] | None = None
+        log.info("executor.connected", scheduler=self.address, workers=self._workers())
+        if self.fallback_local:  # combines may run here: preload the engine (worker.py)
+            start_server(service.state_dir / "cache" / "numba", lambda _seconds: None)
+        self.check_capacity("start")
 
     # --- connection ---------------------------------------------------------
 
@@ -108,7 +122,7 @@ class DaskExecutor:
         log.warning("executor.disconnected", scheduler=self.address, action="reconnecting")
         while True:
             try:
-                client = connect(self.address, timeout=RECONNECT_SECONDS)
+                client = connect(self.address, RECONNECT_SECONDS, self._security)
             except SchedulerUnreachable:
                 time.sleep(RECONNECT_SECONDS)
                 continue
@@ -146,6 +160,54 @@ class DaskExecutor:
         except Exception:  # only for the log line
             return 0
 
+    # --- workers able to combine -------------------------------------------
+
+    def capacity(self) -> Capacity | None:
+        """Workers offering mem_limit of MEMORY (asked at most every CACHE_SECONDS)."""
+        now = time.monotonic()
+        if self._capacity is not None and now - self._capacity[0] < CACHE_SECONDS:
+            return self._capacity[1]
+        client = self.client()
+        if client is None:
+            return None
+        try:
+            answer = capacity(client, self.mem_limit)
+        except Exception as exc:  # the scheduler went away meanwhile: ask again later
+            log.debug("executor.capacity_unknown", reason=f"{type(exc).__name__}: {exc}")
+            return None
+        self._capacity = (now, answer)
+        return answer
+
+    def check_capacity(self, when: str, **context: object) -> bool:
+        """Warn (executor.no_capable_worker) unless some worker can take a combine."""
+        found = self.capacity()
+        if found is None or found.capable:
+            return True
+        self.warn_incapable(found, when, **context)
+        return False
+
+    def warn_incapable(self, found: Capacity, when: str, **context: object) -> None:
+        """Log executor.no_capable_worker: what the workers offer, the flag to add."""
+        log.warning(
+            "executor.no_capable_worker",
+            scheduler=self.address,
+            when=when,
+            workers=found.workers,
+            needs=f"{MEMORY}={self.mem_limit}",
+            largest_offered=found.largest,
+            resources=resources_flag(self.mem_limit),
+            action=no_capable_worker_action(self.address, self.mem_limit, self.fallback_local),
+            **context,
+        )
+
+    def start_local(self, job: CombineJob, wake: Callable[[], None]) -> LocalCombine:
+        """Combine ``job`` in a child process here; its attempt says executor "local"."""
+        self.local_running += 1
+        return LocalCombine(job, wake, self._report_local)
+
+    def _report_local(self, event: AttemptEvent) -> None:
+        self._events.put(dataclasses.replace(event, executor="local"))
+
     # --- the executor -------------------------------------------------------
 
     def start(self, job: CombineJob, wake: Callable[[], None]) -> DaskCombine:
@@ -163,7 +225,7 @@ class DaskExecutor:
 
     def calibrator(self) -> Executor:
         """Calibrations on the cluster; on this machine while the scheduler is away."""
-        return _Calibrator(self, self._local)
+        return Calibrator(self.client, self._local)
 
     def close(self) -> None:
         """Close the client; calibrations still on local threads are abandoned."""
@@ -182,6 +244,10 @@ class DaskCombine:
         self._wake = wake
         self._future: Any = None  # distributed.Future of a CombineResult or a Split
         self._submitted_to: Any = None
+        self._check_at = 0.0  # when to ask whether any worker can take it (monotonic)
+        self._warn_at = 0.0  # when to say again that none can
+        self._waiting_since = 0.0
+        self._here: LocalCombine | None = None  # run here instead (fallback_local)
         self._submit(lambda client: client.submit(combine_task, job, **self._options("combine")))
 
     def _options(self, task: str) -> dict[str, Any]:
@@ -199,14 +265,23 @@ class DaskCombine:
             return
         self._future = submit(client)
         self._submitted_to = client
+        self._waiting_since = time.monotonic()
+        self._check_at = self._waiting_since + WAIT_SECONDS
+        self._warn_at = self._check_at
         self._future.add_done_callback(lambda _future: self._wake())
 
     def poll(self) -> CombineResult | None:
         """The master's result, a failed try's reason, or None while it runs."""
+        if self._here is not None:
+            return self._poll_here(self._here)
         future = self._future
         if future is None or future.status in ("cancelled", "lost"):
             self._after_loss(future)
             return None
+        if future.status == "pending" and time.monotonic() >= self._check_at:
+            self._check_workers()
+            if self._here is not None:
+                return None
         if future.status == "error":
             exc = future.exception()
             return CombineResult(self.job.set_id, None, f"{type(exc).__name__}: {exc}")
@@ -236,6 +311,47 @@ class DaskCombine:
             self._submit(self._resubmit)
             log.info("combine.resubmitted", set=self.job.set_id, scheduler=self._executor.address)
 
+    def _check_workers(self) -> None:
+        # A pending future may be running or waiting; with no worker offering its
+        # MEMORY it can only be waiting, and would wait forever.
+        executor, job, now = self._executor, self.job, time.monotonic()
+        context = {
+            "set": job.set_id,
+            "camera": job.info.camera,
+            "night": job.info.night,
+            "waited": round(now - self._waiting_since, 1),
+        }
+        # Asked again every WAIT_SECONDS (one cached answer serves every waiting combine);
+        # said again every REPEAT_SECONDS while no worker can take it.
+        self._check_at = now + WAIT_SECONDS
+        found = executor.capacity()
+        if found is None or found.capable:
+            return
+        if now >= self._warn_at:
+            self._warn_at = now + REPEAT_SECONDS
+            executor.warn_incapable(found, "waiting", **context)
+        if not executor.fallback_local or executor.local_running >= executor.local_slots:
+            return  # it waits: for a capable worker, or for a free slot here
+        log.warning(
+            "executor.local_fallback",
+            **context,
+            reason=f"no Dask worker offers {MEMORY}={job.info.mem_limit}",
+            action="combining on this machine (fallback_local = true)",
+        )
+        self.stop()
+        self._here = executor.start_local(job, self._wake)
+
+    def _poll_here(self, here: LocalCombine) -> CombineResult | None:
+        result = here.poll()
+        if result is not None:
+            self._release_here()
+        return result
+
+    def _release_here(self) -> None:
+        if self._here is not None:
+            self._here = None
+            self._executor.local_running -= 1
+
     def _split(self, split: Split) -> None:
         job, count = self.job, len(split.bands)
         log.info("combine.split", set=job.set_id, bands=count, rows=list(split.bands))
@@ -251,48 +367,12 @@ class DaskCombine:
 
     def stop(self) -> None:
         """Cancel the task(s); a set left combining is closed again by the service."""
+        if self._here is not None:
+            self._here.stop()
+            self._release_here()
         future, self._future = self._future, None
         if future is not None and self._submitted_to is not None:
             try:
                 self._submitted_to.cancel([future], force=True)
             except Exception:  # the scheduler may already be gone; nothing else to do
                 log.debug("combine.cancel_failed", set=self.job.set_id)
-
-
-class _Calibrator(Executor):
-    """``concurrent.futures`` face of the cluster for the lanes' calibrations."""
-
-    def __init__(self, executor: DaskExecutor, local: ThreadPoolExecutor) -> None:
-        self._executor = executor
-        self._local = local
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        """On the cluster when connected; on local threads while the scheduler is away."""
-        client = self._executor.client()
-        if client is None:
-            return self._local.submit(fn, *args, **kwargs)
-        future: Future[Any] = client.get_executor(pure=False).submit(fn, *args, **kwargs)
-        future.add_done_callback(_log_outcome)
-        return future
-
-
-# A frame's events are logged where it is examined: on a cluster, in the worker's
-# journal. The service logs the outcome again so its own log tells the whole night.
-_EVENTS = {"valid": "frame.calibrated", "rejected": "frame.rejected", "ignored": "frame.ignored"}
-
-
-def _log_outcome(future: Future[Any]) -> None:
-    if future.cancelled() or future.exception() is not None:
-        return  # the intake reports it (frame.calibration_lost)
-    record = future.result()
-    event = _EVENTS.get(getattr(record, "status", ""))
-    if event is not None:
-        level = log.warning if record.status == "rejected" else log.info
-        level(
-            event,
-            camera=record.camera,
-            file=record.path,
-            night=record.night,
-            reason=record.reason,
-            on="cluster",
-        )

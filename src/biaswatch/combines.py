@@ -121,9 +121,8 @@ class Combines:
     def _record_attempts(self) -> None:
         for event in self.executor.events():
             if event.kind == "started":
-                self._catalog.attempt_started(
-                    event.set_id, event.task, self.executor.name, event.worker
-                )
+                executor = event.executor or self.executor.name  # a Dask combine run here
+                self._catalog.attempt_started(event.set_id, event.task, executor, event.worker)
             else:
                 self._catalog.attempt_ended(
                     event.set_id, event.task, event.worker, event.kind, event.reason

@@ -74,6 +74,13 @@ class ServiceConfig(_Frozen):
     # With dask: a scheduler unreachable at start falls back to local workers (with a
     # warning) instead of stopping the service with an error.
     fallback_local: bool = False
+    # With scheduler = "tls://...": Dask's TLS (distributed.security.Security). The CA
+    # that signed the scheduler's and workers' certificates, and this service's own
+    # certificate and key (the key may sit in the certificate file: leave it unset).
+    # Relative paths are relative to this file; each must be readable at load.
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -95,6 +102,24 @@ class ServiceConfig(_Frozen):
             raise ValueError('executor = "dask" needs scheduler = "tcp://host:8786"')
         return self
 
+    @model_validator(mode="after")
+    def _tls_complete(self) -> ServiceConfig:
+        tls = self.scheduler is not None and self.scheduler.startswith("tls://")
+        given = [k for k in _TLS_FILES if getattr(self, k) is not None]
+        if tls and (self.tls_ca_file is None or self.tls_cert_file is None):
+            raise ValueError(
+                f"scheduler = {self.scheduler!r} uses TLS: set tls_ca_file (the CA that "
+                "signed the cluster's certificates) and tls_cert_file (this service's "
+                "certificate; tls_key_file too unless the key is in that file)"
+            )
+        if given and not tls:
+            # Refused, not ignored: the operator asked for TLS and would not get it.
+            raise ValueError(
+                f"{', '.join(given)} given but scheduler is {self.scheduler!r}: "
+                'TLS needs scheduler = "tls://host:8786"'
+            )
+        return self
+
     @property
     def work(self) -> Path:
         """Where calibrated frames are written."""
@@ -105,6 +130,10 @@ class ServiceConfig(_Frozen):
         """How many combines may run at once within max_combine_memory."""
         budget = self.max_combine_memory or self.mem_limit
         return max(1, budget // self.mem_limit)
+
+
+# The [service] keys naming TLS files: resolved against the config file, read at load.
+_TLS_FILES = ("tls_ca_file", "tls_cert_file", "tls_key_file")
 
 
 class SiteConfig(_Frozen):
@@ -261,7 +290,15 @@ def _build(raw: dict[str, Any], path: Path, problems: list[str]) -> Config | Non
             if service.log_file == "-"
             else str(_resolve(base, Path(service.log_file))),
         }
+        | {
+            key: _resolve(base, getattr(service, key))
+            for key in _TLS_FILES
+            if getattr(service, key) is not None
+        }
     )
+    problems.extend(_unreadable_tls_files(service))
+    if problems:
+        return None
     cameras = [
         c.model_copy(update={"watch": tuple(_resolve(base, w) for w in c.watch)}) for c in cameras
     ]
@@ -269,6 +306,21 @@ def _build(raw: dict[str, Any], path: Path, problems: list[str]) -> Config | Non
     if problems:
         return None
     return Config(path=path, service=service, site=site, alerts=alerts, cameras=tuple(cameras))
+
+
+def _unreadable_tls_files(service: ServiceConfig) -> list[str]:
+    """A problem for each TLS file that cannot be read now (it would fail at connect)."""
+    problems = []
+    for key in _TLS_FILES:
+        path = getattr(service, key)
+        if path is None:
+            continue
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            problems.append(f"[service] {key}: cannot read {path}: {exc.strerror or exc}")
+    return problems
 
 
 def _build_cameras(tables: object, defaults_raw: object, problems: list[str]) -> list[CameraConfig]:

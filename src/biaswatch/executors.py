@@ -35,6 +35,7 @@ class AttemptEvent:
     worker: str
     kind: AttemptKind
     reason: str | None = None
+    executor: str | None = None  # where it ran, if not the executor's own kind (fallback)
 
 
 class Running(Protocol):
@@ -128,7 +129,7 @@ def make_executor(service: ServiceConfig, wake: Callable[[], None]) -> CombineEx
     from biaswatch.cluster import DaskExecutor
 
     try:
-        return DaskExecutor(service.scheduler, wake)
+        return DaskExecutor(service, wake)
     except SchedulerUnreachable as exc:
         if not service.fallback_local:
             raise

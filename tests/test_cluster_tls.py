@@ -1,0 +1,238 @@
+"""Dask over TLS: the service reaches a ``tls://`` scheduler with its certificate.
+
+Without TLS anyone who reaches the scheduler runs code as the service's user on
+every worker (issue 11, finding 13). The certificates are made here with the
+``openssl`` command: a throwaway CA, and one certificate it signed for the
+scheduler, the workers and the service alike; a second, foreign CA stands for a
+certificate the cluster does not trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from astropy.io import fits
+from service_process import NUMBA_CACHE, catalog_rows, running_service, write_config, write_frames
+
+from biaswatch.config import load_config
+from biaswatch.errors import ConfigError
+
+distributed = pytest.importorskip("distributed")
+security = pytest.importorskip("distributed.security")
+
+OPENSSL = shutil.which("openssl")
+needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="the openssl command makes the certs")
+
+MINIMAL = '\n[cameras.cryo]\nwatch = ["incoming/cryo"]\n'
+
+
+@dataclass(frozen=True)
+class Certs:
+    """A CA and a certificate with its key that the CA signed."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_certs(directory: Path) -> Certs:
+    """A throwaway CA and one certificate it signed (RSA 2048, valid 2 days)."""
+    directory.mkdir(parents=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run([str(OPENSSL), *args], cwd=directory, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.pem", "-days", "2", "-subj", "/CN=biaswatch test CA")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "node.key", "-out", "node.csr",
+            "-subj", "/CN=localhost")  # fmt: skip
+    openssl("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "node.pem", "-days", "2")  # fmt: skip
+    return Certs(directory / "ca.pem", directory / "node.pem", directory / "node.key")
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Certs, Certs]:
+    """The cluster's certificates, and a foreign CA's that it does not trust."""
+    base = tmp_path_factory.mktemp("certs")
+    return make_certs(base / "cluster"), make_certs(base / "foreign")
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(certs: tuple[Certs, Certs]) -> Iterator[distributed.LocalCluster]:
+    """A LocalCluster that speaks only TLS: one worker process offering MEMORY."""
+    mine = certs[0]
+    os.environ["NUMBA_CACHE_DIR"] = NUMBA_CACHE
+    tls = security.Security(
+        tls_ca_file=str(mine.ca),
+        tls_scheduler_cert=str(mine.cert),
+        tls_scheduler_key=str(mine.key),
+        tls_worker_cert=str(mine.cert),
+        tls_worker_key=str(mine.key),
+        tls_client_cert=str(mine.cert),
+        tls_client_key=str(mine.key),
+        require_encryption=True,
+    )
+    with distributed.LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=True,
+        resources={"MEMORY": 2_000_000_000},
+        security=tls,
+        protocol="tls",
+        dashboard_address=":0",
+    ) as local:
+        yield local
+
+
+def tls_service(address: str, certs: Certs) -> dict[str, object]:
+    """[service] settings that reach ``address`` with ``certs``."""
+    return {
+        "executor": "dask",
+        "scheduler": address,
+        "tls_ca_file": str(certs.ca),
+        "tls_cert_file": str(certs.cert),
+        "tls_key_file": str(certs.key),
+    }
+
+
+def run_once(config: Path) -> subprocess.CompletedProcess[str]:
+    """`biaswatch run` that is expected to stop at start."""
+    return subprocess.run(
+        [sys.executable, "-m", "biaswatch", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "NUMBA_CACHE_DIR": NUMBA_CACHE},
+    )
+
+
+def logged(config: Path, name: str) -> list[dict[str, object]]:
+    """The events called ``name`` in the service's JSON log."""
+    path = config.parent / "log" / "biaswatch.jsonl"
+    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [event for event in events if event["event"] == name]
+
+
+@needs_openssl
+@pytest.mark.slow
+def test_combines_run_and_publish_on_a_tls_cluster(
+    tmp_path: Path, certs: tuple[Certs, Certs], tls_cluster: distributed.LocalCluster
+) -> None:
+    """With the cluster's CA, certificate and key the service calibrates, combines, publishes."""
+    address = tls_cluster.scheduler_address
+    assert address.startswith("tls://")
+    config = write_config(tmp_path, service=tls_service(address, certs[0]))
+    with running_service(config) as process:
+        write_frames(config, "te", 5, interval=0)
+        (published,) = process.wait_event("master.published", timeout=120)
+        assert process.stop()[0] == 0
+        calibrated = process.events("frame.calibrated")
+        (connected,) = process.events("executor.connected")
+    assert connected["scheduler"] == address
+    assert [event.get("on") for event in calibrated] == ["cluster"] * 5
+    (attempt,) = catalog_rows(config, "SELECT executor, worker, outcome FROM attempts")
+    assert (attempt["executor"], attempt["outcome"]) == ("dask", "done")
+    assert str(attempt["worker"]).startswith("tls://")
+    assert fits.getheader(published["path"])["NCOMBINE"] == 5
+
+
+@needs_openssl
+@pytest.mark.slow
+def test_a_certificate_the_cluster_does_not_trust_stops_the_start_clearly(
+    tmp_path: Path, certs: tuple[Certs, Certs], tls_cluster: distributed.LocalCluster
+) -> None:
+    """A foreign CA's certificate: exit 69 with a logged reason naming the TLS settings."""
+    config = write_config(tmp_path, service=tls_service(tls_cluster.scheduler_address, certs[1]))
+    result = run_once(config)
+    assert result.returncode == 69, result.stderr
+    assert "Traceback" not in result.stderr
+    (event,) = logged(config, "executor.unreachable")
+    assert "TLS" in str(event["reason"]) and "tls_ca_file" in str(event["reason"])
+    assert "tls_ca_file" in result.stderr
+
+
+@needs_openssl
+@pytest.mark.slow
+def test_plain_tcp_to_a_tls_scheduler_stops_the_start_clearly(
+    tmp_path: Path, tls_cluster: distributed.LocalCluster
+) -> None:
+    """tcp:// at a scheduler that requires TLS: exit 69 saying to use tls://, no traceback."""
+    address = tls_cluster.scheduler_address.replace("tls://", "tcp://")
+    config = write_config(tmp_path, service={"executor": "dask", "scheduler": address})
+    result = run_once(config)
+    assert result.returncode == 69, result.stderr
+    assert "Traceback" not in result.stderr
+    (event,) = logged(config, "executor.unreachable")
+    assert 'scheduler = "tls://...")' in str(event["reason"])
+
+
+Write = Callable[[str], Path]
+
+
+def problems_of(write_config: Write, text: str) -> list[str]:
+    """The problems load_config reports for this TOML text."""
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(text))
+    return info.value.problems
+
+
+def test_tls_scheduler_without_certificates_is_a_config_error(write_config: Write) -> None:
+    """scheduler = "tls://..." without tls_ca_file and tls_cert_file is refused, naming them."""
+    text = '[service]\nexecutor = "dask"\nscheduler = "tls://head:8786"\n' + MINIMAL
+    (problem,) = problems_of(write_config, text)
+    assert "[service]" in problem and "tls_ca_file" in problem and "tls_cert_file" in problem
+
+
+def test_tls_files_without_a_tls_scheduler_are_a_config_error(write_config: Write) -> None:
+    """TLS files beside a tcp:// scheduler are refused: TLS asked for would not be used."""
+    text = (
+        '[service]\nexecutor = "dask"\nscheduler = "tcp://head:8786"\n'
+        'tls_ca_file = "ca.pem"\n' + MINIMAL
+    )
+    (problem,) = problems_of(write_config, text)
+    assert "tls_ca_file" in problem and "tls://" in problem
+
+
+def test_tls_files_must_be_readable_at_load(write_config: Write, tmp_path: Path) -> None:
+    """A TLS file that is missing is named with its resolved path when the config loads."""
+    (tmp_path / "ca.pem").write_text("not checked here: only that it can be read\n")
+    text = (
+        '[service]\nexecutor = "dask"\nscheduler = "tls://head:8786"\n'
+        'tls_ca_file = "ca.pem"\ntls_cert_file = "certs/me.pem"\n' + MINIMAL
+    )
+    (problem,) = problems_of(write_config, text)
+    assert problem.startswith(f"{tmp_path / 'config.toml'}: [service] tls_cert_file: cannot read")
+    assert str(tmp_path / "certs" / "me.pem") in problem
+
+
+def test_tls_files_resolve_against_the_config_file(write_config: Write, tmp_path: Path) -> None:
+    """Relative TLS paths are read from the config file's directory."""
+    for name in ("ca.pem", "me.pem", "me.key"):
+        (tmp_path / name).write_text("x\n")
+    text = (
+        '[service]\nexecutor = "dask"\nscheduler = "tls://head:8786"\ntls_ca_file = "ca.pem"\n'
+        'tls_cert_file = "me.pem"\ntls_key_file = "me.key"\n' + MINIMAL
+    )
+    service = load_config(write_config(text)).service
+    assert (service.tls_ca_file, service.tls_cert_file, service.tls_key_file) == (
+        tmp_path / "ca.pem",
+        tmp_path / "me.pem",
+        tmp_path / "me.key",
+    )
+
+
+def test_run_with_an_incomplete_tls_config_exits_78(tmp_path: Path) -> None:
+    """`biaswatch run` with tls:// but no certificates exits 78 with the message, no traceback."""
+    config = write_config(tmp_path, service={"executor": "dask", "scheduler": "tls://head:8786"})
+    result = run_once(config)
+    assert result.returncode == 78
+    assert "tls_ca_file" in result.stderr and "Traceback" not in result.stderr
