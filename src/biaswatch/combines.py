@@ -45,10 +45,10 @@ from biaswatch.publish import (
     MasterInfo,
     find_published,
     input_names,
-    master_files,
     master_path,
-    point_latest,
     publish_master,
+    repair_latest,
+    report_orphans,
     temporaries_of,
     verdict_for,
 )
@@ -186,37 +186,15 @@ class Combines:
             log.exception("combine.set_aside_failed", set=set_id)
 
     def _report_orphans(self) -> None:
-        """Log each master file the catalog does not list; never touch it: it may be someone's."""
         try:
-            recorded = self._catalog.master_paths()
-            orphans = [
-                p for p in master_files(self._config.service.masters_dir) if str(p) not in recorded
-            ]
+            report_orphans(self._catalog, self._config.service.masters_dir)
         except (OSError, sqlite3.Error) as exc:
             log.error("master.orphan_check_failed", error=str(exc))
-            return
-        for path in orphans:
-            log.warning("master.orphan", file=str(path), action=_ORPHAN)
 
     def check_latest(self) -> None:
         """Point each camera's ``latest.fits`` at its newest accepted master when it is not."""
         self._latest_checked = time.monotonic()
-        masters_dir = self._config.service.masters_dir
-        for camera, newest in self._catalog.latest_paths().items():
-            link, target = masters_dir / camera / "latest.fits", Path(newest)
-            try:
-                if link.exists() and link.resolve() == target.resolve():
-                    continue
-                if not target.is_file():  # pointing at it would make a dangling link
-                    if newest not in self._latest_missing:
-                        self._latest_missing.add(newest)
-                        log.error("master.missing", camera=camera, file=newest, action=_MISSING)
-                    continue
-                point_latest(link, target)
-            except OSError as exc:
-                log.error("master.latest_unrepaired", camera=camera, link=str(link), error=str(exc))
-                continue
-            log.warning("master.latest_repaired", camera=camera, path=newest)
+        repair_latest(self._catalog, self._config.service.masters_dir, self._latest_missing)
 
     def _adopt(self, set_id: int) -> bool:
         """Whether the set's master is already recorded or on disk (then recorded now)."""
@@ -275,8 +253,11 @@ class Combines:
             self._catalog.set_state(set_id, "combining")
         except Exception as exc:  # one set's boundary: count a failed try, carry on
             log.exception("combine.start_failed", set=set_id)
-            row = self._catalog.get_set(set_id)
-            self._failed(set_id, row.camera, row.night, f"{type(exc).__name__}: {exc}")
+            try:
+                row = self._catalog.get_set(set_id)
+                self._failed(set_id, row.camera, row.night, f"{type(exc).__name__}: {exc}")
+            except Exception:  # the catalog itself refuses: the log says it all
+                log.exception("combine.set_aside_failed", set=set_id)
             return
         log.info(
             "combine.started",
@@ -389,11 +370,6 @@ _ACTIONS = {
 }
 
 _SET_ASIDE = "marked failed with the reason; it is tried again at the next start"
-_ORPHAN = (
-    "left alone: a master file the catalog does not list and no set claims (a second "
-    "service, or a copy put there by hand); move or delete it yourself if it is not needed"
-)
-_MISSING = "the newest master's file is gone: latest.fits is left as it is; restore the file"
 _ADOPTED = "found on disk for exactly these inputs after an interrupted publication"
 
 

@@ -294,6 +294,44 @@ def master_files(masters_dir: Path) -> list[Path]:
     return sorted(p for p in files if p.is_file() and not p.is_symlink())
 
 
+def report_orphans(catalog: Catalog, masters_dir: Path) -> None:
+    """Log each master file the catalog does not list; never touch it: it may be someone's."""
+    recorded = catalog.master_paths()
+    for path in master_files(masters_dir):
+        if str(path) not in recorded:
+            log.warning("master.orphan", file=str(path), action=_ORPHAN)
+
+
+def repair_latest(catalog: Catalog, masters_dir: Path, missing: set[str]) -> None:
+    """Point each camera's ``latest.fits`` at its newest accepted master when it is not.
+
+    A newest master whose file is gone is logged once (``missing`` remembers it) and
+    its link left as it is: pointing at it would make a dangling link.
+    """
+    for camera, newest in catalog.latest_paths().items():
+        link, target = masters_dir / camera / "latest.fits", Path(newest)
+        try:
+            if link.exists() and link.resolve() == target.resolve():
+                continue
+            if not target.is_file():
+                if newest not in missing:
+                    missing.add(newest)
+                    log.error("master.missing", camera=camera, file=newest, action=_MISSING)
+                continue
+            point_latest(link, target)
+        except OSError as exc:
+            log.error("master.latest_unrepaired", camera=camera, link=str(link), error=str(exc))
+            continue
+        log.warning("master.latest_repaired", camera=camera, path=newest)
+
+
+_ORPHAN = (
+    "left alone: a master file the catalog does not list and no set claims (a second "
+    "service, or a copy put there by hand); move or delete it yourself if it is not needed"
+)
+_MISSING = "the newest master's file is gone: latest.fits is left as it is; restore the file"
+
+
 def input_names(paths: Sequence[str]) -> tuple[str, ...]:
     """The raw files' names as IMCMBnnn records them, escaped to printable ASCII.
 
