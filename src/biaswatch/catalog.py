@@ -344,6 +344,8 @@ def _insert_frame(db: sqlite3.Connection, frame: FrameRecord, set_id: int | None
 _ADDED_COLUMNS = (
     ("frames", "qc", "TEXT"),
     ("sets", "flag", "TEXT"),
+    # Reserved master sequence numbers (finding 4 of issue 11): empty for old sets.
+    ("sets", "sequence", "INTEGER"),
     ("masters", "qc", "TEXT"),
     # Masters made before acceptance existed were all used as accepted.
     ("masters", "state", "TEXT NOT NULL DEFAULT 'accepted'"),
@@ -357,6 +359,12 @@ def _migrate(db: sqlite3.Connection) -> None:
         have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
         if column not in have:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    # After the columns: an old catalog has no sets.sequence until just above. No two
+    # sets of a camera's night may hold one number (a partial index: NULL = none yet).
+    db.execute(
+        "CREATE UNIQUE INDEX IF NOT EXISTS sets_sequence ON sets(camera, night, sequence)"
+        " WHERE sequence IS NOT NULL"
+    )
 
 
 def frame_qc(row: sqlite3.Row) -> FrameQC | None:

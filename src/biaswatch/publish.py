@@ -107,10 +107,16 @@ def master_header(first_input: fits.Header, info: MasterInfo) -> fits.Header:
     return header
 
 
-def write_temporary(data: np.ndarray, header: fits.Header, final: Path) -> Path:
-    """Write the master next to its final name, flushed and fsynced; returns the temp path."""
+def write_temporary(
+    data: np.ndarray, header: fits.Header, final: Path, owner: int | None = None
+) -> Path:
+    """Write the master next to its final name, flushed and fsynced; returns the temp path.
+
+    ``owner`` (a set id) goes into the temporary's name, so that clean-up after a
+    set's combine matches its own temporaries only (:func:`temporaries_of`).
+    """
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(final)
+    tmp = temporary_name(final, owner)
     hdu = fits.PrimaryHDU(data=np.asarray(data, dtype=np.float32), header=header)
     try:
         with open(tmp, "wb") as f:
@@ -141,10 +147,16 @@ def _with_errno(exc: OSError, directory: Path) -> OSError:
     return exc
 
 
-def temporary_name(final: Path) -> Path:
+def temporary_name(final: Path, owner: int | None = None) -> Path:
     """The temporary name a master is written under (hidden, marked partial)."""
     # Host and pid: on a cluster a rerun task may write beside a lost one on another machine.
-    return final.with_name(f".{final.name}.partial-{socket.gethostname()}-{os.getpid()}")
+    tag = "" if owner is None else f"set{owner}-"
+    return final.with_name(f".{final.name}.partial-{tag}{socket.gethostname()}-{os.getpid()}")
+
+
+def temporaries_of(final: Path, owner: int) -> list[Path]:
+    """The temporaries a set's combines (this try or lost ones) left beside ``final``."""
+    return sorted(final.parent.glob(f".{final.name}.partial-set{owner}-*"))
 
 
 def is_temporary(path: Path) -> bool:
@@ -258,21 +270,66 @@ def verdict_for(
 
 def find_published(
     masters_dir: Path, camera: str, night: str, digest: str
-) -> tuple[Path, int] | None:
-    """A master already on disk for exactly these inputs (BWDIGEST), with its sequence.
+) -> list[tuple[Path, int]]:
+    """Masters already on disk for exactly these inputs (BWDIGEST), with their sequences.
 
     A crash between giving a master its final name and recording it in the catalog
-    leaves such a file: it is adopted, not written again.
+    leaves such a file: it is adopted, not written again. A file whose header cannot
+    be read or has no usable BWSEQ is logged and passed over (never removed).
     """
+    found = []
     for path in sorted((masters_dir / camera / night).glob(f"bias_{camera}_{night}_*.fits")):
         try:
             header = fits.getheader(path)
-        except (OSError, ValueError) as exc:
+            if header.get("BWDIGEST") == digest and header.get("BWCAMERA") == camera:
+                found.append((path, int(header["BWSEQ"])))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("master.unreadable", file=str(path), error=str(exc))
+    return found
+
+
+def master_files(masters_dir: Path) -> list[Path]:
+    """Every master file under ``masters_dir`` (``<camera>/<night>/bias_*.fits``), no link."""
+    files = masters_dir.glob("*/*/bias_*.fits")
+    return sorted(p for p in files if p.is_file() and not p.is_symlink())
+
+
+def report_orphans(catalog: Catalog, masters_dir: Path) -> None:
+    """Log each master file the catalog does not list; never touch it: it may be someone's."""
+    recorded = catalog.master_paths()
+    for path in master_files(masters_dir):
+        if str(path) not in recorded:
+            log.warning("master.orphan", file=str(path), action=_ORPHAN)
+
+
+def repair_latest(catalog: Catalog, masters_dir: Path, missing: set[str]) -> None:
+    """Point each camera's ``latest.fits`` at its newest accepted master when it is not.
+
+    A newest master whose file is gone is logged once (``missing`` remembers it) and
+    its link left as it is: pointing at it would make a dangling link.
+    """
+    for camera, newest in catalog.latest_paths().items():
+        link, target = masters_dir / camera / "latest.fits", Path(newest)
+        try:
+            if link.exists() and link.resolve() == target.resolve():
+                continue
+            if not target.is_file():
+                if newest not in missing:
+                    missing.add(newest)
+                    log.error("master.missing", camera=camera, file=newest, action=_MISSING)
+                continue
+            point_latest(link, target)
+        except OSError as exc:
+            log.error("master.latest_unrepaired", camera=camera, link=str(link), error=str(exc))
             continue
-        if header.get("BWDIGEST") == digest and header.get("BWCAMERA") == camera:
-            return path, int(header["BWSEQ"])
-    return None
+        log.warning("master.latest_repaired", camera=camera, path=newest)
+
+
+_ORPHAN = (
+    "left alone: a master file the catalog does not list and no set claims (a second "
+    "service, or a copy put there by hand); move or delete it yourself if it is not needed"
+)
+_MISSING = "the newest master's file is gone: latest.fits is left as it is; restore the file"
 
 
 def input_names(paths: Sequence[str]) -> tuple[str, ...]:

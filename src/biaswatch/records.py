@@ -45,7 +45,11 @@ CREATE TABLE IF NOT EXISTS sets (
     tries INTEGER NOT NULL DEFAULT 0,
     created TEXT NOT NULL,
     updated TEXT NOT NULL,
-    flag TEXT
+    flag TEXT,
+    -- The master sequence number reserved for this set when its combine first
+    -- starts, kept across retries and restarts (catalog_masters.reserve_sequence);
+    -- unique per camera and night (index made in catalog._migrate).
+    sequence INTEGER
 );
 CREATE INDEX IF NOT EXISTS sets_key ON sets(camera, night, geometry, state);
 CREATE TABLE IF NOT EXISTS masters (

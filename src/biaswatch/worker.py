@@ -147,7 +147,7 @@ def finish_master(job: CombineJob, data: np.ndarray, start: float) -> CombineRes
     header = master_header(fits.getheader(job.inputs[0]), job.info)
     for key, value, comment in master_cards(_quality(data, job)):
         header[key] = (value, comment)
-    tmp = write_temporary(data, header, Path(job.final))
+    tmp = write_temporary(data, header, Path(job.final), job.set_id)
     return CombineResult(job.set_id, str(tmp), seconds=time.perf_counter() - start)
 
 
