@@ -17,12 +17,26 @@ import structlog
 from biaswatch.calibrate import calibrate_image, calibrated_header, write_calibrated
 from biaswatch.config import CameraConfig, SiteConfig
 from biaswatch.errors import FrameRejected
-from biaswatch.frames import RawFrame, classify, geometry, observation_time, read_frame
+from biaswatch.frames import (
+    RawFrame,
+    classify,
+    geometry,
+    header_text,
+    observation_time,
+    read_frame,
+)
 from biaswatch.nights import night_label
 from biaswatch.qc import frame_qc
 from biaswatch.records import FrameRecord
 
 log = structlog.get_logger("biaswatch.ingest")
+
+# Header cards a frame may hold. Camera headers hold tens to a few hundred cards
+# (the seed's frames 40-odd; DECam's ~300); 10,000 (800 kB of header) leaves room
+# for long HISTORY logs. Beyond it, a header is junk: 100,000 cards took a worker
+# 9 minutes before calibrated_header was made linear (issue 11, finding 10), and
+# astropy still parses each card in Python (20,014 cards: 0.37 s to read).
+MAX_HEADER_CARDS = 10_000
 
 
 def ingest(path: Path, camera: CameraConfig, site: SiteConfig, work_dir: Path) -> FrameRecord:
@@ -65,13 +79,16 @@ def _examine(
     work_dir: Path,
     bound: structlog.stdlib.BoundLogger,
 ) -> FrameRecord:
+    cards = len(frame.header)
+    if cards > MAX_HEADER_CARDS:
+        raise FrameRejected(f"header holds {cards} cards, more than {MAX_HEADER_CARDS}")
     is_bias, imagetyp = classify(frame.header, camera)
     base = _base(frame, camera, imagetyp)
     if not is_bias:
         reason = f"{camera.imagetyp_keyword} = {imagetyp!r} is not a bias"
         bound.info("frame.ignored", reason=reason)
         return replace(base, status="ignored", reason=reason)
-    when, note = observation_time(frame)
+    when, note = observation_time(frame, camera.date_range)
     night = night_label(when, site.zone, site.night_rollover).isoformat()
     geom = geometry(frame).label()
     if note is not None:
@@ -145,8 +162,8 @@ def _rejected(
 ) -> FrameRecord:
     bound.warning("frame.rejected", reason=reason)
     if frame is not None:
-        imagetyp = frame.header.get(camera.imagetyp_keyword)
-        base = _base(frame, camera, None if imagetyp is None else str(imagetyp))
+        # header_text never raises: a card that broke _examine must not break this too.
+        base = _base(frame, camera, header_text(frame.header, camera.imagetyp_keyword))
         return replace(base, reason=reason)
     return rejected_record(path, camera.name, reason)
 
