@@ -208,10 +208,12 @@ def header_text(header: fits.Header, key: str) -> str | None:
 def _card_image(header: fits.Header, key: str) -> str:
     """The card's 80 characters, control characters escaped, for a reason."""
     try:
-        image = str(header.cards[key].image)
+        # Card.image re-formats the value, which raises for this very card; the
+        # text astropy read from the file is kept in _image (astropy 5-7 card.py).
+        image = str(getattr(header.cards[key], "_image", None) or "")
     except Exception:  # no card to show
-        return "(unparsable)"
-    return ascii(image.rstrip())
+        image = ""
+    return ascii(image.rstrip()) if image else "(unparsable)"
 
 
 def classify(header: fits.Header, camera: CameraConfig) -> tuple[bool, str]:
