@@ -86,7 +86,9 @@ def test_frame_dated_9999_is_filed_under_its_mtime_night_and_the_service_stays_u
     """Frames dated 9999-12-31 and 0001-01-01 take their mtime's night with a note; 5 combine."""
     config = write_config(tmp_path, expected_frames=5)
     incoming = tmp_path / "incoming" / "cryo"
-    odd = {"far_future.fits": "9999-12-31T13:00:00", "year_one.fits": "0001-01-01T00:00:00"}
+    # 19:00 UTC is 13:00 in Chicago, after the 12:00 rollover: night 9999-12-31, whose
+    # night_end (10:00 the next day) overflowed datetime and stopped the service.
+    odd = {"far_future.fits": "9999-12-31T19:00:00", "year_one.fits": "0001-01-01T00:00:00"}
     with running_service(config) as service:
         for seed, (name, date_obs) in enumerate(odd.items(), start=40):
             put(incoming / name, raw(seed, date_obs))
