@@ -286,3 +286,26 @@ def test_set_less_records_share_one_transaction_in_order(tmp_path: Path) -> None
     db = sqlite3.connect(tmp_path / "catalog.sqlite")
     assert db.execute("SELECT COUNT(*) FROM frames").fetchone()[0] == 51
     db.close()
+
+
+def test_unparsable_section_card_is_rejected_naming_the_card(
+    tmp_path: Path, camera: CameraConfig
+) -> None:
+    """A BIASSEC card astropy cannot parse rejects the frame with the card, not a traceback."""
+    path = tmp_path / "a.fits"
+    path.write_bytes(with_value(fits_bytes(), "BIASSEC", b"'[49:\x1b56,1:40]'"))
+    record = examine(read_frame(path, camera), camera, SiteConfig(), tmp_path / "work")
+    assert record.status == "rejected"
+    assert record.reason is not None
+    assert record.reason.startswith("BIASSEC card is unreadable: ")
+
+
+def test_unparsable_ccd_temp_is_recorded_as_unknown(tmp_path: Path, camera: CameraConfig) -> None:
+    """A CCD-TEMP card astropy cannot parse leaves the temperature unknown; the bias is kept."""
+    path = tmp_path / "a.fits"
+    content = with_value(fits_bytes(header={"CCD-TEMP": -100.0}), "CCD-TEMP", b"'-1\x0200'")
+    path.write_bytes(content)
+    record = examine(read_frame(path, camera), camera, SiteConfig(), tmp_path / "work")
+    assert record.status == "valid"
+    assert record.qc is not None
+    assert record.qc.ccd_temp is None

@@ -20,6 +20,7 @@ from astropy.modeling.models import Polynomial1D
 from astropy.nddata import CCDData
 
 from biaswatch.errors import FrameRejected
+from biaswatch.frames import header_value
 from biaswatch.sections import Section, SectionSource
 from biaswatch.settings import CalibrateSettings
 
@@ -40,7 +41,7 @@ def resolve_section(
         return None
     if source.kind == "header":
         origin = f"{setting} = header:{source.keyword}"
-        value = header.get(source.keyword)
+        value = header_value(header, source.keyword)
         if value is None:
             raise FrameRejected(f"{origin}: keyword {source.keyword} is missing from the header")
         try:

@@ -99,7 +99,7 @@ def _examine(
         frame.image,
         data,
         saturation=_saturation(frame.image, camera.qc.saturation),
-        ccd_temp=_number(frame.header.get(camera.qc.ccd_temp_keyword)),
+        ccd_temp=_number(header_text(frame.header, camera.qc.ccd_temp_keyword)),
     )
     out = work_dir / camera.name / night / _work_name(frame.path)
     write_calibrated(data, calibrated_header(frame.header), out)
