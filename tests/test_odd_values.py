@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 from astropy.io import fits
 from hypothesis import example, given
@@ -21,9 +22,9 @@ from biaswatch.calibrate import calibrated_header
 from biaswatch.catalog import Catalog
 from biaswatch.config import CameraConfig, SiteConfig
 from biaswatch.errors import ConfigError, FrameRejected
-from biaswatch.fitsbytes import fits_status
+from biaswatch.fitsbytes import MAX_HEADER_CARDS, fits_status
 from biaswatch.frames import classify, observation_time, read_frame
-from biaswatch.ingest import MAX_HEADER_CARDS, examine
+from biaswatch.ingest import examine
 from biaswatch.intake import Intake
 from biaswatch.nights import night_end, night_label, night_start
 from biaswatch.recording import record_frames
@@ -309,3 +310,34 @@ def test_unparsable_ccd_temp_is_recorded_as_unknown(tmp_path: Path, camera: Came
     assert record.status == "valid"
     assert record.qc is not None
     assert record.qc.ccd_temp is None
+
+
+def test_header_of_too_many_blocks_is_refused_before_astropy_reads_it(tmp_path: Path) -> None:
+    """fits_status refuses a header whose blocks must hold more than MAX_HEADER_CARDS cards.
+
+    20,014 cards and END fill 556 blocks of 36 (FITS 4.0 sect. 3.1).
+    """
+    path = tmp_path / "a.fits"
+    path.write_bytes(with_cards(fits_bytes(), 20_000))
+    status = fits_status(path)
+    assert (status.state, status.detail) == (
+        "not_fits",
+        f"header of 556 blocks holds more than {MAX_HEADER_CARDS} cards",
+    )
+
+
+def test_primary_keywords_join_the_image_header_once(tmp_path: Path, camera: CameraConfig) -> None:
+    """An extension frame's header gets each primary keyword it lacks, the first card of each."""
+    primary = fits.PrimaryHDU()
+    primary.header["OBSERVER"] = "first"
+    primary.header.extend(
+        [(f"K{i:05d}", i) for i in range(3)] + [("HISTORY", "a"), ("HISTORY", "b")]
+    )
+    image = fits.ImageHDU(np.zeros((4, 4), np.uint16), name="SCI")
+    image.header["OBSERVER"] = "image"
+    path = tmp_path / "a.fits"
+    fits.HDUList([primary, image]).writeto(path)
+    header = read_frame(path, camera).header
+    assert header["OBSERVER"] == "image"
+    assert [header["K00000"], header["K00002"]] == [0, 2]
+    assert list(header["HISTORY"]) == ["a"]

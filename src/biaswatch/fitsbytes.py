@@ -19,6 +19,13 @@ from biaswatch.errors import FrameRejected
 
 BLOCK = 2880  # FITS logical record length, FITS 4.0 sect. 3.1
 CARD = 80
+CARDS_PER_BLOCK = BLOCK // CARD
+# Header cards a frame may hold. Camera headers hold tens to a few hundred cards
+# (the seed's frames 40-odd; DECam's ~300); 10,000 (800 kB of header) leaves room
+# for long HISTORY logs. Beyond it a header is junk, and astropy is quadratic in
+# places (Header.append: 20,000 cards 32 s, 100,000 cards 9 minutes; issue 11,
+# finding 10), so it is refused here, from the bytes, before astropy parses it.
+MAX_HEADER_CARDS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +68,12 @@ def _walk_hdus(f: BinaryIO, size: int) -> FitsStatus:
                 return _trailing(f, offset, size)
             return header
         cards, header_bytes = header
+        blocks = header_bytes // BLOCK
+        if CARDS_PER_BLOCK * (blocks - 1) > MAX_HEADER_CARDS:  # before astropy parses it
+            return FitsStatus(
+                "not_fits",
+                f"header of {blocks} blocks holds more than {MAX_HEADER_CARDS} cards",
+            )
         try:
             data = data_bytes(cards)
         except FrameRejected as exc:  # not a size problem: no wait makes it whole

@@ -17,6 +17,7 @@ import structlog
 from biaswatch.calibrate import calibrate_image, calibrated_header, write_calibrated
 from biaswatch.config import CameraConfig, SiteConfig
 from biaswatch.errors import FrameRejected
+from biaswatch.fitsbytes import MAX_HEADER_CARDS
 from biaswatch.frames import (
     RawFrame,
     classify,
@@ -30,13 +31,6 @@ from biaswatch.qc import frame_qc
 from biaswatch.records import FrameRecord
 
 log = structlog.get_logger("biaswatch.ingest")
-
-# Header cards a frame may hold. Camera headers hold tens to a few hundred cards
-# (the seed's frames 40-odd; DECam's ~300); 10,000 (800 kB of header) leaves room
-# for long HISTORY logs. Beyond it, a header is junk: 100,000 cards took a worker
-# 9 minutes before calibrated_header was made linear (issue 11, finding 10), and
-# astropy still parses each card in Python (20,014 cards: 0.37 s to read).
-MAX_HEADER_CARDS = 10_000
 
 
 def ingest(path: Path, camera: CameraConfig, site: SiteConfig, work_dir: Path) -> FrameRecord:
@@ -79,7 +73,7 @@ def _examine(
     work_dir: Path,
     bound: structlog.stdlib.BoundLogger,
 ) -> FrameRecord:
-    cards = len(frame.header)
+    cards = len(frame.header)  # the image HDU's and the primary's, merged
     if cards > MAX_HEADER_CARDS:
         raise FrameRejected(f"header holds {cards} cards, more than {MAX_HEADER_CARDS}")
     is_bias, imagetyp = classify(frame.header, camera)
