@@ -46,7 +46,14 @@ def write_config(
     tmp_path: Path, extra: str = "", service: dict[str, object] | None = None, **defaults: object
 ) -> Path:
     """A config with cameras cryo (header sections) and te (no overscan, fixed trim)."""
-    settings = {"settle_seconds": 0.3, "expected_frames": 5, **defaults}
+    # Tests date frames in 2030 so that their night never ends while a suite runs:
+    # the date_range believed must reach it (the default ends a day from now).
+    settings = {
+        "settle_seconds": 0.3,
+        "expected_frames": 5,
+        "date_range": ["1980-01-01", "2100-01-01"],
+        **defaults,
+    }
     lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in settings.items())
     service_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in (service or {}).items())
     text = (

@@ -22,6 +22,7 @@ from biaswatch.errors import ConfigError
 from biaswatch.mounts import network_mount, read_mounts
 from biaswatch.scan import probe_directory
 from biaswatch.sections import SectionSource
+from biaswatch.settings import DateRange
 
 EXIT_INVALID = 2
 
@@ -90,6 +91,8 @@ def _table(name: str, model: BaseModel, skip: set[str] | None = None) -> list[st
 def _value(value: object) -> str:
     if isinstance(value, SectionSource):
         return json.dumps(value.describe())
+    if isinstance(value, DateRange):
+        return json.dumps([value.earliest.describe(), value.latest.describe()])
     if isinstance(value, dt.time):
         return json.dumps(value.strftime("%H:%M"))
     if isinstance(value, Path):

@@ -30,11 +30,13 @@ from pydantic import (
 from biaswatch.errors import ConfigError
 from biaswatch.overlaps import overlap_problems
 from biaswatch.settings import (
+    DEFAULT_DATE_RANGE,
     AlertsConfig,
     Bytes,
     CalibrateSettings,
     Clock,
     CombineSettings,
+    DateRangeSetting,
     QcSettings,
     _Frozen,
 )
@@ -178,6 +180,9 @@ class CameraSettings(_Frozen):
     # time (watchdog #577); 10 s is gentle on NFS and still well inside settle.
     poll_interval_seconds: float = Field(default=10.0, gt=0)
     hdu: int | str | None = None
+    # DATE-OBS outside this range is not believed: the night comes from the file's
+    # mtime, with a warning (a header dated 9999 must not make a night of 9999).
+    date_range: DateRangeSetting = DEFAULT_DATE_RANGE
     calibrate: CalibrateSettings = CalibrateSettings()
     combine: CombineSettings = CombineSettings()
     qc: QcSettings = QcSettings()

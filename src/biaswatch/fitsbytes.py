@@ -19,6 +19,13 @@ from biaswatch.errors import FrameRejected
 
 BLOCK = 2880  # FITS logical record length, FITS 4.0 sect. 3.1
 CARD = 80
+CARDS_PER_BLOCK = BLOCK // CARD
+# Header cards a frame may hold. Camera headers hold tens to a few hundred cards
+# (the seed's frames 40-odd; DECam's ~300); 10,000 (800 kB of header) leaves room
+# for long HISTORY logs. Beyond it a header is junk, and astropy is quadratic in
+# places (Header.append: 20,000 cards 32 s, 100,000 cards 9 minutes; issue 11,
+# finding 10), so it is refused here, from the bytes, before astropy parses it.
+MAX_HEADER_CARDS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +68,16 @@ def _walk_hdus(f: BinaryIO, size: int) -> FitsStatus:
                 return _trailing(f, offset, size)
             return header
         cards, header_bytes = header
-        data = data_bytes(cards)
+        blocks = header_bytes // BLOCK
+        if CARDS_PER_BLOCK * (blocks - 1) > MAX_HEADER_CARDS:  # before astropy parses it
+            return FitsStatus(
+                "not_fits",
+                f"header of {blocks} blocks holds more than {MAX_HEADER_CARDS} cards",
+            )
+        try:
+            data = data_bytes(cards)
+        except FrameRejected as exc:  # not a size problem: no wait makes it whole
+            return FitsStatus("not_fits", exc.reason)
         have = size - offset - header_bytes
         if have < data:
             what = "primary HDU" if index == 0 else f"HDU {index}"
@@ -115,14 +131,41 @@ def read_header(f: BinaryIO, *, first: bool) -> tuple[dict[str, str], int] | Fit
         block = f.read(BLOCK)
 
 
+# The BITPIX values FITS allows (FITS 4.0, sect. 4.4.1.1, Table 8).
+_BITPIX = (8, 16, 32, 64, -32, -64)
+
+
 def data_bytes(cards: dict[str, str]) -> int:
-    """Bytes of data the header announces: |BITPIX|/8 x GCOUNT x (PCOUNT + prod NAXISn)."""
+    """Bytes of data the header announces: |BITPIX|/8 x GCOUNT x (PCOUNT + prod NAXISn).
+
+    Raises:
+        FrameRejected: a structure keyword is missing, not a number, or out of the
+            range FITS allows (a negative NAXISn once made a negative seek, which
+            looked like an unreadable file and was retried forever).
+    """
     try:
         bitpix, naxis = int(cards["BITPIX"]), int(cards.get("NAXIS", "0"))
-        if naxis == 0:
-            return 0
-        pixels = math.prod(int(cards[f"NAXIS{i}"]) for i in range(1, naxis + 1))
+        axes = [int(cards[f"NAXIS{i}"]) for i in range(1, naxis + 1)] if 0 < naxis <= 999 else []
         pcount, gcount = int(cards.get("PCOUNT", "0")), int(cards.get("GCOUNT", "1"))
     except (KeyError, ValueError) as exc:
         raise FrameRejected(f"malformed FITS structure keyword: {exc}") from None
-    return abs(bitpix) // 8 * gcount * (pcount + pixels)
+    problem = _structure_problem(bitpix, naxis, axes, pcount, gcount)
+    if problem:
+        raise FrameRejected(f"malformed FITS structure keyword: {problem}")
+    if naxis == 0:
+        return 0
+    return abs(bitpix) // 8 * gcount * (pcount + math.prod(axes))
+
+
+def _structure_problem(bitpix: int, naxis: int, axes: list[int], pcount: int, gcount: int) -> str:
+    """What is out of FITS's range (FITS 4.0 sect. 4.4.1), or '' when nothing is."""
+    if bitpix not in _BITPIX:
+        return f"BITPIX = {bitpix} is not one of {', '.join(map(str, _BITPIX))}"
+    if not 0 <= naxis <= 999:
+        return f"NAXIS = {naxis} is not between 0 and 999"
+    for i, length in enumerate(axes, start=1):
+        if length < 0:
+            return f"NAXIS{i} = {length} is negative"
+    if pcount < 0 or gcount < 0:
+        return f"PCOUNT = {pcount}, GCOUNT = {gcount}: neither may be negative"
+    return ""

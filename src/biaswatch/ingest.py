@@ -17,7 +17,15 @@ import structlog
 from biaswatch.calibrate import calibrate_image, calibrated_header, write_calibrated
 from biaswatch.config import CameraConfig, SiteConfig
 from biaswatch.errors import FrameRejected
-from biaswatch.frames import RawFrame, classify, geometry, observation_time, read_frame
+from biaswatch.fitsbytes import MAX_HEADER_CARDS
+from biaswatch.frames import (
+    RawFrame,
+    classify,
+    geometry,
+    header_text,
+    observation_time,
+    read_frame,
+)
 from biaswatch.nights import night_label
 from biaswatch.qc import frame_qc
 from biaswatch.records import FrameRecord
@@ -65,13 +73,16 @@ def _examine(
     work_dir: Path,
     bound: structlog.stdlib.BoundLogger,
 ) -> FrameRecord:
+    cards = len(frame.header)  # the image HDU's and the primary's, merged
+    if cards > MAX_HEADER_CARDS:
+        raise FrameRejected(f"header holds {cards} cards, more than {MAX_HEADER_CARDS}")
     is_bias, imagetyp = classify(frame.header, camera)
     base = _base(frame, camera, imagetyp)
     if not is_bias:
         reason = f"{camera.imagetyp_keyword} = {imagetyp!r} is not a bias"
         bound.info("frame.ignored", reason=reason)
         return replace(base, status="ignored", reason=reason)
-    when, note = observation_time(frame)
+    when, note = observation_time(frame, camera.date_range)
     night = night_label(when, site.zone, site.night_rollover).isoformat()
     geom = geometry(frame).label()
     if note is not None:
@@ -82,7 +93,7 @@ def _examine(
         frame.image,
         data,
         saturation=_saturation(frame.image, camera.qc.saturation),
-        ccd_temp=_number(frame.header.get(camera.qc.ccd_temp_keyword)),
+        ccd_temp=_number(header_text(frame.header, camera.qc.ccd_temp_keyword)),
     )
     out = work_dir / camera.name / night / _work_name(frame.path)
     write_calibrated(data, calibrated_header(frame.header), out)
@@ -145,8 +156,8 @@ def _rejected(
 ) -> FrameRecord:
     bound.warning("frame.rejected", reason=reason)
     if frame is not None:
-        imagetyp = frame.header.get(camera.imagetyp_keyword)
-        base = _base(frame, camera, None if imagetyp is None else str(imagetyp))
+        # header_text never raises: a card that broke _examine must not break this too.
+        base = _base(frame, camera, header_text(frame.header, camera.imagetyp_keyword))
         return replace(base, reason=reason)
     return rejected_record(path, camera.name, reason)
 

@@ -28,6 +28,9 @@ CALIBRATION_WORKERS = 2
 # An unreadable file is looked at again after settle_seconds * 2**failures, at most
 # this often: five minutes keeps a permission problem from costing more than a stat.
 MAX_RETRY_WAIT = 300.0
+# Settled files examined in one poll at most: the lane hands its records to the
+# main loop (and answers stop) between polls; at ~1 ms per junk file, about 0.5 s.
+MAX_LOOKS_PER_POLL = 500
 
 
 class Intake:
@@ -115,10 +118,19 @@ class Intake:
     def poll(self, now: float) -> list[FrameRecord]:
         """Examine settled paths; return the records finished since the last poll."""
         self._harvest(now)
-        # Read no more frames than the workers can take: memory stays bounded.
-        capacity = CALIBRATION_WORKERS - len(self._calibrating)
-        if capacity > 0:
-            for path in self._readiness.settled(now, limit=capacity):
+        # Read no more frames than the workers can take: memory stays bounded. Files
+        # rejected on the spot take no worker, so keep going: taking only `capacity`
+        # files per turn rejected junk at 8 a second (2 per 0.25 s lane turn) while
+        # a real frame behind it waited (issue 11, finding 10).
+        looked: set[Path] = set()  # each file once per poll (settle_seconds may be 0)
+        while len(looked) < MAX_LOOKS_PER_POLL:
+            capacity = CALIBRATION_WORKERS - len(self._calibrating)
+            settled = self._readiness.settled(now, limit=capacity) if capacity > 0 else []
+            fresh = [path for path in settled if path not in looked]
+            if not fresh:
+                break
+            for path in fresh:
+                looked.add(path)
                 self._examine(path, now)
         self._harvest(now)
         finished, self._finished = self._finished, []

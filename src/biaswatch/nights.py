@@ -4,6 +4,11 @@ A night is labelled by the local date of its evening. The label changes at
 ``night_rollover`` local time, so an afternoon bias (15:00) and the next
 morning's bias (08:00) share one label. All inputs and outputs are
 timezone-aware; DATE-OBS is UTC by the FITS standard (FITS 4.0, sect. 9.1).
+
+The functions are total over every date Python holds (0001-01-01 to
+9999-12-31): a catalog may already store a night from a header dated 9999, and
+a night function raising OverflowError in the main loop would stop the service
+at every start. Out-of-range results clamp to the first or last instant.
 """
 
 from __future__ import annotations
@@ -12,14 +17,19 @@ import datetime as dt
 import re
 from zoneinfo import ZoneInfo
 
+_FIRST = dt.datetime.min.replace(tzinfo=dt.UTC)
+_LAST = dt.datetime.max.replace(tzinfo=dt.UTC)
 _ISO = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}:\d{2}(?:\.\d+)?))?$")
 
 
 def night_label(when: dt.datetime, zone: ZoneInfo, rollover: dt.time) -> dt.date:
     """The night an aware instant belongs to: local date, minus a day before rollover."""
-    local = when.astimezone(zone)
+    try:
+        local = when.astimezone(zone)
+    except OverflowError:  # within a day of datetime.min or max: no local date exists
+        return when.date()
     if local.time() < rollover:
-        return local.date() - dt.timedelta(days=1)
+        return local.date() - dt.timedelta(days=1) if local.date() > dt.date.min else dt.date.min
     return local.date()
 
 
@@ -35,15 +45,21 @@ def night_end(night: dt.date, zone: ZoneInfo, rollover: dt.time, end: dt.time) -
     earlier than the rollover falls on the next calendar day (10:00 the next
     morning for the defaults), a later one on the night's own date.
     """
-    day = night if end >= rollover else night + dt.timedelta(days=1)
-    return _local_instant(day, end, zone)
+    if end >= rollover:
+        return _local_instant(night, end, zone)
+    if night == dt.date.max:
+        return _LAST
+    return _local_instant(night + dt.timedelta(days=1), end, zone)
 
 
 def _local_instant(day: dt.date, clock: dt.time, zone: ZoneInfo) -> dt.datetime:
     # A wall time inside a daylight-saving gap or overlap resolves with fold=0
     # (PEP 495): the earlier of the two instants, or the pre-transition offset.
     local = dt.datetime.combine(day, clock, tzinfo=zone)
-    return local.astimezone(dt.UTC)
+    try:
+        return local.astimezone(dt.UTC)
+    except OverflowError:  # the zone's offset crosses year 1 or year 9999
+        return _FIRST if day.year == dt.MINYEAR else _LAST
 
 
 def parse_date_obs(value: object, time_obs: object = None) -> dt.datetime | None:

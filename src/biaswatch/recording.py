@@ -20,6 +20,28 @@ from biaswatch.records import FrameRecord
 log = structlog.get_logger("biaswatch.service")
 
 
+def record_frames(catalog: Catalog, records: list[FrameRecord]) -> list[int]:
+    """Write a batch of records; returns the sets they joined.
+
+    Records that join no set (rejected, ignored) go in one transaction: a burst
+    of junk files must not cost one fsync each. Valid ones go one by one, as
+    each may join, update or re-version a set.
+    """
+    joined: list[int] = []
+    pending: list[FrameRecord] = []  # runs of set-less records, kept in order
+    for record in records:
+        if record.status != "valid":
+            pending.append(record)
+            continue
+        catalog.record_frames(pending)
+        pending = []
+        set_id = record_frame(catalog, record)
+        if set_id is not None:
+            joined.append(set_id)
+    catalog.record_frames(pending)
+    return joined
+
+
 def record_frame(catalog: Catalog, record: FrameRecord) -> int | None:
     """Write a frame record; returns the set it joined, if any."""
     if record.status != "valid":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import queue
 import signal
+import sqlite3
 import threading
 from collections.abc import Callable
 
@@ -38,7 +39,7 @@ from biaswatch.messages import WAKE, Inbox, NightEnded, Overflowed, RetryDue, Se
 from biaswatch.notify import Notifier, SystemdNotifier
 from biaswatch.overflow import listen_for_overflows
 from biaswatch.publish import is_temporary
-from biaswatch.recording import record_frame
+from biaswatch.recording import record_frame, record_frames
 from biaswatch.records import SetRow
 from biaswatch.screening import screen
 from biaswatch.sets import Action, Decision, decide_set
@@ -225,9 +226,9 @@ class Service:
         taken = self.lanes.take()
         if taken.seen or taken.vanished:
             self.catalog.note_seen(taken.seen, taken.vanished)
-        joined = [record_frame(self.catalog, record) for record in taken.finished]
+        joined = record_frames(self.catalog, taken.finished)
         # Record the whole batch first, then judge each set once with all its frames.
-        for set_id in sorted({s for s in joined if s is not None}):
+        for set_id in sorted(set(joined)):
             self._evaluate(set_id)
         self._evaluate_deferred()
         if self._combine_ready.is_set():
@@ -297,10 +298,29 @@ class Service:
     # --- sets -----------------------------------------------------------
 
     def _evaluate(self, set_id: int) -> None:
-        row = self.catalog.get_set(set_id)
-        camera = self.cameras.get(row.camera)
-        if row.state != "open" or camera is None:
-            return  # not waiting, or its camera was removed from the config
+        bound = log.bind(set=set_id)
+        try:
+            row = self.catalog.get_set(set_id)
+            bound = bound.bind(camera=row.camera, night=row.night)
+            camera = self.cameras.get(row.camera)
+            if row.state != "open" or camera is None:
+                return  # not waiting, or its camera was removed from the config
+            self._judge(row, camera)
+        except Exception as exc:  # one set's boundary: no stored row may stop the service
+            bound.exception("set.evaluate_failed", action="set aside as insufficient")
+            self._set_aside(set_id, f"could not be judged: {type(exc).__name__}: {exc}")
+
+    def _judge(self, row: SetRow, camera: CameraConfig) -> None:
+        night = dt.date.fromisoformat(row.night)
+        if not camera.date_range.contains_night(night, self.clock.now()):
+            # A night no date_range frame can have (an older catalog, a header dated
+            # 9999): waiting for its night_end would be waiting for ever.
+            reason = f"night {row.night} is outside date_range {camera.date_range.describe()}"
+            log.warning(
+                "set.set_aside", camera=row.camera, night=row.night, set=row.id, reason=reason
+            )
+            self._set_aside(row.id, reason)
+            return
         decision = self._decide(row, camera)
         partial = row.frames < camera.expected_frames
         # Quiet or night-end decisions wait until this camera's frames in
@@ -311,9 +331,17 @@ class Service:
             and partial
             and row.camera in self.lanes.busy_cameras()
         ):
-            self._deferred.add(set_id)
+            self._deferred.add(row.id)
             return
         self._act(row, decision)
+
+    def _set_aside(self, set_id: int, reason: str) -> None:
+        """'insufficient' with the reason: never judged again unless a frame joins it."""
+        self._deferred.discard(set_id)
+        try:
+            self.catalog.set_state(set_id, "insufficient", f"set aside: {reason}")
+        except sqlite3.Error as exc:  # the catalog itself failing: said, not raised
+            log.error("set.set_aside_failed", set=set_id, error=str(exc))
 
     def _decide(self, row: SetRow, camera: CameraConfig) -> Decision:
         night = dt.date.fromisoformat(row.night)
@@ -368,7 +396,11 @@ class Service:
             return
         busy = self.lanes.busy_cameras()
         for set_id in list(self._deferred):
-            if self.catalog.get_set(set_id).camera not in busy:
+            try:
+                camera = self.catalog.get_set(set_id).camera
+            except Exception:  # a row that cannot be read: _evaluate sets it aside
+                camera = None
+            if camera not in busy:
                 self._deferred.discard(set_id)
                 self._evaluate(set_id)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -58,6 +59,99 @@ def parse_clock(value: object) -> dt.time:
     return dt.time(int(match.group(1)), int(match.group(2)))
 
 
+_RELATIVE = re.compile(r"^\s*([+-][0-9]{1,5})\s*d\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class DateBound:
+    """One end of ``date_range``: a fixed date, or a number of days from now."""
+
+    day: dt.date | None = None
+    days_from_now: int = 0
+
+    def instant(self, now: dt.datetime, *, end: bool) -> dt.datetime:
+        """The bound as an aware UTC instant; a fixed end date includes its whole day."""
+        if self.day is None:
+            return now + dt.timedelta(days=self.days_from_now)
+        start = dt.datetime.combine(self.day, dt.time(), tzinfo=dt.UTC)
+        if not end:
+            return start
+        return start + _DAY if self.day < dt.date.max else dt.datetime.max.replace(tzinfo=dt.UTC)
+
+    def describe(self) -> str:
+        """The bound as written in the config."""
+        return self.day.isoformat() if self.day is not None else f"{self.days_from_now:+d}d"
+
+
+_DAY = dt.timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class DateRange:
+    """``date_range``: the DATE-OBS values believed; others fall back to the file's mtime."""
+
+    earliest: DateBound
+    latest: DateBound
+
+    def contains(self, when: dt.datetime, now: dt.datetime) -> bool:
+        """Whether an aware instant lies within the range (both ends included)."""
+        return self.earliest.instant(now, end=False) <= when < self.latest.instant(now, end=True)
+
+    def contains_night(self, night: dt.date, now: dt.datetime) -> bool:
+        """Whether a night label could come from a date in range.
+
+        A label is the local evening's date: a day either side of a UTC date
+        (UTC-12 to UTC+14, the extreme offsets in the IANA database).
+        """
+        start = dt.datetime.combine(night, dt.time(), tzinfo=dt.UTC)
+        low = self.earliest.instant(now, end=False) - 2 * _DAY
+        high = self.latest.instant(now, end=True)
+        return low <= start and (high - start) > -_DAY
+
+    def describe(self) -> str:
+        """The range as written in the config."""
+        return f"[{self.earliest.describe()}, {self.latest.describe()}]"
+
+
+def _parse_bound(value: object) -> DateBound:
+    if isinstance(value, dt.datetime):
+        return DateBound(day=value.date())
+    if isinstance(value, dt.date):
+        return DateBound(day=value)
+    if isinstance(value, str):
+        relative = _RELATIVE.match(value)
+        if relative:
+            return DateBound(days_from_now=int(relative.group(1)))
+        try:
+            return DateBound(day=dt.date.fromisoformat(value.strip()))
+        except ValueError:
+            pass
+    raise ValueError(f"{value!r} is neither a date (YYYY-MM-DD) nor days from now ('+1d', '-30d')")
+
+
+def parse_date_range(value: object) -> DateRange:
+    """``["1980-01-01", "+1d"]``: earliest and latest DATE-OBS believed."""
+    if isinstance(value, DateRange):
+        return value
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ValueError('expected two bounds, e.g. ["1980-01-01", "+1d"]')
+    earliest, latest = _parse_bound(value[0]), _parse_bound(value[1])
+    if earliest.day is not None and latest.day is not None and earliest.day > latest.day:
+        raise ValueError(f"the earliest date {earliest.describe()} is after the latest")
+    if (
+        earliest.day is None
+        and latest.day is None
+        and earliest.days_from_now > latest.days_from_now
+    ):
+        raise ValueError(f"{earliest.describe()} is after {latest.describe()}")
+    return DateRange(earliest, latest)
+
+
+# Digital CCD cameras' FITS headers begin in the late 1970s (FITS itself dates from
+# 1979, Wells et al. 1981); a day ahead of now allows a camera clock a little fast.
+DEFAULT_DATE_RANGE = DateRange(DateBound(day=dt.date(1980, 1, 1)), DateBound(days_from_now=1))
+
+
 def _parse_section_source(value: object) -> SectionSource:
     if isinstance(value, SectionSource):
         return value
@@ -75,6 +169,7 @@ def _parse_overscan_model(value: object) -> str:
 
 Bytes = Annotated[int, BeforeValidator(parse_size)]
 Clock = Annotated[dt.time, BeforeValidator(parse_clock)]
+DateRangeSetting = Annotated[DateRange, BeforeValidator(parse_date_range)]
 Sections = Annotated[SectionSource, BeforeValidator(_parse_section_source)]
 OverscanModel = Annotated[str, BeforeValidator(_parse_overscan_model)]
 
