@@ -75,8 +75,40 @@ from typing import IO, Any
 
 import numpy as np
 from astropy.io import fits
+from soak_chaos import (
+    MemoryCgroup,
+    NotifySocket,
+    RssWatch,
+    StallMount,
+    TmpfsDisk,
+    make_cgroup,
+    read_events,
+    second_run,
+)
+from soak_feeds import (
+    STALL_GRACE_SECONDS,
+    BurstFeeder,
+    Episode,
+    FrameMaker,
+    HangPlan,
+    OddFeeder,
+    full_disk,
+    hung_mount,
+)
+from soak_odd import (
+    CGROUP_LIMIT_BYTES,
+    EXPECTATIONS,
+    MAX_SERVICE_RSS_MIB,
+    ODD_KINDS,
+    SECOND_RUN_NAMES_PID,
+    SECOND_RUN_TIMEOUT,
+    OddContext,
+    fingerprint,
+    night_of_mtime,
+    safe_text,
+)
 
-from biaswatch.config import CameraConfig, ServiceConfig, load_config
+from biaswatch.config import CameraConfig, Config, ServiceConfig, SiteConfig, load_config
 from biaswatch.sections import Section
 from biaswatch.sets import input_digest
 from biaswatch.simulate import (
@@ -102,26 +134,44 @@ P_FLAT = 0.04
 GAP_SECONDS = (0.1, 3.0)
 
 # The chaos loop's choice among its actions, by weight.
-KILL_WEIGHTS = {"SIGKILL": 6, "SIGTERM": 2, "child-kill": 2}
+# "second-run" starts a second `biaswatch run` on the same config, which must be refused.
+KILL_WEIGHTS = {"SIGKILL": 6, "SIGTERM": 2, "child-kill": 2, "second-run": 1}
 TERM_TIMEOUT = 30.0
+# A start must reach READY=1 within this; the first one may compile the kernel on a
+# cold numba cache (about 10 s, burst.py), on 2 busy cores.
+READY_TIMEOUT = 120.0
 GROUP_GONE_TIMEOUT = 10.0
 
+# Two combine slots (max_combine_memory = 2 x mem_limit), as in issue 11. A camera
+# whose files give no answer for 10 s is reported stalled (the default is 60 s). The
+# night rolls over 11-12 h from the start and ends an hour before that, as in
+# burst.py, so neither falls inside a run of up to 10 hours.
 CONFIG = """
 [service]
 state_dir = "state"
 masters_dir = "masters"
 log_file = "log/biaswatch.jsonl"
 mem_limit = "64MB"
+max_combine_memory = "128MB"
+stall_seconds = {stall_seconds}
 poll_seconds = 0.2
 {service_extra}[site]
 timezone = "UTC"
+night_rollover = "{rollover}"
 [defaults]
 expected_frames = {expected}
 min_frames = 1
 quiet_minutes = 0.2
 settle_seconds = 0.5
 max_incomplete_minutes = 0.5
+night_end = "{night_end}"
 """
+STALL_SECONDS = 10
+# The hung-mount camera polls its directories (files reach the mirror's backing
+# directory from outside, which inotify would never see: tests/test_stall.py).
+STALL_CAMERA_EXTRA = "polling = true\npoll_interval_seconds = 0.5\n"
+STALL_WATCH = "stall/mnt"
+STALL_BACKING = "stall/backing"
 
 # What each kind of file must become, and how the reason of a rejection starts.
 EXPECTED_STATUS = {"bias": "combined", "random": "rejected", "truncated": "rejected"}
@@ -141,14 +191,17 @@ def elapsed_stamp(start: float) -> str:
 class Written:
     """One file a feeder wrote, and what the service must make of it."""
 
-    path: Path
+    path: Path  # as the service sees it
     camera: str
-    kind: str  # bias, random, truncated, flat
-    sha256: str
+    kind: str  # bias, random, truncated, flat, or an odd kind (soak_odd.EXPECTATIONS)
+    sha256: str  # or soak_odd.fingerprint's stand-in for a FIFO or a sparse file
+    source: Path | None = None  # where it was written, if not at path (the hung mount's)
 
     @property
     def expected(self) -> str:
-        """The frame status this file must end with."""
+        """The frame status this file must end with (odd kinds: any of several)."""
+        if self.kind in EXPECTATIONS:
+            return "/".join(sorted(EXPECTATIONS[self.kind].statuses))
         return EXPECTED_STATUS[self.kind]
 
 
@@ -184,18 +237,18 @@ class Report:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def say(self, text: str) -> None:
-        """A progress line."""
-        print(f"{elapsed_stamp(self.start)} {text}", flush=True)
+        """A progress line (file names escaped: they may hold any byte)."""
+        print(f"{elapsed_stamp(self.start)} {safe_text(text)}", flush=True)
 
     def discrepancy(self, text: str) -> None:
         """A finding that fails the soak."""
         with self.lock:
-            self.discrepancies.append(text)
+            self.discrepancies.append(safe_text(text))
 
     def note(self, text: str) -> None:
         """Something worth knowing that does not fail the soak."""
         with self.lock:
-            self.notes.append(text)
+            self.notes.append(safe_text(text))
 
 
 # --- processes --------------------------------------------------------------
@@ -264,19 +317,29 @@ def command_line(pid: int) -> str:
 class ServiceRunner:
     """``biaswatch run`` in its own session, restarted as often as the chaos asks."""
 
-    def __init__(self, config: Path, work: Path) -> None:
+    def __init__(self, config: Path, work: Path, cgroup: MemoryCgroup | None = None) -> None:
         self.config = config
         self.log_path = work / "log" / "biaswatch.jsonl"
         self._output: IO[bytes] = open(work / "service-output.txt", "ab")  # noqa: SIM115
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
         self.starts = 0
+        self.ready_starts = 0
+        self.notify = NotifySocket()
+        self._ready_mark = 0
+        self.cgroup = cgroup
+
+    def environment(self) -> dict[str, str]:
+        """The service's environment, without the notify socket."""
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(NUMBA_CACHE)}
+        env.pop("NOTIFY_SOCKET", None)
+        return env
 
     def start(self) -> None:
         """Start a new service process; its log starts at the current end of the log."""
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        env = {**os.environ, "NUMBA_CACHE_DIR": str(NUMBA_CACHE)}
-        env.pop("NOTIFY_SOCKET", None)
+        self._ready_mark = self.notify.mark()
+        env = {**self.environment(), "NOTIFY_SOCKET": self.notify.path}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "biaswatch", "run", "--config", str(self.config)],
             stdout=self._output,
@@ -284,7 +347,23 @@ class ServiceRunner:
             env=env,
             start_new_session=True,  # its own group: killpg reaches the combine children too
         )
+        if self.cgroup is not None:
+            # Moved at once, before the interpreter has even imported numpy: its
+            # fork server and combine children are born inside the group.
+            self.cgroup.add(self.proc.pid)
         self.starts += 1
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait for READY=1 from the current process; False if it ended or timed out first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.notify.ready_since(self._ready_mark):
+                self.ready_starts += 1
+                return True
+            if self.exit_status() is not None:
+                return False
+            time.sleep(0.1)
+        return False
 
     @property
     def pid(self) -> int:
@@ -343,6 +422,7 @@ class ServiceRunner:
         if self.proc is not None and self.proc.poll() is None:
             self.kill_group()
         self._output.close()
+        self.notify.close()
 
 
 # --- the work directory and config ----------------------------------------------
@@ -363,24 +443,46 @@ def camera_names(count: int) -> list[str]:
     return [f"cam{i}" for i in range(1, count + 1)]
 
 
-def service_extra() -> str:
+def service_extra(full_disk_seconds: float = 0.0) -> str:
     """[service] keys only some versions of the service know: a short combine retry.
 
     A service that retries a failed combine waits combine_retry_seconds (60 s by
     default, doubling) first; 5 s keeps the soak's settling short. Older services
     reject the unknown key, so it is written only if this biaswatch has it.
+    With a full-disk episode of D seconds the wait is D / 2: a set tries 3 times
+    (combines.MAX_TRIES), at t, t + D/2 and t + 3D/2, so its last try comes after the
+    disk is freed wherever t falls in the episode.
     """
     known = ServiceConfig.model_fields
-    return "combine_retry_seconds = 5\n" if "combine_retry_seconds" in known else ""
+    retry = max(5.0, full_disk_seconds / 2)
+    return f"combine_retry_seconds = {retry:g}\n" if "combine_retry_seconds" in known else ""
 
 
-def write_config(work: Path, cameras: list[str]) -> Path:
-    """The soak's config.toml: one incoming directory per camera."""
-    text = CONFIG.replace("{expected}", str(EXPECTED_FRAMES))
-    text = text.replace("{service_extra}", service_extra())
+def write_config(
+    work: Path, cameras: list[str], stall_camera: str | None = None, full_disk_seconds: float = 0
+) -> Path:
+    """The soak's config.toml: one incoming directory per camera (two for ``stall_camera``)."""
+    rollover = (dt.datetime.now(dt.UTC).hour + 12) % 24
+    values = {
+        "expected": str(EXPECTED_FRAMES),
+        "service_extra": service_extra(full_disk_seconds),
+        "stall_seconds": str(STALL_SECONDS),
+        "rollover": f"{rollover:02d}:00",
+        "night_end": f"{(rollover - 1) % 24:02d}:00",
+    }
+    text = CONFIG
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", value)
     for name in cameras:
-        text += f'[cameras.{name}]\nwatch = ["incoming/{name}"]\n'
+        if name == stall_camera:
+            text += f'[cameras.{name}]\nwatch = ["incoming/{name}", "{STALL_WATCH}"]\n'
+            text += STALL_CAMERA_EXTRA
+            (work / STALL_WATCH).mkdir(parents=True)
+            (work / STALL_BACKING).mkdir(parents=True)
+        else:
+            text += f'[cameras.{name}]\nwatch = ["incoming/{name}"]\n'
         (work / "incoming" / name).mkdir(parents=True)
+    (work / "outside").mkdir()  # no camera watches it: the targets of symlink-out
     path = work / "config.toml"
     path.write_text(textwrap.dedent(text), encoding="utf-8")
     return path
@@ -458,7 +560,13 @@ def start_feeders(
     config: Path, cameras: list[str], seed: int, ledger: Ledger, report: Report
 ) -> list[Feeder]:
     """One running feeder per camera."""
-    settings = load_config(config)
+    return start_feeders_from(load_config(config), cameras, seed, ledger, report)
+
+
+def start_feeders_from(
+    settings: Config, cameras: list[str], seed: int, ledger: Ledger, report: Report
+) -> list[Feeder]:
+    """One running feeder per camera of the loaded config."""
     feeders = []
     for index, name in enumerate(cameras):
         camera = settings.camera(name)
@@ -480,12 +588,12 @@ def stop_feeders(feeders: list[Feeder]) -> None:
 
 
 def start_service(service: ServiceRunner, report: Report) -> None:
-    """Start the service and wait until it logs service.started."""
+    """Start the service; a start that does not reach READY=1 is a failed start."""
     service.start()
-    if not service.wait_event("service.started", timeout=60):
+    if not service.wait_ready(timeout=READY_TIMEOUT):
         report.discrepancy(
-            f"service (pid {service.pid}) did not log service.started within 60 s; "
-            f"exit status {service.exit_status()}"
+            f"start {service.starts} failed: service (pid {service.pid}) did not send "
+            f"READY=1 within {READY_TIMEOUT:g} s; exit status {service.exit_status()}"
         )
 
 
@@ -575,8 +683,14 @@ def chaos(
     deadline: float,
     kill_every: tuple[float, float],
     seed: int,
+    hold: threading.Lock,
 ) -> None:
-    """Hit the service at random moments until ``deadline``."""
+    """Hit the service at random moments until ``deadline``.
+
+    Each hit holds ``hold``, which the hung-mount episode takes for its whole length:
+    a process blocked in a FUSE call cannot be killed until the mount answers
+    (tests/test_stall.py), so no hit falls inside that episode.
+    """
     rng = random.Random(seed)
     kinds, weights = list(KILL_WEIGHTS), list(KILL_WEIGHTS.values())
     while True:
@@ -586,12 +700,57 @@ def chaos(
             return
         wait_watching(service, report, moment)
         kind = rng.choices(kinds, weights)[0]
-        if kind == "SIGKILL":
-            sigkill_service(service, report)
-        elif kind == "SIGTERM":
-            sigterm_service(service, report)
-        else:
-            kill_combine_child(service, report, min(deadline, time.monotonic() + 30))
+        with hold:
+            hit(kind, service, report, deadline)
+
+
+def hit(kind: str, service: ServiceRunner, report: Report, deadline: float) -> None:
+    """One hit of the chaos loop."""
+    if kind == "SIGKILL":
+        sigkill_service(service, report)
+    elif kind == "SIGTERM":
+        sigterm_service(service, report)
+    elif kind == "second-run":
+        try_second_run(service, report)
+    else:
+        kill_combine_child(service, report, min(deadline, time.monotonic() + 30))
+
+
+def try_second_run(service: ServiceRunner, report: Report) -> None:
+    """A second `biaswatch run` on the same config: refused at once, touching nothing."""
+    pidfile = service.config.parent / "state" / "biaswatch.pid"
+    before = pidfile.read_bytes() if pidfile.exists() else None
+    started = count_events(service.log_path, "service.started")
+    result = second_run(service.config, service.environment(), SECOND_RUN_TIMEOUT)
+    report.actions["second-run"] += 1
+    problems = []
+    if result.status is None:
+        problems.append(f"it still ran after {SECOND_RUN_TIMEOUT:g} s (killed)")
+    elif result.status == 0:
+        problems.append("it exited with status 0")
+    if SECOND_RUN_NAMES_PID and str(service.pid) not in result.output:
+        problems.append(f"its output does not name pid {service.pid}: {result.output[-300:]!r}")
+    if service.exit_status() is not None:
+        problems.append(f"the running service ended (status {service.exit_status()})")
+    if (pidfile.read_bytes() if pidfile.exists() else None) != before:
+        problems.append("the pidfile changed")
+    if count_events(service.log_path, "service.started") != started:
+        problems.append("it logged service.started")
+    report.say(
+        f"second run: exit status {result.status} after {result.seconds:.1f} s; "
+        f"{'; '.join(problems) or 'refused'}"
+    )
+    if problems:
+        report.discrepancy("second `biaswatch run`: " + "; ".join(problems))
+    else:
+        report.actions["second-run refused"] += 1
+
+
+def count_events(log_path: Path, name: str) -> int:
+    """How many events called ``name`` the whole log holds."""
+    if not log_path.exists():
+        return 0
+    return sum(e.get("event") == name for e in read_events(log_path))
 
 
 # --- the catalog --------------------------------------------------------------
@@ -617,8 +776,8 @@ def unsettled(catalog: Path, ledger: Ledger) -> tuple[int, list[str]]:
     """
     # A 'seen' row is a file noticed but not judged yet: still work to do.
     judged = "SELECT path FROM frames WHERE status != 'seen'"
-    recorded = {r["path"] for r in query(catalog, judged)}
-    missing = sum(1 for w in ledger.files() if str(w.path) not in recorded)
+    recorded = {path_key(r["path"]) for r in query(catalog, judged)}
+    missing = sum(1 for w in ledger.files() if str(w.path) not in recorded and needs_row(w))
     busy = query(
         catalog,
         "SELECT id, camera, state FROM sets WHERE state NOT IN ('done', 'failed', 'insufficient')",
@@ -658,19 +817,36 @@ class CatalogState:
     frames: dict[str, sqlite3.Row]
     sets: dict[int, sqlite3.Row]
     masters: list[sqlite3.Row]
+    site: SiteConfig = field(default_factory=SiteConfig)  # for the nights of odd files
 
     @classmethod
-    def read(cls, catalog: Path) -> CatalogState:
+    def read(cls, catalog: Path, site: SiteConfig | None = None) -> CatalogState:
         """Read every row."""
         return cls(
-            {r["path"]: r for r in query(catalog, "SELECT * FROM frames")},
+            {path_key(r["path"]): r for r in query(catalog, "SELECT * FROM frames")},
             {r["id"]: r for r in query(catalog, "SELECT * FROM sets")},
             query(catalog, "SELECT * FROM masters ORDER BY id"),
+            site or SiteConfig(),
         )
 
     def set_frames(self, set_id: int, status: str) -> list[sqlite3.Row]:
         """A set's frames of one status."""
         return [f for f in self.frames.values() if f["set_id"] == set_id and f["status"] == status]
+
+
+def path_key(stored: object) -> str:
+    """A frames row's path as the ledger writes it.
+
+    A name that is not UTF-8 may be stored as a BLOB of its bytes (issue 11, finding
+    5); os.fsdecode gives the same str (PEP 383 surrogates) the ledger holds.
+    """
+    return os.fsdecode(stored) if isinstance(stored, bytes) else str(stored)
+
+
+def needs_row(written: Written) -> bool:
+    """Whether the file must end with a frames row (a symlink out may have none)."""
+    expect = EXPECTATIONS.get(written.kind)
+    return expect is None or not expect.row_optional
 
 
 def describe_set(state: CatalogState, set_id: int | None) -> str:
@@ -685,6 +861,8 @@ def check_file(written: Written, state: CatalogState, report: Report) -> bool:
     """One written file against its frames row; True if it is as expected."""
     name = written.path.name
     row = state.frames.get(str(written.path))
+    if written.kind in EXPECTATIONS:
+        return check_odd(written, row, state, report)
     if row is None:
         report.discrepancy(f"{name} ({written.kind}): no frames row")
         return False
@@ -707,6 +885,36 @@ def check_file(written: Written, state: CatalogState, report: Report) -> bool:
             f"{name} ({written.kind}): expected {written.expected}; " + ", ".join(found)
         )
     return ok
+
+
+def check_odd(
+    written: Written, row: sqlite3.Row | None, state: CatalogState, report: Report
+) -> bool:
+    """An odd file against soak_odd.EXPECTATIONS; True if it is as expected."""
+    expect = EXPECTATIONS[written.kind]
+    label = f"{written.path.name} ({written.kind})"
+    if row is None:
+        if not expect.row_optional:
+            report.discrepancy(f"{label}: no frames row; expected {written.expected}")
+        return expect.row_optional
+    problems = []
+    if row["status"] not in expect.statuses:
+        problems.append(f"status {row['status']}, {describe_set(state, row['set_id'])}")
+    if row["camera"] != written.camera:
+        problems.append(f"camera {row['camera']}")
+    if expect.reason and row["status"] != "combined" and not row["reason"]:
+        problems.append("no reason recorded")
+    if expect.same_sha and row["sha256"] != written.sha256:
+        problems.append(f"sha256 {row['sha256']} is not the written file's")
+    if expect.night_from_mtime:
+        site = state.site
+        night = night_of_mtime(written.source or written.path, site.zone, site.night_rollover)
+        if row["night"] != night:
+            problems.append(f"night {row['night']}, the night of its mtime is {night}")
+    if problems:
+        reason = f" (reason {row['reason']!r})" if row["reason"] else ""
+        report.discrepancy(f"{label}: expected {written.expected}; " + ", ".join(problems) + reason)
+    return not problems
 
 
 def check_files(written: list[Written], state: CatalogState, report: Report) -> int:
@@ -755,7 +963,7 @@ def check_master(
     if set_row is None or set_row["state"] != "done":
         report.discrepancy(f"{label}: its set is {set_row['state'] if set_row else 'missing'}")
     combined = state.set_frames(master["set_id"], "combined")
-    shas = [digests.get(f["path"], f["sha256"] or "") for f in combined]
+    shas = [digests.get(path_key(f["path"]), f["sha256"] or "") for f in combined]
     expected_digest = input_digest(shas)
     facts = {
         "catalog ncombine": master["ncombine"],
@@ -798,20 +1006,61 @@ def check_masters(state: CatalogState, written: list[Written], report: Report) -
 
 def check_masters_dir(
     masters_dir: Path, state: CatalogState, cameras: list[str], report: Report
-) -> None:
-    """No temporary or unknown file under the masters directory; latest.fits links are good."""
+) -> tuple[int, int]:
+    """No temporary or unknown file under the masters directory; latest.fits links are good.
+
+    Returns how many orphans (files the catalog does not list) and temporaries were found.
+    """
     recorded = {m["path"] for m in state.masters}
+    orphans = partials = 0
     for path in sorted(p for p in masters_dir.rglob("*") if not p.is_dir()):
-        if ".partial-" in path.name:
+        if ".partial" in path.name:
+            partials += 1
             report.discrepancy(f"temporary master left behind: {path}")
         elif path.name == "latest.fits" and path.parent.parent == masters_dir:
             continue
         elif path.suffix == ".png" and str(path.with_suffix(".fits")) in recorded:
             continue  # a recorded master's preview
+        elif path.parent == masters_dir and path.name == TmpfsDisk.BALLAST:
+            report.discrepancy(f"the full-disk ballast was left behind: {path}")
         elif str(path) not in recorded:
-            report.discrepancy(f"file under the masters directory not in the catalog: {path}")
+            orphans += 1
+            report.discrepancy(
+                f"orphan: file under the masters directory not in the catalog: {path}"
+            )
     for camera in cameras:
         check_latest(masters_dir / camera / "latest.fits", camera, state, report)
+    return orphans, partials
+
+
+def check_combined_once(state: CatalogState, report: Report) -> None:
+    """No frame (by content) combined twice: one frames row per file, in one set."""
+    combined = Counter(r["sha256"] for r in state.frames.values() if r["status"] == "combined")
+    for sha, count in combined.items():
+        if count > 1:
+            paths = [path_key(r["path"]) for r in state.frames.values() if r["sha256"] == sha]
+            report.discrepancy(f"frame {sha[:12]} combined {count} times: {paths}")
+
+
+def check_stalls(
+    log: Path, stall_camera: str | None, episodes: list[Episode], report: Report
+) -> None:
+    """camera.stalled only for the hung-mount camera, only while its mount hung."""
+    windows = [
+        (e.began, e.ended + dt.timedelta(seconds=STALL_GRACE_SECONDS))
+        for e in episodes
+        if e.name.startswith("hung mount") and e.began and e.ended
+    ]
+    for event in read_events(log):
+        if event.get("event") != "camera.stalled":
+            continue
+        stamp = dt.datetime.fromisoformat(str(event["timestamp"])).astimezone(dt.UTC)
+        inside = any(began <= stamp <= ended for began, ended in windows)
+        if event.get("camera") != stall_camera or not inside:
+            report.discrepancy(
+                f"camera.stalled for {event.get('camera')} at {event['timestamp']} outside the "
+                f"hung-mount episode: {event.get('hint') or event.get('action') or ''}"
+            )
 
 
 def check_latest(link: Path, camera: str, state: CatalogState, report: Report) -> None:
@@ -841,12 +1090,12 @@ def check_raw_files(written: list[Written], report: Report) -> None:
     """No raw file was modified (or removed) since it was written."""
     for w in written:
         try:
-            now = hashlib.sha256(w.path.read_bytes()).hexdigest()
+            now = fingerprint(w.source or w.path, w.kind)
         except OSError as exc:
             report.discrepancy(f"{w.path.name}: cannot be read any more: {exc}")
             continue
         if now != w.sha256:
-            report.discrepancy(f"{w.path.name}: modified since it was written (sha256 {now})")
+            report.discrepancy(f"{w.path.name}: modified since it was written ({now})")
 
 
 def log_errors(log_path: Path) -> Counter[str]:
@@ -878,6 +1127,17 @@ class Options:
     keep: bool
     kill_every: tuple[float, float]
     settle_timeout: float
+    burst_every: tuple[float, float]
+    odd_every: float
+    full_disk_seconds: float
+    hang_seconds: float
+    cgroup_limit: int
+    odd_kinds: tuple[str, ...]
+
+    @property
+    def feed_seconds(self) -> float:
+        """How long frames are fed."""
+        return self.minutes * 60
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -902,12 +1162,65 @@ def parse_args(argv: list[str] | None = None) -> Options:
         default=300.0,
         help="seconds to wait for the service to settle after feeding stops",
     )
+    parser.add_argument(
+        "--burst-every",
+        type=float,
+        nargs=2,
+        default=(120.0, 300.0),
+        metavar=("MIN", "MAX"),
+        help="seconds between two bursts of 15-40 frames (0 0: no bursts)",
+    )
+    parser.add_argument(
+        "--odd-every",
+        type=float,
+        default=20.0,
+        help="seconds between two odd files, at most (0: none); shortened so that every "
+        "odd kind comes at least once",
+    )
+    parser.add_argument(
+        "--full-disk-seconds",
+        type=float,
+        default=60.0,
+        help="how long masters_dir's tmpfs stays full (0: no full-disk episode)",
+    )
+    parser.add_argument(
+        "--hang-seconds",
+        type=float,
+        default=60.0,
+        help="how long the last camera's second watch directory hangs (0: no hung mount)",
+    )
+    parser.add_argument(
+        "--cgroup-limit",
+        type=int,
+        default=CGROUP_LIMIT_BYTES,
+        help="memory cgroup limit of the service, bytes (0: no cgroup)",
+    )
+    parser.add_argument(
+        "--odd-kinds",
+        nargs="+",
+        choices=ODD_KINDS,
+        default=list(ODD_KINDS),
+        metavar="KIND",
+        help=f"the odd kinds to write (default all: {' '.join(ODD_KINDS)})",
+    )
     args = parser.parse_args(argv)
     low, high = args.kill_every
-    if args.cameras < 1 or args.minutes <= 0 or not 0 < low <= high:
-        parser.error("need --cameras >= 1, --minutes > 0 and 0 < MIN <= MAX for --kill-every")
+    if args.cameras < 2 or args.minutes <= 0 or not 0 < low <= high:
+        parser.error("need --cameras >= 2, --minutes > 0 and 0 < MIN <= MAX for --kill-every")
     return Options(
-        args.minutes, args.cameras, args.seed, args.dir, args.keep, (low, high), args.settle_timeout
+        args.minutes,
+        args.cameras,
+        args.seed,
+        args.dir,
+        args.keep,
+        (low, high),
+        args.settle_timeout,
+        tuple(args.burst_every),
+        args.odd_every,
+        args.full_disk_seconds,
+        args.hang_seconds,
+        args.cgroup_limit,
+        tuple(args.odd_kinds),
     )
 
 
@@ -918,40 +1231,237 @@ class Outcome:
     written: list[Written]
     accounted: int
     state: CatalogState
+    orphans: int = 0
+    partials: int = 0
+    episodes: list[Episode] = field(default_factory=list)
+    starts: int = 0
+    ready_starts: int = 0
+    peak_rss_kib: int = 0
+    cgroup: str = ""
+    bursts: str = ""
+
+
+@dataclass
+class Rig:
+    """Everything the soak mounted or started besides the service, torn down in a finally."""
+
+    disk: TmpfsDisk | None = None
+    mount: StallMount | None = None
+    cgroup: MemoryCgroup | None = None
+    cgroup_text: str = ""
+
+    def close(self) -> None:
+        """Unmount and remove, whatever happened."""
+        if self.mount is not None:
+            self.mount.close()
+        if self.disk is not None:
+            self.disk.close()
+        if self.cgroup is not None:
+            self.cgroup.close()
+
+
+def build_rig(options: Options, work: Path, report: Report) -> Rig:
+    """The tmpfs under masters_dir, the stallfs mount and the memory cgroup."""
+    rig = Rig()
+    rig.cgroup, rig.cgroup_text = make_cgroup(options.cgroup_limit)
+    report.say(rig.cgroup_text)
+    if options.full_disk_seconds > 0:
+        # 256 MiB holds some 60 min of masters of 64 x 64 float32 with their previews.
+        rig.disk = TmpfsDisk(work / "masters", "256m")
+    if options.hang_seconds > 0:
+        rig.mount = StallMount(work / STALL_BACKING, work / STALL_WATCH, work / "stallfs.log")
+    return rig
 
 
 def run_soak(options: Options, work: Path, report: Report) -> Outcome:
     """Feed, hit, settle, stop, check."""
     cameras = camera_names(options.cameras)
-    config = write_config(work, cameras)
+    stall_camera = cameras[-1] if options.hang_seconds > 0 else None
+    config = write_config(work, cameras, stall_camera, options.full_disk_seconds)
+    settings = load_config(config)
     catalog = work / "state" / "catalog.sqlite"
     ledger = Ledger()
-    service = ServiceRunner(config, work)
+    rig = build_rig(options, work, report)
+    service = ServiceRunner(config, work, rig.cgroup)
+    rss = RssWatch(lambda: None if service.proc is None else service.proc.pid)
+    episodes: list[Episode] = []
+    feeds: Feeds | None = None
     try:
+        rss.start()
         start_service(service, report)
         report.say(f"service {service.pid} started; feeding {len(cameras)} cameras")
-        feeders = start_feeders(config, cameras, options.seed, ledger, report)
-        chaos(
-            service,
-            report,
-            time.monotonic() + options.minutes * 60,
-            options.kill_every,
-            options.seed,
-        )
-        stop_feeders(feeders)
+        feeds = Feeds(settings, options, work, ledger, report, rig)
+        deadline = time.monotonic() + options.feed_seconds
+        episode_thread = feeds.start_episodes(service, episodes)
+        chaos(service, report, deadline, options.kill_every, options.seed, feeds.hold)
+        feeds.stop()
+        episode_thread.join()
         report.say(f"feeding stopped: {len(ledger.files())} files written")
         settle(service, catalog, ledger, report, options.settle_timeout)
         final_stop(service, report)
     finally:
+        rss.stop.set()
         service.close()
-    written = ledger.files()
-    state = CatalogState.read(catalog)
+        rss.join()
+    try:
+        outcome = check_everything(work, settings, ledger.files(), stall_camera, episodes, report)
+        outcome.cgroup = describe_cgroup(rig.cgroup, rig.cgroup_text, report)
+    finally:
+        rig.close()
+    outcome.starts, outcome.ready_starts = service.starts, service.ready_starts
+    outcome.peak_rss_kib = rss.peak_kib
+    outcome.bursts = feeds.describe_bursts() if feeds is not None else "none"
+    check_starts_and_memory(outcome, report)
+    return outcome
+
+
+def check_everything(
+    work: Path,
+    settings: Config,
+    written: list[Written],
+    stall_camera: str | None,
+    episodes: list[Episode],
+    report: Report,
+) -> Outcome:
+    """The catalog and the files against the ledger."""
+    state = CatalogState.read(work / "state" / "catalog.sqlite", settings.site)
     accounted = check_files(written, state, report)
     check_sets(state, report)
     check_masters(state, written, report)
-    check_masters_dir(work / "masters", state, cameras, report)
+    check_combined_once(state, report)
+    cameras = [c.name for c in settings.cameras]
+    orphans, partials = check_masters_dir(work / "masters", state, cameras, report)
     check_raw_files(written, report)
-    return Outcome(written, accounted, state)
+    check_stalls(work / "log" / "biaswatch.jsonl", stall_camera, episodes, report)
+    return Outcome(written, accounted, state, orphans, partials, episodes)
+
+
+def check_starts_and_memory(outcome: Outcome, report: Report) -> None:
+    """Every start reached READY=1; the service's VmHWM stayed below the bound."""
+    failed = outcome.starts - outcome.ready_starts
+    if failed:
+        report.discrepancy(f"{failed} of {outcome.starts} starts did not reach READY=1")
+    if outcome.peak_rss_kib > MAX_SERVICE_RSS_MIB * 1024:
+        report.discrepancy(
+            f"service peak RSS {outcome.peak_rss_kib / 1024:.0f} MiB is above "
+            f"{MAX_SERVICE_RSS_MIB} MiB (soak_odd.MAX_SERVICE_RSS_MIB)"
+        )
+
+
+def describe_cgroup(group: MemoryCgroup | None, text: str, report: Report) -> str:
+    """The cgroup's peak and OOM kills; an OOM kill is a discrepancy."""
+    if group is None:
+        return text
+    kills = group.oom_kills()
+    if kills:
+        report.discrepancy(f"the kernel OOM-killed {kills} processes of the service's cgroup")
+    peak = group.peak_bytes()
+    shown = "?" if peak is None else f"{peak / 2**20:.0f} MiB"
+    return f"cgroup peak {shown} of {group.limit / 2**20:.0f} MiB, OOM kills {kills}"
+
+
+class Feeds:
+    """The feeder threads, bursts, odd files and episodes of one soak."""
+
+    def __init__(
+        self,
+        settings: Config,
+        options: Options,
+        work: Path,
+        ledger: Ledger,
+        report: Report,
+        rig: Rig,
+    ) -> None:
+        self.options = options
+        self.report = report
+        self.rig = rig
+        self.hold = threading.Lock()
+        self.ledger = ledger
+        names = [c.name for c in settings.cameras]
+        self.feeders = start_feeders_from(settings, names, options.seed, ledger, report)
+        self.makers = [
+            FrameMaker(c, options.seed * 7919 + i) for i, c in enumerate(settings.cameras)
+        ]
+        self.bursts: BurstFeeder | None = None
+        if options.burst_every[1] > 0:
+            self.bursts = BurstFeeder(
+                self.makers, GEOMETRY, options.burst_every, options.seed, self.record, report
+            )
+            self.bursts.start()
+        self.odd: OddFeeder | None = None
+        if options.odd_every > 0:
+            # Every kind at least once in the first 80 % of the feeding.
+            kinds = options.odd_kinds
+            interval = min(options.odd_every, 0.8 * options.feed_seconds / len(kinds))
+            contexts = [
+                OddContext(
+                    c, c.watch[0], work / "outside", GEOMETRY, self.makers[i].structure(GEOMETRY)
+                )
+                for i, c in enumerate(settings.cameras)
+            ]
+            self.odd = OddFeeder(contexts, kinds, interval, options.seed, self.record, report)
+            self.odd.start()
+        self._stop = threading.Event()
+
+    def record(self, path: Path, camera: str, kind: str, sha: str, source: Path | None) -> None:
+        """Put a written file in the ledger."""
+        self.ledger.add(Written(path, camera, kind, sha, source))
+
+    def start_episodes(self, service: ServiceRunner, episodes: list[Episode]) -> threading.Thread:
+        """The full disk at 25 % of the feeding, a second run at 45 %, the hung mount at 55 %.
+
+        Each episode lasts its option's seconds, at most 20 % of the feeding.
+        """
+        thread = threading.Thread(
+            target=self._episodes, args=(service, episodes), name="episodes", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _episodes(self, service: ServiceRunner, episodes: list[Episode]) -> None:
+        feed = self.options.feed_seconds
+        begun = time.monotonic()
+        try:
+            if self.rig.disk is not None and not self._stop.wait(0.25 * feed):
+                seconds = min(self.options.full_disk_seconds, 0.2 * feed)
+                episodes.append(full_disk(self.rig.disk, seconds, service.log_path, self.report))
+            # One second run for sure (the chaos loop adds some at random).
+            if not self._stop.wait(max(0.0, begun + 0.45 * feed - time.monotonic())):
+                with self.hold:
+                    try_second_run(service, self.report)
+            wait = begun + 0.55 * feed - time.monotonic()
+            if self.rig.mount is not None and not self._stop.wait(max(0.0, wait)):
+                with self.hold:
+                    episodes.append(
+                        hung_mount(self._hang_plan(), service.log_path, self.record, self.report)
+                    )
+        except Exception as exc:
+            self.report.discrepancy(f"episode failed: {exc!r}")
+
+    def _hang_plan(self) -> HangPlan:
+        assert self.rig.mount is not None
+        seconds = min(self.options.hang_seconds, 0.2 * self.options.feed_seconds)
+        return HangPlan(
+            self.makers[-1], self.rig.mount, GEOMETRY, EXPECTED_FRAMES, seconds, STALL_SECONDS
+        )
+
+    def stop(self) -> None:
+        """Stop every writer after the file it is writing; the episodes end on their own."""
+        self._stop.set()
+        for thread in (self.bursts, self.odd):
+            if thread is not None:
+                thread.stop.set()
+                thread.join()
+        stop_feeders(self.feeders)
+
+    def describe_bursts(self) -> str:
+        """The bursts line of the summary."""
+        if self.bursts is None:
+            return "none"
+        geometries = ", ".join(
+            f"{k} geometries: {v}" for k, v in sorted(self.bursts.by_geometries.items())
+        )
+        return f"{self.bursts.bursts} bursts, {self.bursts.frames} frames ({geometries or '-'})"
 
 
 def final_stop(service: ServiceRunner, report: Report) -> None:
@@ -967,22 +1477,41 @@ def print_summary(options: Options, work: Path, report: Report, outcome: Outcome
     minutes = (time.monotonic() - report.start) / 60
     bad = kinds["random"] + kinds["truncated"]
     set_states = ", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "none"
+    odd = sum(kinds[k] for k in ODD_KINDS)
     print()
     print(
         f"soak: fed {options.minutes:g} min ({minutes:.1f} min in all), "
-        f"{options.cameras} cameras, seed {options.seed}"
+        f"{options.cameras} cameras, seed {options.seed}, 2 combine slots"
     )
     print(
         f"frames in: {len(outcome.written)} (biases {kinds['bias']}, bad {bad} "
-        f"[random {kinds['random']}, truncated {kinds['truncated']}], flats {kinds['flat']})"
+        f"[random {kinds['random']}, truncated {kinds['truncated']}], flats {kinds['flat']}, "
+        f"odd {odd})"
     )
+    print(f"bursts: {outcome.bursts}")
+    print("odd files: " + (", ".join(f"{k} {kinds[k]}" for k in ODD_KINDS) if odd else "none"))
     print(f"frames accounted for: {outcome.accounted} of {len(outcome.written)}")
     print(f"sets: {len(outcome.state.sets)} ({set_states})")
     print(f"masters: {len(outcome.state.masters)}")
+    print(f"orphan masters on disk: {outcome.orphans}; temporaries left: {outcome.partials}")
     print(
         f"restarts: {actions['SIGKILL'] + actions['SIGTERM']} (SIGKILL {actions['SIGKILL']}, "
         f"SIGTERM {actions['SIGTERM']}); child-kills {actions['child-kill']} "
         f"(missed {actions['child-kill missed']})"
+    )
+    print(
+        f"starts: {outcome.starts}, reached READY=1: {outcome.ready_starts}, "
+        f"failed: {outcome.starts - outcome.ready_starts}"
+    )
+    print(
+        f"second runs: {actions['second-run']}, refused as expected: "
+        f"{actions['second-run refused']}"
+    )
+    for episode in outcome.episodes:
+        print(f"episode: {episode.describe()}")
+    print(
+        f"service peak RSS: {outcome.peak_rss_kib / 1024:.0f} MiB "
+        f"(bound {MAX_SERVICE_RSS_MIB} MiB); {outcome.cgroup}"
     )
     errors = log_errors(work / "log" / "biaswatch.jsonl")
     print(f"log events at error level: {dict(errors) or 'none'}")
