@@ -1,32 +1,55 @@
-"""Soak test: the real service under a steady trickle of frames, killed and restarted at random.
+"""Soak test: the real service under a trickle of frames, bursts, odd files and accidents.
 
 Usage:
     .venv/bin/python benchmarks/soak.py [--minutes 10] [--cameras 4] [--seed 1]
         [--dir DIR] [--keep] [--kill-every 15 60] [--settle-timeout 300]
+        [--burst-every 120 300] [--odd-every 20] [--odd-kinds KIND ...]
+        [--full-disk-seconds 60] [--hang-seconds 60] [--cgroup-limit 1200000000]
 
-Not part of the test suite: it runs for minutes and loads the machine. It makes a work
-directory (a new temporary one, or --dir, which must be empty or missing), writes a
-config.toml for --cameras cameras (cam1, cam2, ...), each watching its own directory,
-with settings that close sets quickly (5 frames a set, a 12 s quiet time, 0.5 s settle,
-30 s before an incomplete file is rejected as truncated), and starts the real service
-(``python -m biaswatch run``) in its own session, its output in service-output.txt and
-its JSON log in log/biaswatch.jsonl. A service that knows ``combine_retry_seconds`` gets
-5 s, so a retried combine does not hold up the end of the soak.
+Must run as root (it mounts a tmpfs and a FUSE file system, and makes a memory
+cgroup). Not part of the test suite: it runs for minutes and loads the machine. It
+makes a work directory (a new temporary one, or --dir, which must be empty or
+missing), writes a config.toml for --cameras cameras (cam1, cam2, ...), each watching
+its own directory, with settings that close sets quickly (5 frames a set, a 12 s quiet
+time, 0.5 s settle, 30 s before an incomplete file is rejected as truncated), two
+combine slots (max_combine_memory = 2 x mem_limit), stall_seconds 10, and starts the
+real service (``python -m biaswatch run``) in its own session, in a memory cgroup of
+--cgroup-limit bytes, with a NOTIFY_SOCKET of its own (every start must reach
+READY=1), its output in service-output.txt and its JSON log in log/biaswatch.jsonl.
+combine_retry_seconds is --full-disk-seconds / 2 (at least 5 s), so a set's third try
+comes after the full disk is freed. masters_dir is a 256 MiB tmpfs; the last camera
+has a second watch directory, stall/mnt, a tests/stallfs.py mirror of stall/backing.
 
 For --minutes minutes, one feeder thread per camera writes small raw bias frames
 (64 x 72 uint16 with an 8-column overscan), each in pieces under its final name as a
 camera does, with random gaps of 0.1-3 s. A few percent of the files are bad (random
 bytes named .fits, or a FITS file cut short and never completed) and a few are flats
-(IMAGETYP = 'flat'). The script keeps a ledger of every file, its sha256 and what it
-must become: a bias combined, a bad file rejected with a reason, a flat ignored.
+(IMAGETYP = 'flat'). Every --burst-every MIN MAX seconds a burst of 15-40 frames is
+written at once into one camera, in 1 to 3 geometries (soak_feeds.py). Every
+--odd-every seconds (shortened so that each kind comes at least once) one odd file of
+issue 11 goes to a random camera, the kinds in turn (soak_odd.py: dates 9999 and 0001,
+a control character in IMAGETYP, a negative NAXIS1, a sparse file and a .fits.fz
+announcing 20000 x 20000, a name that is not UTF-8, a 255-byte name, a FIFO, 20,000
+header cards, a symlink out of the watched tree). The script keeps a ledger of every
+file, its sha256 and what it must become: a bias combined, a bad file rejected with a
+reason, a flat ignored, an odd file as soak_odd.EXPECTATIONS says.
 
 Meanwhile, every --kill-every MIN MAX seconds, the service is hit at random:
 - SIGKILL of its whole process group (fork server and combine child included), then
   an immediate restart (most often);
 - SIGTERM, which must end it with status 0 within 30 s, then a restart;
 - SIGKILL of a running combine child only (found in /proc as a grandchild of the
-  service, below the fork server); the service keeps running.
-After each service kill, the old process group must be gone within 10 s.
+  service, below the fork server); the service keeps running;
+- a second ``biaswatch run`` on the same config, which must exit by itself within
+  15 s with a non-zero status naming the running service's pid, leave the pidfile
+  as it was, log no service.started, and leave the running service running.
+After each service kill, the old process group must be gone within 10 s. And once
+each: at 25 % of the feeding, masters_dir's tmpfs is filled with a ballast file for
+--full-disk-seconds, then freed; at 45 %, a second run; at 55 %, the stall mount hangs
+for --hang-seconds while 5 frames are written behind it (camera.stalled must come for
+that camera, other cameras must publish meanwhile). Each episode lasts at most 20 % of
+the feeding, and no hit falls inside one (a process blocked in FUSE cannot be killed;
+a restart during a full disk would spend a set's retries at once).
 
 Then feeding stops, the service is left to settle (every file recorded, every set
 done, failed or insufficient; the quiet time closes the last sets) for at most
@@ -34,20 +57,24 @@ done, failed or insufficient; the quiet time closes the last sets) for at most
 the files are checked:
 - every file written has exactly one frames row, with the expected status (a bias
   combined: a bias left in a failed set is a discrepancy; a bad file rejected with a
-  reason that says why; a flat ignored), and no row names a file the feeder did not
-  write;
+  reason that says why; a flat ignored; an odd file as EXPECTATIONS says, never left
+  'seen'), and no row names a file the feeders did not write;
 - every set is done; insufficient and failed sets are listed with their reason;
 - each done set has one master: the file exists, opens with astropy with valid
   checksums, its NCOMBINE equals the catalog's ncombine and the set's combined
   frames, its BWDIGEST the catalog's input_digest and the digest of the frames as
-  written; no two masters share an input_digest; no ".partial-" file and no file
-  unknown to the catalog is left under the masters directory; each camera's
-  latest.fits resolves to one of its masters;
-- no raw file changed since it was written (sha256).
+  written; no two masters share an input_digest; no frame is combined twice; no
+  ".partial" file and no file unknown to the catalog (an orphan) is left under the
+  masters directory; each camera's latest.fits resolves to one of its masters;
+- no raw file changed since it was written (sha256);
+- camera.stalled only for the hung camera, only while it hung;
+- every start reached READY=1; the service's VmHWM stayed below
+  soak_odd.MAX_SERVICE_RSS_MIB; nothing was OOM-killed in its cgroup.
 
 It prints a summary and every discrepancy, one line each, and exits 1 if there is any.
 The work directory is removed unless --keep or --dir is given, or a discrepancy was
-found; its path is printed.
+found; its path is printed. The tmpfs and the FUSE mount are unmounted in any case
+(the masters are copied back under the work directory first).
 """
 
 from __future__ import annotations
@@ -1424,7 +1451,13 @@ class Feeds:
         try:
             if self.rig.disk is not None and not self._stop.wait(0.25 * feed):
                 seconds = min(self.options.full_disk_seconds, 0.2 * feed)
-                episodes.append(full_disk(self.rig.disk, seconds, service.log_path, self.report))
+                # No hit inside either: combines.py does not keep a set's retry time
+                # across a restart, so kills during a full disk would spend its 3
+                # tries (MAX_TRIES) at once, and the outcome would hang on their timing.
+                with self.hold:
+                    episodes.append(
+                        full_disk(self.rig.disk, seconds, service.log_path, self.report)
+                    )
             # One second run for sure (the chaos loop adds some at random).
             if not self._stop.wait(max(0.0, begun + 0.45 * feed - time.monotonic())):
                 with self.hold:
