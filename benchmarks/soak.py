@@ -618,10 +618,13 @@ def start_service(service: ServiceRunner, report: Report) -> None:
     """Start the service; a start that does not reach READY=1 is a failed start."""
     service.start()
     if not service.wait_ready(timeout=READY_TIMEOUT):
-        report.discrepancy(
-            f"start {service.starts} failed: service (pid {service.pid}) did not send "
-            f"READY=1 within {READY_TIMEOUT:g} s; exit status {service.exit_status()}"
+        status = service.exit_status()
+        how = (
+            f"did not send READY=1 within {READY_TIMEOUT:g} s"
+            if status is None
+            else f"exited with status {status} before READY=1"
         )
+        report.discrepancy(f"start {service.starts} failed: service (pid {service.pid}) {how}")
 
 
 def check_group_gone(pgid: int, report: Report, after: str) -> None:
@@ -1290,25 +1293,44 @@ class Rig:
 def build_rig(options: Options, work: Path, report: Report) -> Rig:
     """The tmpfs under masters_dir, the stallfs mount and the memory cgroup."""
     rig = Rig()
-    rig.cgroup, rig.cgroup_text = make_cgroup(options.cgroup_limit)
-    report.say(rig.cgroup_text)
-    if options.full_disk_seconds > 0:
-        # 256 MiB holds some 60 min of masters of 64 x 64 float32 with their previews.
-        rig.disk = TmpfsDisk(work / "masters", "256m")
-    if options.hang_seconds > 0:
-        rig.mount = StallMount(work / STALL_BACKING, work / STALL_WATCH, work / "stallfs.log")
+    try:
+        rig.cgroup, rig.cgroup_text = make_cgroup(options.cgroup_limit)
+        report.say(rig.cgroup_text)
+        if options.full_disk_seconds > 0:
+            # 256 MiB holds some 60 min of masters of 64 x 64 float32 with their previews.
+            rig.disk = TmpfsDisk(work / "masters", "256m")
+        if options.hang_seconds > 0:
+            rig.mount = StallMount(work / STALL_BACKING, work / STALL_WATCH, work / "stallfs.log")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        rig.close()
+        raise SystemExit(
+            f"cannot set the soak up: {exc!r}. It needs root (mount, cgroups) and FUSE "
+            "(Debian's fuse3); --full-disk-seconds 0, --hang-seconds 0 or --cgroup-limit 0 "
+            "leave a part out"
+        ) from exc
     return rig
 
 
 def run_soak(options: Options, work: Path, report: Report) -> Outcome:
-    """Feed, hit, settle, stop, check."""
+    """Set up the mounts and the cgroup, soak, and take them down whatever happens."""
     cameras = camera_names(options.cameras)
     stall_camera = cameras[-1] if options.hang_seconds > 0 else None
     config = write_config(work, cameras, stall_camera, options.full_disk_seconds)
+    rig = build_rig(options, work, report)
+    try:
+        return soak_on(options, work, report, rig, config, stall_camera)
+    finally:
+        rig.close()
+
+
+def soak_on(
+    options: Options, work: Path, report: Report, rig: Rig, config: Path, stall_camera: str | None
+) -> Outcome:
+    """Feed, hit, settle, stop, check."""
     settings = load_config(config)
+    cameras = [c.name for c in settings.cameras]
     catalog = work / "state" / "catalog.sqlite"
     ledger = Ledger()
-    rig = build_rig(options, work, report)
     service = ServiceRunner(config, work, rig.cgroup)
     rss = RssWatch(lambda: None if service.proc is None else service.proc.pid)
     episodes: list[Episode] = []
@@ -1330,11 +1352,8 @@ def run_soak(options: Options, work: Path, report: Report) -> Outcome:
         rss.stop.set()
         service.close()
         rss.join()
-    try:
-        outcome = check_everything(work, settings, ledger.files(), stall_camera, episodes, report)
-        outcome.cgroup = describe_cgroup(rig.cgroup, rig.cgroup_text, report)
-    finally:
-        rig.close()
+    outcome = check_everything(work, settings, ledger.files(), stall_camera, episodes, report)
+    outcome.cgroup = describe_cgroup(rig.cgroup, rig.cgroup_text, report)
     outcome.starts, outcome.ready_starts = service.starts, service.ready_starts
     outcome.peak_rss_kib = rss.peak_kib
     outcome.bursts = feeds.describe_bursts() if feeds is not None else "none"
