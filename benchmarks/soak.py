@@ -63,7 +63,8 @@ the files are checked:
 - each done set has one master: the file exists, opens with astropy with valid
   checksums, its NCOMBINE equals the catalog's ncombine and the set's combined
   frames, its BWDIGEST the catalog's input_digest and the digest of the frames as
-  written; no two masters share an input_digest; no frame is combined twice; no
+  written; no two masters share an input_digest; no frame is combined twice (by
+  sha256 in the catalog, by name in the masters' IMCMB cards); no
   ".partial" file and no file unknown to the catalog (an orphan) is left under the
   masters directory; each camera's latest.fits resolves to one of its masters;
 - no raw file changed since it was written (sha256);
@@ -986,8 +987,8 @@ def master_header(path: Path) -> tuple[fits.Header | None, str]:
 
 def check_master(
     master: sqlite3.Row, state: CatalogState, digests: dict[str, str], report: Report
-) -> None:
-    """One masters row against its set, its file and the written frames."""
+) -> fits.Header | None:
+    """One masters row against its set, its file and the written frames; its header."""
     label = f"master {master['path']} (set {master['set_id']})"
     set_row = state.sets.get(master["set_id"])
     if set_row is None or set_row["state"] != "done":
@@ -1010,13 +1011,21 @@ def check_master(
     header, problem = master_header(Path(master["path"]))
     if header is None:
         report.discrepancy(f"{label}: cannot be opened: {problem}")
-        return
+        return None
     if problem:
         report.discrepancy(f"{label}: {problem}")
     if header.get("NCOMBINE") != master["ncombine"] or header.get("NCOMBINE") != len(combined):
         report.discrepancy(f"{label}: NCOMBINE {header.get('NCOMBINE')}; {facts}")
     if header.get("BWDIGEST") != master["input_digest"]:
         report.discrepancy(f"{label}: BWDIGEST {header.get('BWDIGEST')}; {facts}")
+    return header
+
+
+def imcmb_names(header: fits.Header | None) -> list[str]:
+    """The input file names a master's IMCMBnnn cards list."""
+    if header is None:
+        return []
+    return [str(v) for k, v in header.items() if k.startswith("IMCMB")]
 
 
 def check_masters(state: CatalogState, written: list[Written], report: Report) -> None:
@@ -1026,8 +1035,14 @@ def check_masters(state: CatalogState, written: list[Written], report: Report) -
     for set_id, row in state.sets.items():
         if row["state"] == "done" and by_set[set_id] != 1:
             report.discrepancy(f"set {set_id} is done with {by_set[set_id]} masters rows")
+    inputs: dict[tuple[str, str], list[str]] = {}
     for master in state.masters:
-        check_master(master, state, digests, report)
+        header = check_master(master, state, digests, report)
+        for name in imcmb_names(header):
+            inputs.setdefault((master["camera"], name), []).append(Path(master["path"]).name)
+    for (camera, name), masters in sorted(inputs.items()):
+        if len(masters) > 1:  # the soak never changes a raw file: no new set versions
+            report.discrepancy(f"{camera} frame {name} is an input of masters {masters}")
     for digest, count in Counter(m["input_digest"] for m in state.masters).items():
         if count > 1:
             paths = [m["path"] for m in state.masters if m["input_digest"] == digest]
