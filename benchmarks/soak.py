@@ -17,7 +17,8 @@ real service (``python -m biaswatch run``) in its own session, in a memory cgrou
 --cgroup-limit bytes, with a NOTIFY_SOCKET of its own (every start must reach
 READY=1), its output in service-output.txt and its JSON log in log/biaswatch.jsonl.
 combine_retry_seconds is --full-disk-seconds / 2 (at least 5 s), so a set's third try
-comes after the full disk is freed. masters_dir is a 256 MiB tmpfs; the last camera
+comes after the full disk is freed. masters_dir is a tmpfs (256 MiB, or 1 MiB per
+camera and minute and 64 more); the last camera
 has a second watch directory, stall/mnt, a tests/stallfs.py mirror of stall/backing.
 
 For --minutes minutes, one feeder thread per camera writes small raw bias frames
@@ -42,7 +43,8 @@ Meanwhile, every --kill-every MIN MAX seconds, the service is hit at random:
   service, below the fork server); the service keeps running;
 - a second ``biaswatch run`` on the same config, which must exit by itself within
   15 s with a non-zero status naming the running service's pid, leave the pidfile
-  as it was, log no service.started, and leave the running service running.
+  as it was, log neither service.started nor service.removed_temporary, and leave
+  the running service running.
 After each service kill, the old process group must be gone within 10 s. And once
 each: at 25 % of the feeding, masters_dir's tmpfs is filled with a ballast file for
 --full-disk-seconds, then freed; at 45 %, a second run; at 55 %, the stall mount hangs
@@ -752,6 +754,7 @@ def try_second_run(service: ServiceRunner, report: Report) -> None:
     pidfile = service.config.parent / "state" / "biaswatch.pid"
     before = pidfile.read_bytes() if pidfile.exists() else None
     started = count_events(service.log_path, "service.started")
+    removed = count_events(service.log_path, "service.removed_temporary")
     result = second_run(service.config, service.environment(), SECOND_RUN_TIMEOUT)
     report.actions["second-run"] += 1
     problems = []
@@ -767,6 +770,8 @@ def try_second_run(service: ServiceRunner, report: Report) -> None:
         problems.append("the pidfile changed")
     if count_events(service.log_path, "service.started") != started:
         problems.append("it logged service.started")
+    if count_events(service.log_path, "service.removed_temporary") != removed:
+        problems.append("it removed temporary files (service.removed_temporary)")
     report.say(
         f"second run: exit status {result.status} after {result.seconds:.1f} s; "
         f"{'; '.join(problems) or 'refused'}"
@@ -1305,6 +1310,16 @@ class Rig:
             self.cgroup.close()
 
 
+def tmpfs_mib(options: Options) -> int:
+    """The size of masters_dir's tmpfs, in MiB.
+
+    A camera of the soak makes about 6.5 masters a minute, 70 KiB each with its
+    preview (a 2-minute run: 52 masters of 4 cameras in 3.7 MiB), so 1 MiB per camera
+    and minute leaves room for bursts; at least 256 MiB.
+    """
+    return max(256, 64 + round(options.minutes * options.cameras))
+
+
 def build_rig(options: Options, work: Path, report: Report) -> Rig:
     """The tmpfs under masters_dir, the stallfs mount and the memory cgroup."""
     rig = Rig()
@@ -1312,8 +1327,7 @@ def build_rig(options: Options, work: Path, report: Report) -> Rig:
         rig.cgroup, rig.cgroup_text = make_cgroup(options.cgroup_limit)
         report.say(rig.cgroup_text)
         if options.full_disk_seconds > 0:
-            # 256 MiB holds some 60 min of masters of 64 x 64 float32 with their previews.
-            rig.disk = TmpfsDisk(work / "masters", "256m")
+            rig.disk = TmpfsDisk(work / "masters", f"{tmpfs_mib(options)}m")
         if options.hang_seconds > 0:
             rig.mount = StallMount(work / STALL_BACKING, work / STALL_WATCH, work / "stallfs.log")
     except (OSError, subprocess.CalledProcessError) as exc:
