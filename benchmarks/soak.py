@@ -42,7 +42,7 @@ Meanwhile, every --kill-every MIN MAX seconds, the service is hit at random:
 - SIGKILL of a running combine child only (found in /proc as a grandchild of the
   service, below the fork server); the service keeps running;
 - a second ``biaswatch run`` on the same config, which must exit by itself within
-  15 s with a non-zero status naming the running service's pid, leave the pidfile
+  30 s with a non-zero status naming the running service's pid, leave the pidfile
   as it was, log neither service.started nor service.removed_temporary, and leave
   the running service running.
 After each service kill, the old process group must be gone within 10 s. And once
