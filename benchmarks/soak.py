@@ -699,6 +699,7 @@ def restart_if_dead(service: ServiceRunner, report: Report) -> None:
     if status is None:
         return
     report.discrepancy(f"service {service.pid} ended by itself with exit status {status}")
+    report.actions["ended by itself"] += 1
     report.say(f"service {service.pid} ended by itself (status {status}); restarting")
     start_service(service, report)
 
@@ -1582,7 +1583,8 @@ def print_summary(options: Options, work: Path, report: Report, outcome: Outcome
     )
     print(
         f"starts: {outcome.starts}, reached READY=1: {outcome.ready_starts}, "
-        f"failed: {outcome.starts - outcome.ready_starts}"
+        f"failed: {outcome.starts - outcome.ready_starts}; ended by itself after: "
+        f"{actions['ended by itself']}"
     )
     print(
         f"second runs: {actions['second-run']}, refused as expected: "
