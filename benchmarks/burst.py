@@ -116,6 +116,7 @@ from soak import (  # a sibling script, not a package
     terminate_and_check,
     unsettled,
 )
+from soak_chaos import Memory, memory_of  # shared with soak.py
 
 CAMERA_GEOMETRY = Geometry(
     rows=256, cols=264, biassec=Section(257, 264, 1, 256), trimsec=Section(1, 256, 1, 256)
@@ -327,30 +328,6 @@ def writers_for(
 
 
 # --- watching the service -------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Memory:
-    """A process's VmRSS and VmHWM, in KiB."""
-
-    rss: int
-    hwm: int
-
-
-def memory_of(pid: int) -> Memory | None:
-    """VmRSS and VmHWM from /proc; None if the process is gone or a zombie."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    values: dict[str, int] = {}
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0])
-    if len(values) < 2:  # a zombie has no memory lines
-        return None
-    return Memory(values["VmRSS"], values["VmHWM"])
 
 
 def children_of(pid: int) -> list[int]:

@@ -1,32 +1,57 @@
-"""Soak test: the real service under a steady trickle of frames, killed and restarted at random.
+"""Soak test: the real service under a trickle of frames, bursts, odd files and accidents.
 
 Usage:
     .venv/bin/python benchmarks/soak.py [--minutes 10] [--cameras 4] [--seed 1]
         [--dir DIR] [--keep] [--kill-every 15 60] [--settle-timeout 300]
+        [--burst-every 120 300] [--odd-every 20] [--odd-kinds KIND ...]
+        [--full-disk-seconds 60] [--hang-seconds 60] [--cgroup-limit 1200000000]
 
-Not part of the test suite: it runs for minutes and loads the machine. It makes a work
-directory (a new temporary one, or --dir, which must be empty or missing), writes a
-config.toml for --cameras cameras (cam1, cam2, ...), each watching its own directory,
-with settings that close sets quickly (5 frames a set, a 12 s quiet time, 0.5 s settle,
-30 s before an incomplete file is rejected as truncated), and starts the real service
-(``python -m biaswatch run``) in its own session, its output in service-output.txt and
-its JSON log in log/biaswatch.jsonl. A service that knows ``combine_retry_seconds`` gets
-5 s, so a retried combine does not hold up the end of the soak.
+Must run as root (it mounts a tmpfs and a FUSE file system, and makes a memory
+cgroup). Not part of the test suite: it runs for minutes and loads the machine. It
+makes a work directory (a new temporary one, or --dir, which must be empty or
+missing), writes a config.toml for --cameras cameras (cam1, cam2, ...), each watching
+its own directory, with settings that close sets quickly (5 frames a set, a 12 s quiet
+time, 0.5 s settle, 30 s before an incomplete file is rejected as truncated), two
+combine slots (max_combine_memory = 2 x mem_limit), stall_seconds 10, and starts the
+real service (``python -m biaswatch run``) in its own session, in a memory cgroup of
+--cgroup-limit bytes, with a NOTIFY_SOCKET of its own (every start must reach
+READY=1), its output in service-output.txt and its JSON log in log/biaswatch.jsonl.
+combine_retry_seconds is --full-disk-seconds / 2 (at least 5 s), so a set's third try
+comes after the full disk is freed. masters_dir is a tmpfs (256 MiB, or 1 MiB per
+camera and minute and 64 more); the last camera
+has a second watch directory, stall/mnt, a tests/stallfs.py mirror of stall/backing.
 
 For --minutes minutes, one feeder thread per camera writes small raw bias frames
 (64 x 72 uint16 with an 8-column overscan), each in pieces under its final name as a
 camera does, with random gaps of 0.1-3 s. A few percent of the files are bad (random
 bytes named .fits, or a FITS file cut short and never completed) and a few are flats
-(IMAGETYP = 'flat'). The script keeps a ledger of every file, its sha256 and what it
-must become: a bias combined, a bad file rejected with a reason, a flat ignored.
+(IMAGETYP = 'flat'). Every --burst-every MIN MAX seconds a burst of 15-40 frames is
+written at once into one camera, in 1 to 3 geometries (soak_feeds.py). Every
+--odd-every seconds (shortened so that each kind comes at least once) one odd file of
+issue 11 goes to a random camera, the kinds in turn (soak_odd.py: dates 9999 and 0001,
+a control character in IMAGETYP, a negative NAXIS1, a sparse file and a .fits.fz
+announcing 20000 x 20000, a name that is not UTF-8, a 255-byte name, a FIFO, 20,000
+header cards, a symlink out of the watched tree). The script keeps a ledger of every
+file, its sha256 and what it must become: a bias combined, a bad file rejected with a
+reason, a flat ignored, an odd file as soak_odd.EXPECTATIONS says.
 
 Meanwhile, every --kill-every MIN MAX seconds, the service is hit at random:
 - SIGKILL of its whole process group (fork server and combine child included), then
   an immediate restart (most often);
 - SIGTERM, which must end it with status 0 within 30 s, then a restart;
 - SIGKILL of a running combine child only (found in /proc as a grandchild of the
-  service, below the fork server); the service keeps running.
-After each service kill, the old process group must be gone within 10 s.
+  service, below the fork server); the service keeps running;
+- a second ``biaswatch run`` on the same config, which must exit by itself within
+  30 s with a non-zero status naming the running service's pid, leave the pidfile
+  as it was, log neither service.started nor service.removed_temporary, and leave
+  the running service running.
+After each service kill, the old process group must be gone within 10 s. And once
+each: at 25 % of the feeding, masters_dir's tmpfs is filled with a ballast file for
+--full-disk-seconds, then freed; at 45 %, a second run; at 55 %, the stall mount hangs
+for --hang-seconds while 5 frames are written behind it (camera.stalled must come for
+that camera, other cameras must publish meanwhile). Each episode lasts at most 20 % of
+the feeding, and no hit falls inside one (a process blocked in FUSE cannot be killed;
+a restart during a full disk would spend a set's retries at once).
 
 Then feeding stops, the service is left to settle (every file recorded, every set
 done, failed or insufficient; the quiet time closes the last sets) for at most
@@ -34,20 +59,25 @@ done, failed or insufficient; the quiet time closes the last sets) for at most
 the files are checked:
 - every file written has exactly one frames row, with the expected status (a bias
   combined: a bias left in a failed set is a discrepancy; a bad file rejected with a
-  reason that says why; a flat ignored), and no row names a file the feeder did not
-  write;
+  reason that says why; a flat ignored; an odd file as EXPECTATIONS says, never left
+  'seen'), and no row names a file the feeders did not write;
 - every set is done; insufficient and failed sets are listed with their reason;
 - each done set has one master: the file exists, opens with astropy with valid
   checksums, its NCOMBINE equals the catalog's ncombine and the set's combined
   frames, its BWDIGEST the catalog's input_digest and the digest of the frames as
-  written; no two masters share an input_digest; no ".partial-" file and no file
-  unknown to the catalog is left under the masters directory; each camera's
-  latest.fits resolves to one of its masters;
-- no raw file changed since it was written (sha256).
+  written; no two masters share an input_digest; no frame is combined twice (by
+  sha256 in the catalog, by name in the masters' IMCMB cards); no
+  ".partial" file and no file unknown to the catalog (an orphan) is left under the
+  masters directory; each camera's latest.fits resolves to one of its masters;
+- no raw file changed since it was written (sha256);
+- camera.stalled only for the hung camera, only while it hung;
+- every start reached READY=1; the service's VmHWM stayed below
+  soak_odd.MAX_SERVICE_RSS_MIB; nothing was OOM-killed in its cgroup.
 
 It prints a summary and every discrepancy, one line each, and exits 1 if there is any.
 The work directory is removed unless --keep or --dir is given, or a discrepancy was
-found; its path is printed.
+found; its path is printed. The tmpfs and the FUSE mount are unmounted in any case
+(the masters are copied back under the work directory first).
 """
 
 from __future__ import annotations
@@ -55,30 +85,74 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
-import json
 import os
 import random
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import textwrap
 import threading
 import time
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
 
 import numpy as np
-from astropy.io import fits
+from soak_chaos import (
+    MemoryCgroup,
+    RssWatch,
+    StallMount,
+    TmpfsDisk,
+    make_cgroup,
+    read_events,
+    second_run,
+)
+from soak_checks import (
+    CatalogState,
+    check_combined_once,
+    check_files,
+    check_masters,
+    check_masters_dir,
+    check_raw_files,
+    check_sets,
+    check_stalls,
+    log_errors,
+    needs_row,
+    path_key,
+    query,
+)
+from soak_feeds import (
+    BurstFeeder,
+    Episode,
+    FrameMaker,
+    HangPlan,
+    OddFeeder,
+    full_disk,
+    hung_mount,
+)
+from soak_odd import (
+    CGROUP_LIMIT_BYTES,
+    EXPECTATIONS,
+    MAX_SERVICE_RSS_MIB,
+    ODD_KINDS,
+    SECOND_RUN_NAMES_PID,
+    SECOND_RUN_TIMEOUT,
+    OddContext,
+    safe_text,
+)
+from soak_service import NUMBA_CACHE as NUMBA_CACHE  # re-exported: executors.py
+from soak_service import (
+    ServiceRunner,
+    command_line,
+    grandchildren,
+    group_members,
+)
+from soak_service import proc_table as proc_table  # re-exported: burst.py
 
-from biaswatch.config import CameraConfig, ServiceConfig, load_config
+from biaswatch.config import CameraConfig, Config, ServiceConfig, load_config
 from biaswatch.sections import Section
-from biaswatch.sets import input_digest
 from biaswatch.simulate import (
     Geometry,
     camera_header,
@@ -93,7 +167,6 @@ from biaswatch.simulate import (
 # milliseconds, so the soak exercises the bookkeeping, not the arithmetic.
 GEOMETRY = Geometry(rows=64, cols=72, biassec=Section(65, 72, 1, 64), trimsec=Section(1, 64, 1, 64))
 EXPECTED_FRAMES = 5
-NUMBA_CACHE = Path(__file__).parent / "out" / "numba"
 
 # What a feeder writes, by probability; the rest are biases.
 P_RANDOM = 0.02
@@ -102,31 +175,48 @@ P_FLAT = 0.04
 GAP_SECONDS = (0.1, 3.0)
 
 # The chaos loop's choice among its actions, by weight.
-KILL_WEIGHTS = {"SIGKILL": 6, "SIGTERM": 2, "child-kill": 2}
+# "second-run" starts a second `biaswatch run` on the same config, which must be refused.
+KILL_WEIGHTS = {"SIGKILL": 6, "SIGTERM": 2, "child-kill": 2, "second-run": 1}
 TERM_TIMEOUT = 30.0
+# A start must reach READY=1 within this; the first one may compile the kernel on a
+# cold numba cache (about 10 s, burst.py), on 2 busy cores.
+READY_TIMEOUT = 120.0
 GROUP_GONE_TIMEOUT = 10.0
 
+# Two combine slots (max_combine_memory = 2 x mem_limit), as in issue 11. A camera
+# whose files give no answer for 10 s is reported stalled (the default is 60 s). The
+# night rolls over 11-12 h from the start and ends an hour before that, as in
+# burst.py, so neither falls inside a run of up to 10 hours.
 CONFIG = """
 [service]
 state_dir = "state"
 masters_dir = "masters"
 log_file = "log/biaswatch.jsonl"
 mem_limit = "64MB"
+max_combine_memory = "128MB"
+stall_seconds = {stall_seconds}
 poll_seconds = 0.2
 {service_extra}[site]
 timezone = "UTC"
+night_rollover = "{rollover}"
 [defaults]
 expected_frames = {expected}
 min_frames = 1
 quiet_minutes = 0.2
 settle_seconds = 0.5
 max_incomplete_minutes = 0.5
+night_end = "{night_end}"
 """
+STALL_SECONDS = 10
+# The hung-mount camera polls its directories (files reach the mirror's backing
+# directory from outside, which inotify would never see: tests/test_stall.py).
+STALL_CAMERA_EXTRA = "polling = true\npoll_interval_seconds = 0.5\n"
+STALL_WATCH = "stall/mnt"
+STALL_BACKING = "stall/backing"
 
-# What each kind of file must become, and how the reason of a rejection starts.
+# What each kind of file must become (how the reason of a rejection starts: soak_checks).
 EXPECTED_STATUS = {"bias": "combined", "random": "rejected", "truncated": "rejected"}
 EXPECTED_STATUS["flat"] = "ignored"
-EXPECTED_REASON = {"random": "not a FITS file", "truncated": "truncated"}
 
 
 def elapsed_stamp(start: float) -> str:
@@ -141,14 +231,17 @@ def elapsed_stamp(start: float) -> str:
 class Written:
     """One file a feeder wrote, and what the service must make of it."""
 
-    path: Path
+    path: Path  # as the service sees it
     camera: str
-    kind: str  # bias, random, truncated, flat
-    sha256: str
+    kind: str  # bias, random, truncated, flat, or an odd kind (soak_odd.EXPECTATIONS)
+    sha256: str  # or soak_odd.fingerprint's stand-in for a FIFO or a sparse file
+    source: Path | None = None  # where it was written, if not at path (the hung mount's)
 
     @property
     def expected(self) -> str:
-        """The frame status this file must end with."""
+        """The frame status this file must end with (odd kinds: any of several)."""
+        if self.kind in EXPECTATIONS:
+            return "/".join(sorted(EXPECTATIONS[self.kind].statuses))
         return EXPECTED_STATUS[self.kind]
 
 
@@ -184,165 +277,18 @@ class Report:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def say(self, text: str) -> None:
-        """A progress line."""
-        print(f"{elapsed_stamp(self.start)} {text}", flush=True)
+        """A progress line (file names escaped: they may hold any byte)."""
+        print(f"{elapsed_stamp(self.start)} {safe_text(text)}", flush=True)
 
     def discrepancy(self, text: str) -> None:
         """A finding that fails the soak."""
         with self.lock:
-            self.discrepancies.append(text)
+            self.discrepancies.append(safe_text(text))
 
     def note(self, text: str) -> None:
         """Something worth knowing that does not fail the soak."""
         with self.lock:
-            self.notes.append(text)
-
-
-# --- processes --------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Proc:
-    """One line of /proc: a process's parent, group, state and command."""
-
-    pid: int
-    ppid: int
-    pgrp: int
-    state: str
-
-
-def proc_table() -> dict[int, Proc]:
-    """Every process visible in /proc (psutil is not installed)."""
-    table = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue  # it ended while we looked
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-        fields = stat[stat.rindex(")") + 2 :].split()
-        pid = int(entry.name)
-        table[pid] = Proc(pid, int(fields[1]), int(fields[2]), fields[0])
-    return table
-
-
-def grandchildren(pid: int) -> list[int]:
-    """Live processes two or more levels below ``pid``: the combine children.
-
-    The service's children are the fork server and the resource tracker; every
-    combine child is forked by the fork server.
-    """
-    table = proc_table()
-    children: dict[int, list[int]] = {}
-    for proc in table.values():
-        if proc.state != "Z":
-            children.setdefault(proc.ppid, []).append(proc.pid)
-    found: list[int] = []
-    level = children.get(pid, [])
-    while level:
-        level = [c for p in level for c in children.get(p, [])]
-        found += level
-    return found
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes of a process group."""
-    return [p.pid for p in proc_table().values() if p.pgrp == pgid and p.state != "Z"]
-
-
-def command_line(pid: int) -> str:
-    """A process's command line, for messages."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return "?"
-    return raw.replace(b"\0", b" ").decode(errors="replace").strip()[:160]
-
-
-class ServiceRunner:
-    """``biaswatch run`` in its own session, restarted as often as the chaos asks."""
-
-    def __init__(self, config: Path, work: Path) -> None:
-        self.config = config
-        self.log_path = work / "log" / "biaswatch.jsonl"
-        self._output: IO[bytes] = open(work / "service-output.txt", "ab")  # noqa: SIM115
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log_offset = 0
-        self.starts = 0
-
-    def start(self) -> None:
-        """Start a new service process; its log starts at the current end of the log."""
-        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        env = {**os.environ, "NUMBA_CACHE_DIR": str(NUMBA_CACHE)}
-        env.pop("NOTIFY_SOCKET", None)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "biaswatch", "run", "--config", str(self.config)],
-            stdout=self._output,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # its own group: killpg reaches the combine children too
-        )
-        self.starts += 1
-
-    @property
-    def pid(self) -> int:
-        """The running service's pid."""
-        assert self.proc is not None
-        return self.proc.pid
-
-    def exit_status(self) -> int | None:
-        """None while it runs, else its exit status."""
-        assert self.proc is not None
-        return self.proc.poll()
-
-    def events_since_start(self) -> list[dict[str, Any]]:
-        """The log's events written since the current process started."""
-        if not self.log_path.exists():
-            return []
-        with open(self.log_path, "rb") as stream:
-            stream.seek(self._log_offset)
-            lines = stream.read().decode(errors="replace").splitlines()
-        events = []
-        for line in lines:
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line still being written
-        return events
-
-    def wait_event(self, name: str, timeout: float) -> bool:
-        """Wait for an event of this run; False after ``timeout`` or if the service ended."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.exit_status() is None:
-            if any(e.get("event") == name for e in self.events_since_start()):
-                return True
-            time.sleep(0.1)
-        return False
-
-    def kill_group(self) -> None:
-        """SIGKILL the service's whole process group and reap the service."""
-        assert self.proc is not None
-        os.killpg(self.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def terminate(self, timeout: float) -> tuple[int | None, float]:
-        """SIGTERM and wait; returns (exit status or None on timeout, seconds taken)."""
-        assert self.proc is not None
-        begun = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            status: int | None = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            status = None
-        return status, time.monotonic() - begun
-
-    def close(self) -> None:
-        """Kill whatever is left of the current process group; close the output file."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.kill_group()
-        self._output.close()
+            self.notes.append(safe_text(text))
 
 
 # --- the work directory and config ----------------------------------------------
@@ -363,24 +309,46 @@ def camera_names(count: int) -> list[str]:
     return [f"cam{i}" for i in range(1, count + 1)]
 
 
-def service_extra() -> str:
+def service_extra(full_disk_seconds: float = 0.0) -> str:
     """[service] keys only some versions of the service know: a short combine retry.
 
     A service that retries a failed combine waits combine_retry_seconds (60 s by
     default, doubling) first; 5 s keeps the soak's settling short. Older services
     reject the unknown key, so it is written only if this biaswatch has it.
+    With a full-disk episode of D seconds the wait is D / 2: a set tries 3 times
+    (combines.MAX_TRIES), at t, t + D/2 and t + 3D/2, so its last try comes after the
+    disk is freed wherever t falls in the episode.
     """
     known = ServiceConfig.model_fields
-    return "combine_retry_seconds = 5\n" if "combine_retry_seconds" in known else ""
+    retry = max(5.0, full_disk_seconds / 2)
+    return f"combine_retry_seconds = {retry:g}\n" if "combine_retry_seconds" in known else ""
 
 
-def write_config(work: Path, cameras: list[str]) -> Path:
-    """The soak's config.toml: one incoming directory per camera."""
-    text = CONFIG.replace("{expected}", str(EXPECTED_FRAMES))
-    text = text.replace("{service_extra}", service_extra())
+def write_config(
+    work: Path, cameras: list[str], stall_camera: str | None = None, full_disk_seconds: float = 0
+) -> Path:
+    """The soak's config.toml: one incoming directory per camera (two for ``stall_camera``)."""
+    rollover = (dt.datetime.now(dt.UTC).hour + 12) % 24
+    values = {
+        "expected": str(EXPECTED_FRAMES),
+        "service_extra": service_extra(full_disk_seconds),
+        "stall_seconds": str(STALL_SECONDS),
+        "rollover": f"{rollover:02d}:00",
+        "night_end": f"{(rollover - 1) % 24:02d}:00",
+    }
+    text = CONFIG
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", value)
     for name in cameras:
-        text += f'[cameras.{name}]\nwatch = ["incoming/{name}"]\n'
+        if name == stall_camera:
+            text += f'[cameras.{name}]\nwatch = ["incoming/{name}", "{STALL_WATCH}"]\n'
+            text += STALL_CAMERA_EXTRA
+            (work / STALL_WATCH).mkdir(parents=True)
+            (work / STALL_BACKING).mkdir(parents=True)
+        else:
+            text += f'[cameras.{name}]\nwatch = ["incoming/{name}"]\n'
         (work / "incoming" / name).mkdir(parents=True)
+    (work / "outside").mkdir()  # no camera watches it: the targets of symlink-out
     path = work / "config.toml"
     path.write_text(textwrap.dedent(text), encoding="utf-8")
     return path
@@ -458,7 +426,13 @@ def start_feeders(
     config: Path, cameras: list[str], seed: int, ledger: Ledger, report: Report
 ) -> list[Feeder]:
     """One running feeder per camera."""
-    settings = load_config(config)
+    return start_feeders_from(load_config(config), cameras, seed, ledger, report)
+
+
+def start_feeders_from(
+    settings: Config, cameras: list[str], seed: int, ledger: Ledger, report: Report
+) -> list[Feeder]:
+    """One running feeder per camera of the loaded config."""
     feeders = []
     for index, name in enumerate(cameras):
         camera = settings.camera(name)
@@ -480,13 +454,16 @@ def stop_feeders(feeders: list[Feeder]) -> None:
 
 
 def start_service(service: ServiceRunner, report: Report) -> None:
-    """Start the service and wait until it logs service.started."""
+    """Start the service; a start that does not reach READY=1 is a failed start."""
     service.start()
-    if not service.wait_event("service.started", timeout=60):
-        report.discrepancy(
-            f"service (pid {service.pid}) did not log service.started within 60 s; "
-            f"exit status {service.exit_status()}"
+    if not service.wait_ready(timeout=READY_TIMEOUT):
+        status = service.exit_status()
+        how = (
+            f"did not send READY=1 within {READY_TIMEOUT:g} s"
+            if status is None
+            else f"exited with status {status} before READY=1"
         )
+        report.discrepancy(f"start {service.starts} failed: service (pid {service.pid}) {how}")
 
 
 def check_group_gone(pgid: int, report: Report, after: str) -> None:
@@ -558,6 +535,7 @@ def restart_if_dead(service: ServiceRunner, report: Report) -> None:
     if status is None:
         return
     report.discrepancy(f"service {service.pid} ended by itself with exit status {status}")
+    report.actions["ended by itself"] += 1
     report.say(f"service {service.pid} ended by itself (status {status}); restarting")
     start_service(service, report)
 
@@ -575,8 +553,14 @@ def chaos(
     deadline: float,
     kill_every: tuple[float, float],
     seed: int,
+    hold: threading.Lock,
 ) -> None:
-    """Hit the service at random moments until ``deadline``."""
+    """Hit the service at random moments until ``deadline``.
+
+    Each hit holds ``hold``, which the hung-mount episode takes for its whole length:
+    a process blocked in a FUSE call cannot be killed until the mount answers
+    (tests/test_stall.py), so no hit falls inside that episode.
+    """
     rng = random.Random(seed)
     kinds, weights = list(KILL_WEIGHTS), list(KILL_WEIGHTS.values())
     while True:
@@ -586,27 +570,63 @@ def chaos(
             return
         wait_watching(service, report, moment)
         kind = rng.choices(kinds, weights)[0]
-        if kind == "SIGKILL":
-            sigkill_service(service, report)
-        elif kind == "SIGTERM":
-            sigterm_service(service, report)
-        else:
-            kill_combine_child(service, report, min(deadline, time.monotonic() + 30))
+        with hold:
+            hit(kind, service, report, deadline)
+
+
+def hit(kind: str, service: ServiceRunner, report: Report, deadline: float) -> None:
+    """One hit of the chaos loop."""
+    if kind == "SIGKILL":
+        sigkill_service(service, report)
+    elif kind == "SIGTERM":
+        sigterm_service(service, report)
+    elif kind == "second-run":
+        try_second_run(service, report)
+    else:
+        kill_combine_child(service, report, min(deadline, time.monotonic() + 30))
+
+
+def try_second_run(service: ServiceRunner, report: Report) -> None:
+    """A second `biaswatch run` on the same config: refused at once, touching nothing."""
+    pidfile = service.config.parent / "state" / "biaswatch.pid"
+    before = pidfile.read_bytes() if pidfile.exists() else None
+    started = count_events(service.log_path, "service.started")
+    removed = count_events(service.log_path, "service.removed_temporary")
+    result = second_run(service.config, service.environment(), SECOND_RUN_TIMEOUT)
+    report.actions["second-run"] += 1
+    problems = []
+    if result.status is None:
+        problems.append(f"it still ran after {SECOND_RUN_TIMEOUT:g} s (killed)")
+    elif result.status == 0:
+        problems.append("it exited with status 0")
+    if SECOND_RUN_NAMES_PID and str(service.pid) not in result.output:
+        problems.append(f"its output does not name pid {service.pid}: {result.output[-300:]!r}")
+    if service.exit_status() is not None:
+        problems.append(f"the running service ended (status {service.exit_status()})")
+    if (pidfile.read_bytes() if pidfile.exists() else None) != before:
+        problems.append("the pidfile changed")
+    if count_events(service.log_path, "service.started") != started:
+        problems.append("it logged service.started")
+    if count_events(service.log_path, "service.removed_temporary") != removed:
+        problems.append("it removed temporary files (service.removed_temporary)")
+    report.say(
+        f"second run: exit status {result.status} after {result.seconds:.1f} s; "
+        f"{'; '.join(problems) or 'refused'}"
+    )
+    if problems:
+        report.discrepancy("second `biaswatch run`: " + "; ".join(problems))
+    else:
+        report.actions["second-run refused"] += 1
+
+
+def count_events(log_path: Path, name: str) -> int:
+    """How many events called ``name`` the whole log holds."""
+    if not log_path.exists():
+        return 0
+    return sum(e.get("event") == name for e in read_events(log_path))
 
 
 # --- the catalog --------------------------------------------------------------
-
-
-def query(catalog: Path, sql: str, *args: object) -> list[sqlite3.Row]:
-    """Rows from the catalog, opened read-only; none if it does not exist yet."""
-    if not catalog.exists():
-        return []
-    db = sqlite3.connect(f"file:{catalog}?mode=ro", uri=True, timeout=30)
-    db.row_factory = sqlite3.Row
-    try:
-        return db.execute(sql, args).fetchall()
-    finally:
-        db.close()
 
 
 def unsettled(catalog: Path, ledger: Ledger) -> tuple[int, list[str]]:
@@ -617,8 +637,8 @@ def unsettled(catalog: Path, ledger: Ledger) -> tuple[int, list[str]]:
     """
     # A 'seen' row is a file noticed but not judged yet: still work to do.
     judged = "SELECT path FROM frames WHERE status != 'seen'"
-    recorded = {r["path"] for r in query(catalog, judged)}
-    missing = sum(1 for w in ledger.files() if str(w.path) not in recorded)
+    recorded = {path_key(r["path"]) for r in query(catalog, judged)}
+    missing = sum(1 for w in ledger.files() if str(w.path) not in recorded and needs_row(w))
     busy = query(
         catalog,
         "SELECT id, camera, state FROM sets WHERE state NOT IN ('done', 'failed', 'insufficient')",
@@ -648,222 +668,6 @@ def settle(
     )
 
 
-# --- checks -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogState:
-    """The catalog's three tables, read once at the end."""
-
-    frames: dict[str, sqlite3.Row]
-    sets: dict[int, sqlite3.Row]
-    masters: list[sqlite3.Row]
-
-    @classmethod
-    def read(cls, catalog: Path) -> CatalogState:
-        """Read every row."""
-        return cls(
-            {r["path"]: r for r in query(catalog, "SELECT * FROM frames")},
-            {r["id"]: r for r in query(catalog, "SELECT * FROM sets")},
-            query(catalog, "SELECT * FROM masters ORDER BY id"),
-        )
-
-    def set_frames(self, set_id: int, status: str) -> list[sqlite3.Row]:
-        """A set's frames of one status."""
-        return [f for f in self.frames.values() if f["set_id"] == set_id and f["status"] == status]
-
-
-def describe_set(state: CatalogState, set_id: int | None) -> str:
-    """'set 7 (failed: reason)' for messages."""
-    if set_id is None or set_id not in state.sets:
-        return "no set"
-    row = state.sets[set_id]
-    return f"set {set_id} ({row['state']}: {row['reason'] or 'no reason'})"
-
-
-def check_file(written: Written, state: CatalogState, report: Report) -> bool:
-    """One written file against its frames row; True if it is as expected."""
-    name = written.path.name
-    row = state.frames.get(str(written.path))
-    if row is None:
-        report.discrepancy(f"{name} ({written.kind}): no frames row")
-        return False
-    found = [f"status {row['status']}"]
-    ok = bool(row["status"] == written.expected and row["camera"] == written.camera)
-    if row["camera"] != written.camera:
-        found.append(f"camera {row['camera']}")
-    if written.kind == "bias":
-        found.append(describe_set(state, row["set_id"]))
-        if row["sha256"] != written.sha256:
-            ok = False
-            found.append(f"sha256 {row['sha256']} is not the written file's {written.sha256}")
-    elif written.kind in EXPECTED_REASON and not str(row["reason"] or "").startswith(
-        EXPECTED_REASON[written.kind]
-    ):
-        ok = False
-        found.append(f"reason {row['reason']!r}, expected {EXPECTED_REASON[written.kind]}: ...")
-    if not ok:
-        report.discrepancy(
-            f"{name} ({written.kind}): expected {written.expected}; " + ", ".join(found)
-        )
-    return ok
-
-
-def check_files(written: list[Written], state: CatalogState, report: Report) -> int:
-    """Every written file against the catalog; returns how many are as expected."""
-    good = sum(check_file(w, state, report) for w in written)
-    known = {str(w.path) for w in written}
-    for path, row in state.frames.items():
-        if path not in known:
-            report.discrepancy(
-                f"frames row {row['id']} for a file not written by the feeders: {path}"
-            )
-    return good
-
-
-def check_sets(state: CatalogState, report: Report) -> None:
-    """Every set must be done."""
-    for set_id, row in state.sets.items():
-        if row["state"] != "done":
-            valid = len(state.set_frames(set_id, "valid"))
-            report.discrepancy(
-                f"set {set_id} ({row['camera']} {row['night']} {row['geometry']}) is "
-                f"{row['state']} with {valid} valid frames: {row['reason'] or 'no reason'}"
-            )
-
-
-def master_header(path: Path) -> tuple[fits.Header | None, str]:
-    """A master's primary header, or None and why it could not be read."""
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            with fits.open(path, checksum=True) as hdul:
-                header = hdul[0].header.copy()
-                _ = hdul[0].data
-    except Exception as exc:
-        return None, f"{type(exc).__name__}: {exc}"
-    problems = [str(w.message) for w in caught if "checksum" in str(w.message).lower()]
-    return header, "; ".join(problems)
-
-
-def check_master(
-    master: sqlite3.Row, state: CatalogState, digests: dict[str, str], report: Report
-) -> None:
-    """One masters row against its set, its file and the written frames."""
-    label = f"master {master['path']} (set {master['set_id']})"
-    set_row = state.sets.get(master["set_id"])
-    if set_row is None or set_row["state"] != "done":
-        report.discrepancy(f"{label}: its set is {set_row['state'] if set_row else 'missing'}")
-    combined = state.set_frames(master["set_id"], "combined")
-    shas = [digests.get(f["path"], f["sha256"] or "") for f in combined]
-    expected_digest = input_digest(shas)
-    facts = {
-        "catalog ncombine": master["ncombine"],
-        "combined frames": len(combined),
-        "input_digest": master["input_digest"],
-        "digest of the written frames": expected_digest,
-    }
-    if master["ncombine"] != len(combined):
-        report.discrepancy(
-            f"{label}: ncombine {master['ncombine']} but {len(combined)} combined frames"
-        )
-    if master["input_digest"] != expected_digest:
-        report.discrepancy(f"{label}: input_digest is not the digest of its frames: {facts}")
-    header, problem = master_header(Path(master["path"]))
-    if header is None:
-        report.discrepancy(f"{label}: cannot be opened: {problem}")
-        return
-    if problem:
-        report.discrepancy(f"{label}: {problem}")
-    if header.get("NCOMBINE") != master["ncombine"] or header.get("NCOMBINE") != len(combined):
-        report.discrepancy(f"{label}: NCOMBINE {header.get('NCOMBINE')}; {facts}")
-    if header.get("BWDIGEST") != master["input_digest"]:
-        report.discrepancy(f"{label}: BWDIGEST {header.get('BWDIGEST')}; {facts}")
-
-
-def check_masters(state: CatalogState, written: list[Written], report: Report) -> None:
-    """Each done set has one master; masters are whole and distinct."""
-    digests = {str(w.path): w.sha256 for w in written}
-    by_set = Counter(m["set_id"] for m in state.masters)
-    for set_id, row in state.sets.items():
-        if row["state"] == "done" and by_set[set_id] != 1:
-            report.discrepancy(f"set {set_id} is done with {by_set[set_id]} masters rows")
-    for master in state.masters:
-        check_master(master, state, digests, report)
-    for digest, count in Counter(m["input_digest"] for m in state.masters).items():
-        if count > 1:
-            paths = [m["path"] for m in state.masters if m["input_digest"] == digest]
-            report.discrepancy(f"{count} masters share input_digest {digest}: {paths}")
-
-
-def check_masters_dir(
-    masters_dir: Path, state: CatalogState, cameras: list[str], report: Report
-) -> None:
-    """No temporary or unknown file under the masters directory; latest.fits links are good."""
-    recorded = {m["path"] for m in state.masters}
-    for path in sorted(p for p in masters_dir.rglob("*") if not p.is_dir()):
-        if ".partial-" in path.name:
-            report.discrepancy(f"temporary master left behind: {path}")
-        elif path.name == "latest.fits" and path.parent.parent == masters_dir:
-            continue
-        elif path.suffix == ".png" and str(path.with_suffix(".fits")) in recorded:
-            continue  # a recorded master's preview
-        elif str(path) not in recorded:
-            report.discrepancy(f"file under the masters directory not in the catalog: {path}")
-    for camera in cameras:
-        check_latest(masters_dir / camera / "latest.fits", camera, state, report)
-
-
-def check_latest(link: Path, camera: str, state: CatalogState, report: Report) -> None:
-    """latest.fits resolves to one of the camera's masters (ideally its newest)."""
-    own = [m for m in state.masters if m["camera"] == camera]
-    if not link.is_symlink():
-        if own:
-            report.discrepancy(f"{camera}: {len(own)} masters but no latest.fits link")
-        return
-    target = link.resolve()
-    mine = {str(Path(m["path"]).resolve()): m for m in own}
-    if str(target) not in mine:
-        report.discrepancy(f"{camera}: latest.fits -> {target}, not one of its masters")
-        return
-    if mine[str(target)]["state"] != "accepted":
-        report.discrepancy(f"{camera}: latest.fits -> {target.name}, a rejected master")
-        return
-    accepted = [m for m in own if m["state"] == "accepted"]
-    newest = max(accepted, key=lambda m: (m["night"], m["sequence"]))
-    if mine[str(target)]["path"] != newest["path"]:
-        report.note(
-            f"{camera}: latest.fits -> {target.name}, the newest is {Path(newest['path']).name}"
-        )
-
-
-def check_raw_files(written: list[Written], report: Report) -> None:
-    """No raw file was modified (or removed) since it was written."""
-    for w in written:
-        try:
-            now = hashlib.sha256(w.path.read_bytes()).hexdigest()
-        except OSError as exc:
-            report.discrepancy(f"{w.path.name}: cannot be read any more: {exc}")
-            continue
-        if now != w.sha256:
-            report.discrepancy(f"{w.path.name}: modified since it was written (sha256 {now})")
-
-
-def log_errors(log_path: Path) -> Counter[str]:
-    """Events logged at error level or above, by name."""
-    found: Counter[str] = Counter()
-    if not log_path.exists():
-        return found
-    for line in log_path.read_text(errors="replace").splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if event.get("level") in {"error", "critical", "exception"}:
-            found[str(event.get("event"))] += 1
-    return found
-
-
 # --- the run --------------------------------------------------------------------
 
 
@@ -878,6 +682,17 @@ class Options:
     keep: bool
     kill_every: tuple[float, float]
     settle_timeout: float
+    burst_every: tuple[float, float]
+    odd_every: float
+    full_disk_seconds: float
+    hang_seconds: float
+    cgroup_limit: int
+    odd_kinds: tuple[str, ...]
+
+    @property
+    def feed_seconds(self) -> float:
+        """How long frames are fed."""
+        return self.minutes * 60
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -902,12 +717,65 @@ def parse_args(argv: list[str] | None = None) -> Options:
         default=300.0,
         help="seconds to wait for the service to settle after feeding stops",
     )
+    parser.add_argument(
+        "--burst-every",
+        type=float,
+        nargs=2,
+        default=(120.0, 300.0),
+        metavar=("MIN", "MAX"),
+        help="seconds between two bursts of 15-40 frames (0 0: no bursts)",
+    )
+    parser.add_argument(
+        "--odd-every",
+        type=float,
+        default=20.0,
+        help="seconds between two odd files, at most (0: none); shortened so that every "
+        "odd kind comes at least once",
+    )
+    parser.add_argument(
+        "--full-disk-seconds",
+        type=float,
+        default=60.0,
+        help="how long masters_dir's tmpfs stays full (0: no full-disk episode)",
+    )
+    parser.add_argument(
+        "--hang-seconds",
+        type=float,
+        default=60.0,
+        help="how long the last camera's second watch directory hangs (0: no hung mount)",
+    )
+    parser.add_argument(
+        "--cgroup-limit",
+        type=int,
+        default=CGROUP_LIMIT_BYTES,
+        help="memory cgroup limit of the service, bytes (0: no cgroup)",
+    )
+    parser.add_argument(
+        "--odd-kinds",
+        nargs="+",
+        choices=ODD_KINDS,
+        default=list(ODD_KINDS),
+        metavar="KIND",
+        help=f"the odd kinds to write (default all: {' '.join(ODD_KINDS)})",
+    )
     args = parser.parse_args(argv)
     low, high = args.kill_every
-    if args.cameras < 1 or args.minutes <= 0 or not 0 < low <= high:
-        parser.error("need --cameras >= 1, --minutes > 0 and 0 < MIN <= MAX for --kill-every")
+    if args.cameras < 2 or args.minutes <= 0 or not 0 < low <= high:
+        parser.error("need --cameras >= 2, --minutes > 0 and 0 < MIN <= MAX for --kill-every")
     return Options(
-        args.minutes, args.cameras, args.seed, args.dir, args.keep, (low, high), args.settle_timeout
+        args.minutes,
+        args.cameras,
+        args.seed,
+        args.dir,
+        args.keep,
+        (low, high),
+        args.settle_timeout,
+        tuple(args.burst_every),
+        args.odd_every,
+        args.full_disk_seconds,
+        args.hang_seconds,
+        args.cgroup_limit,
+        tuple(args.odd_kinds),
     )
 
 
@@ -918,40 +786,268 @@ class Outcome:
     written: list[Written]
     accounted: int
     state: CatalogState
+    orphans: int = 0
+    partials: int = 0
+    episodes: list[Episode] = field(default_factory=list)
+    starts: int = 0
+    ready_starts: int = 0
+    peak_rss_kib: int = 0
+    cgroup: str = ""
+    bursts: str = ""
+
+
+@dataclass
+class Rig:
+    """Everything the soak mounted or started besides the service, torn down in a finally."""
+
+    disk: TmpfsDisk | None = None
+    mount: StallMount | None = None
+    cgroup: MemoryCgroup | None = None
+    cgroup_text: str = ""
+
+    def close(self) -> None:
+        """Unmount and remove, whatever happened."""
+        if self.mount is not None:
+            self.mount.close()
+        if self.disk is not None:
+            self.disk.close()
+        if self.cgroup is not None:
+            self.cgroup.close()
+
+
+def tmpfs_mib(options: Options) -> int:
+    """The size of masters_dir's tmpfs, in MiB.
+
+    A camera of the soak makes about 6.5 masters a minute, 70 KiB each with its
+    preview (a 2-minute run: 52 masters of 4 cameras in 3.7 MiB), so 1 MiB per camera
+    and minute leaves room for bursts; at least 256 MiB.
+    """
+    return max(256, 64 + round(options.minutes * options.cameras))
+
+
+def build_rig(options: Options, work: Path, report: Report) -> Rig:
+    """The tmpfs under masters_dir, the stallfs mount and the memory cgroup."""
+    rig = Rig()
+    try:
+        rig.cgroup, rig.cgroup_text = make_cgroup(options.cgroup_limit)
+        report.say(rig.cgroup_text)
+        if options.full_disk_seconds > 0:
+            rig.disk = TmpfsDisk(work / "masters", f"{tmpfs_mib(options)}m")
+        if options.hang_seconds > 0:
+            rig.mount = StallMount(work / STALL_BACKING, work / STALL_WATCH, work / "stallfs.log")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        rig.close()
+        raise SystemExit(
+            f"cannot set the soak up: {exc!r}. It needs root (mount, cgroups) and FUSE "
+            "(Debian's fuse3); --full-disk-seconds 0, --hang-seconds 0 or --cgroup-limit 0 "
+            "leave a part out"
+        ) from exc
+    return rig
 
 
 def run_soak(options: Options, work: Path, report: Report) -> Outcome:
-    """Feed, hit, settle, stop, check."""
+    """Set up the mounts and the cgroup, soak, and take them down whatever happens."""
     cameras = camera_names(options.cameras)
-    config = write_config(work, cameras)
+    stall_camera = cameras[-1] if options.hang_seconds > 0 else None
+    config = write_config(work, cameras, stall_camera, options.full_disk_seconds)
+    rig = build_rig(options, work, report)
+    try:
+        return soak_on(options, work, report, rig, config, stall_camera)
+    finally:
+        rig.close()
+
+
+def soak_on(
+    options: Options, work: Path, report: Report, rig: Rig, config: Path, stall_camera: str | None
+) -> Outcome:
+    """Feed, hit, settle, stop, check."""
+    settings = load_config(config)
+    cameras = [c.name for c in settings.cameras]
     catalog = work / "state" / "catalog.sqlite"
     ledger = Ledger()
-    service = ServiceRunner(config, work)
+    service = ServiceRunner(config, work, rig.cgroup)
+    rss = RssWatch(lambda: None if service.proc is None else service.proc.pid)
+    episodes: list[Episode] = []
+    feeds: Feeds | None = None
     try:
+        rss.start()
         start_service(service, report)
         report.say(f"service {service.pid} started; feeding {len(cameras)} cameras")
-        feeders = start_feeders(config, cameras, options.seed, ledger, report)
-        chaos(
-            service,
-            report,
-            time.monotonic() + options.minutes * 60,
-            options.kill_every,
-            options.seed,
-        )
-        stop_feeders(feeders)
+        feeds = Feeds(settings, options, work, ledger, report, rig)
+        deadline = time.monotonic() + options.feed_seconds
+        episode_thread = feeds.start_episodes(service, episodes)
+        chaos(service, report, deadline, options.kill_every, options.seed, feeds.hold)
+        feeds.stop()
+        episode_thread.join()
         report.say(f"feeding stopped: {len(ledger.files())} files written")
         settle(service, catalog, ledger, report, options.settle_timeout)
         final_stop(service, report)
     finally:
+        rss.stop.set()
         service.close()
-    written = ledger.files()
-    state = CatalogState.read(catalog)
+        rss.join()
+    outcome = check_everything(work, settings, ledger.files(), stall_camera, episodes, report)
+    outcome.cgroup = describe_cgroup(rig.cgroup, rig.cgroup_text, report)
+    outcome.starts, outcome.ready_starts = service.starts, service.ready_starts
+    outcome.peak_rss_kib = rss.peak_kib
+    outcome.bursts = feeds.describe_bursts() if feeds is not None else "none"
+    check_starts_and_memory(outcome, report)
+    return outcome
+
+
+def check_everything(
+    work: Path,
+    settings: Config,
+    written: list[Written],
+    stall_camera: str | None,
+    episodes: list[Episode],
+    report: Report,
+) -> Outcome:
+    """The catalog and the files against the ledger."""
+    state = CatalogState.read(work / "state" / "catalog.sqlite", settings.site)
     accounted = check_files(written, state, report)
     check_sets(state, report)
     check_masters(state, written, report)
-    check_masters_dir(work / "masters", state, cameras, report)
+    check_combined_once(state, report)
+    cameras = [c.name for c in settings.cameras]
+    orphans, partials = check_masters_dir(work / "masters", state, cameras, report)
     check_raw_files(written, report)
-    return Outcome(written, accounted, state)
+    check_stalls(work / "log" / "biaswatch.jsonl", stall_camera, episodes, report)
+    return Outcome(written, accounted, state, orphans, partials, episodes)
+
+
+def check_starts_and_memory(outcome: Outcome, report: Report) -> None:
+    """Every start reached READY=1; the service's VmHWM stayed below the bound."""
+    failed = outcome.starts - outcome.ready_starts
+    if failed:
+        report.discrepancy(f"{failed} of {outcome.starts} starts did not reach READY=1")
+    if outcome.peak_rss_kib > MAX_SERVICE_RSS_MIB * 1024:
+        report.discrepancy(
+            f"service peak RSS {outcome.peak_rss_kib / 1024:.0f} MiB is above "
+            f"{MAX_SERVICE_RSS_MIB} MiB (soak_odd.MAX_SERVICE_RSS_MIB)"
+        )
+
+
+def describe_cgroup(group: MemoryCgroup | None, text: str, report: Report) -> str:
+    """The cgroup's peak and OOM kills; an OOM kill is a discrepancy."""
+    if group is None:
+        return text
+    kills = group.oom_kills()
+    if kills:
+        report.discrepancy(f"the kernel OOM-killed {kills} processes of the service's cgroup")
+    peak = group.peak_bytes()
+    shown = "?" if peak is None else f"{peak / 2**20:.0f} MiB"
+    return f"cgroup peak {shown} of {group.limit / 2**20:.0f} MiB, OOM kills {kills}"
+
+
+class Feeds:
+    """The feeder threads, bursts, odd files and episodes of one soak."""
+
+    def __init__(
+        self,
+        settings: Config,
+        options: Options,
+        work: Path,
+        ledger: Ledger,
+        report: Report,
+        rig: Rig,
+    ) -> None:
+        self.options = options
+        self.report = report
+        self.rig = rig
+        self.hold = threading.Lock()
+        self.ledger = ledger
+        names = [c.name for c in settings.cameras]
+        self.feeders = start_feeders_from(settings, names, options.seed, ledger, report)
+        self.makers = [
+            FrameMaker(c, options.seed * 7919 + i) for i, c in enumerate(settings.cameras)
+        ]
+        self.bursts: BurstFeeder | None = None
+        if options.burst_every[1] > 0:
+            self.bursts = BurstFeeder(
+                self.makers, GEOMETRY, options.burst_every, options.seed, self.record, report
+            )
+            self.bursts.start()
+        self.odd: OddFeeder | None = None
+        if options.odd_every > 0:
+            # Every kind at least once in the first 80 % of the feeding.
+            kinds = options.odd_kinds
+            interval = min(options.odd_every, 0.8 * options.feed_seconds / len(kinds))
+            contexts = [
+                OddContext(
+                    c, c.watch[0], work / "outside", GEOMETRY, self.makers[i].structure(GEOMETRY)
+                )
+                for i, c in enumerate(settings.cameras)
+            ]
+            self.odd = OddFeeder(contexts, kinds, interval, options.seed, self.record, report)
+            self.odd.start()
+        self._stop = threading.Event()
+
+    def record(self, path: Path, camera: str, kind: str, sha: str, source: Path | None) -> None:
+        """Put a written file in the ledger."""
+        self.ledger.add(Written(path, camera, kind, sha, source))
+
+    def start_episodes(self, service: ServiceRunner, episodes: list[Episode]) -> threading.Thread:
+        """The full disk at 25 % of the feeding, a second run at 45 %, the hung mount at 55 %.
+
+        Each episode lasts its option's seconds, at most 20 % of the feeding.
+        """
+        thread = threading.Thread(
+            target=self._episodes, args=(service, episodes), name="episodes", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _episodes(self, service: ServiceRunner, episodes: list[Episode]) -> None:
+        feed = self.options.feed_seconds
+        begun = time.monotonic()
+        try:
+            if self.rig.disk is not None and not self._stop.wait(0.25 * feed):
+                seconds = min(self.options.full_disk_seconds, 0.2 * feed)
+                # No hit inside either: combines.py does not keep a set's retry time
+                # across a restart, so kills during a full disk would spend its 3
+                # tries (MAX_TRIES) at once, and the outcome would hang on their timing.
+                with self.hold:
+                    episodes.append(
+                        full_disk(self.rig.disk, seconds, service.log_path, self.report)
+                    )
+            # One second run for sure (the chaos loop adds some at random).
+            if not self._stop.wait(max(0.0, begun + 0.45 * feed - time.monotonic())):
+                with self.hold:
+                    try_second_run(service, self.report)
+            wait = begun + 0.55 * feed - time.monotonic()
+            if self.rig.mount is not None and not self._stop.wait(max(0.0, wait)):
+                with self.hold:
+                    episodes.append(
+                        hung_mount(self._hang_plan(), service.log_path, self.record, self.report)
+                    )
+        except Exception as exc:
+            self.report.discrepancy(f"episode failed: {exc!r}")
+
+    def _hang_plan(self) -> HangPlan:
+        assert self.rig.mount is not None
+        seconds = min(self.options.hang_seconds, 0.2 * self.options.feed_seconds)
+        return HangPlan(
+            self.makers[-1], self.rig.mount, GEOMETRY, EXPECTED_FRAMES, seconds, STALL_SECONDS
+        )
+
+    def stop(self) -> None:
+        """Stop every writer after the file it is writing; the episodes end on their own."""
+        self._stop.set()
+        for thread in (self.bursts, self.odd):
+            if thread is not None:
+                thread.stop.set()
+                thread.join()
+        stop_feeders(self.feeders)
+
+    def describe_bursts(self) -> str:
+        """The bursts line of the summary."""
+        if self.bursts is None:
+            return "none"
+        geometries = ", ".join(
+            f"{k} geometries: {v}" for k, v in sorted(self.bursts.by_geometries.items())
+        )
+        return f"{self.bursts.bursts} bursts, {self.bursts.frames} frames ({geometries or '-'})"
 
 
 def final_stop(service: ServiceRunner, report: Report) -> None:
@@ -967,22 +1063,42 @@ def print_summary(options: Options, work: Path, report: Report, outcome: Outcome
     minutes = (time.monotonic() - report.start) / 60
     bad = kinds["random"] + kinds["truncated"]
     set_states = ", ".join(f"{k} {v}" for k, v in sorted(states.items())) or "none"
+    odd = sum(kinds[k] for k in ODD_KINDS)
     print()
     print(
         f"soak: fed {options.minutes:g} min ({minutes:.1f} min in all), "
-        f"{options.cameras} cameras, seed {options.seed}"
+        f"{options.cameras} cameras, seed {options.seed}, 2 combine slots"
     )
     print(
         f"frames in: {len(outcome.written)} (biases {kinds['bias']}, bad {bad} "
-        f"[random {kinds['random']}, truncated {kinds['truncated']}], flats {kinds['flat']})"
+        f"[random {kinds['random']}, truncated {kinds['truncated']}], flats {kinds['flat']}, "
+        f"odd {odd})"
     )
+    print(f"bursts: {outcome.bursts}")
+    print("odd files: " + (", ".join(f"{k} {kinds[k]}" for k in ODD_KINDS) if odd else "none"))
     print(f"frames accounted for: {outcome.accounted} of {len(outcome.written)}")
     print(f"sets: {len(outcome.state.sets)} ({set_states})")
     print(f"masters: {len(outcome.state.masters)}")
+    print(f"orphan masters on disk: {outcome.orphans}; temporaries left: {outcome.partials}")
     print(
         f"restarts: {actions['SIGKILL'] + actions['SIGTERM']} (SIGKILL {actions['SIGKILL']}, "
         f"SIGTERM {actions['SIGTERM']}); child-kills {actions['child-kill']} "
         f"(missed {actions['child-kill missed']})"
+    )
+    print(
+        f"starts: {outcome.starts}, reached READY=1: {outcome.ready_starts}, "
+        f"failed: {outcome.starts - outcome.ready_starts}; ended by itself after: "
+        f"{actions['ended by itself']}"
+    )
+    print(
+        f"second runs: {actions['second-run']}, refused as expected: "
+        f"{actions['second-run refused']}"
+    )
+    for episode in outcome.episodes:
+        print(f"episode: {episode.describe()}")
+    print(
+        f"service peak RSS: {outcome.peak_rss_kib / 1024:.0f} MiB "
+        f"(bound {MAX_SERVICE_RSS_MIB} MiB); {outcome.cgroup}"
     )
     errors = log_errors(work / "log" / "biaswatch.jsonl")
     print(f"log events at error level: {dict(errors) or 'none'}")
