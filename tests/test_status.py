@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from service_process import catalog_rows, running_service, wait_for, write_config, write_frames
+
+from biaswatch import pidfile
 
 
 def status(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -59,3 +63,22 @@ def test_status_shows_the_service_open_sets_masters_and_rejections(tmp_path: Pat
     assert text.startswith("service: not running\ncamera cryo\n")
     assert f"  last master: {master['path']} (" in text
     assert "    junk.fits: not a FITS file" in text
+
+
+def test_status_trusts_the_lock_not_the_pid_in_the_file(tmp_path: Path) -> None:
+    """A file naming a live pid (1) but unlocked says not running; a held lock says running."""
+    config = write_config(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / pidfile.NAME).write_text("1 2026-12-01T00:00:00+00:00\n")  # left by a crash
+    stale = status_json(config)["service"]
+    text = status(config).stdout
+    lock = pidfile.take(state, dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC))
+    try:
+        held = status_json(config)["service"]
+    finally:
+        lock.release()
+    assert stale == {"running": False}
+    assert text.startswith("service: not running\n")
+    assert held == {"running": True, "pid": os.getpid(), "since": "2026-12-04T12:00:00+00:00"}
+    assert status_json(config)["service"] == {"running": False}

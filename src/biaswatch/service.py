@@ -22,7 +22,7 @@ from collections.abc import Callable
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from biaswatch import __version__, lanes, pidfile
+from biaswatch import __version__, lanes
 from biaswatch.alarms import NIGHT_CHECK, Alarms, night_end_check
 from biaswatch.catalog_open import open_catalog
 from biaswatch.clock import Clock, SystemClock
@@ -166,7 +166,6 @@ class Service:
             directory.mkdir(parents=True, exist_ok=True)
         self._remove_temporaries()
         mark_service()
-        pidfile.write(self.config.service.state_dir, self.clock.now())
         if self.executor.name == "local":
             start_server(self.config.service.state_dir / "cache" / "numba", self._server_ready)
         else:  # the cluster's workers combine: no fork server here
@@ -204,7 +203,6 @@ class Service:
         self.combines.previews.finish()
         self.executor.close()
         self.catalog.close()
-        pidfile.remove(self.config.service.state_dir)
         log.info("service.stopped")
 
     def _remove_temporaries(self) -> None:
