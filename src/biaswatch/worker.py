@@ -11,8 +11,9 @@ compiled its kernel (preload.py): a spawned child spent about 2 s importing
 numpy, astropy and numba and loading the kernel before its first row, which
 the issue's latency target (last frame to master within the combine's time
 plus 1 s) does not allow. If the server dies, multiprocessing starts a new one.
-The service starts no combine before a probe child has run (start_server), and the
-parent is woken as soon as a child answers or dies (CombineProcess's wake).
+The service starts no combine before a probe child has run (start_server; a failed
+probe is tried again later), and the parent is woken as soon as a child answers or
+dies (CombineProcess's wake). At a stop the server is ended and reaped (ForkServer.stop).
 """
 
 from __future__ import annotations
