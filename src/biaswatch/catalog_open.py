@@ -33,7 +33,7 @@ def open_catalog(
     Raises:
         ConfigError: it would live on a network filesystem, where WAL cannot work.
     """
-    problem = check_state_dir(path.parent, mounts)
+    problem = check_state_dir(path.parent, mounts) or check_writable(path)
     if problem is not None:
         raise ConfigError([f"[service] state_dir: {problem}"])
     stamp = now().strftime("%Y%m%dT%H%M%SZ")
@@ -42,6 +42,40 @@ def open_catalog(
         action = "rebuilding from a full scan; masters already on disk are adopted"
         log.error("catalog.corrupt", moved_to=str(aside), action=action)
     return Catalog(path, now=now)
+
+
+# SQLite's primary result codes that mean "not allowed to write here" (sqlite.org/rescode.html):
+# SQLITE_PERM 3, SQLITE_READONLY 8, SQLITE_CANTOPEN 14; extended codes keep them in the low byte.
+_NOT_WRITABLE = {3, 8, 14}
+
+
+def check_writable(path: Path) -> str | None:
+    """Why the catalog cannot be written (permissions, a read-only file system), or None.
+
+    SQLite opens a file it may not write read-only without a word, and the first write
+    fails much later, in the middle of start-up: ask for a write lock now instead.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create {path.parent} ({exc.strerror}): create it for the service's user"
+    try:
+        db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        try:
+            # In WAL mode a read-only file still grants the write lock: write, then undo.
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("CREATE TABLE write_probe (x INTEGER)")
+            db.execute("ROLLBACK")
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _NOT_WRITABLE:
+            return None  # not a permission problem: corrupt (set aside below), busy
+        return (
+            f"the catalog {path} cannot be written ({exc}): give the service's user write "
+            f"access to it and to {path.parent} (SQLite writes {path.name}-wal and -shm there)"
+        )
+    return None
 
 
 def set_aside_if_corrupt(path: Path, stamp: str) -> Path | None:

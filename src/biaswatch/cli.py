@@ -1,7 +1,8 @@
 """The command line: ``biaswatch run | masters | accept | reject | check-config | ...``.
 
 Exit statuses: 0 success, 1 failure, 2 usage error, 69 Dask scheduler unreachable
-at start (EX_UNAVAILABLE; systemd restarts it), 78 configuration error
+at start (EX_UNAVAILABLE; systemd restarts it), 75 another service already runs
+on the same state directory (EX_TEMPFAIL; ``run`` only), 78 configuration error
 (EX_CONFIG from sysexits.h; the systemd unit has RestartPreventExitStatus=78
 so a broken config does not restart-loop).
 """
@@ -9,27 +10,37 @@ so a broken config does not restart-loop).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
-from biaswatch import __version__
+from biaswatch import __version__, pidfile
 from biaswatch.attempts_cli import add_command as add_attempts_command
 from biaswatch.backfill import add_command as add_backfill_command
 from biaswatch.checkconfig import add_command
-from biaswatch.config import load_config
+from biaswatch.config import Config, load_config
 from biaswatch.errors import ConfigError, SchedulerUnreachable
 from biaswatch.logview import add_command as add_log_command
 from biaswatch.masters_cli import add_commands
 from biaswatch.report import add_command as add_report_command
 from biaswatch.status import add_command as add_status_command
 
+if TYPE_CHECKING:
+    from biaswatch.service import Service
+
 EX_CONFIG = 78
 EX_UNAVAILABLE = 69  # sysexits.h: the Dask scheduler did not answer; systemd retries
+# sysexits.h "temporary failure; the user is invited to retry": another service holds
+# the state directory. Not 78: under systemd (Restart=on-failure, not prevented for
+# 75) the unit tries again every RestartSec= up to StartLimitBurst=, so it takes over
+# if the other one (a hand-started run, a predecessor stuck in a hung mount) ends soon.
+EX_TEMPFAIL = 75
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,11 +50,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status: int = args.handler(args)
     except ConfigError as exc:
-        print("biaswatch: configuration error:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        _print_problems(exc)
         return EX_CONFIG
     return status
+
+
+def _print_problems(exc: ConfigError) -> None:
+    print("biaswatch: configuration error:", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -106,28 +121,78 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     from biaswatch import logs
 
+    # A SIGHUP before the service can take it would end the process (the default
+    # action), and systemd counts SIGHUP as a clean exit: no restart. A reload blocks
+    # SIGHUP across its exec; from here on one is kept for the service.
+    early: list[bool] = []
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: early.append(True))
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     config = load_config(args.config)
-    from biaswatch.service import Service
-
     logs.configure(config.log_path, config.service.log_level)
-    try:
-        service = Service(config)
-    except SchedulerUnreachable as exc:
-        action = "start the scheduler, or set [service] fallback_local = true"
-        structlog.get_logger("biaswatch.service").error(
-            "executor.unreachable", reason=str(exc), action=action
-        )
-        print(f"biaswatch: {exc}; {action}", file=sys.stderr)
-        return EX_UNAVAILABLE
+    started = _start_service(config)
+    if isinstance(started, int):
+        return started
+    lock, service = started
     signal.signal(signal.SIGTERM, service.request_stop)
     signal.signal(signal.SIGINT, service.request_stop)
     signal.signal(signal.SIGHUP, service.request_reload)
+    if early:
+        service.request_reload()
     status = service.run()
     if service.reload_requested:
         # The same process id (systemd's MainPID) runs again from the top with the new
-        # config; the catalog and a start scan pick up where this one stopped.
+        # config; the catalog and a start scan pick up where this one stopped. The lock
+        # goes along, so no other service can start in between.
+        lock.keep_across_exec()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         os.execv(sys.executable, sys.orig_argv)
+    lock.release()
     return status
+
+
+def _start_service(config: Config) -> tuple[pidfile.Lock, Service] | int:
+    """Lock the state directory first, then build the service; an exit status if not."""
+    from biaswatch.service import Service
+
+    log = structlog.get_logger("biaswatch.service")
+    try:
+        lock = pidfile.take(config.service.state_dir, dt.datetime.now(dt.UTC))
+    except pidfile.AlreadyRunning as exc:
+        return _refused(exc)
+    except ConfigError as exc:
+        return _cannot_start(exc)
+    try:
+        return lock, Service(config)
+    except SchedulerUnreachable as exc:
+        lock.release()
+        action = "start the scheduler, or set [service] fallback_local = true"
+        log.error("executor.unreachable", reason=str(exc), action=action)
+        print(f"biaswatch: {exc}; {action}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    except ConfigError as exc:
+        lock.release()
+        return _cannot_start(exc)
+
+
+def _refused(exc: pidfile.AlreadyRunning) -> int:
+    """A second ``run`` on one state directory: say who runs, touch nothing, exit 75."""
+    holder = f"pid {exc.pid}" if exc.pid is not None else "pid not recorded yet"
+    action = f"already running ({holder}); stop that one first, or give this one another state_dir"
+    structlog.get_logger("biaswatch.service").error(
+        "service.already_running", pid=exc.pid, lock=str(exc.path), action=action
+    )
+    print(f"biaswatch: another service holds {exc.path}: {action}", file=sys.stderr)
+    return EX_TEMPFAIL
+
+
+def _cannot_start(exc: ConfigError) -> int:
+    """A deployment problem found while starting: logged and told, exit 78 (no restart)."""
+    action = "fix what is listed and start again; systemd does not restart on status 78"
+    structlog.get_logger("biaswatch.service").error(
+        "service.cannot_start", problems=exc.problems, action=action
+    )
+    _print_problems(exc)
+    return EX_CONFIG
 
 
 def _simulate(args: argparse.Namespace) -> int:

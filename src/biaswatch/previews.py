@@ -67,6 +67,7 @@ class Previews:
             process.join(timeout)
             if process.is_alive():
                 process.terminate()
+                process.join(timeout)  # reaped: a reload's exec would leave it a zombie
                 skipped.insert(0, str(master))
         if skipped:
             log.warning("preview.skipped_at_stop", masters=skipped)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from biaswatch import __version__, lanes, pidfile
+from biaswatch import __version__, lanes
 from biaswatch.alarms import NIGHT_CHECK, Alarms, night_end_check
 from biaswatch.catalog_open import open_catalog
 from biaswatch.clock import Clock, SystemClock
@@ -44,7 +44,7 @@ from biaswatch.records import SetRow
 from biaswatch.screening import screen
 from biaswatch.sets import Action, Decision, decide_set
 from biaswatch.watch import Watcher, WatcherFailing
-from biaswatch.worker import start_server
+from biaswatch.worker import ForkServer, start_server
 
 log = structlog.get_logger("biaswatch.service")
 
@@ -113,6 +113,7 @@ class Service:
         )
         self._deferred: set[int] = set()
         self._combine_ready = threading.Event()  # the fork server has preloaded
+        self._server: ForkServer | None = None  # local executor only
         self._stop = threading.Event()
         self.reload_requested = False  # read by cli after run(): re-execute
         self._reload_asked = False
@@ -167,9 +168,9 @@ class Service:
             directory.mkdir(parents=True, exist_ok=True)
         self._remove_temporaries()
         mark_service()
-        pidfile.write(self.config.service.state_dir, self.clock.now())
         if self.executor.name == "local":
-            start_server(self.config.service.state_dir / "cache" / "numba", self._server_ready)
+            cache = self.config.service.state_dir / "cache" / "numba"
+            self._server = start_server(cache, self._server_ready)
         else:  # the cluster's workers combine: no fork server here
             self._combine_ready.set()
         self.combines.recover()
@@ -203,9 +204,10 @@ class Service:
             record_frame(self.catalog, record)
         self.combines.stop("service stopped during the combine")
         self.combines.previews.finish()
+        if self._server is not None:  # its children were stopped just above
+            self._server.stop()
         self.executor.close()
         self.catalog.close()
-        pidfile.remove(self.config.service.state_dir)
         log.info("service.stopped")
 
     def _remove_temporaries(self) -> None:

@@ -3,7 +3,8 @@
 Per camera: its watch directories and whether they can be read, its open sets
 (frames so far, what completes them and when), its last master with its
 verdict and quality, and the frames rejected in the last 24 hours with their
-reasons; and whether the service runs (pid, since when).
+reasons; and whether the service runs (pid, since when), as the state
+directory's lock tells it (pidfile.py), never a pid alone.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def show_status(args: argparse.Namespace) -> int:
 
 def gather(config: Config, now: dt.datetime) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data."""
-    running = pidfile.running(config.service.state_dir)
+    service = _service(config)
     database = config.service.state_dir / "catalog.sqlite"
     catalog = Catalog(database) if database.exists() else None
     try:
@@ -51,10 +52,19 @@ def gather(config: Config, now: dt.datetime) -> dict[str, Any]:
     finally:
         if catalog is not None:
             catalog.close()
-    service: dict[str, Any] = {"running": running is not None}
-    if running is not None:
-        service |= {"pid": running.pid, "since": running.since}
     return {"service": service, "cameras": cameras}
+
+
+def _service(config: Config) -> dict[str, Any]:
+    """Whether a service holds the state directory's lock; its pid and start if so."""
+    try:
+        running = pidfile.running(config.service.state_dir)
+    except OSError as exc:  # the lock file exists but this user may not read it
+        path = pidfile.path_for(config.service.state_dir)
+        return {"running": None, "problem": f"cannot read {path}: {exc.strerror}"}
+    if running is None:
+        return {"running": False}
+    return {"running": True, "pid": running.pid, "since": running.since}
 
 
 def _camera(
@@ -111,12 +121,7 @@ def _qc(qc: MasterQC) -> dict[str, float]:
 
 def render(report: dict[str, Any]) -> str:
     """The report as lines a person reads."""
-    service = report["service"]
-    lines = [
-        f"service: running, pid {service['pid']}, since {service['since']}"
-        if service["running"]
-        else "service: not running"
-    ]
+    lines = [_service_line(report["service"])]
     for camera in report["cameras"]:
         lines.append(f"camera {camera['camera']}")
         for directory, seen in camera["directories"].items():
@@ -132,6 +137,16 @@ def render(report: dict[str, Any]) -> str:
         lines.append(f"  rejected in the last 24 h: {len(rejected)}")
         lines += [f"    {Path(r['file']).name}: {r['reason']}" for r in rejected]
     return "\n".join(lines)
+
+
+def _service_line(service: dict[str, Any]) -> str:
+    if service["running"] is None:
+        return f"service: unknown ({service['problem']})"
+    if not service["running"]:
+        return "service: not running"
+    if service["pid"] is None:  # locked an instant ago, its pid not written yet
+        return "service: running"
+    return f"service: running, pid {service['pid']}, since {service['since']}"
 
 
 def _master_lines(master: dict[str, Any] | None) -> list[str]:

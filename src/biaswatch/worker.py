@@ -11,8 +11,9 @@ compiled its kernel (preload.py): a spawned child spent about 2 s importing
 numpy, astropy and numba and loading the kernel before its first row, which
 the issue's latency target (last frame to master within the combine's time
 plus 1 s) does not allow. If the server dies, multiprocessing starts a new one.
-The service starts no combine before a probe child has run (start_server), and the
-parent is woken as soon as a child answers or dies (CombineProcess's wake).
+The service starts no combine before a probe child has run (start_server; a failed
+probe is tried again later), and the parent is woken as soon as a child answers or
+dies (CombineProcess's wake). At a stop the server is ended and reaped (ForkServer.stop).
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing import forkserver, resource_tracker
+from multiprocessing import util as mp_util
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import structlog
@@ -49,7 +53,19 @@ _CONTEXT = mp.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(["biaswatch.preload"])
 
 
-def start_server(numba_cache: Path, ready: Callable[[float], None]) -> None:
+# After a failed start (the server died preloading: killed by the OOM killer while
+# numba compiles, say), the next try comes this long after, doubling up to the cap:
+# soon for a one-off, at most one log line per 5 min for a lasting fault (our choice).
+RETRY_FIRST_SECONDS = 5.0
+RETRY_MAX_SECONDS = 300.0
+# At a stop, multiprocessing's resource tracker leaves within this once its pipe closes
+# (it first removes what children leaked); if it stays longer it is killed. The fork
+# server is killed at once: it holds nothing, and its interpreter took 2 s to exit on
+# its own (numba and astropy loaded), time a stop under systemd should not spend.
+STOP_SECONDS = 5.0
+
+
+def start_server(numba_cache: Path, ready: Callable[[float], None]) -> ForkServer:
     """Start the fork server in the background; call ``ready(seconds)`` once it forks.
 
     The server imports the engine and compiles (or loads) the kernel before it serves
@@ -57,6 +73,7 @@ def start_server(numba_cache: Path, ready: Callable[[float], None]) -> None:
     blocks the caller until then (Popen waits for the child's pid), so a probe child is
     started from a thread here, and the service starts no combine before ``ready``:
     its main loop keeps answering SIGTERM and the watchdog while the kernel compiles.
+    A probe that fails is logged and tried again later; ``ready`` waits for one that ran.
     """
     # Under systemd the installed package is read-only, so numba cannot cache the
     # compiled kernel next to its source: keep it in the service's state directory,
@@ -64,20 +81,99 @@ def start_server(numba_cache: Path, ready: Callable[[float], None]) -> None:
     # mtime only, and a cache left by an earlier kernel.py once crashed (SIGSEGV) a
     # process here after an edit; a new kernel now never meets an old cache.
     os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_cache / kernel_cache_name()))
-    threading.Thread(
-        target=_probe_server, args=(ready,), name="combine-server", daemon=True
-    ).start()
+    server = ForkServer(ready)
+    server.start()
+    return server
 
 
-def _probe_server(ready: Callable[[float], None]) -> None:
-    start = time.perf_counter()
+class ForkServer:
+    """The fork server's probe thread, its retries, and the server's end."""
+
+    def __init__(self, ready: Callable[[float], None]) -> None:
+        self._ready = ready
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._probe, name="combine-server", daemon=True)
+
+    def start(self) -> None:
+        """Probe the server from a thread until a probe child has run."""
+        self._thread.start()
+
+    def _probe(self) -> None:
+        log = structlog.get_logger("biaswatch.worker")
+        attempt, wait_seconds = 1, RETRY_FIRST_SECONDS
+        while not self._stopping.is_set():
+            start = time.perf_counter()
+            try:  # one probe: the server starts (multiprocessing restarts a dead one)
+                probe = _CONTEXT.Process(target=_nothing, name="combine-probe", daemon=True)
+                probe.start()
+                probe.join()
+                if probe.exitcode != 0:
+                    raise RuntimeError(f"the probe child exited with status {probe.exitcode}")
+            except Exception as exc:  # the probe's one boundary: logged, tried again
+                if self._stopping.is_set():
+                    return  # the stop ended the server under the probe
+                log.error(
+                    "combine.server_failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    attempt=attempt,
+                    retry_in=wait_seconds,
+                    action="combines wait; if this repeats, see the service's stderr (journal)",
+                )
+                self._stopping.wait(wait_seconds)
+                attempt, wait_seconds = attempt + 1, min(2 * wait_seconds, RETRY_MAX_SECONDS)
+                continue
+            self._ready(time.perf_counter() - start)
+            return
+
+    def stop(self, timeout: float = STOP_SECONDS) -> None:
+        """End the server and the resource tracker and reap them (at a stop or reload).
+
+        Left alone, both outlive the service: after the re-execution of a reload they
+        exit as children of a program that never waits for them, two zombies per reload.
+        """
+        self._stopping.set()
+        stop_helpers(timeout)
+        self._thread.join(timeout)
+        stop_helpers(timeout)  # a server the probe started meanwhile
+
+
+def stop_helpers(timeout: float = STOP_SECONDS) -> None:
+    """End multiprocessing's fork server and resource tracker, if running, and reap them."""
+    # Private, but the attributes CPython's own tests use to stop them (3.8 to 3.13).
+    server: Any = forkserver._forkserver
+    with server._lock:
+        pid, fd = server._forkserver_pid, server._forkserver_alive_fd
+        address = server._forkserver_address
+        server._forkserver_pid = server._forkserver_alive_fd = None
+        server._forkserver_address = None
+    _end(pid, fd, 0.0)
+    if address and not mp_util.is_abstract_socket_namespace(address):
+        with contextlib.suppress(OSError):
+            os.unlink(address)
+    tracker: Any = resource_tracker._resource_tracker
+    with tracker._lock:
+        pid, fd = tracker._pid, tracker._fd
+        tracker._pid = tracker._fd = None
+    _end(pid, fd, timeout)
+
+
+def _end(pid: int | None, fd: int | None, grace: float) -> None:
+    """Close a helper's pipe (it leaves at end of file), wait ``grace``, then kill and reap."""
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    if pid is None:
+        return
+    deadline = time.monotonic() + grace
     try:
-        probe = _CONTEXT.Process(target=_nothing, name="combine-probe", daemon=True)
-        probe.start()
-        probe.join()
-    except Exception:  # the probe's one boundary: the first combine will report why
-        structlog.get_logger("biaswatch.worker").exception("combine.server_failed")
-    ready(time.perf_counter() - start)
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() >= deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                return
+            time.sleep(0.05)
+    except ChildProcessError:
+        pass  # already reaped (multiprocessing reaps a dead server when it restarts it)
 
 
 def _nothing() -> None:
