@@ -38,6 +38,12 @@ from biaswatch.settings import (
     _Frozen,
 )
 
+# A frame is in memory about four times over while it is read and calibrated: the
+# file's bytes, astropy's parsed image, the copy read_frame keeps, and the float32
+# calibrated image (twice a 16-bit raw). So a camera's default max_frame_bytes is
+# mem_limit // 4: the default 350 MB admits 87 MB, a 4096 x 4128 float32 raw (68 MB).
+FRAME_SHARE = 4
+
 
 class ServiceConfig(_Frozen):
     """``[service]``: where state, masters and logs go, and the memory budget."""
@@ -148,6 +154,12 @@ class CameraSettings(_Frozen):
     # time (watchdog #577); 10 s is gentle on NFS and still well inside settle.
     poll_interval_seconds: float = Field(default=10.0, gt=0)
     hdu: int | str | None = None
+    # The most data (bytes, decompressed) a frame's headers may announce; larger
+    # files are rejected before anything is read. Unset: mem_limit // FRAME_SHARE.
+    max_frame_bytes: Bytes | None = None
+    # Symlinks whose target lies outside the camera's watch directories are
+    # rejected unless this is true; links within them are always followed.
+    follow_symlinks: bool = False
     calibrate: CalibrateSettings = CalibrateSettings()
     combine: CombineSettings = CombineSettings()
     qc: QcSettings = QcSettings()
@@ -262,7 +274,13 @@ def _build(raw: dict[str, Any], path: Path, problems: list[str]) -> Config | Non
         }
     )
     cameras = [
-        c.model_copy(update={"watch": tuple(_resolve(base, w) for w in c.watch)}) for c in cameras
+        c.model_copy(
+            update={
+                "watch": tuple(_resolve(base, w) for w in c.watch),
+                "max_frame_bytes": c.max_frame_bytes or service.mem_limit // FRAME_SHARE,
+            }
+        )
+        for c in cameras
     ]
     return Config(path=path, service=service, site=site, alerts=alerts, cameras=tuple(cameras))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -30,10 +31,22 @@ class FitsStatus:
 
 
 def fits_status(path: Path) -> FitsStatus:
-    """Check header END cards and data lengths of every HDU against the file size."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        return _walk_hdus(f, size)
+    """Check header END cards and data lengths of every HDU against the file size.
+
+    Opened without blocking: a FIFO under a frame's name would otherwise hold the
+    caller in open() until some writer came (only regular files are FITS files).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        return file_status(f)
+
+
+def file_status(f: BinaryIO) -> FitsStatus:
+    """fits_status of a file already open."""
+    st = os.fstat(f.fileno())
+    if not stat.S_ISREG(st.st_mode):
+        return FitsStatus("not_fits", "not a regular file")
+    return _walk_hdus(f, st.st_size)
 
 
 def content_status(content: bytes) -> FitsStatus:
@@ -126,3 +139,47 @@ def data_bytes(cards: dict[str, str]) -> int:
     except (KeyError, ValueError) as exc:
         raise FrameRejected(f"malformed FITS structure keyword: {exc}") from None
     return abs(bitpix) // 8 * gcount * (pcount + pixels)
+
+
+@dataclass(frozen=True, slots=True)
+class Announced:
+    """What a file's headers say it holds, read before any data is.
+
+    ``stored`` is the data the HDUs occupy in the file (headers included);
+    ``in_memory`` what reading them makes: a tile-compressed image (a BINTABLE
+    with ZIMAGE = T, FITS 4.0 sect. 10) counts as its decompressed size,
+    |ZBITPIX|/8 x prod ZNAXISn, not as its table.
+    """
+
+    stored: int
+    in_memory: int
+    hdus: int
+
+
+def announced(f: BinaryIO) -> Announced:
+    """Walk the headers of an open file, skipping over data; stop at the first non-HDU."""
+    offset, stored, in_memory, index = 0, 0, 0, 0
+    while True:
+        f.seek(offset)
+        header = read_header(f, first=index == 0)
+        if isinstance(header, FitsStatus):
+            return Announced(stored, in_memory, index)
+        cards, header_bytes = header
+        data = data_bytes(cards)
+        stored += header_bytes + data
+        in_memory += _decompressed_bytes(cards) if _tile_compressed(cards) else data
+        offset += header_bytes + math.ceil(data / BLOCK) * BLOCK
+        index += 1
+
+
+def _tile_compressed(cards: dict[str, str]) -> bool:
+    return cards.get("XTENSION", "").strip("' ") == "BINTABLE" and cards.get("ZIMAGE") == "T"
+
+
+def _decompressed_bytes(cards: dict[str, str]) -> int:
+    try:
+        bitpix, naxis = int(cards["ZBITPIX"]), int(cards["ZNAXIS"])
+        pixels = math.prod(int(cards[f"ZNAXIS{i}"]) for i in range(1, naxis + 1))
+    except (KeyError, ValueError) as exc:
+        raise FrameRejected(f"malformed tile-compression keyword: {exc}") from None
+    return abs(bitpix) // 8 * max(pixels, 0)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from biaswatch.config import CameraConfig
 from biaswatch.errors import FrameRejected
 from biaswatch.fitsbytes import content_status, pad_last_block
 from biaswatch.nights import parse_date_obs
+from biaswatch.opening import check_budget, holes, open_frame
 from biaswatch.sets import Geometry
 
 _STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "EXTEND", "PCOUNT", "GCOUNT", "END"}
@@ -135,8 +137,13 @@ def read_frame(path: Path, camera: CameraConfig) -> RawFrame:
     Raises:
         FrameRejected: unreadable or corrupt FITS, or no 2-D image.
     """
-    st = path.stat()
-    content = path.read_bytes()
+    with open_frame(path, camera) as f:
+        told = check_budget(f, camera)  # before a byte of data is read (opening.py)
+        sparse = holes(f, told)
+        if sparse is not None:
+            raise FrameRejected(sparse)
+        st = os.fstat(f.fileno())
+        content = f.read()
     readable = content
     if content_status(content).state == "complete":
         # Every HDU's data is there; only the last block's padding may be missing,
