@@ -153,3 +153,19 @@ def test_announced_sizes_over_the_budget_or_absent_from_disk_are_refused(
         f.truncate(2880 + 300 * 300 * 4)
     with pytest.raises(FrameRejected, match="sparse file"):
         read_frame(hole, camera)
+
+
+def test_the_night_report_lists_a_rejected_non_utf8_name_escaped(tmp_path: Path) -> None:
+    """`biaswatch report` writes a rejected file whose name is not UTF-8 as bias_\\xff\\xfe."""
+    config = write_config(tmp_path)
+    odd = tmp_path / "incoming" / "cryo" / ODD
+    catalog = Catalog(tmp_path / "state" / "catalog.sqlite")
+    try:
+        record = FrameRecord(str(odd), "cryo", 1, 1, "rejected", reason="bad", night="2030-01-14")
+        catalog.record_frame(record)
+    finally:
+        catalog.close()
+    page = tmp_path / "report.html"
+    argv = [sys.executable, "-m", "biaswatch", "report", "--config", str(config)]
+    subprocess.run([*argv, "--night", "2030-01-14", "-o", str(page)], check=True)
+    assert "<td>bias_\\xff\\xfe.fits</td>" in page.read_text(encoding="utf-8")
