@@ -38,10 +38,11 @@ from biaswatch.settings import (
     _Frozen,
 )
 
-# A frame is in memory about four times over while it is read and calibrated: the
-# file's bytes, astropy's parsed image, the copy read_frame keeps, and the float32
-# calibrated image (twice a 16-bit raw). So a camera's default max_frame_bytes is
-# mem_limit // 4: the default 350 MB admits 87 MB, a 4096 x 4128 float32 raw (68 MB).
+# Reading and calibrating a frame peaks at about 16 bytes per pixel in the service:
+# measured 4.0x the data of a 4096 x 4128 float32 raw (270 MB for 68 MB) and 7.0x a
+# uint16 one (237 MB for 34 MB), VmHWM growth of read_frame + examine, 2026-12-04.
+# So mem_limit // 4 keeps a float32 frame at the limit within mem_limit, and the
+# default 350 MB admits 87 MB: both 4k x 4k frames, not a header's 3.2 GB.
 FRAME_SHARE = 4
 
 

@@ -8,8 +8,10 @@ is truncated (``_File.seek``). So a path becomes a frame in three steps:
    ``settle_seconds`` (or the writer closed it, on inotify);
 2. :func:`fits_status` (fitsbytes.py) checks the bytes against the FITS
    structure itself (END card present, data as long as BITPIX x NAXISn say);
-3. :func:`read_frame` reads it once, hashes it, picks the image HDU and
-   returns plain data for :func:`classify` and calibration.
+3. :func:`read_frame` opens it only if it is a regular file the camera may
+   read, and reads it only if its headers announce no more than the camera's
+   ``max_frame_bytes`` (opening.py); then reads it once, hashes it, picks the
+   image HDU and returns plain data for :func:`classify` and calibration.
 
 The raw file is only ever opened for reading.
 """
