@@ -17,6 +17,7 @@ from service_process import write_config
 from biaswatch.catalog import Catalog
 from biaswatch.config import CameraConfig
 from biaswatch.errors import FrameRejected
+from biaswatch.fitsbytes import MAX_HEADER_CARDS, file_status
 from biaswatch.frames import read_frame
 from biaswatch.names import bound, for_terminal, shown
 from biaswatch.records import FrameRecord
@@ -169,3 +170,16 @@ def test_the_night_report_lists_a_rejected_non_utf8_name_escaped(tmp_path: Path)
     argv = [sys.executable, "-m", "biaswatch", "report", "--config", str(config)]
     subprocess.run([*argv, "--night", "2030-01-14", "-o", str(page)], check=True)
     assert "<td>bias_\\xff\\xfe.fits</td>" in page.read_text(encoding="utf-8")
+
+
+def test_a_header_without_end_is_not_read_past_the_card_bound(tmp_path: Path) -> None:
+    """A SIMPLE card followed by a 3.2 GB hole is judged not FITS after 10,000 cards."""
+    path = tmp_path / "endless.fits"
+    with open(path, "wb") as f:
+        f.write(b"SIMPLE  =                    T".ljust(2880))
+        f.truncate(3_200_000_000)
+    with open(path, "rb") as f:
+        status = file_status(f)
+        read = f.tell()
+    assert status.state == "not_fits" and "10000 cards" in status.detail
+    assert read <= MAX_HEADER_CARDS * 80 + 2 * 2880  # whole blocks: at most one past the bound

@@ -20,6 +20,11 @@ from biaswatch.errors import FrameRejected
 
 BLOCK = 2880  # FITS logical record length, FITS 4.0 sect. 3.1
 CARD = 80
+# Header cards read before giving up on finding END. Camera headers hold tens to a few
+# hundred cards (DECam's ~300); 10,000 (800 kB) leaves room for long HISTORY logs, and
+# stops a sparse file of gigabytes of zeros after the SIMPLE card from being read to
+# its end at every look. (The same bound as the header card limit of issue 11, finding 10.)
+MAX_HEADER_CARDS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +122,8 @@ def read_header(f: BinaryIO, *, first: bool) -> tuple[dict[str, str], int] | Fit
     while True:
         if len(block) < BLOCK:
             return FitsStatus("incomplete", "header has no END card")
+        if total >= MAX_HEADER_CARDS * CARD:  # a hole or junk, never a header: stop reading
+            return FitsStatus("not_fits", f"no END card in the first {MAX_HEADER_CARDS} cards")
         total += BLOCK
         for i in range(0, BLOCK, CARD):
             card = block[i : i + CARD].decode("ascii", errors="replace")
