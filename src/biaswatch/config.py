@@ -148,6 +148,12 @@ class CameraSettings(_Frozen):
     # A file that stays an incomplete FITS this long is rejected as truncated;
     # until then it is assumed to be still on its way (a slow network copy).
     max_incomplete_minutes: float = Field(default=10.0, gt=0)
+    # The most data (bytes, decompressed) a frame's headers may announce; larger
+    # files are rejected before anything is read. Unset: mem_limit // FRAME_SHARE.
+    max_frame_bytes: Bytes | None = None
+    # Symlinks whose target lies outside the camera's watch directories are
+    # rejected unless this is true; links within them are always followed.
+    follow_symlinks: bool = False
     # None: poll where a watch directory is on a network filesystem, where
     # inotify sees nothing written by other machines (mounts.use_polling).
     polling: bool | None = None
@@ -155,12 +161,6 @@ class CameraSettings(_Frozen):
     # time (watchdog #577); 10 s is gentle on NFS and still well inside settle.
     poll_interval_seconds: float = Field(default=10.0, gt=0)
     hdu: int | str | None = None
-    # The most data (bytes, decompressed) a frame's headers may announce; larger
-    # files are rejected before anything is read. Unset: mem_limit // FRAME_SHARE.
-    max_frame_bytes: Bytes | None = None
-    # Symlinks whose target lies outside the camera's watch directories are
-    # rejected unless this is true; links within them are always followed.
-    follow_symlinks: bool = False
     calibrate: CalibrateSettings = CalibrateSettings()
     combine: CombineSettings = CombineSettings()
     qc: QcSettings = QcSettings()

@@ -109,6 +109,52 @@ def _trailing(f: BinaryIO, offset: int, size: int) -> FitsStatus:
     return FitsStatus("complete", "zero bytes after the last HDU ignored")
 
 
+@dataclass(frozen=True, slots=True)
+class Announced:
+    """What a file's headers say it holds, read before any data is.
+
+    ``stored`` is the data the HDUs occupy in the file (headers included);
+    ``in_memory`` what reading them makes: a tile-compressed image (a BINTABLE
+    with ZIMAGE = T, FITS 4.0 sect. 10) counts as its decompressed size,
+    |ZBITPIX|/8 x prod ZNAXISn, not as its table.
+    """
+
+    stored: int
+    in_memory: int
+    hdus: int
+
+
+def announced(f: BinaryIO) -> Announced:
+    """Walk the headers of an open file, skipping over data; stop at the first non-HDU."""
+    offset, stored, in_memory, index = 0, 0, 0, 0
+    while True:
+        f.seek(offset)
+        header = read_header(f, first=index == 0)
+        if isinstance(header, FitsStatus):
+            return Announced(stored, in_memory, index)
+        cards, header_bytes = header
+        data = data_bytes(cards)
+        if data < 0:  # a negative NAXISn: the walk must only go forward, to end at EOF
+            raise FrameRejected(f"HDU {index} announces {data} bytes of data")
+        stored += header_bytes + data
+        in_memory += _decompressed_bytes(cards) if _tile_compressed(cards) else data
+        offset += header_bytes + math.ceil(data / BLOCK) * BLOCK
+        index += 1
+
+
+def _tile_compressed(cards: dict[str, str]) -> bool:
+    return cards.get("XTENSION", "").strip("' ") == "BINTABLE" and cards.get("ZIMAGE") == "T"
+
+
+def _decompressed_bytes(cards: dict[str, str]) -> int:
+    try:
+        bitpix, naxis = int(cards["ZBITPIX"]), int(cards["ZNAXIS"])
+        pixels = math.prod(int(cards[f"ZNAXIS{i}"]) for i in range(1, naxis + 1))
+    except (KeyError, ValueError) as exc:
+        raise FrameRejected(f"malformed tile-compression keyword: {exc}") from None
+    return abs(bitpix) // 8 * max(pixels, 0)
+
+
 def read_header(f: BinaryIO, *, first: bool) -> tuple[dict[str, str], int] | FitsStatus:
     """The header's cards (keyword -> value text) and its length in bytes, or why not."""
     start = f.read(BLOCK)
@@ -146,47 +192,3 @@ def data_bytes(cards: dict[str, str]) -> int:
     except (KeyError, ValueError) as exc:
         raise FrameRejected(f"malformed FITS structure keyword: {exc}") from None
     return abs(bitpix) // 8 * gcount * (pcount + pixels)
-
-
-@dataclass(frozen=True, slots=True)
-class Announced:
-    """What a file's headers say it holds, read before any data is.
-
-    ``stored`` is the data the HDUs occupy in the file (headers included);
-    ``in_memory`` what reading them makes: a tile-compressed image (a BINTABLE
-    with ZIMAGE = T, FITS 4.0 sect. 10) counts as its decompressed size,
-    |ZBITPIX|/8 x prod ZNAXISn, not as its table.
-    """
-
-    stored: int
-    in_memory: int
-    hdus: int
-
-
-def announced(f: BinaryIO) -> Announced:
-    """Walk the headers of an open file, skipping over data; stop at the first non-HDU."""
-    offset, stored, in_memory, index = 0, 0, 0, 0
-    while True:
-        f.seek(offset)
-        header = read_header(f, first=index == 0)
-        if isinstance(header, FitsStatus):
-            return Announced(stored, in_memory, index)
-        cards, header_bytes = header
-        data = data_bytes(cards)
-        stored += header_bytes + data
-        in_memory += _decompressed_bytes(cards) if _tile_compressed(cards) else data
-        offset += header_bytes + math.ceil(data / BLOCK) * BLOCK
-        index += 1
-
-
-def _tile_compressed(cards: dict[str, str]) -> bool:
-    return cards.get("XTENSION", "").strip("' ") == "BINTABLE" and cards.get("ZIMAGE") == "T"
-
-
-def _decompressed_bytes(cards: dict[str, str]) -> int:
-    try:
-        bitpix, naxis = int(cards["ZBITPIX"]), int(cards["ZNAXIS"])
-        pixels = math.prod(int(cards[f"ZNAXIS{i}"]) for i in range(1, naxis + 1))
-    except (KeyError, ValueError) as exc:
-        raise FrameRejected(f"malformed tile-compression keyword: {exc}") from None
-    return abs(bitpix) // 8 * max(pixels, 0)
