@@ -20,11 +20,6 @@ from biaswatch.errors import FrameRejected
 
 BLOCK = 2880  # FITS logical record length, FITS 4.0 sect. 3.1
 CARD = 80
-# Header cards read before giving up on finding END. Camera headers hold tens to a few
-# hundred cards (DECam's ~300); 10,000 (800 kB) leaves room for long HISTORY logs, and
-# stops a sparse file of gigabytes of zeros after the SIMPLE card from being read to
-# its end at every look. (The same bound as the header card limit of issue 11, finding 10.)
-MAX_HEADER_CARDS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +148,13 @@ def _decompressed_bytes(cards: dict[str, str]) -> int:
     except (KeyError, ValueError) as exc:
         raise FrameRejected(f"malformed tile-compression keyword: {exc}") from None
     return abs(bitpix) // 8 * max(pixels, 0)
+
+
+# Header cards read before giving up on finding END. Camera headers hold tens to a few
+# hundred cards (DECam's ~300); 10,000 (800 kB) leaves room for long HISTORY logs, and
+# stops a sparse file of gigabytes of zeros after the SIMPLE card from being read to
+# its end at every look. (The same bound as the header card limit of issue 11, finding 10.)
+MAX_HEADER_CARDS = 10_000
 
 
 def read_header(f: BinaryIO, *, first: bool) -> tuple[dict[str, str], int] | FitsStatus:
