@@ -17,7 +17,7 @@ from service_process import write_config
 from biaswatch.catalog import Catalog
 from biaswatch.config import CameraConfig
 from biaswatch.errors import FrameRejected
-from biaswatch.fitsbytes import MAX_HEADER_CARDS, file_status
+from biaswatch.fitsbytes import END_SEARCH_CARDS, file_status
 from biaswatch.frames import read_frame
 from biaswatch.names import bound, for_terminal, shown
 from biaswatch.records import FrameRecord
@@ -173,7 +173,7 @@ def test_the_night_report_lists_a_rejected_non_utf8_name_escaped(tmp_path: Path)
 
 
 def test_a_header_without_end_is_not_read_past_the_card_bound(tmp_path: Path) -> None:
-    """A SIMPLE card followed by a 3.2 GB hole is judged not FITS after 10,000 cards."""
+    """A SIMPLE card followed by a 3.2 GB hole is judged not FITS after END_SEARCH_CARDS."""
     path = tmp_path / "endless.fits"
     with open(path, "wb") as f:
         f.write(b"SIMPLE  =                    T".ljust(2880))
@@ -181,5 +181,5 @@ def test_a_header_without_end_is_not_read_past_the_card_bound(tmp_path: Path) ->
     with open(path, "rb") as f:
         status = file_status(f)
         read = f.tell()
-    assert status.state == "not_fits" and "10000 cards" in status.detail
-    assert read <= MAX_HEADER_CARDS * 80 + 2 * 2880  # whole blocks: at most one past the bound
+    assert status.state == "not_fits" and "1000000 cards" in status.detail
+    assert read <= END_SEARCH_CARDS * 80 + 2 * 2880  # whole blocks: at most one past the bound
