@@ -136,11 +136,18 @@ def test_events_for_a_settling_file_do_not_query_the_catalog(
 
 
 def test_unreadable_file_is_logged_once_then_looked_at_less_often(
-    tmp_path: Path, camera: CameraConfig
+    tmp_path: Path, camera: CameraConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A path that cannot be opened warns once, then only counts, with a growing wait."""
-    path = tmp_path / "in" / "looks_like_a_frame.fits"
-    path.mkdir(parents=True)  # opening it fails with IsADirectoryError, even as root
+    (tmp_path / "in").mkdir()
+    path = make_bias_fits(tmp_path / "in" / "looks_like_a_frame.fits")
+
+    def refuse(_path: Path, _camera: CameraConfig) -> None:
+        # What open() says to a file without read permission (tests may run as root,
+        # whom permissions do not stop).
+        raise PermissionError(13, "Permission denied", str(_path))
+
+    monkeypatch.setattr("biaswatch.intake.open_frame", refuse)
     intake = intake_for(camera, tmp_path)
     assert intake.note("cryo", path, now=0.0)
     looks = []

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from biaswatch.catalog_attempts import AttemptQueries
 from biaswatch.catalog_masters import MasterQueries
+from biaswatch.names import DETECT_TYPES, bound
 from biaswatch.qc import FrameQC
 from biaswatch.records import SCHEMA, FrameRecord, SetRow
 
@@ -47,7 +48,9 @@ class KnownReader:
     """
 
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        self._db = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, timeout=30, detect_types=DETECT_TYPES
+        )
         self._db.row_factory = sqlite3.Row
 
     def __call__(self, path: Path, size: int, mtime_ns: int) -> bool:
@@ -61,7 +64,7 @@ class KnownReader:
 
 def _is_known(db: sqlite3.Connection, path: Path, size: int, mtime_ns: int) -> bool:
     row = db.execute(
-        "SELECT size, mtime_ns FROM frames WHERE path = ? AND status != 'seen'", (str(path),)
+        "SELECT size, mtime_ns FROM frames WHERE path = ? AND status != 'seen'", (bound(path),)
     ).fetchone()
     return row is not None and (row["size"], row["mtime_ns"]) == (size, mtime_ns)
 
@@ -73,7 +76,10 @@ class Catalog(MasterQueries, AttemptQueries):
         self._clock = now
         path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we open transactions ourselves (BEGIN IMMEDIATE).
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=30)
+        # File names are bound with names.bound and read back through its TEXT decoder.
+        self._db = sqlite3.connect(
+            path, isolation_level=None, timeout=30, detect_types=DETECT_TYPES
+        )
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -112,10 +118,10 @@ class Catalog(MasterQueries, AttemptQueries):
                 db.execute(
                     "INSERT OR IGNORE INTO frames (path, camera, size, mtime_ns, status, recorded)"
                     " VALUES (?, ?, ?, ?, 'seen', ?)",
-                    (frame.path, frame.camera, frame.size, frame.mtime_ns, now),
+                    (bound(frame.path), frame.camera, frame.size, frame.mtime_ns, now),
                 )
             for path in vanished:
-                db.execute("DELETE FROM frames WHERE path = ? AND status = 'seen'", (str(path),))
+                db.execute("DELETE FROM frames WHERE path = ? AND status = 'seen'", (bound(path),))
 
     def record_frame(self, frame: FrameRecord) -> None:
         """Record a frame that joins no set (ignored or rejected)."""
@@ -133,7 +139,7 @@ class Catalog(MasterQueries, AttemptQueries):
     def frame(self, path: Path) -> sqlite3.Row | None:
         """The row recorded for ``path``."""
         row: sqlite3.Row | None = self._db.execute(
-            "SELECT * FROM frames WHERE path = ?", (str(path),)
+            "SELECT * FROM frames WHERE path = ?", (bound(path),)
         ).fetchone()
         return row
 
@@ -210,7 +216,7 @@ class Catalog(MasterQueries, AttemptQueries):
             db.execute(
                 "UPDATE frames SET status = 'rejected', reason = ?, recorded = ? "
                 "WHERE path = ? AND status = 'valid'",
-                (reason, self._now(), path),
+                (reason, self._now(), bound(path)),
             )
 
     def flag_set(self, set_id: int, flag: str) -> None:
@@ -254,7 +260,7 @@ class Catalog(MasterQueries, AttemptQueries):
         row = self._db.execute(
             "SELECT path FROM frames WHERE camera = ? AND sha256 = ? AND path != ?"
             " AND status IN ('valid', 'combined') ORDER BY id LIMIT 1",
-            (camera, sha256, path),
+            (camera, sha256, bound(path)),
         ).fetchone()
         return None if row is None else str(row["path"])
 
@@ -262,7 +268,8 @@ class Catalog(MasterQueries, AttemptQueries):
         """A recorded file got a new mtime but the same content: remember the new stat."""
         with self._transaction() as db:
             db.execute(
-                "UPDATE frames SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, path)
+                "UPDATE frames SET size = ?, mtime_ns = ? WHERE path = ?",
+                (size, mtime_ns, bound(path)),
             )
 
     def replace_frame(self, frame: FrameRecord) -> tuple[int, int | None]:
@@ -278,7 +285,7 @@ class Catalog(MasterQueries, AttemptQueries):
             old = db.execute(
                 "SELECT f.set_id, s.state, s.night, s.geometry FROM frames f"
                 " LEFT JOIN sets s ON s.id = f.set_id WHERE f.path = ?",
-                (frame.path,),
+                (bound(frame.path),),
             ).fetchone()
             state = None if old is None else old["state"]
             if state in ("combining", "done"):
@@ -300,7 +307,7 @@ class Catalog(MasterQueries, AttemptQueries):
         db.execute(
             "UPDATE frames SET set_id = ?, status = 'valid' WHERE set_id = ?"
             " AND status IN ('valid', 'combined') AND path != ?",
-            (set_id, old_set, frame.path),
+            (set_id, old_set, bound(frame.path)),
         )
         _insert_frame(db, frame, set_id, now)
         return set_id
@@ -334,7 +341,7 @@ def _insert_frame(db: sqlite3.Connection, frame: FrameRecord, set_id: int | None
         " night = excluded.night, geometry = excluded.geometry, set_id = excluded.set_id,"
         " calibrated = excluded.calibrated, recorded = excluded.recorded, qc = excluded.qc",
         (
-            frame.path,
+            bound(frame.path),
             frame.camera,
             frame.size,
             frame.mtime_ns,

@@ -41,6 +41,13 @@ from biaswatch.settings import (
     _Frozen,
 )
 
+# Reading and calibrating a frame peaks at about 16 bytes per pixel in the service:
+# measured 4.0x the data of a 4096 x 4128 float32 raw (270 MB for 68 MB) and 7.0x a
+# uint16 one (237 MB for 34 MB), VmHWM growth of read_frame + examine, 2026-12-04.
+# So mem_limit // 4 keeps a float32 frame at the limit within mem_limit, and the
+# default 350 MB admits 87 MB: both 4k x 4k frames, not a header's 3.2 GB.
+FRAME_SHARE = 4
+
 
 class ServiceConfig(_Frozen):
     """``[service]``: where state, masters and logs go, and the memory budget."""
@@ -173,6 +180,12 @@ class CameraSettings(_Frozen):
     # A file that stays an incomplete FITS this long is rejected as truncated;
     # until then it is assumed to be still on its way (a slow network copy).
     max_incomplete_minutes: float = Field(default=10.0, gt=0)
+    # The most data (bytes, decompressed) a frame's headers may announce; larger
+    # files are rejected before anything is read. Unset: mem_limit // FRAME_SHARE.
+    max_frame_bytes: Bytes | None = None
+    # Symlinks whose target lies outside the camera's watch directories are
+    # rejected unless this is true; links within them are always followed.
+    follow_symlinks: bool = False
     # None: poll where a watch directory is on a network filesystem, where
     # inotify sees nothing written by other machines (mounts.use_polling).
     polling: bool | None = None
@@ -305,7 +318,13 @@ def _build(raw: dict[str, Any], path: Path, problems: list[str]) -> Config | Non
     if problems:
         return None
     cameras = [
-        c.model_copy(update={"watch": tuple(_resolve(base, w) for w in c.watch)}) for c in cameras
+        c.model_copy(
+            update={
+                "watch": tuple(_resolve(base, w) for w in c.watch),
+                "max_frame_bytes": c.max_frame_bytes or service.mem_limit // FRAME_SHARE,
+            }
+        )
+        for c in cameras
     ]
     problems.extend(_overlaps(service, cameras))
     if problems:

@@ -8,8 +8,10 @@ is truncated (``_File.seek``). So a path becomes a frame in three steps:
    ``settle_seconds`` (or the writer closed it, on inotify);
 2. :func:`fits_status` (fitsbytes.py) checks the bytes against the FITS
    structure itself (END card present, data as long as BITPIX x NAXISn say);
-3. :func:`read_frame` reads it once, hashes it, picks the image HDU and
-   returns plain data for :func:`classify` and calibration.
+3. :func:`read_frame` opens it only if it is a regular file the camera may
+   read, and reads it only if its headers announce no more than the camera's
+   ``max_frame_bytes`` (opening.py); then reads it once, hashes it, picks the
+   image HDU and returns plain data for :func:`classify` and calibration.
 
 The raw file is only ever opened for reading.
 """
@@ -20,6 +22,7 @@ import copy
 import datetime as dt
 import hashlib
 import io
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +35,7 @@ from biaswatch.config import CameraConfig
 from biaswatch.errors import FrameRejected
 from biaswatch.fitsbytes import content_status, pad_last_block
 from biaswatch.nights import parse_date_obs
+from biaswatch.opening import check_budget, holes, open_frame
 from biaswatch.sets import Geometry
 from biaswatch.settings import DEFAULT_DATE_RANGE, DateRange
 
@@ -137,8 +141,13 @@ def read_frame(path: Path, camera: CameraConfig) -> RawFrame:
     Raises:
         FrameRejected: unreadable or corrupt FITS, or no 2-D image.
     """
-    st = path.stat()
-    content = path.read_bytes()
+    with open_frame(path, camera) as f:
+        told = check_budget(f, camera)  # before a byte of data is read (opening.py)
+        sparse = holes(f, told)
+        if sparse is not None:
+            raise FrameRejected(sparse)
+        st = os.fstat(f.fileno())
+        content = f.read()
     readable = content
     if content_status(content).state == "complete":
         # Every HDU's data is there; only the last block's padding may be missing,

@@ -8,6 +8,7 @@ with a reason, and the service carries on with the next file.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def _examine(
         saturation=_saturation(frame.image, camera.qc.saturation),
         ccd_temp=_number(header_text(frame.header, camera.qc.ccd_temp_keyword)),
     )
-    out = work_dir / camera.name / night / _work_name(frame.path)
+    out = work_dir / camera.name / night / _work_name(frame)
     write_calibrated(data, calibrated_header(frame.header), out)
     bound.info("frame.calibrated", night=night, geometry=geom, calibrated=str(out))
     return replace(
@@ -172,9 +173,14 @@ def rejected_record(path: Path, camera: str, reason: str) -> FrameRecord:
     return FrameRecord(str(path), camera, size, mtime_ns, status="rejected", reason=reason)
 
 
-def _work_name(raw: Path) -> str:
-    # Two watched directories may hold files of the same name: a short hash of
-    # the full path keeps their calibrated copies apart.
-    tag = hashlib.sha256(str(raw).encode()).hexdigest()[:8]
-    stem = raw.name.split(".", 1)[0]
-    return f"{stem}-{tag}.fits"
+def _work_name(frame: RawFrame) -> str:
+    """The calibrated copy's name: the content's hash and a hash of the raw path.
+
+    Never the raw name itself: a legal 255-byte name plus a suffix is longer than
+    NAME_MAX (ENAMETOOLONG), and a name may hold any bytes. The content hash
+    (64 bits of it; a clash needs ~4e9 frames of one camera and night, the birthday
+    bound) names what was calibrated; the path hash keeps two files of equal
+    content (a copy, recorded as a duplicate) from writing one work file.
+    """
+    tag = hashlib.sha256(os.fsencode(str(frame.path))).hexdigest()[:8]
+    return f"{frame.sha256[:16]}-{tag}.fits"

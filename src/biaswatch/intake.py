@@ -16,9 +16,10 @@ import structlog
 
 from biaswatch.config import CameraConfig, SiteConfig
 from biaswatch.errors import FrameRejected
-from biaswatch.fitsbytes import fits_status
+from biaswatch.fitsbytes import file_status
 from biaswatch.frames import Readiness
 from biaswatch.ingest import examine, read, rejected_record
+from biaswatch.opening import check_budget, holes, open_frame
 from biaswatch.records import FrameRecord
 from biaswatch.scan import scan_dir
 
@@ -214,8 +215,13 @@ class Intake:
     def _examine_file(self, path: Path, camera: CameraConfig, now: float) -> None:
         # A file already recorded under another size or mtime is examined again like a
         # new one; the service compares content hashes (touched, changed or completed).
-        status = fits_status(path)
-        if status.state == "complete":
+        with open_frame(path, camera) as f:
+            told = check_budget(f, camera)
+            status = file_status(f)
+            sparse = holes(f, told) if status.state == "complete" else None
+        if sparse is not None:
+            self._wait_or_give_up(path, camera, sparse, now)
+        elif status.state == "complete":
             self._readiness.forget(path)
             frame = read(path, camera)  # on this thread: the only read of the camera's disk
             if isinstance(frame, FrameRecord):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import structlog
 
+from biaswatch import names
+
 _SHARED: list[structlog.types.Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
@@ -31,11 +33,12 @@ def configure(log_file: Path | None, level: str, *, console: bool | None = None)
         console: force the human-readable view on stderr on or off (default: if a tty).
     """
     handlers: list[logging.Handler] = []
-    json_formatter = _formatter(structlog.processors.JSONRenderer())
+    json_formatter = _formatter(structlog.processors.JSONRenderer(), names.shown_values)
     if log_file is None:
         stream = logging.StreamHandler(sys.stdout)
         tty = sys.stdout.isatty() if console is None else console
-        stream.setFormatter(_formatter(structlog.dev.ConsoleRenderer()) if tty else json_formatter)
+        console_formatter = _formatter(structlog.dev.ConsoleRenderer(), names.terminal_values)
+        stream.setFormatter(console_formatter if tty else json_formatter)
         handlers.append(stream)
     else:
         log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -44,7 +47,7 @@ def configure(log_file: Path | None, level: str, *, console: bool | None = None)
         handlers.append(file_handler)
         if sys.stderr.isatty() if console is None else console:
             view = logging.StreamHandler(sys.stderr)
-            view.setFormatter(_formatter(structlog.dev.ConsoleRenderer()))
+            view.setFormatter(_formatter(structlog.dev.ConsoleRenderer(), names.terminal_values))
             handlers.append(view)
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -68,8 +71,11 @@ def configure(log_file: Path | None, level: str, *, console: bool | None = None)
     )
 
 
-def _formatter(renderer: structlog.types.Processor) -> structlog.stdlib.ProcessorFormatter:
+def _formatter(
+    renderer: structlog.types.Processor, escape: structlog.types.Processor
+) -> structlog.stdlib.ProcessorFormatter:
+    # escape: file names may hold any bytes, and control characters (names.py).
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_SHARED,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, escape, renderer],
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from biaswatch.config import SiteConfig, load_config
+from biaswatch.names import for_terminal
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 _SHOWN_FIRST = ("camera", "night", "set", "file", "path")
@@ -94,7 +95,8 @@ def render(event: dict[str, Any]) -> str:
     keys = [k for k in _SHOWN_FIRST if k in event]
     keys += sorted(k for k in event if k not in _NOT_SHOWN and k not in keys)
     fields = " ".join(f"{k}={_text(event[k])}" for k in keys)
-    return f"{stamp}Z {level:<7} {event.get('event', '?')} {fields}".rstrip()
+    # A file name may hold ESC and other controls: escaped, never sent to the terminal.
+    return for_terminal(f"{stamp}Z {level:<7} {event.get('event', '?')} {fields}".rstrip())
 
 
 def _text(value: object) -> str:
@@ -123,6 +125,6 @@ def _parse(line: str) -> dict[str, Any] | None:
     try:
         event = json.loads(line)
     except json.JSONDecodeError:
-        print(f"(not JSON: {line.strip()[:80]})", file=sys.stderr)
+        print(f"(not JSON: {for_terminal(line.strip()[:80])})", file=sys.stderr)
         return None
     return event if isinstance(event, dict) else None

@@ -21,6 +21,7 @@ from biaswatch.combine import combine_files
 from biaswatch.config import CameraConfig, SiteConfig
 from biaswatch.errors import CombineFailed
 from biaswatch.ingest import ingest
+from biaswatch.names import for_terminal
 from biaswatch.publish import (
     MasterInfo,
     give_final_name,
@@ -84,7 +85,7 @@ def _calibrate(request: Request, work: Path) -> list[FrameRecord]:
     records = [ingest(f, request.camera, request.site, work) for f in request.files]
     unusable = [r for r in records if r.status != "valid"]
     if unusable:
-        reasons = "; ".join(f"{Path(r.path).name}: {r.reason}" for r in unusable)
+        reasons = "; ".join(f"{for_terminal(Path(r.path).name)}: {r.reason}" for r in unusable)
         raise CombineFailed(f"{len(unusable)} of {len(records)} frames cannot be used: {reasons}")
     return records
 

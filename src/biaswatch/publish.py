@@ -28,6 +28,7 @@ from biaswatch import __version__
 from biaswatch.acceptance import BASELINE, Verdict, judge
 from biaswatch.catalog import Catalog
 from biaswatch.faults import crash_point
+from biaswatch.names import shown
 from biaswatch.qc import MasterQC, master_qc_from_header
 from biaswatch.records import MasterRow
 from biaswatch.settings import CombineSettings
@@ -337,9 +338,10 @@ def input_names(paths: Sequence[str]) -> tuple[str, ...]:
 
     A FITS header holds printable ASCII only (FITS 4.0, section 4.1.2.3; astropy
     raises otherwise), and a camera may name a file ``bïas_é.fits``: the name is
-    written with Python's escapes (``b\\xefas_\\xe9.fits``) rather than block the master.
+    written with Python's escapes (``b\\xefas_\\xe9.fits``) rather than block the master;
+    bytes that are not UTF-8 as names.shown writes them (``\\xff``).
     """
-    return tuple(_printable(Path(p).name) for p in paths)
+    return tuple(_printable(shown(Path(p).name)) for p in paths)
 
 
 def _printable(text: str) -> str:

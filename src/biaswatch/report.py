@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from biaswatch import __version__
 from biaswatch.catalog import Catalog
 from biaswatch.config import Config, load_config
+from biaswatch.names import shown
 from biaswatch.records import MasterRow
 
 
@@ -113,7 +114,7 @@ def _camera(catalog: Catalog, camera: str, night: dt.date) -> str:
     parts.append(f"<h3>Rejected frames ({len(rejected)})</h3>")
     if rejected:
         rows = "".join(
-            f"<tr><td>{html.escape(Path(p).name)}</td><td>{html.escape(r)}</td></tr>"
+            f"<tr><td>{html.escape(shown(Path(p).name))}</td><td>{html.escape(r)}</td></tr>"
             for p, r in rejected
         )
         parts.append(f"<table><tr><th>file</th><th>reason</th></tr>{rows}</table>")

@@ -21,6 +21,7 @@ log = structlog.get_logger("biaswatch.watch")
 # Names that writers use while a file is incomplete (rsync's ".name.XXXX",
 # browsers' ".part", editors' "~"): never frames under these names.
 _TEMPORARY = ("*.tmp", "*.part", "*.partial", "*~", "*.swp")
+NOT_A_DIRECTORY = "not a directory"
 
 
 def is_candidate(path: Path, patterns: Sequence[str]) -> bool:
@@ -61,7 +62,7 @@ def _excluded(path: Path, exclude: Sequence[Path]) -> bool:
 
 
 def probe_directory(path: Path) -> str:
-    """ "ok", "missing" or "unreadable": what a watch root looks like right now.
+    """ "ok", "missing", "not a directory" or "unreadable": what a watch root looks like now.
 
     One stat and one access check; on a hung mount this blocks, so the service
     calls it on the camera's own thread (lanes.py), never on its main loop.
@@ -70,6 +71,6 @@ def probe_directory(path: Path) -> str:
         st = path.stat()
     except OSError:  # ENOENT, and also ESTALE/EIO/ENOTCONN from a mount that went away
         return "missing"
-    if not stat.S_ISDIR(st.st_mode):
-        return "missing"
+    if not stat.S_ISDIR(st.st_mode):  # a file where the directory should be
+        return NOT_A_DIRECTORY
     return "ok" if os.access(path, os.R_OK | os.X_OK) else "unreadable"

@@ -19,6 +19,7 @@ from typing import Any
 from biaswatch import pidfile
 from biaswatch.catalog import Catalog
 from biaswatch.config import CameraConfig, Config, load_config
+from biaswatch.names import for_terminal
 from biaswatch.qc import MasterQC
 from biaswatch.scan import probe_directory
 from biaswatch.sets import decide_set
@@ -136,7 +137,8 @@ def render(report: dict[str, Any]) -> str:
         rejected = camera["rejected_last_24h"]
         lines.append(f"  rejected in the last 24 h: {len(rejected)}")
         lines += [f"    {Path(r['file']).name}: {r['reason']}" for r in rejected]
-    return "\n".join(lines)
+    # File names may hold any bytes, ESC included: each line escaped for the terminal.
+    return "\n".join(for_terminal(line) for line in lines)
 
 
 def _service_line(service: dict[str, Any]) -> str:

@@ -29,7 +29,7 @@ from watchdog.observers.polling import PollingObserver
 from biaswatch.config import CameraConfig
 from biaswatch.handler import PathEvent, PathHandler
 from biaswatch.mounts import Mount, polls, read_mounts
-from biaswatch.scan import probe_directory
+from biaswatch.scan import NOT_A_DIRECTORY, probe_directory
 
 log = structlog.get_logger("biaswatch.watch")
 
@@ -251,6 +251,15 @@ class Watcher:
                 "every 30 s",
             )
             return False
+        if state == NOT_A_DIRECTORY:
+            log.error(
+                "watch.not_a_directory",
+                camera=camera.name,
+                directory=str(directory),
+                action=f"a file stands where the directory should be: move it away or fix "
+                f"[cameras.{camera.name}] watch; looked for again every 30 s",
+            )
+            return False
         if state == "unreadable":
             log.error(
                 "watch.directory_unreadable",
@@ -364,7 +373,8 @@ class Watcher:
         """Unschedule armed roots that no longer exist, so rearm() picks them up again."""
         for camera in self._cameras:
             armed = self.watching.get(camera.name, [])
-            for directory in [d for d in armed if self._present(camera.name, d) == "missing"]:
+            gone = ("missing", NOT_A_DIRECTORY)
+            for directory in [d for d in armed if self._present(camera.name, d) in gone]:
                 log.warning(
                     "watch.directory_lost",
                     camera=camera.name,

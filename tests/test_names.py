@@ -1,0 +1,185 @@
+"""File names of any bytes and files that lie, without the service: the catalog keeps
+names losslessly, people and terminals see them escaped, and a frame is opened only when
+it is a regular file within the camera's reach and budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from service_process import write_config
+
+from biaswatch.catalog import Catalog
+from biaswatch.config import CameraConfig
+from biaswatch.errors import FrameRejected
+from biaswatch.fitsbytes import END_SEARCH_CARDS, file_status
+from biaswatch.frames import read_frame
+from biaswatch.names import bound, for_terminal, shown
+from biaswatch.records import FrameRecord
+from biaswatch.scan import probe_directory
+from biaswatch.testing import fits_bytes
+
+ODD = os.fsdecode(b"bias_\xff\xfe.fits")  # not UTF-8: lone surrogates in a str
+EVIL = "evil\x1b[2J\x1b]0;owned\x07" + os.fsdecode(b"\xff") + ".fits"
+
+
+def test_a_name_that_is_not_utf8_round_trips_through_the_catalog(tmp_path: Path) -> None:
+    """A non-UTF-8 path is stored as its bytes and read back as the same str; UTF-8 as TEXT."""
+    catalog = Catalog(tmp_path / "catalog.sqlite")
+    odd, plain = tmp_path / ODD, tmp_path / "bïas.fits"
+    try:
+        for path in (odd, plain):
+            catalog.record_frame(FrameRecord(str(path), "cryo", 10, 20, "rejected", reason="x"))
+        assert catalog.is_known(odd, 10, 20)
+        row = catalog.frame(odd)
+        assert row is not None and row["path"] == str(odd)
+        assert sorted(p for p, _ in catalog.rejected_since("cryo", "")) == sorted(
+            [str(odd), str(plain)]
+        )
+        kinds = catalog._db.execute("SELECT typeof(path) FROM frames ORDER BY id").fetchall()
+    finally:
+        catalog.close()
+    assert [k[0] for k in kinds] == ["blob", "text"]
+    assert bound(odd) == os.fsencode(odd) and bound(plain) == str(plain)
+
+
+def test_for_terminal_escapes_control_characters_and_undecodable_bytes() -> None:
+    """ESC, BEL, C1 controls and bytes that are not UTF-8 come out as visible escapes."""
+    assert for_terminal(EVIL) == "evil\\x1b[2J\\x1b]0;owned\\x07\\xff.fits"
+    assert for_terminal("caf\u00e9 \x9b1m tab\there") == "caf\u00e9 \\x9b1m tab\\x09here"
+    assert shown(ODD) == "bias_\\xff\\xfe.fits"
+
+
+def test_status_and_log_print_hostile_file_names_escaped(tmp_path: Path) -> None:
+    """`biaswatch status` and `biaswatch log` never send a file name's ESC to the terminal."""
+    config = write_config(tmp_path)
+    evil = tmp_path / "incoming" / "cryo" / EVIL
+    catalog = Catalog(tmp_path / "state" / "catalog.sqlite")
+    try:
+        catalog.record_frame(FrameRecord(str(evil), "cryo", 1, 1, "rejected", reason="not FITS"))
+    finally:
+        catalog.close()
+    (tmp_path / "log").mkdir()
+    event = {"event": "frame.rejected", "level": "warning", "file": str(evil), "camera": "cryo"}
+    line = json.dumps(event | {"timestamp": "2030-01-15T02:00:00Z"})
+    (tmp_path / "log" / "biaswatch.jsonl").write_text(line + "\n", encoding="utf-8")
+    for command in ("status", "log"):
+        argv = [sys.executable, "-m", "biaswatch", command, "--config", str(config)]
+        out = subprocess.run(argv, capture_output=True, check=True).stdout
+        assert b"\x1b" not in out and b"\x07" not in out, (command, out)
+        assert b"evil\\x1b[2J\\x1b]0;owned\\x07\\xff.fits" in out, (command, out)
+
+
+def test_a_watch_path_that_is_a_file_is_reported_as_not_a_directory(tmp_path: Path) -> None:
+    """probe_directory tells a file standing where the directory should be from a missing one."""
+    (tmp_path / "file").write_bytes(b"")
+    assert probe_directory(tmp_path / "file") == "not a directory"
+    assert probe_directory(tmp_path / "nothing") == "missing"
+    assert probe_directory(tmp_path) == "ok"
+
+
+@pytest.fixture(name="camera")
+def _camera(tmp_path: Path) -> CameraConfig:
+    (tmp_path / "in").mkdir()
+    return CameraConfig(name="cryo", watch=(tmp_path / "in",))
+
+
+def test_a_fifo_named_like_a_frame_is_refused_without_blocking(
+    tmp_path: Path, camera: CameraConfig
+) -> None:
+    """Reading a FIFO named x.fits returns a rejection at once instead of waiting for a writer."""
+    fifo = tmp_path / "in" / "x.fits"
+    os.mkfifo(fifo)
+    outcome: list[str] = []
+
+    def attempt() -> None:
+        try:
+            read_frame(fifo, camera)
+        except FrameRejected as exc:
+            outcome.append(exc.reason)
+
+    reader = threading.Thread(target=attempt, daemon=True)
+    reader.start()
+    reader.join(5)
+    if reader.is_alive():  # blocked in open(): release it with a writer, then fail
+        with open(fifo, "wb"):
+            pass
+        pytest.fail("read_frame blocked on a FIFO")
+    assert outcome and "FIFO" in outcome[0]
+
+
+def test_directories_and_outside_symlinks_are_refused_inside_links_read(
+    tmp_path: Path, camera: CameraConfig
+) -> None:
+    """A directory named *.fits and a link leaving the tree are refused; a link within is read."""
+    (tmp_path / "in" / "dir.fits").mkdir()
+    with pytest.raises(FrameRejected, match="a directory, not a regular file"):
+        read_frame(tmp_path / "in" / "dir.fits", camera)
+    content = fits_bytes()
+    (tmp_path / "outside.fits").write_bytes(content)
+    (tmp_path / "in" / "real.fits").write_bytes(content)
+    (tmp_path / "in" / "out.fits").symlink_to(tmp_path / "outside.fits")
+    (tmp_path / "in" / "in.fits").symlink_to(tmp_path / "in" / "real.fits")
+    with pytest.raises(FrameRejected, match="outside the camera's watch directories"):
+        read_frame(tmp_path / "in" / "out.fits", camera)
+    assert read_frame(tmp_path / "in" / "in.fits", camera).image.shape == (40, 48)
+    allowed = camera.model_copy(update={"follow_symlinks": True})
+    assert read_frame(tmp_path / "in" / "out.fits", allowed).image.shape == (40, 48)
+
+
+def test_announced_sizes_over_the_budget_or_absent_from_disk_are_refused(
+    tmp_path: Path, camera: CameraConfig
+) -> None:
+    """Headers announcing more than max_frame_bytes, or data that is a hole, are not read."""
+    camera = camera.model_copy(update={"max_frame_bytes": 10**6})
+    compressed = fits_bytes(layout="compressed")
+    packed = tmp_path / "in" / "small.fits.fz"
+    packed.write_bytes(compressed)
+    assert read_frame(packed, camera).image.shape == (40, 48)  # 3840 bytes: within 1 MB
+    start = compressed.index(b"ZNAXIS1 = ")
+    assert compressed[start : start + 30] == f"{'ZNAXIS1':<8}= {48:>20}".encode()
+    lying = compressed[:start] + f"{'ZNAXIS1':<8}= {20000:>20}".encode() + compressed[start + 30 :]
+    packed.write_bytes(lying)
+    with pytest.raises(FrameRejected, match=r"announce 1600000 bytes .*max_frame_bytes = 1000000"):
+        read_frame(packed, camera)
+    hole = tmp_path / "in" / "hole.fits"
+    header = fits_bytes(shape=(300, 300), dtype="float32")[:2880]
+    with open(hole, "wb") as f:
+        f.write(header)
+        f.truncate(2880 + 300 * 300 * 4)
+    with pytest.raises(FrameRejected, match="sparse file"):
+        read_frame(hole, camera)
+
+
+def test_the_night_report_lists_a_rejected_non_utf8_name_escaped(tmp_path: Path) -> None:
+    """`biaswatch report` writes a rejected file whose name is not UTF-8 as bias_\\xff\\xfe."""
+    config = write_config(tmp_path)
+    odd = tmp_path / "incoming" / "cryo" / ODD
+    catalog = Catalog(tmp_path / "state" / "catalog.sqlite")
+    try:
+        record = FrameRecord(str(odd), "cryo", 1, 1, "rejected", reason="bad", night="2030-01-14")
+        catalog.record_frame(record)
+    finally:
+        catalog.close()
+    page = tmp_path / "report.html"
+    argv = [sys.executable, "-m", "biaswatch", "report", "--config", str(config)]
+    subprocess.run([*argv, "--night", "2030-01-14", "-o", str(page)], check=True)
+    assert "<td>bias_\\xff\\xfe.fits</td>" in page.read_text(encoding="utf-8")
+
+
+def test_a_header_without_end_is_not_read_past_the_card_bound(tmp_path: Path) -> None:
+    """A SIMPLE card followed by a 3.2 GB hole is judged not FITS after END_SEARCH_CARDS."""
+    path = tmp_path / "endless.fits"
+    with open(path, "wb") as f:
+        f.write(b"SIMPLE  =                    T".ljust(2880))
+        f.truncate(3_200_000_000)
+    with open(path, "rb") as f:
+        status = file_status(f)
+        read = f.tell()
+    assert status.state == "not_fits" and "1000000 cards" in status.detail
+    assert read <= END_SEARCH_CARDS * 80 + 2 * 2880  # whole blocks: at most one past the bound
