@@ -54,6 +54,12 @@ def write_preview(master: np.ndarray, single: np.ndarray, ncombine: int, final: 
         fig.suptitle(final.name)
         fig.tight_layout()
         fig.savefig(tmp, format="png", dpi=100)
+    except BaseException:
+        # A full disk stops savefig half-way: leave no partial PNG beside the master
+        # (the soak's full-disk episode found one; the service removes temporaries only
+        # at its next start).
+        tmp.unlink(missing_ok=True)
+        raise
     finally:
         plt.close(fig)
     os.replace(tmp, out)
