@@ -164,6 +164,21 @@ def test_last_arrival_uses_the_clock(tmp_path: Path) -> None:
     assert catalog.get_set(set_id).last_arrival == dt.datetime(2026, 11, 25, 2, 10, tzinfo=dt.UTC)
 
 
+def test_a_set_time_no_version_wrote_counts_as_now(tmp_path: Path) -> None:
+    """A set whose stored times are not times is listed with the clock's now, not an error."""
+    clock = FakeClock(dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC))
+    path = tmp_path / "c.sqlite"
+    catalog = Catalog(path, now=clock.now)
+    set_id = catalog.add_to_set(valid("a"))
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE frames SET recorded = 'yesterday'")
+    db.close()
+    clock.advance(60)
+    assert catalog.sets_in("open")[0].last_arrival == clock.now()
+    assert catalog.get_set(set_id).id == set_id
+
+
 def test_masters_filter(catalog: Catalog) -> None:
     """masters() filters by camera and night."""
     set_id = catalog.add_to_set(valid("a"))

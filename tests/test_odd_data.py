@@ -133,6 +133,7 @@ def test_stored_night_9999_is_set_aside_and_every_start_reaches_ready(tmp_path: 
             (stamp, stamp),
         )
     db.close()
+    assert status_exit(config) == 0  # nor one whose night is not a date at all
     for start in range(3):
         service = ServiceProcess(config)
         try:

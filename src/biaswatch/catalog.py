@@ -197,10 +197,18 @@ class Catalog(MasterQueries, AttemptQueries):
                 r["state"],
                 r["reason"],
                 r["n"],
-                dt.datetime.fromisoformat(r["last"] or r["created"]),
+                self._arrival(r["last"] or r["created"]),
             )
             for r in rows
         ]
+
+    def _arrival(self, text: object) -> dt.datetime:
+        # A row no version of biaswatch wrote (edited by hand, a damaged copy) must not
+        # stop whoever lists sets (the main loop, status): unreadable counts as now.
+        try:
+            return dt.datetime.fromisoformat(str(text))
+        except ValueError:
+            return self._clock()
 
     def set_state(self, set_id: int, state: str, reason: str | None = None) -> None:
         """Move a set to ``state`` with a reason."""

@@ -83,9 +83,16 @@ def _camera(
     for row in catalog.sets_in("open"):
         if row.camera != camera.name:
             continue
-        night = dt.date.fromisoformat(row.night)
-        decision = decide_set(row.frames, row.last_arrival, night, camera, config.site, now)
-        recheck = decision.recheck_at.isoformat(timespec="seconds") if decision.recheck_at else None
+        try:
+            night = dt.date.fromisoformat(row.night)
+        except ValueError:  # a row no version wrote: the service sets it aside at its start
+            waiting, recheck = f"night {row.night!r} is not a date: set aside at start", None
+        else:
+            decision = decide_set(row.frames, row.last_arrival, night, camera, config.site, now)
+            waiting = decision.reason
+            recheck = (
+                decision.recheck_at.isoformat(timespec="seconds") if decision.recheck_at else None
+            )
         state["open_sets"].append(
             {
                 "set": row.id,
@@ -93,7 +100,7 @@ def _camera(
                 "geometry": row.geometry,
                 "frames": row.frames,
                 "expected": camera.expected_frames,
-                "waiting": decision.reason,
+                "waiting": waiting,
                 "next_look": recheck,
             }
         )
