@@ -272,3 +272,20 @@ def master_data(path: str | Path) -> np.ndarray:
     """A master's pixels as float64."""
     with fits.open(path) as hdul:
         return np.asarray(hdul[0].data, dtype=np.float64)
+
+
+# The events that end a set's combine in the log, whichever way it went (as burst.py).
+COMBINE_ENDS = {"master.published", "combine.retrying", "set.failed", "combine.abandoned"}
+
+
+def most_combines_at_once(events: list[dict[str, Any]]) -> int:
+    """The most combines running at once, from the log (which is in order)."""
+    running: set[int] = set()
+    most = 0
+    for event in events:
+        if event["event"] == "combine.started":
+            running.add(int(event["set"]))
+            most = max(most, len(running))
+        elif event["event"] in COMBINE_ENDS:
+            running.discard(int(event.get("set", -1)))
+    return most

@@ -14,7 +14,6 @@ import json
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 from astropy.io import fits
@@ -22,6 +21,7 @@ from service_process import (
     CRYO_GEOMETRY,
     ServiceProcess,
     catalog_rows,
+    most_combines_at_once,
     running_service,
     write_frames,
 )
@@ -39,9 +39,6 @@ MIB = 1024 * 1024
 # 132 -> 140 MiB. 100 MiB is 8 to 30 times the growth measured: a leak, not noise.
 PEAK_GROWTH_LIMIT = 100 * MIB
 SERVICE = {"mem_limit": "64MB", "max_combine_memory": "128MB"}  # two combines at once
-
-# The events that end a set's combine in the log, whichever way it went (as burst.py).
-COMBINE_ENDS = {"master.published", "combine.retrying", "set.failed", "combine.abandoned"}
 
 # Generous: a loaded 2-core CI machine; an idle one needs a tenth of these.
 READY_TIMEOUT = 120.0  # combine.server_ready: the kernel compiles on a cold numba cache
@@ -103,19 +100,6 @@ def peak_growth(service: ServiceProcess, before: int) -> int:
     peak = status_kib(service.proc.pid, "VmHWM") * 1024
     print(f"service memory: RSS before the burst {before / MIB:.0f} MiB, peak {peak / MIB:.0f} MiB")
     return peak - before
-
-
-def most_combines_at_once(events: list[dict[str, Any]]) -> int:
-    """The most combines running at once, from the log (which is in order)."""
-    running: set[int] = set()
-    most = 0
-    for event in events:
-        if event["event"] == "combine.started":
-            running.add(int(event["set"]))
-            most = max(most, len(running))
-        elif event["event"] in COMBINE_ENDS:
-            running.discard(int(event.get("set", -1)))
-    return most
 
 
 def test_burst_on_many_cameras_is_all_accounted_for(tmp_path: Path) -> None:

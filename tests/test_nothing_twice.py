@@ -13,13 +13,13 @@ import shutil
 import sqlite3
 import zlib
 from pathlib import Path
-from typing import Any
 
 import pytest
 from astropy.io import fits
 from service_process import (
     CRYO_GEOMETRY,
     catalog_rows,
+    most_combines_at_once,
     running_service,
     wait_for,
     write_config,
@@ -103,24 +103,11 @@ def burst(tmp_path: Path, waves: list[list[tuple[str, Geometry, int]]]) -> None:
             lambda: f"every set settled ({service.tail()})",
         )
         failed = service.events("set.publish_failed") + service.events("combine.retrying")
-        overlap = most_at_once(service.events())
+        overlap = most_combines_at_once(service.events())
         assert service.stop()[0] == 0
     assert not failed, failed
     assert overlap == 2
     assert assert_one_master_per_set(config) == len(service.events("set.completed"))
-
-
-def most_at_once(events: list[dict[str, Any]]) -> int:
-    """The most combines in flight at once, from the log (in order)."""
-    running: set[int] = set()
-    most = 0
-    for event in events:
-        if event["event"] == "combine.started":
-            running.add(int(event["set"]))
-            most = max(most, len(running))
-        elif event["event"] in ("master.published", "combine.retrying", "set.failed"):
-            running.discard(int(event.get("set", -1)))
-    return most
 
 
 def test_fifteen_frames_at_once_give_each_set_its_own_master(tmp_path: Path) -> None:
