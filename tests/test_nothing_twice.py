@@ -144,7 +144,7 @@ def make_inconsistent(config: Path, first: Path, second: Path) -> Path:
       of master 1 (a catalog from before reservations, hand-edited), so its own number
       is taken and the next free one's name is the orphan's;
     - a closed set of a camera since removed from the config, with timestamps that are
-      not times ('x'): its row cannot even be read.
+      not times ('x'): listed all the same, and left closed for that camera's return.
     """
     aside = config.parent / "aside"
     aside.mkdir()
@@ -201,10 +201,10 @@ def test_recovery_meets_inconsistent_states_and_every_start_reaches_ready(
                 (published,) = service.wait_event("master.published", timeout=120)
                 assert published["sequence"] == 4
             orphans = [e["file"] for e in service.events("master.orphan")]
-            set_aside = [e["set"] for e in service.events("combine.recover_failed")]
+            removed = [e["set"] for e in service.events("set.camera_removed")]
             assert service.stop()[0] == 0
         assert orphans == [str(orphan)]
-        assert set_aside == [3]  # at each start: its row cannot be read
+        assert removed == [3]  # at each start, and never counted as a failed try
     rows = catalog_rows(config, "SELECT path, sequence FROM masters ORDER BY sequence")
     assert [r["sequence"] for r in rows] == [1, 3, 4]
     on_disk = {str(p) for p in master_files(tmp_path)}
@@ -212,6 +212,7 @@ def test_recovery_meets_inconsistent_states_and_every_start_reaches_ready(
     assert hashlib.sha256(orphan.read_bytes()).hexdigest() == orphan_digest  # left alone
     states = catalog_rows(config, "SELECT camera, state FROM sets ORDER BY id")
     assert [r["state"] for r in states if r["camera"] == "cryo"] == ["done"] * 3
+    assert [r["state"] for r in states if r["camera"] == "gone"] == ["closed"]
 
 
 def test_a_deleted_latest_link_is_repaired_while_running(tmp_path: Path) -> None:

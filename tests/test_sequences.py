@@ -10,6 +10,7 @@ import datetime as dt
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -169,12 +170,10 @@ class FakeRunning:
         """Nothing to stop."""
 
 
-def test_two_slots_start_two_sets_under_two_names(tmp_path: Path, catalog: Catalog) -> None:
-    """Two closed sets of one night started at once get two different master names."""
-    config = load_config(write_config(tmp_path, service=TWO_SLOTS))
-    executor = FakeExecutor()
-    combines = Combines(
-        config,
+def fake_combines(tmp_path: Path, catalog: Catalog, executor: FakeExecutor) -> Combines:
+    """Combines on two slots of the harness's config, its executor a fake."""
+    return Combines(
+        load_config(write_config(tmp_path, service=TWO_SLOTS)),
         catalog,
         lambda _path: None,
         now=lambda: dt.datetime.now(dt.UTC),
@@ -182,6 +181,12 @@ def test_two_slots_start_two_sets_under_two_names(tmp_path: Path, catalog: Catal
         retry_at=lambda _set, _when: None,
         executor=executor,
     )
+
+
+def test_two_slots_start_two_sets_under_two_names(tmp_path: Path, catalog: Catalog) -> None:
+    """Two closed sets of one night started at once get two different master names."""
+    executor = FakeExecutor()
+    combines = fake_combines(tmp_path, catalog, executor)
     sets = [catalog.add_to_set(valid("a")), catalog.add_to_set(valid("b", geometry="3x3-1x1"))]
     combines.server_ready()
     for set_id in sets:
@@ -190,3 +195,42 @@ def test_two_slots_start_two_sets_under_two_names(tmp_path: Path, catalog: Catal
     combines.step()
     assert [job.info.sequence for job in executor.jobs] == [1, 2]
     assert len({job.final for job in executor.jobs}) == 2
+
+
+def test_recovery_sets_aside_a_set_it_cannot_read_and_queues_the_rest(
+    tmp_path: Path, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A set whose inputs cannot be read at start is failed with the reason; the next is queued."""
+    executor = FakeExecutor()
+    combines = fake_combines(tmp_path, catalog, executor)
+    broken, fine = catalog.add_to_set(valid("a")), catalog.add_to_set(valid("b", "3x3-1x1"))
+    for set_id in (broken, fine):
+        catalog.set_state(set_id, "combining")
+    inputs = catalog.set_inputs
+
+    def set_inputs(set_id: int) -> list[sqlite3.Row]:
+        if set_id == broken:
+            raise sqlite3.DatabaseError("database disk image is malformed")
+        return inputs(set_id)
+
+    monkeypatch.setattr(catalog, "set_inputs", set_inputs)
+    combines.recover()
+    monkeypatch.undo()
+    assert catalog.get_set(broken).state == "failed"
+    assert "DatabaseError: database disk image is malformed" in str(catalog.get_set(broken).reason)
+    combines.server_ready()
+    combines.step()
+    assert [job.set_id for job in executor.jobs] == [fine]
+
+
+def test_recovery_leaves_a_removed_cameras_set_closed(tmp_path: Path, catalog: Catalog) -> None:
+    """A closed set of a camera no longer configured is neither combined nor failed at start."""
+    executor = FakeExecutor()
+    combines = fake_combines(tmp_path, catalog, executor)
+    gone = catalog.add_to_set(replace(valid("a"), camera="gone"))
+    catalog.set_state(gone, "closed")
+    combines.recover()
+    combines.server_ready()
+    combines.step()
+    left = catalog.get_set(gone)
+    assert (executor.jobs, left.state, left.reason) == ([], "closed", None)  # not a failed try

@@ -167,14 +167,31 @@ class Combines:
         Each set is its own unit: whatever its rows or files hold, it is adopted,
         queued, or set aside with the reason, and the next one is looked at.
         """
+        cameras = {camera.name for camera in self._config.cameras}
         for set_id in self._catalog.requeue_interrupted():
             try:
+                if self._camera_removed(set_id, cameras):
+                    continue
                 if not self._adopt(set_id):
                     self.queue(set_id)
             except Exception as exc:  # one set's boundary: set it aside, carry on
                 self._set_aside(set_id, "combine.recover_failed", exc)
         self._report_orphans()
         self.check_latest()
+
+    def _camera_removed(self, set_id: int, cameras: set[str]) -> bool:
+        """A set of a camera no longer configured is left as it is (combined if it returns)."""
+        row = self._catalog.get_set(set_id)
+        if row.camera in cameras:
+            return False
+        log.warning(
+            "set.camera_removed",
+            camera=row.camera,
+            night=row.night,
+            set=set_id,
+            action="left closed; it is combined if the camera is configured again",
+        )
+        return True
 
     def _set_aside(self, set_id: int, event: str, exc: Exception) -> None:
         reason = f"set aside: {type(exc).__name__}: {exc}"

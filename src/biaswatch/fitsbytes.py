@@ -144,9 +144,10 @@ def announced(f: BinaryIO) -> Announced:
         if isinstance(header, FitsStatus):
             return Announced(stored, in_memory, index)
         cards, header_bytes = header
-        data = data_bytes(cards)
-        if data < 0:  # a negative NAXISn: the walk must only go forward, to end at EOF
-            raise FrameRejected(f"HDU {index} announces {data} bytes of data")
+        try:
+            data = data_bytes(cards)  # never negative: its range checks refuse that
+        except FrameRejected as exc:  # worded as fits_status words it, whichever looks first
+            raise FrameRejected(f"not a FITS file: {exc.reason}") from None
         stored += header_bytes + data
         in_memory += _decompressed_bytes(cards) if _tile_compressed(cards) else data
         offset += header_bytes + math.ceil(data / BLOCK) * BLOCK
