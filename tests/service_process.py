@@ -289,3 +289,19 @@ def most_combines_at_once(events: list[dict[str, Any]]) -> int:
         elif event["event"] in COMBINE_ENDS:
             running.discard(int(event.get("set", -1)))
     return most
+
+
+def as_uid(uid: int) -> tuple[str, ...]:
+    """A ``setpriv`` prefix running a command as ``uid``, keeping only CAP_DAC_READ_SEARCH.
+
+    It may read and search any file (the interpreter may live where only root can read:
+    pyenv under /root on this machine) and write only where the permission bits allow.
+    """
+    return (
+        "setpriv",
+        f"--reuid={uid}",
+        f"--regid={uid}",
+        "--clear-groups",
+        "--inh-caps=+dac_read_search",
+        "--ambient-caps=+dac_read_search",
+    )

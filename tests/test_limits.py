@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 from service_process import (
     NUMBA_CACHE,
+    as_uid,
     catalog_rows,
     inotify_instances,
     running_service,
@@ -49,14 +50,7 @@ POLL_SECONDS = 0.5
 # As UID, keeping only CAP_DAC_READ_SEARCH (read and search any file, write none): the
 # interpreter may live where only root can read (pyenv under /root on this machine).
 # inotify counts the instances by uid whatever the capabilities.
-AS_UID = (
-    "setpriv",
-    f"--reuid={UID}",
-    f"--regid={UID}",
-    "--clear-groups",
-    "--inh-caps=+dac_read_search",
-    "--ambient-caps=+dac_read_search",
-)
+AS_UID = as_uid(UID)
 # The service must send to the harness's notify socket, in a directory only root may
 # enter: the prefix (still root) hands both to UID, then becomes UID and the service.
 SERVICE_PREFIX = ("sh", "-c", f'chown -R {UID} "${{NOTIFY_SOCKET%/*}}" && exec "$@"', "sh")

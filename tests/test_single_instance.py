@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from service_process import (
     ServiceProcess,
+    as_uid,
     catalog_rows,
     running_service,
     wait_for,
@@ -37,14 +38,7 @@ EX_CONFIG = 78
 # keeping only CAP_DAC_READ_SEARCH: it may read and search anything (the interpreter may
 # live where only root can read) and write only where the permission bits allow.
 UID = 47125
-AS_UID = (
-    "setpriv",
-    f"--reuid={UID}",
-    f"--regid={UID}",
-    "--clear-groups",
-    "--inh-caps=+dac_read_search",
-    "--ambient-caps=+dac_read_search",
-)
+AS_UID = as_uid(UID)
 
 
 def status_json(config: Path) -> dict[str, object]:
