@@ -52,6 +52,10 @@ def write_config(
         "settle_seconds": 0.3,
         "expected_frames": 5,
         "date_range": ["1980-01-01", "2100-01-01"],
+        # Frames dated now must fall in a night that has not ended, whatever the hour:
+        # at the default 10:00, a run between 10:00 and the 12:00 rollover (Chicago;
+        # 16:00-18:00 UTC) saw sets combined at min_frames by the night-end rule.
+        "night_end": "11:59",
         **defaults,
     }
     lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in settings.items())
