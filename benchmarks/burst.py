@@ -85,7 +85,7 @@ import numpy as np
 
 from biaswatch.config import CameraConfig, Config, load_config
 from biaswatch.sections import Section
-from biaswatch.simulate import (
+from biaswatch.testing.camera import (
     Geometry,
     camera_header,
     camera_seed,

@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import structlog
 
-from biaswatch.calibrate import calibrate_image
 from biaswatch.config import CameraConfig, SiteConfig
-from biaswatch.frames import read_frame
-from biaswatch.ingest import ingest
+from biaswatch.frames.calibrate import calibrate_image
+from biaswatch.frames.read import ingest
+from biaswatch.frames.readiness import read_frame
 from biaswatch.sections import Section
-from biaswatch.simulate import Geometry, camera_header, frame_bytes, make_raw_bias
+from biaswatch.testing.camera import Geometry, camera_header, frame_bytes, make_raw_bias
 
 
 def timed(action: Callable[[], object], repeat: int) -> tuple[float, float, float]:

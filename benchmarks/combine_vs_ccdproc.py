@@ -108,12 +108,12 @@ def child(engine: str, paths: list[str], mem_limit: int, result: str, report: st
     if engine == "ccdproc":
         import ccdproc  # noqa: F401  (imported by seed_combine; here so the baseline has it)
 
-        from biaswatch.testing import seed_combine
+        from biaswatch.testing.fits import seed_combine
 
         def combine() -> Any:
             return seed_combine(paths, mem_limit)
     else:
-        from biaswatch.combine import combine_files, warm_up
+        from biaswatch.combine.engine import combine_files, warm_up
         from biaswatch.settings import CombineSettings
 
         # The service's combine child is forked from a server that has loaded the

@@ -68,10 +68,10 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
+from biaswatch.combine.dask_tasks import MEMORY
 from biaswatch.config import Config, load_config
 from biaswatch.sections import Section
-from biaswatch.simulate import Geometry
-from biaswatch.tasks import MEMORY
+from biaswatch.testing.camera import Geometry
 
 sys.path.insert(0, str(Path(__file__).parent))
 from burst import (  # sibling scripts, not a package
@@ -117,7 +117,11 @@ GEOMETRY = Geometry(
 EXECUTORS = ("local", "dask")
 # What a worker imports before the burst: a frame's calibration (ccdproc, astropy), the
 # fork server's preload (biaswatch.worker, then combine.warm_up()) and the tasks.
-WORKER_MODULES = ("biaswatch.calibrate", "biaswatch.preload", "biaswatch.tasks")
+WORKER_MODULES = (
+    "biaswatch.frames.calibrate",
+    "biaswatch.combine.preload",
+    "biaswatch.combine.dask_tasks",
+)
 QUIET_MINUTES = 0.5  # burst.py's cameras scenario: sets close by count, not by quiet
 
 

@@ -35,7 +35,13 @@ import numpy as np
 
 from biaswatch.config import load_config
 from biaswatch.sections import Section
-from biaswatch.simulate import Geometry, camera_header, frame_bytes, make_raw_bias, write_in_pieces
+from biaswatch.testing.camera import (
+    Geometry,
+    camera_header,
+    frame_bytes,
+    make_raw_bias,
+    write_in_pieces,
+)
 
 CONFIG = """
 [service]

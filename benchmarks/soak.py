@@ -153,7 +153,7 @@ from soak_service import proc_table as proc_table  # re-exported: burst.py
 
 from biaswatch.config import CameraConfig, Config, ServiceConfig, load_config
 from biaswatch.sections import Section
-from biaswatch.simulate import (
+from biaswatch.testing.camera import (
     Geometry,
     camera_header,
     camera_seed,

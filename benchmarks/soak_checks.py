@@ -24,7 +24,7 @@ from soak_feeds import STALL_GRACE_SECONDS, Episode
 from soak_odd import EXPECTATIONS, fingerprint, night_of_mtime
 
 from biaswatch.config import SiteConfig
-from biaswatch.sets import input_digest
+from biaswatch.rules.sets import input_digest
 
 if TYPE_CHECKING:
     from soak import Report, Written

@@ -23,7 +23,7 @@ from soak_odd import OddContext, fingerprint, write_odd
 
 from biaswatch.config import CameraConfig
 from biaswatch.sections import Section
-from biaswatch.simulate import (
+from biaswatch.testing.camera import (
     Geometry,
     camera_header,
     camera_seed,

@@ -38,7 +38,7 @@ import numpy as np
 from astropy.io import fits
 
 from biaswatch.config import CameraConfig
-from biaswatch.simulate import Geometry
+from biaswatch.testing.camera import Geometry
 
 # The size the huge files announce: 20000 x 20000, as in the issue's finding 3.
 HUGE_SIDE = 20_000
@@ -104,7 +104,7 @@ class OddFile:
 
 def bias_payload(header: fits.Header, data: np.ndarray, camera: CameraConfig) -> bytes:
     """A complete FITS file of ``data`` with ``header``, where the camera reads its image."""
-    from biaswatch.simulate import frame_bytes
+    from biaswatch.testing.camera import frame_bytes
 
     return frame_bytes(data, header, hdu=camera.hdu)
 
@@ -249,7 +249,7 @@ def night_of_mtime(path: Path, zone: dt.tzinfo, rollover: dt.time) -> str:
     """The night label of a file's mtime, as the service falls back to it."""
     from zoneinfo import ZoneInfo
 
-    from biaswatch.nights import night_label
+    from biaswatch.rules.nights import night_label
 
     when = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
     assert isinstance(zone, ZoneInfo)
@@ -276,7 +276,7 @@ class OddContext:
 
 def write_odd(kind: str, ctx: OddContext, number: int, noise: np.random.Generator) -> OddFile:
     """Write one odd file of ``kind`` whole; its path as the service sees it."""
-    from biaswatch.simulate import camera_header, make_raw_bias
+    from biaswatch.testing.camera import camera_header, make_raw_bias
 
     path = ctx.directory / odd_name(ctx.camera.name, number, kind)
     header = camera_header(ctx.camera, ctx.geometry, dt.datetime.now(dt.UTC), number)

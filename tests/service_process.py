@@ -29,7 +29,7 @@ from astropy.io import fits
 
 from biaswatch.config import CameraConfig, load_config
 from biaswatch.sections import Section
-from biaswatch.simulate import Geometry, simulate
+from biaswatch.testing.camera import Geometry, simulate
 
 # One numba cache for every service a test session starts: each service would
 # otherwise compile the combine kernel afresh in its own state directory (~10 s).

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from biaswatch.acceptance import MIN_BASELINE, judge
-from biaswatch.qc import MasterQC
+from biaswatch.rules.acceptance import MIN_BASELINE, judge
+from biaswatch.rules.qc import MasterQC
 
 
 def master(level: float = 0.0, read_noise: float = 5.0, noise: float = 1.6) -> MasterQC:

@@ -11,9 +11,9 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from biaswatch.alarms import Alarms, night_alarm
-from biaswatch.catalog import Catalog
-from biaswatch.records import FrameRecord, MasterRow
+from biaswatch.catalog.rows import FrameRecord, MasterRow
+from biaswatch.catalog.store import Catalog
+from biaswatch.service.alarms import Alarms, night_alarm
 from biaswatch.settings import AlertsConfig
 
 
@@ -97,8 +97,8 @@ def test_night_checks_tell_a_silent_camera_from_a_night_without_a_master(tmp_pat
 def test_night_end_check_alarms_a_silent_camera_and_writes_the_report(tmp_path: Path) -> None:
     """After night_end, a camera with no frame that night raises camera_silent; a report appears."""
     from biaswatch.config import load_config
-    from biaswatch.service import Service
-    from biaswatch.testing import FakeClock
+    from biaswatch.service.loop import Service
+    from biaswatch.testing.fits import FakeClock
 
     config_path = tmp_path / "config.toml"
     config_path.write_text('[cameras.cam]\nwatch = ["in"]\nnight_end = "10:00"\n')

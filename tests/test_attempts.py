@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from test_catalog import valid
 
-from biaswatch.catalog import Catalog
+from biaswatch.catalog.store import Catalog
 from biaswatch.config import load_config
-from biaswatch.report import write_report
-from biaswatch.testing import FakeClock
+from biaswatch.publish.report import write_report
+from biaswatch.testing.fits import FakeClock
 
 
 @pytest.fixture(name="catalog")

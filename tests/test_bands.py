@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_combine import SEED, bias_stack, write_frames
 
-from biaswatch.combine import band_rows, combine_files, split_rows
+from biaswatch.combine.engine import band_rows, combine_files, split_rows
 from biaswatch.errors import CombineFailed
 from biaswatch.settings import CombineSettings
 

@@ -12,8 +12,8 @@ from astropy.io import fits
 from astropy.modeling.models import Polynomial1D
 from astropy.nddata import CCDData
 
-from biaswatch.calibrate import calibrate_image, resolve_section
 from biaswatch.errors import FrameRejected
+from biaswatch.frames.calibrate import calibrate_image, resolve_section
 from biaswatch.sections import Section, SectionSource
 from biaswatch.settings import CalibrateSettings
 
@@ -134,7 +134,7 @@ def test_section_to_shape() -> None:
 
 def test_calibrated_file_header_drops_raw_layout(tmp_path: Path) -> None:
     """The calibrated copy drops BIASSEC/TRIMSEC/BZERO, which no longer describe it."""
-    from biaswatch.calibrate import calibrated_header, write_calibrated
+    from biaswatch.frames.calibrate import calibrated_header, write_calibrated
 
     header = HEADER.copy()
     header["BZERO"] = 32768

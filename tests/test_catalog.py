@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from biaswatch.catalog import Catalog
-from biaswatch.catalog_open import set_aside_if_corrupt
-from biaswatch.records import FrameRecord, MasterRow
-from biaswatch.testing import FakeClock
+from biaswatch.catalog.open import set_aside_if_corrupt
+from biaswatch.catalog.rows import FrameRecord, MasterRow
+from biaswatch.catalog.store import Catalog
+from biaswatch.testing.fits import FakeClock
 
 
 @pytest.fixture(name="catalog")

@@ -29,11 +29,11 @@ from service_process import (
     write_frames,
 )
 
-from biaswatch.cluster import CONNECT_SECONDS
-from biaswatch.cluster_capacity import WAIT_SECONDS
-from biaswatch.faults import PAUSE_AT, PAUSE_SECONDS
+from biaswatch.combine.dask_capacity import WAIT_SECONDS
+from biaswatch.combine.dask_executor import CONNECT_SECONDS
 from biaswatch.sections import Section
-from biaswatch.simulate import Geometry
+from biaswatch.system.faults import PAUSE_AT, PAUSE_SECONDS
+from biaswatch.testing.camera import Geometry
 
 distributed = pytest.importorskip("distributed")
 

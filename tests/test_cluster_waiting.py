@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from biaswatch import cluster
-from biaswatch.cluster_capacity import REPEAT_SECONDS, WAIT_SECONDS, Capacity
+from biaswatch.combine import dask_executor as cluster
+from biaswatch.combine.dask_capacity import REPEAT_SECONDS, WAIT_SECONDS, Capacity
 
 
 class Clock:

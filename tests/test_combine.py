@@ -18,14 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from biaswatch.combine import (
+from biaswatch.combine.engine import (
     band_rows,
     combine_files,
     combine_stack,
 )
 from biaswatch.errors import CombineFailed
 from biaswatch.settings import CombineSettings
-from biaswatch.testing import seed_combine
+from biaswatch.testing.fits import seed_combine
 
 SEED = CombineSettings()  # the seed recipe: average, median / mad_std, 5 / 5 sigma
 VARIANTS = {
@@ -269,7 +269,7 @@ MEMORY_CHILD = """
 import sys
 from pathlib import Path
 import numpy as np
-from biaswatch.combine import combine_files, warm_up
+from biaswatch.combine.engine import combine_files, warm_up
 from biaswatch.settings import CombineSettings
 
 def vm(key):

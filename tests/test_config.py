@@ -362,7 +362,7 @@ class TestOverlaps:
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A realpath that hangs (a dead mount) gives the normalized path after the timeout."""
-        from biaswatch import overlaps
+        from biaswatch.system import overlaps
 
         def hang(path: Path, found: dict[Path, Path]) -> None:
             time.sleep(5)

@@ -21,7 +21,7 @@ from service_process import (
     write_frames,
 )
 
-from biaswatch.faults import CRASH_AT, PAUSE_AT, PAUSE_SECONDS, POINTS
+from biaswatch.system.faults import CRASH_AT, PAUSE_AT, PAUSE_SECONDS, POINTS
 
 
 def masters_on_disk(base: Path) -> list[Path]:

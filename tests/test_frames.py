@@ -13,14 +13,14 @@ from astropy.io import fits
 from biaswatch.config import CameraConfig
 from biaswatch.errors import FrameRejected
 from biaswatch.fitsbytes import fits_status
-from biaswatch.frames import (
+from biaswatch.frames.readiness import (
     Readiness,
     classify,
     geometry,
     observation_time,
     read_frame,
 )
-from biaswatch.testing import fits_bytes, make_bias_fits
+from biaswatch.testing.fits import fits_bytes, make_bias_fits
 
 
 @pytest.fixture(name="camera")

@@ -16,8 +16,8 @@ from astropy.utils.exceptions import AstropyUserWarning
 
 from biaswatch.config import load_config
 from biaswatch.fitsbytes import fits_status
-from biaswatch.service import Service
-from biaswatch.testing import make_bias_fits, truncated_copy
+from biaswatch.service.loop import Service
+from biaswatch.testing.fits import make_bias_fits, truncated_copy
 
 
 def test_astropy_truncation_is_warning_only(tmp_path: Path) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from biaswatch.health import Health
-from biaswatch.testing import FakeNotifier
+from biaswatch.service.health import Health
+from biaswatch.testing.fits import FakeNotifier
 
 
 def test_a_new_master_does_not_hide_a_degradation_and_recovery_keeps_the_master() -> None:

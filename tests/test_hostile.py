@@ -27,8 +27,8 @@ from service_process import (
 )
 
 from biaswatch.sections import Section
-from biaswatch.simulate import Geometry
-from biaswatch.testing import DType, fits_bytes, write_in_pieces
+from biaswatch.testing.camera import Geometry
+from biaswatch.testing.fits import DType, fits_bytes, write_in_pieces
 
 pytestmark = pytest.mark.slow
 

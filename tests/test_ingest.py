@@ -11,8 +11,8 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 
 from biaswatch.config import CameraConfig, SiteConfig
-from biaswatch.ingest import ingest
-from biaswatch.testing import make_bias_fits, truncated_copy
+from biaswatch.frames.read import ingest
+from biaswatch.testing.fits import make_bias_fits, truncated_copy
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from biaswatch.catalog.rows import FrameRecord
 from biaswatch.config import CameraConfig, SiteConfig
-from biaswatch.intake import Intake
-from biaswatch.records import FrameRecord
-from biaswatch.testing import fits_bytes, make_bias_fits
+from biaswatch.frames.intake import Intake
+from biaswatch.testing.fits import fits_bytes, make_bias_fits
 
 
 @pytest.fixture(name="camera")
@@ -147,7 +147,7 @@ def test_unreadable_file_is_logged_once_then_looked_at_less_often(
         # whom permissions do not stop).
         raise PermissionError(13, "Permission denied", str(_path))
 
-    monkeypatch.setattr("biaswatch.intake.open_frame", refuse)
+    monkeypatch.setattr("biaswatch.frames.intake.open_frame", refuse)
     intake = intake_for(camera, tmp_path)
     assert intake.note("cryo", path, now=0.0)
     looks = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from biaswatch import kernel
+from biaswatch.combine import kernel
 
 
 def sorted_columns(n: int, cols: int, dtype: type, seed: int) -> np.ndarray:

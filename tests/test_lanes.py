@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from biaswatch.catalog import Catalog, KnownReader
+from biaswatch.catalog.rows import FrameRecord
+from biaswatch.catalog.store import Catalog, KnownReader
 from biaswatch.config import CameraConfig, SiteConfig
-from biaswatch.handler import PathEvent
-from biaswatch.intake import Intake
-from biaswatch.lanes import Lane, Lanes
-from biaswatch.records import FrameRecord
-from biaswatch.scan import probe_directory
-from biaswatch.testing import make_bias_fits
+from biaswatch.frames.intake import Intake
+from biaswatch.frames.lanes import Lane, Lanes
+from biaswatch.testing.fits import make_bias_fits
+from biaswatch.watch.handler import PathEvent
+from biaswatch.watch.scan import probe_directory
 
 
 @pytest.fixture(name="catalog")

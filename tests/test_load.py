@@ -27,7 +27,7 @@ from service_process import (
 )
 
 from biaswatch.config import load_config
-from biaswatch.testing import fits_bytes
+from biaswatch.testing.fits import fits_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from biaswatch.catalog import utc_now
-from biaswatch.catalog_open import open_catalog
+from biaswatch.catalog.open import open_catalog
+from biaswatch.catalog.store import utc_now
 from biaswatch.errors import ConfigError
-from biaswatch.mounts import (
+from biaswatch.system.mounts import (
     Mount,
     check_state_dir,
     is_network,

@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 from service_process import write_config
 
-from biaswatch.catalog import Catalog
+from biaswatch.catalog.rows import FrameRecord
+from biaswatch.catalog.store import Catalog
 from biaswatch.config import CameraConfig
 from biaswatch.errors import FrameRejected
 from biaswatch.fitsbytes import END_SEARCH_CARDS, file_status
-from biaswatch.frames import read_frame
+from biaswatch.frames.readiness import read_frame
 from biaswatch.names import bound, for_terminal, shown
-from biaswatch.records import FrameRecord
-from biaswatch.scan import probe_directory
-from biaswatch.testing import fits_bytes
+from biaswatch.testing.fits import fits_bytes
+from biaswatch.watch.scan import probe_directory
 
 ODD = os.fsdecode(b"bias_\xff\xfe.fits")  # not UTF-8: lone surrogates in a str
 EVIL = "evil\x1b[2J\x1b]0;owned\x07" + os.fsdecode(b"\xff") + ".fits"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from biaswatch.nights import night_end, night_label, night_start, parse_date_obs
+from biaswatch.rules.nights import night_end, night_label, night_start, parse_date_obs
 
 CHICAGO = ZoneInfo("America/Chicago")
 NOON = dt.time(12, 0)

@@ -26,9 +26,9 @@ from service_process import (
     write_frames,
 )
 
-from biaswatch.faults import PAUSE_AT, PAUSE_SECONDS
 from biaswatch.sections import Section
-from biaswatch.simulate import Geometry
+from biaswatch.system.faults import PAUSE_AT, PAUSE_SECONDS
+from biaswatch.testing.camera import Geometry
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -31,8 +31,8 @@ from service_process import (
 )
 
 from biaswatch.fitsbytes import MAX_HEADER_CARDS
-from biaswatch.nights import night_label
-from biaswatch.testing import fits_bytes, write_in_pieces
+from biaswatch.rules.nights import night_label
+from biaswatch.testing.fits import fits_bytes, write_in_pieces
 
 pytestmark = pytest.mark.slow
 

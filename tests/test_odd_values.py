@@ -18,19 +18,19 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from odd_bytes import with_cards, with_value
 
-from biaswatch.calibrate import calibrated_header
-from biaswatch.catalog import Catalog
+from biaswatch.catalog.record import record_frames
+from biaswatch.catalog.rows import FrameRecord
+from biaswatch.catalog.store import Catalog
 from biaswatch.config import CameraConfig, SiteConfig
 from biaswatch.errors import ConfigError, FrameRejected
 from biaswatch.fitsbytes import MAX_HEADER_CARDS, fits_status
-from biaswatch.frames import classify, observation_time, read_frame
-from biaswatch.ingest import examine
-from biaswatch.intake import Intake
-from biaswatch.nights import night_end, night_label, night_start
-from biaswatch.recording import record_frames
-from biaswatch.records import FrameRecord
+from biaswatch.frames.calibrate import calibrated_header
+from biaswatch.frames.intake import Intake
+from biaswatch.frames.read import examine
+from biaswatch.frames.readiness import classify, observation_time, read_frame
+from biaswatch.rules.nights import night_end, night_label, night_start
 from biaswatch.settings import parse_date_range
-from biaswatch.testing import fits_bytes
+from biaswatch.testing.fits import fits_bytes
 
 ZONES = [ZoneInfo(z) for z in ("UTC", "America/Chicago", "Pacific/Kiritimati", "Etc/GMT+12")]
 NOW = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC)

@@ -13,7 +13,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 
 from biaswatch.settings import CombineSettings
-from biaswatch.testing import make_bias_fits, seed_combine
+from biaswatch.testing.fits import make_bias_fits, seed_combine
 
 
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:

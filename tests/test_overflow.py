@@ -26,7 +26,7 @@ import pytest
 from astropy.io import fits
 from service_process import ServiceProcess, catalog_rows, inotify_instances, wait_for, write_config
 
-from biaswatch.testing import fits_bytes
+from biaswatch.testing.fits import fits_bytes
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from biaswatch.overflow import OVERFLOW_MESSAGE, WATCHDOG_LOGGER, listen_for_overflows
+from biaswatch.watch.overflow import OVERFLOW_MESSAGE, WATCHDOG_LOGGER, listen_for_overflows
 
 # What watchdog 7.1 logs on IN_Q_OVERFLOW, word for word (inotify_c.py, handle_event).
 WATCHDOG_WARNING = "Inotify queue overflowed; filesystem events were lost"

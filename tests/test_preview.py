@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from biaswatch.preview import preview_path, write_preview
+from biaswatch.publish.figure import preview_path, write_preview
 
 
 def test_a_preview_that_fails_to_save_leaves_no_partial_file(

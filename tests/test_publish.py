@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from biaswatch.publish import (
+from biaswatch.publish.master import (
     MasterInfo,
     give_final_name,
     is_temporary,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from biaswatch.qc import (
+from biaswatch.rules.qc import (
     FrameQC,
     clipped_fraction,
     frame_qc,

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from biaswatch.catalog import Catalog, frame_qc
+from biaswatch.catalog.rows import FrameRecord
+from biaswatch.catalog.store import Catalog, frame_qc
 from biaswatch.config import CameraConfig
-from biaswatch.qc import FrameQC
-from biaswatch.records import FrameRecord
-from biaswatch.screening import screen
+from biaswatch.rules.qc import FrameQC
+from biaswatch.service.screening import screen
 from biaswatch.settings import QcSettings
 
 

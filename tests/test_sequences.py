@@ -18,14 +18,14 @@ from service_process import (
     write_config,
 )
 
-from biaswatch.catalog import Catalog
-from biaswatch.combines import Combines, action_for
+from biaswatch.catalog.rows import FrameRecord, MasterRow
+from biaswatch.catalog.store import Catalog
+from biaswatch.combine.child import CombineJob, CombineResult
+from biaswatch.combine.executors import AttemptEvent
 from biaswatch.config import load_config
-from biaswatch.executors import AttemptEvent
-from biaswatch.publish import temporaries_of, temporary_name
-from biaswatch.records import FrameRecord, MasterRow
-from biaswatch.testing import FakeClock
-from biaswatch.worker import CombineJob, CombineResult
+from biaswatch.publish.master import temporaries_of, temporary_name
+from biaswatch.service.combines import Combines, action_for
+from biaswatch.testing.fits import FakeClock
 
 NIGHT = "2026-11-24"
 # Two combines at once: max_combine_memory // mem_limit (config.combine_slots), as test_load.

@@ -26,7 +26,7 @@ from service_process import (
     write_frames,
 )
 
-from biaswatch.testing import fits_bytes, seed_combine, truncated_copy
+from biaswatch.testing.fits import fits_bytes, seed_combine, truncated_copy
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from biaswatch.sets import Action, Geometry, Rules, SetState, decide, input_digest
+from biaswatch.rules.sets import Action, Geometry, Rules, SetState, decide, input_digest
 
 T0 = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)
 END = T0 + dt.timedelta(hours=12)

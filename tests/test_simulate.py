@@ -20,7 +20,7 @@ from astropy.stats import mad_std
 
 from biaswatch.config import CameraConfig
 from biaswatch.sections import Section
-from biaswatch.simulate import (
+from biaswatch.testing.camera import (
     Geometry,
     camera_header,
     frame_bytes,
@@ -31,7 +31,7 @@ from biaswatch.simulate import (
     simulate,
     write_in_pieces,
 )
-from biaswatch.testing import FakeClock
+from biaswatch.testing.fits import FakeClock
 
 # 256 x 256 image + a 32-column overscan: big enough for tight noise statistics,
 # small enough to generate in milliseconds.

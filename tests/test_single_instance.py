@@ -25,9 +25,9 @@ from service_process import (
 )
 from test_faults import assert_one_master_per_set, children_of
 
-from biaswatch.catalog import Catalog
-from biaswatch.faults import PAUSE_AT, PAUSE_SECONDS
-from biaswatch.worker import RETRY_FIRST_SECONDS
+from biaswatch.catalog.store import Catalog
+from biaswatch.combine.child import RETRY_FIRST_SECONDS
+from biaswatch.system.faults import PAUSE_AT, PAUSE_SECONDS
 
 pytestmark = pytest.mark.slow
 

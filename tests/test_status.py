@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from service_process import catalog_rows, running_service, wait_for, write_config, write_frames
 
-from biaswatch import pidfile
+from biaswatch.system import pidfile
 
 
 def status(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

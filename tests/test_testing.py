@@ -15,9 +15,10 @@ from astropy.nddata import CCDData
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from biaswatch import simulate, testing
 from biaswatch.sections import Section
-from biaswatch.testing import (
+from biaswatch.testing import camera as simulate
+from biaswatch.testing import fits as testing
+from biaswatch.testing.fits import (
     FakeClock,
     FakeNotifier,
     fits_bytes,

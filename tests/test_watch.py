@@ -19,9 +19,9 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 from biaswatch.config import CameraConfig, load_config
-from biaswatch.handler import PathEvent
-from biaswatch.mounts import Mount
-from biaswatch.watch import MAX_REBUILDS, Watcher, WatcherFailing
+from biaswatch.system.mounts import Mount
+from biaswatch.watch.handler import PathEvent
+from biaswatch.watch.observers import MAX_REBUILDS, Watcher, WatcherFailing
 
 # Generous: the machine is small and shared, and a deadline only costs time on failure.
 DEADLINE_SECONDS = 10.0

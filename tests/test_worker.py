@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from biaswatch.publish import MasterInfo
+from biaswatch.combine.child import CombineJob, CombineProcess, CombineResult
+from biaswatch.publish.master import MasterInfo
 from biaswatch.settings import CombineSettings
-from biaswatch.worker import CombineJob, CombineProcess, CombineResult
 
 
 def job_for(tmp_path: Path, shapes: list[tuple[int, int]]) -> CombineJob:

@@ -2,7 +2,7 @@
 
 import sys
 
-from biaswatch.cli import main
+from biaswatch.cli.main import main
 
 # Guarded: combine children are forked from a forkserver, which re-imports the
 # main module under another name and must not run the command line again.

@@ -28,7 +28,6 @@ from pydantic import (
 )
 
 from biaswatch.errors import ConfigError
-from biaswatch.overlaps import overlap_problems
 from biaswatch.settings import (
     DEFAULT_DATE_RANGE,
     AlertsConfig,
@@ -40,6 +39,7 @@ from biaswatch.settings import (
     QcSettings,
     _Frozen,
 )
+from biaswatch.system.overlaps import overlap_problems
 
 # Reading and calibrating a frame peaks at about 16 bytes per pixel in the service:
 # measured 4.0x the data of a 4096 x 4128 float32 raw (270 MB for 68 MB) and 7.0x a

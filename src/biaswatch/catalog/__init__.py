@@ -1,0 +1,1 @@
+"""The SQLite catalog, the one source of truth: frames, sets, masters, attempts."""

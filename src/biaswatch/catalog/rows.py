@@ -1,0 +1,137 @@
+"""What the catalog stores: its tables, and its rows as plain frozen data.
+
+The service, the lanes and the commands pass the rows around; only catalog.py
+turns them into SQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from biaswatch.rules.qc import FrameQC, MasterQC
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS frames (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    camera TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT,
+    status TEXT NOT NULL
+        CHECK (status IN ('seen', 'valid', 'combined', 'ignored', 'rejected')),
+    reason TEXT,
+    note TEXT,
+    imagetyp TEXT,
+    date_obs TEXT,
+    night TEXT,
+    geometry TEXT,
+    set_id INTEGER REFERENCES sets(id),
+    calibrated TEXT,
+    recorded TEXT NOT NULL,
+    qc TEXT
+);
+CREATE INDEX IF NOT EXISTS frames_set ON frames(set_id);
+CREATE INDEX IF NOT EXISTS frames_content ON frames(camera, sha256);
+CREATE TABLE IF NOT EXISTS sets (
+    id INTEGER PRIMARY KEY,
+    camera TEXT NOT NULL,
+    night TEXT NOT NULL,
+    geometry TEXT NOT NULL,
+    state TEXT NOT NULL
+        CHECK (state IN ('open', 'closed', 'combining', 'done', 'failed', 'insufficient')),
+    reason TEXT,
+    tries INTEGER NOT NULL DEFAULT 0,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    flag TEXT,
+    -- The master sequence number reserved for this set when its combine first
+    -- starts, kept across retries and restarts (catalog_masters.reserve_sequence);
+    -- unique per camera and night (index made in catalog._migrate).
+    sequence INTEGER
+);
+CREATE INDEX IF NOT EXISTS sets_key ON sets(camera, night, geometry, state);
+CREATE TABLE IF NOT EXISTS masters (
+    id INTEGER PRIMARY KEY,
+    set_id INTEGER NOT NULL UNIQUE REFERENCES sets(id),
+    camera TEXT NOT NULL,
+    night TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    geometry TEXT NOT NULL,
+    path TEXT NOT NULL UNIQUE,
+    ncombine INTEGER NOT NULL,
+    input_digest TEXT NOT NULL,
+    created TEXT NOT NULL,
+    qc TEXT,
+    state TEXT NOT NULL DEFAULT 'accepted' CHECK (state IN ('accepted', 'rejected')),
+    judged_by TEXT,
+    judgement TEXT,
+    UNIQUE (camera, night, sequence)
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY,
+    set_id INTEGER NOT NULL REFERENCES sets(id),
+    task TEXT NOT NULL,
+    executor TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    started TEXT NOT NULL,
+    ended TEXT,
+    outcome TEXT NOT NULL DEFAULT 'running'
+        CHECK (outcome IN ('running', 'done', 'failed', 'lost')),
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_set ON attempts(set_id);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRecord:
+    """What the service learnt about one file."""
+
+    path: str
+    camera: str
+    size: int
+    mtime_ns: int
+    status: str
+    sha256: str | None = None
+    reason: str | None = None
+    note: str | None = None
+    imagetyp: str | None = None
+    date_obs: str | None = None
+    night: str | None = None
+    geometry: str | None = None
+    calibrated: str | None = None
+    qc: FrameQC | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetRow:
+    """One set and its valid frames' count and latest arrival."""
+
+    id: int
+    camera: str
+    night: str
+    geometry: str
+    state: str
+    reason: str | None
+    frames: int
+    last_arrival: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MasterRow:
+    """One published master."""
+
+    camera: str
+    night: str
+    sequence: int
+    geometry: str
+    path: str
+    ncombine: int
+    input_digest: str
+    created: str
+    qc: MasterQC | None = None
+    state: str = "accepted"  # or "rejected" (acceptance.py), by biaswatch or a person
+    judged_by: str | None = None
+    judgement: str | None = None

@@ -1,0 +1,57 @@
+"""``biaswatch attempts``: where each combine ran, and what became of each run.
+
+The answer to "why did last night's master take an hour?" on a cluster: a
+worker lost mid-combine shows as a ``lost`` attempt beside the rerun that made
+the master (catalog_attempts.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from biaswatch.catalog.store import Catalog
+from biaswatch.config import load_config
+
+
+def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``attempts`` sub-command."""
+    attempts = commands.add_parser(
+        "attempts", help="list each combine's attempts (executor, worker, outcome)"
+    )
+    attempts.add_argument("--config", type=Path, default=Path("config.toml"), help="TOML file")
+    attempts.add_argument("--set", type=int, dest="set_id", help="only this set")
+    attempts.add_argument("--night", help="only this night (YYYY-MM-DD, the evening's date)")
+    attempts.add_argument("--json", action="store_true", help="print a JSON array")
+    attempts.set_defaults(handler=list_attempts)
+
+
+def list_attempts(args: argparse.Namespace) -> int:
+    """Print the attempts, oldest first, as a table or JSON."""
+    database = load_config(args.config).service.state_dir / "catalog.sqlite"
+    if not database.exists():
+        print("no catalog yet")
+        return 0
+    catalog = Catalog(database)
+    try:
+        rows = [dict(row) for row in catalog.attempts(args.set_id, args.night)]
+    finally:
+        catalog.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no attempts yet")
+        return 0
+    print(
+        f"{'set':>5} {'camera':<10} {'night':<10} {'task':<10} {'executor':<8} "
+        f"{'outcome':<8} started / worker / reason"
+    )
+    for row in rows:
+        print(
+            f"{row['set_id']:>5} {row['camera']:<10} {row['night']:<10} {row['task']:<10} "
+            f"{row['executor']:<8} {row['outcome']:<8} {row['started']}  {row['worker']}"
+            + (f"  ({row['reason']})" if row["reason"] else "")
+        )
+    return 0

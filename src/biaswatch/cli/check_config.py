@@ -1,0 +1,104 @@
+"""``biaswatch check-config``: validate a configuration and print what it means.
+
+Prints the effective settings of every camera, ``[defaults]`` merged in, as
+TOML an operator can read back, with a comment per watch directory saying
+whether it is there and how it will be watched. Exit 0 when valid; 2, with
+every problem listed, when not (``run`` exits 78 for the same problems, which
+systemd reads; this command is for people and scripts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from biaswatch.config import CameraConfig, Config, load_config
+from biaswatch.errors import ConfigError
+from biaswatch.sections import SectionSource
+from biaswatch.settings import DateRange
+from biaswatch.system.mounts import network_mount, read_mounts
+from biaswatch.watch.scan import probe_directory
+
+EXIT_INVALID = 2
+
+
+def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``check-config`` sub-command."""
+    check = commands.add_parser(
+        "check-config", help="validate the config and print each camera's effective settings"
+    )
+    check.add_argument("--config", type=Path, default=Path("config.toml"), help="TOML file")
+    check.set_defaults(handler=check_config)
+
+
+def check_config(args: argparse.Namespace) -> int:
+    """Print the effective settings, or every problem; returns the exit status."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"{args.config}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    print(render(config), end="")
+    return 0
+
+
+def render(config: Config) -> str:
+    """The configuration as TOML, every default written out."""
+    lines = [f"# {config.path}: valid", ""]
+    lines += _table("service", config.service)
+    lines += _table("site", config.site)
+    lines += _table("alerts", config.alerts)
+    for camera in config.cameras:
+        lines += _directories(camera)
+        lines += _table(f"cameras.{camera.name}", camera, skip={"name"})
+    return "\n".join(lines) + "\n"
+
+
+def _directories(camera: CameraConfig) -> list[str]:
+    mounts = read_mounts()
+    notes = []
+    for directory in camera.watch:
+        mount = network_mount(directory, mounts)
+        where = "local disk" if mount is None else f"{mount.fstype} ({mount.source})"
+        notes.append(f"# {directory}: {probe_directory(directory)}, {where}")
+    return notes
+
+
+def _table(name: str, model: BaseModel, skip: set[str] | None = None) -> list[str]:
+    lines, subtables = [f"[{name}]"], []
+    for key, value in model:
+        if key in (skip or set()):
+            continue
+        if isinstance(value, BaseModel):
+            subtables.append((f"{name}.{key}", value))
+        elif value is None:
+            lines.append(f"# {key} is unset")
+        else:
+            lines.append(f"{key} = {_value(value)}")
+    lines.append("")
+    for subname, submodel in subtables:
+        lines += _table(subname, submodel)
+    return lines
+
+
+def _value(value: object) -> str:
+    if isinstance(value, SectionSource):
+        return json.dumps(value.describe())
+    if isinstance(value, DateRange):
+        return json.dumps([value.earliest.describe(), value.latest.describe()])
+    if isinstance(value, dt.time):
+        return json.dumps(value.strftime("%H:%M"))
+    if isinstance(value, Path):
+        return json.dumps(str(value))
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)

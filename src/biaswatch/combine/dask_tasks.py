@@ -1,0 +1,126 @@
+"""What runs on a Dask worker: the combine tasks, each announcing its attempts.
+
+Imported by the worker processes (by reference from pickled tasks), never run in
+the service. Each task announces "started" as it begins and "done" or "failed"
+as it ends, on the event topic :data:`TOPIC`; the service turns those into the
+catalog's attempt history (cluster.py). A run whose worker dies announces only
+its start: that is how a lost attempt shows.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from biaswatch.combine.child import CombineJob, CombineResult, finish_master
+from biaswatch.errors import CombineFailed
+from biaswatch.system.faults import pause_point
+
+TOPIC = "biaswatch-attempts"
+MEMORY = "MEMORY"  # the worker resource a combine asks for, in bytes ([service] mem_limit)
+
+# numba's workqueue threading layer must not run parallel code from two threads of
+# one process at once (kernel.py); a worker started with --nthreads > 1 would do so.
+_KERNEL = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """The stack does not fit one worker's budget: combine these row bands apart."""
+
+    bands: tuple[tuple[int, int], ...]
+
+
+def _where() -> str:
+    from distributed import get_worker
+
+    return f"{get_worker().address} ({socket.gethostname()} pid {os.getpid()})"
+
+
+def _announce(job: CombineJob, task: str, kind: str, reason: str | None = None) -> None:
+    from distributed import get_worker
+
+    # "where", not "worker": the scheduler overwrites a "worker" key with the address.
+    message = {"set": job.set_id, "task": task, "where": _where(), "kind": kind}
+    get_worker().log_event(TOPIC, message | {"reason": reason})
+
+
+def combine_task(job: CombineJob) -> CombineResult | Split:
+    """The whole combine on this worker, or the bands to spread when it does not fit."""
+    _announce(job, "combine", "started")
+    try:
+        split = _bands(job)
+        if len(split.bands) > 1:
+            _announce(job, "combine", "done", f"split into {len(split.bands)} bands")
+            return split
+        result = _combine_whole(job)
+    except Exception as exc:  # the task's one boundary: an answer, never a bare error
+        result = CombineResult(job.set_id, None, f"{type(exc).__name__}: {exc}")
+    _announce(job, "combine", "done" if result.temporary else "failed", result.reason)
+    return replace(result, worker=_where())
+
+
+def _combine_whole(job: CombineJob) -> CombineResult:
+    from biaswatch.combine.engine import combine_files
+
+    start = time.perf_counter()
+    try:
+        with _KERNEL:
+            data = combine_files(
+                [Path(p) for p in job.inputs], job.info.settings, job.info.mem_limit
+            )
+    except CombineFailed as exc:
+        return CombineResult(job.set_id, None, exc.reason)
+    pause_point("mid_combine")  # fault tests kill the worker here (tests/test_cluster.py)
+    return finish_master(job, data, start)
+
+
+def _bands(job: CombineJob) -> Split:
+    from astropy.io import fits
+
+    from biaswatch.combine.engine import split_rows
+
+    try:
+        header = fits.getheader(job.inputs[0])
+        shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+        rows = split_rows(len(job.inputs), shape, job.info.mem_limit, job.info.settings.method)
+    except (OSError, KeyError, CombineFailed):  # make_master reports it with its reason
+        return Split(((0, 0),))
+    return Split(tuple(rows))
+
+
+def band_task(job: CombineJob, rows: tuple[int, int], task: str) -> np.ndarray:
+    """Combine image rows ``rows`` of the job's inputs (float32)."""
+    from biaswatch.combine.engine import combine_files
+
+    _announce(job, task, "started")
+    try:
+        with _KERNEL:
+            data = combine_files(
+                [Path(p) for p in job.inputs], job.info.settings, job.info.mem_limit, rows=rows
+            )
+    except Exception as exc:
+        _announce(job, task, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    _announce(job, task, "done")
+    return data
+
+
+def assemble_task(job: CombineJob, *bands: Any) -> CombineResult:
+    """The bands, in order, as one master: header, QC and the temporary file."""
+    _announce(job, "assemble", "started")
+    start = time.perf_counter()
+    try:
+        pause_point("mid_combine")
+        result = finish_master(job, np.concatenate(bands, axis=0), start)
+    except Exception as exc:  # the task's one boundary: an answer, never a bare error
+        result = CombineResult(job.set_id, None, f"{type(exc).__name__}: {exc}")
+    _announce(job, "assemble", "done" if result.temporary else "failed", result.reason)
+    return replace(result, worker=_where(), task="assemble")

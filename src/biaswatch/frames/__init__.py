@@ -1,0 +1,1 @@
+"""One file to one frame record: the camera lanes, readiness, opening, reading, calibration."""

@@ -1,0 +1,141 @@
+"""Calibrate one raw bias: subtract the overscan, trim, keep float32.
+
+This is the seed recipe's first step (ccdproc ``subtract_overscan`` with a
+median collapse, then ``trim_image``), run once per frame as it lands so that
+only the combine is left when a set completes. A section that does not fit
+the frame is that frame's error, naming the setting or keyword, never a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import ccdproc
+import numpy as np
+from astropy import units as u
+from astropy.io import fits
+from astropy.modeling.models import Polynomial1D
+from astropy.nddata import CCDData
+
+from biaswatch.errors import FrameRejected
+from biaswatch.frames.readiness import header_value
+from biaswatch.sections import Section, SectionSource
+from biaswatch.settings import CalibrateSettings
+
+# Keywords that describe the raw layout and would be wrong after trimming.
+_RAW_LAYOUT = ("BIASSEC", "TRIMSEC", "DATASEC", "CCDSEC", "BZERO", "BSCALE")
+_STRUCTURE = ("SIMPLE", "BITPIX", "EXTEND", "XTENSION", "PCOUNT", "GCOUNT", "EXTNAME")
+
+
+def resolve_section(
+    source: SectionSource, header: fits.Header, shape: tuple[int, int], setting: str
+) -> Section | None:
+    """The section to use for ``setting`` ("overscan" or "trim"), checked against ``shape``.
+
+    Raises:
+        FrameRejected: the keyword is missing or unreadable, or the section does not fit.
+    """
+    if source.kind == "none":
+        return None
+    if source.kind == "header":
+        origin = f"{setting} = header:{source.keyword}"
+        value = header_value(header, source.keyword)
+        if value is None:
+            raise FrameRejected(f"{origin}: keyword {source.keyword} is missing from the header")
+        try:
+            section = Section.parse(str(value))
+        except ValueError as exc:
+            raise FrameRejected(f"{origin}: {exc}") from None
+    else:
+        assert source.section is not None
+        origin, section = f"{setting} = {source.describe()}", source.section
+    problem = section.problem_with(shape)
+    if problem is not None:
+        raise FrameRejected(f"{origin}: {problem}")
+    return section
+
+
+def calibrate_image(
+    image: np.ndarray, header: fits.Header, settings: CalibrateSettings
+) -> np.ndarray:
+    """Overscan-subtract and trim ``image`` with ccdproc; returns float32.
+
+    Raises:
+        FrameRejected: a section does not fit, or ccdproc refuses the frame.
+    """
+    shape = (int(image.shape[0]), int(image.shape[1]))
+    overscan = resolve_section(settings.overscan, header, shape, "overscan")
+    trim = resolve_section(settings.trim, header, shape, "trim")
+    # float32 halves the memory traffic (0.17 -> 0.1 s for 4096 x 4128) and is exact
+    # for median overscans: raw values and their medians are multiples of 0.5 below
+    # 2**16, so their difference is exact in float32. A poly:N fit is float64 in
+    # ccdproc and promotes the subtraction to float64 itself.
+    ccd = CCDData(image.astype(np.float32), unit=u.adu)
+    if overscan is not None:
+        _check_overscan_spans(overscan, shape, settings)
+        ccd = ccdproc.subtract_overscan(
+            ccd,
+            fits_section=overscan.fits_string(),
+            overscan_axis=settings.overscan_axis,
+            median=True,
+            model=_overscan_model(settings.overscan_model),
+        )
+    if trim is not None:
+        ccd = ccdproc.trim_image(ccd, fits_section=trim.fits_string())
+    return np.asarray(ccd.data, dtype=np.float32)
+
+
+def _check_overscan_spans(
+    section: Section, shape: tuple[int, int], settings: CalibrateSettings
+) -> None:
+    # ccdproc collapses the overscan along overscan_axis and subtracts the
+    # result row by row (axis 1) or column by column (axis 0): the strip must
+    # cover every row (or column), or numpy cannot broadcast it.
+    rows, cols = section.shape()
+    axis = settings.overscan_axis
+    if (axis == 1 and rows != shape[0]) or (axis == 0 and cols != shape[1]):
+        along = "rows" if axis == 1 else "columns"
+        raise FrameRejected(
+            f"overscan = {settings.overscan.describe()} ({section.fits_string()}) does not cover "
+            f"all {shape[0] if axis == 1 else shape[1]} {along} needed for overscan_axis={axis}"
+        )
+
+
+def _overscan_model(model: str) -> Polynomial1D | None:
+    if model == "median":
+        return None
+    return Polynomial1D(degree=int(model.split(":", 1)[1]))
+
+
+def calibrated_header(raw: fits.Header) -> fits.Header:
+    """The raw header without the raw-layout keywords that trimming invalidates.
+
+    One ``Header(cards)`` call: ``Header.append`` card by card is quadratic in
+    astropy (20,000 cards took 32 s, 100,000 took 9 minutes; issue 11, finding 10).
+    Cards astropy cannot parse (control characters) are left out: a bad OBSERVER
+    card is no reason to lose a bias, and writing it would fail verification.
+    """
+    kept = [card for card in raw.cards if _kept(card)]
+    return fits.Header(kept)
+
+
+def _kept(card: fits.Card) -> bool:
+    key = card.keyword
+    if not key or key in _RAW_LAYOUT or key in _STRUCTURE or key.startswith("NAXIS"):
+        return False
+    try:
+        card.verify("exception")
+    except Exception:  # astropy's VerifyError: the card cannot be written back
+        return False
+    return True
+
+
+def write_calibrated(data: np.ndarray, header: fits.Header, path: Path) -> Path:
+    """Write a calibrated frame to the work area (temporary name, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial-{socket.gethostname()}-{os.getpid()}")
+    fits.PrimaryHDU(data=data, header=header).writeto(tmp, overwrite=True)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,186 @@
+"""One settled file in, one catalog record out: read, classify, date, calibrate.
+
+This is the unit of work for a frame, so it holds the frame's one broad
+``except``: whatever goes wrong with one file becomes a ``rejected`` record
+with a reason, and the service carries on with the next file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import structlog
+
+from biaswatch.catalog.rows import FrameRecord
+from biaswatch.config import CameraConfig, SiteConfig
+from biaswatch.errors import FrameRejected
+from biaswatch.fitsbytes import MAX_HEADER_CARDS
+from biaswatch.frames.calibrate import calibrate_image, calibrated_header, write_calibrated
+from biaswatch.frames.readiness import (
+    RawFrame,
+    classify,
+    geometry,
+    header_text,
+    observation_time,
+    read_frame,
+)
+from biaswatch.rules.nights import night_label
+from biaswatch.rules.qc import frame_qc
+
+log = structlog.get_logger("biaswatch.ingest")
+
+
+def ingest(path: Path, camera: CameraConfig, site: SiteConfig, work_dir: Path) -> FrameRecord:
+    """Turn one complete file into a valid, ignored or rejected frame record."""
+    got = read(path, camera)
+    return got if isinstance(got, FrameRecord) else examine(got, camera, site, work_dir)
+
+
+def read(path: Path, camera: CameraConfig) -> RawFrame | FrameRecord:
+    """Read a file: the one step that touches the camera's disk; a rejection if it fails.
+
+    Split from :func:`examine` so that a camera's own thread (lanes.py) reads, and a
+    hung mount holds that thread only, never the calibration workers every camera shares.
+    """
+    bound = log.bind(camera=camera.name, file=str(path))
+    try:
+        return read_frame(path, camera)
+    except FrameRejected as exc:
+        return _rejected(bound, path, camera, exc.reason)
+    except Exception as exc:  # one file's boundary: record it, never stop the service
+        return _rejected(bound, path, camera, f"unreadable: {type(exc).__name__}: {exc}")
+
+
+def examine(frame: RawFrame, camera: CameraConfig, site: SiteConfig, work_dir: Path) -> FrameRecord:
+    """Classify, date and calibrate a frame already read (CPU and the work directory only)."""
+    bound = log.bind(camera=camera.name, file=str(frame.path))
+    try:
+        return _examine(frame, camera, site, work_dir, bound)
+    except FrameRejected as exc:
+        return _rejected(bound, frame.path, camera, exc.reason, frame)
+    except Exception as exc:  # one file's boundary: record it, never stop the service
+        bound.exception("frame.failed")
+        return _rejected(bound, frame.path, camera, f"{type(exc).__name__}: {exc}", frame)
+
+
+def _examine(
+    frame: RawFrame,
+    camera: CameraConfig,
+    site: SiteConfig,
+    work_dir: Path,
+    bound: structlog.stdlib.BoundLogger,
+) -> FrameRecord:
+    cards = len(frame.header)  # the image HDU's and the primary's, merged
+    if cards > MAX_HEADER_CARDS:
+        raise FrameRejected(f"header holds {cards} cards, more than {MAX_HEADER_CARDS}")
+    is_bias, imagetyp = classify(frame.header, camera)
+    base = _base(frame, camera, imagetyp)
+    if not is_bias:
+        reason = f"{camera.imagetyp_keyword} = {imagetyp!r} is not a bias"
+        bound.info("frame.ignored", reason=reason)
+        return replace(base, status="ignored", reason=reason)
+    when, note = observation_time(frame, camera.date_range)
+    night = night_label(when, site.zone, site.night_rollover).isoformat()
+    geom = geometry(frame).label()
+    if note is not None:
+        bound.warning("frame.date_fallback", note=note, night=night)
+    _check_finite(frame.image)
+    data = calibrate_image(frame.image, frame.header, camera.calibrate)
+    quality = frame_qc(
+        frame.image,
+        data,
+        saturation=_saturation(frame.image, camera.qc.saturation),
+        ccd_temp=_number(header_text(frame.header, camera.qc.ccd_temp_keyword)),
+    )
+    out = work_dir / camera.name / night / _work_name(frame)
+    write_calibrated(data, calibrated_header(frame.header), out)
+    bound.info("frame.calibrated", night=night, geometry=geom, calibrated=str(out))
+    return replace(
+        base,
+        status="valid",
+        note=note,
+        date_obs=when.isoformat(),
+        night=night,
+        geometry=geom,
+        calibrated=str(out),
+        qc=quality,
+    )
+
+
+def _saturation(raw: np.ndarray, configured: float | None) -> float:
+    """The configured saturation, else the raw type's largest value (none for floats)."""
+    if configured is not None:
+        return configured
+    if np.issubdtype(raw.dtype, np.integer):
+        return float(np.iinfo(raw.dtype).max)
+    return float("inf")
+
+
+def _number(value: object) -> float | None:
+    """A header value as a float, or None when absent or not a number."""
+    try:
+        return None if value is None or isinstance(value, bool) else float(str(value))
+    except ValueError:
+        return None
+
+
+def _check_finite(image: np.ndarray) -> None:
+    """A raw bias holds finite readings; NaN or inf means a broken writer, not a bias."""
+    if np.issubdtype(image.dtype, np.floating):
+        bad = int(image.size - np.count_nonzero(np.isfinite(image)))
+        if bad:
+            raise FrameRejected(f"{bad} of {image.size} pixels are NaN or infinite")
+
+
+def _base(frame: RawFrame, camera: CameraConfig, imagetyp: str | None) -> FrameRecord:
+    return FrameRecord(
+        str(frame.path),
+        camera.name,
+        frame.size,
+        frame.mtime_ns,
+        status="rejected",
+        sha256=frame.sha256,
+        imagetyp=imagetyp,
+    )
+
+
+def _rejected(
+    bound: structlog.stdlib.BoundLogger,
+    path: Path,
+    camera: CameraConfig,
+    reason: str,
+    frame: RawFrame | None = None,
+) -> FrameRecord:
+    bound.warning("frame.rejected", reason=reason)
+    if frame is not None:
+        # header_text never raises: a card that broke _examine must not break this too.
+        base = _base(frame, camera, header_text(frame.header, camera.imagetyp_keyword))
+        return replace(base, reason=reason)
+    return rejected_record(path, camera.name, reason)
+
+
+def rejected_record(path: Path, camera: str, reason: str) -> FrameRecord:
+    """A rejection for a file that could not be read as a frame at all."""
+    try:
+        st = path.stat()
+        size, mtime_ns = st.st_size, st.st_mtime_ns
+    except OSError:
+        size, mtime_ns = -1, -1
+    return FrameRecord(str(path), camera, size, mtime_ns, status="rejected", reason=reason)
+
+
+def _work_name(frame: RawFrame) -> str:
+    """The calibrated copy's name: the content's hash and a hash of the raw path.
+
+    Never the raw name itself: a legal 255-byte name plus a suffix is longer than
+    NAME_MAX (ENAMETOOLONG), and a name may hold any bytes. The content hash
+    (64 bits of it; a clash needs ~4e9 frames of one camera and night, the birthday
+    bound) names what was calibrated; the path hash keeps two files of equal
+    content (a copy, recorded as a duplicate) from writing one work file.
+    """
+    tag = hashlib.sha256(os.fsencode(str(frame.path))).hexdigest()[:8]
+    return f"{frame.sha256[:16]}-{tag}.fits"

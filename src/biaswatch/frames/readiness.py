@@ -1,0 +1,281 @@
+"""Frames on disk: when a file is ready, whether it is whole FITS, what it is.
+
+Watchdog's ``created`` fires when a file appears, long before the camera has
+finished writing it (watchdog #586), and astropy only *warns* when a FITS file
+is truncated (``_File.seek``). So a path becomes a frame in three steps:
+
+1. :class:`Readiness` waits until its size and mtime have not changed for
+   ``settle_seconds`` (or the writer closed it, on inotify);
+2. :func:`fits_status` (fitsbytes.py) checks the bytes against the FITS
+   structure itself (END card present, data as long as BITPIX x NAXISn say);
+3. :func:`read_frame` opens it only if it is a regular file the camera may
+   read, and reads it only if its headers announce no more than the camera's
+   ``max_frame_bytes`` (opening.py); then reads it once, hashes it, picks the
+   image HDU and returns plain data for :func:`classify` and calibration.
+
+The raw file is only ever opened for reading.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
+
+from biaswatch.config import CameraConfig
+from biaswatch.errors import FrameRejected
+from biaswatch.fitsbytes import content_status, pad_last_block
+from biaswatch.frames.opening import check_budget, holes, open_frame
+from biaswatch.rules.nights import parse_date_obs
+from biaswatch.rules.sets import Geometry
+from biaswatch.settings import DEFAULT_DATE_RANGE, DateRange
+
+_STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "EXTEND", "PCOUNT", "GCOUNT", "END"}
+
+
+# --- 1. readiness ----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Pending:
+    size: int
+    mtime_ns: int
+    stable_since: float
+    first_seen: float
+    settle: float
+    closed: bool = False
+
+
+@dataclass(slots=True)
+class Readiness:
+    """Tracks candidate paths until they stop changing."""
+
+    _pending: dict[Path, _Pending] = field(default_factory=dict)
+    vanished: list[Path] = field(default_factory=list)  # dropped by settled(); caller clears
+
+    def note(self, path: Path, settle: float, now: float, *, closed: bool = False) -> None:
+        """Start (or keep) watching ``path``; ``closed`` means the writer closed it."""
+        if path not in self._pending:
+            self._pending[path] = _Pending(-1, -1, now, now, settle, closed)
+        elif closed:
+            self.mark_closed(path)
+
+    def mark_closed(self, path: Path) -> None:
+        """The writer closed ``path``: it is ready at the next look, without settling."""
+        entry = self._pending.get(path)
+        if entry is not None:
+            entry.closed = True
+
+    def forget(self, path: Path) -> None:
+        """Stop watching ``path``."""
+        self._pending.pop(path, None)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._pending
+
+    def waiting_since(self, path: Path) -> float | None:
+        """When ``path`` was first noted (monotonic seconds), or None."""
+        entry = self._pending.get(path)
+        return None if entry is None else entry.first_seen
+
+    def settled(self, now: float, limit: int | None = None) -> list[Path]:
+        """Paths unchanged for their settle time (or closed), at most ``limit`` of them.
+
+        Vanished paths are dropped (and listed in ``vanished``).
+        """
+        ready: list[Path] = []
+        for path, entry in list(self._pending.items()):
+            if limit is not None and len(ready) >= limit:
+                break
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                del self._pending[path]
+                self.vanished.append(path)
+                continue
+            if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
+                entry.size, entry.mtime_ns, entry.stable_since = st.st_size, st.st_mtime_ns, now
+                if not entry.closed:
+                    continue
+            if entry.closed or now - entry.stable_since >= entry.settle:
+                ready.append(path)
+                entry.closed = False
+        return ready
+
+    def restart_settle(self, path: Path, now: float, wait: float | None = None) -> None:
+        """Wait another settle period (or ``wait`` seconds) before looking at ``path`` again."""
+        entry = self._pending.get(path)
+        if entry is not None:
+            entry.stable_since = now
+            if wait is not None:
+                entry.settle = wait
+
+
+# --- 3. reading and classifying -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RawFrame:
+    """A frame read from disk: its image, merged header, and identity."""
+
+    path: Path
+    image: np.ndarray
+    header: fits.Header
+    sha256: str
+    size: int
+    mtime_ns: int
+
+
+def read_frame(path: Path, camera: CameraConfig) -> RawFrame:
+    """Read ``path`` once (read-only), hash it and pick its image HDU.
+
+    Raises:
+        FrameRejected: unreadable or corrupt FITS, or no 2-D image.
+    """
+    with open_frame(path, camera) as f:
+        told = check_budget(f, camera)  # before a byte of data is read (opening.py)
+        sparse = holes(f, told)
+        if sparse is not None:
+            raise FrameRejected(sparse)
+        st = os.fstat(f.fileno())
+        content = f.read()
+    readable = content
+    if content_status(content).state == "complete":
+        # Every HDU's data is there; only the last block's padding may be missing,
+        # which fits_status accepts (some cameras stop at the last data byte).
+        readable = pad_last_block(content)
+    try:
+        with warnings.catch_warnings():
+            # astropy only warns on truncation (astropy#13356); that is an error here.
+            warnings.simplefilter("error", AstropyUserWarning)
+            with fits.open(io.BytesIO(readable), memmap=False) as hdul:
+                image, header = _pick_image(hdul, camera.hdu)
+    except FrameRejected:
+        raise
+    except Exception as exc:
+        raise FrameRejected(f"corrupt FITS: {type(exc).__name__}: {exc}") from None
+    digest = hashlib.sha256(content).hexdigest()
+    return RawFrame(path, image, header, digest, st.st_size, st.st_mtime_ns)
+
+
+def _pick_image(hdul: fits.HDUList, hdu: int | str | None) -> tuple[np.ndarray, fits.Header]:
+    if hdu is not None:
+        try:
+            chosen = hdul[hdu]
+        except (KeyError, IndexError):
+            raise FrameRejected(f"no HDU {hdu!r} (the camera's 'hdu' setting)") from None
+    else:
+        chosen = next((h for h in hdul if getattr(h, "data", None) is not None), None)
+        if chosen is None:
+            raise FrameRejected("no HDU holds image data")
+    data = chosen.data
+    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.dtype.fields is not None:
+        shape = getattr(data, "shape", None)
+        raise FrameRejected(f"HDU {chosen.name!r} is not a 2-D image (shape {shape})")
+    return np.array(data), _merged_header(hdul[0].header, chosen.header)
+
+
+def _merged_header(primary: fits.Header, image: fits.Header) -> fits.Header:
+    """The image HDU's header plus primary keywords it lacks (IMAGETYP often lives there)."""
+    # One Header(cards): appending card by card is quadratic in astropy (a primary
+    # of 20,000 cards took 74 s; issue 11, finding 10).
+    have = {card.keyword for card in image.cards} | _STRUCTURAL | {""}
+    extra = []
+    for card in primary.cards:
+        if card.keyword not in have:  # the first of each keyword only, as before
+            have.add(card.keyword)
+            extra.append(card)
+    return fits.Header([*(copy.copy(card) for card in image.cards), *extra])
+
+
+def header_value(header: fits.Header, key: str) -> object:
+    """A header value, or None when absent.
+
+    Raises:
+        FrameRejected: the card is there but astropy cannot parse it (control
+            characters, a broken quote): the frame's own fault, said once.
+    """
+    try:
+        return header.get(key)
+    except Exception as exc:  # astropy's VerifyError or ValueError on an unparsable card
+        raise FrameRejected(f"{key} card is unreadable: {_card_image(header, key)}") from exc
+
+
+def header_text(header: fits.Header, key: str) -> str | None:
+    """A header value as text for a record, never raising (the reject path uses it)."""
+    try:
+        value = header.get(key)
+    except Exception:  # unparsable card: the reason already says so
+        return None
+    return None if value is None else str(value)
+
+
+def _card_image(header: fits.Header, key: str) -> str:
+    """The card's 80 characters, control characters escaped, for a reason."""
+    try:
+        # Card.image re-formats the value, which raises for this very card; the
+        # text astropy read from the file is kept in _image (astropy 5-7 card.py).
+        image = str(getattr(header.cards[key], "_image", None) or "")
+    except Exception:  # no card to show
+        image = ""
+    return ascii(image.rstrip()) if image else "(unparsable)"
+
+
+def classify(header: fits.Header, camera: CameraConfig) -> tuple[bool, str]:
+    """Is this a bias frame? Returns (is_bias, the IMAGETYP value as written).
+
+    Raises:
+        FrameRejected: the configured keyword is missing or unreadable.
+    """
+    key = camera.imagetyp_keyword
+    value = header_value(header, key)
+    if value is None or not str(value).strip():
+        raise FrameRejected(f"missing {key} keyword: cannot tell whether this is a bias")
+    text = str(value).strip()
+    return text.lower() in camera.bias_values, text
+
+
+def observation_time(
+    frame: RawFrame, date_range: DateRange = DEFAULT_DATE_RANGE, now: dt.datetime | None = None
+) -> tuple[dt.datetime, str | None]:
+    """DATE-OBS as aware UTC when readable and within ``date_range``; else the mtime, and why."""
+    raw = header_text(frame.header, "DATE-OBS")
+    when = parse_date_obs(raw, header_text(frame.header, "TIME-OBS"))
+    now = now or dt.datetime.now(dt.UTC)
+    if when is not None and date_range.contains(when, now):
+        return when, None
+    mtime = dt.datetime.fromtimestamp(frame.mtime_ns / 1e9, tz=dt.UTC)
+    if when is not None:
+        problem = f"{raw!r} outside date_range {date_range.describe()}"
+    else:
+        problem = "missing" if raw is None else f"unreadable ({raw!r})"
+    return mtime, f"DATE-OBS {problem}: night taken from file mtime {mtime:%Y-%m-%dT%H:%M:%S}Z"
+
+
+def geometry(frame: RawFrame) -> Geometry:
+    """Raw shape and binning (XBINNING/YBINNING, 1 when absent)."""
+    rows, cols = frame.image.shape
+    return Geometry(
+        rows, cols, _binning(frame.header, "XBINNING"), _binning(frame.header, "YBINNING")
+    )
+
+
+def _binning(header: fits.Header, key: str) -> int:
+    value = header_value(header, key)
+    value = 1 if value is None else value
+    try:
+        binning = int(value) if isinstance(value, int | float) else int(str(value))
+    except (TypeError, ValueError, OverflowError):
+        raise FrameRejected(f"{key} = {value!r} is not a whole number") from None
+    if binning < 1:
+        raise FrameRejected(f"{key} = {binning} must be at least 1")
+    return binning

@@ -1,0 +1,1 @@
+"""A master made public: its file and header, previews, the nightly report."""

@@ -1,0 +1,1 @@
+"""The running service: the main loop, its inbox, the combine queue, health and alarms."""

@@ -1,0 +1,1 @@
+"""Test support shipped with biaswatch: small real FITS files, fakes, the simulated camera."""

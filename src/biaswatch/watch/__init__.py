@@ -1,0 +1,1 @@
+"""Noticing files: watchdog observers, their handler, directory scans, inotify overflows."""
