@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from biaswatch.catalog.store import Catalog
+from biaswatch.cli.common import config_option
 from biaswatch.config import load_config
 
 
-def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The ``attempts`` sub-command."""
-    attempts = commands.add_parser(
-        "attempts", help="list each combine's attempts (executor, worker, outcome)"
-    )
-    attempts.add_argument("--config", type=Path, default=Path("config.toml"), help="TOML file")
-    attempts.add_argument("--set", type=int, dest="set_id", help="only this set")
-    attempts.add_argument("--night", help="only this night (YYYY-MM-DD, the evening's date)")
-    attempts.add_argument("--json", action="store_true", help="print a JSON array")
-    attempts.set_defaults(handler=list_attempts)
+def add_attempts_options(parser: argparse.ArgumentParser) -> None:
+    """The ``attempts`` command's options."""
+    config_option(parser)
+    parser.add_argument("--set", type=int, dest="set_id", help="only this set")
+    parser.add_argument("--night", help="only this night (YYYY-MM-DD, the evening's date)")
+    parser.add_argument("--json", action="store_true", help="print a JSON array")
+    parser.set_defaults(handler=list_attempts)
 
 
 def list_attempts(args: argparse.Namespace) -> int:

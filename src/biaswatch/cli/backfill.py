@@ -27,6 +27,7 @@ from biaswatch import logs
 from biaswatch.catalog.open import open_catalog
 from biaswatch.catalog.record import record_frame
 from biaswatch.catalog.store import Catalog
+from biaswatch.cli.common import config_option
 from biaswatch.combine.child import start_server
 from biaswatch.config import CameraConfig, Config, load_config
 from biaswatch.fitsbytes import fits_status
@@ -38,15 +39,12 @@ from biaswatch.service.screening import screen
 from biaswatch.watch.scan import scan_dir
 
 
-def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The ``backfill`` sub-command."""
-    backfill = commands.add_parser(
-        "backfill", help="group and combine an archive of past nights, as the service would"
-    )
-    backfill.add_argument("--config", type=Path, default=Path("config.toml"), help="TOML file")
-    backfill.add_argument("--camera", required=True, help="the camera the frames come from")
-    backfill.add_argument("directories", nargs="+", type=Path, help="archive directories")
-    backfill.set_defaults(handler=run_backfill)
+def add_backfill_options(parser: argparse.ArgumentParser) -> None:
+    """The ``backfill`` command's options."""
+    config_option(parser)
+    parser.add_argument("--camera", required=True, help="the camera the frames come from")
+    parser.add_argument("directories", nargs="+", type=Path, help="archive directories")
+    parser.set_defaults(handler=run_backfill)
 
 
 def run_backfill(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from biaswatch.cli.common import config_option
 from biaswatch.config import CameraConfig, Config, load_config
 from biaswatch.errors import ConfigError
 from biaswatch.sections import SectionSource
@@ -27,13 +28,10 @@ from biaswatch.watch.scan import probe_directory
 EXIT_INVALID = 2
 
 
-def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The ``check-config`` sub-command."""
-    check = commands.add_parser(
-        "check-config", help="validate the config and print each camera's effective settings"
-    )
-    check.add_argument("--config", type=Path, default=Path("config.toml"), help="TOML file")
-    check.set_defaults(handler=check_config)
+def add_check_config_options(parser: argparse.ArgumentParser) -> None:
+    """The ``check-config`` command's options."""
+    config_option(parser)
+    parser.set_defaults(handler=check_config)
 
 
 def check_config(args: argparse.Namespace) -> int:
@@ -45,11 +43,11 @@ def check_config(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_INVALID
-    print(render(config), end="")
+    print(render_settings(config), end="")
     return 0
 
 
-def render(config: Config) -> str:
+def render_settings(config: Config) -> str:
     """The configuration as TOML, every default written out."""
     lines = [f"# {config.path}: valid", ""]
     lines += _table("service", config.service)

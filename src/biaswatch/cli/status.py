@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from biaswatch.catalog.store import Catalog
+from biaswatch.cli.common import config_option
 from biaswatch.config import CameraConfig, Config, load_config
 from biaswatch.names import for_terminal
 from biaswatch.rules.qc import MasterQC
@@ -27,19 +28,18 @@ from biaswatch.watch.scan import probe_directory
 RECENT = dt.timedelta(hours=24)  # "the last night", whatever the site's night times
 
 
-def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The ``status`` sub-command."""
-    status = commands.add_parser("status", help="each camera at a glance, and the service")
-    status.add_argument("--config", type=Path, default=Path("config.toml"), help="TOML file")
-    status.add_argument("--json", action="store_true", help="print one JSON object")
-    status.set_defaults(handler=show_status)
+def add_status_options(parser: argparse.ArgumentParser) -> None:
+    """The ``status`` command's options."""
+    config_option(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=show_status)
 
 
 def show_status(args: argparse.Namespace) -> int:
     """Print the status; exit 0."""
     config = load_config(args.config)
     report = gather(config, dt.datetime.now(dt.UTC))
-    print(json.dumps(report, indent=2) if args.json else render(report))
+    print(json.dumps(report, indent=2) if args.json else render_status(report))
     return 0
 
 
@@ -127,7 +127,7 @@ def _qc(qc: MasterQC) -> dict[str, float]:
     return {k: float(v) for k, v in asdict(qc).items()}
 
 
-def render(report: dict[str, Any]) -> str:
+def render_status(report: dict[str, Any]) -> str:
     """The report as lines a person reads."""
     lines = [_service_line(report["service"])]
     for camera in report["cameras"]:
