@@ -2,7 +2,7 @@
 
 The answer to "why did last night's master take an hour?" on a cluster: a
 worker lost mid-combine shows as a ``lost`` attempt beside the rerun that made
-the master (catalog_attempts.py).
+the master (catalog/attempts.py).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """``biaswatch backfill``: the service's grouping and combining, over an archive of past nights.
 
 Each file below the given directories is read, classified, calibrated and
-recorded as the service would (ingest, recording); then every open set of the
-camera whose night is over is judged and screened, and the closed ones are
-combined by the same fork server and children and published with the same
-verdicts. Progress bars (tqdm) count files and masters.
+recorded as the service would (frames/read.py, catalog/record.py); then every
+open set of the camera whose night is over is judged and screened, and the
+closed ones are combined by the same fork server and children and published
+with the same verdicts. Progress bars (tqdm) count files and masters.
 
 It is resumable and never makes a master twice: files the catalog already
 knows are skipped, done sets are left alone, and a master already on disk for
