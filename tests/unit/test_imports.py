@@ -56,7 +56,7 @@ def test_the_command_line_loads_no_heavy_library() -> None:
     unwanted = (*HEAVY, "numpy", "astropy", "numba", "sqlite3", "biaswatch.catalog")
     assert loaded_packages(modules, unwanted) == []
     commands = {m for m in modules if m.startswith("biaswatch.cli.")}
-    assert commands == {"biaswatch.cli.main", "biaswatch.cli.common"}
+    assert commands == {"biaswatch.cli.main", "biaswatch.cli.common", "biaswatch.cli.options"}
 
 
 def test_the_combine_child_loads_no_plotting_ccdproc_tqdm_or_dask() -> None:

@@ -11,17 +11,7 @@ import argparse
 import json
 
 from biaswatch.catalog.store import Catalog
-from biaswatch.cli.common import config_option
 from biaswatch.config import load_config
-
-
-def add_attempts_options(parser: argparse.ArgumentParser) -> None:
-    """The ``attempts`` command's options."""
-    config_option(parser)
-    parser.add_argument("--set", type=int, dest="set_id", help="only this set")
-    parser.add_argument("--night", help="only this night (YYYY-MM-DD, the evening's date)")
-    parser.add_argument("--json", action="store_true", help="print a JSON array")
-    parser.set_defaults(handler=list_attempts)
 
 
 def list_attempts(args: argparse.Namespace) -> int:

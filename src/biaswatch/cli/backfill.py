@@ -27,7 +27,6 @@ from biaswatch import logs
 from biaswatch.catalog.open import open_catalog
 from biaswatch.catalog.record import record_frame
 from biaswatch.catalog.store import Catalog
-from biaswatch.cli.common import config_option
 from biaswatch.combine.child import start_server
 from biaswatch.config import CameraConfig, Config, load_config
 from biaswatch.fitsbytes import fits_status
@@ -37,14 +36,6 @@ from biaswatch.service.alarms import Alarms
 from biaswatch.service.combines import Combines
 from biaswatch.service.screening import screen
 from biaswatch.watch.scan import scan_dir
-
-
-def add_backfill_options(parser: argparse.ArgumentParser) -> None:
-    """The ``backfill`` command's options."""
-    config_option(parser)
-    parser.add_argument("--camera", required=True, help="the camera the frames come from")
-    parser.add_argument("directories", nargs="+", type=Path, help="archive directories")
-    parser.set_defaults(handler=run_backfill)
 
 
 def run_backfill(args: argparse.Namespace) -> int:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from biaswatch.cli.common import config_option
 from biaswatch.config import CameraConfig, Config, load_config
 from biaswatch.errors import ConfigError
 from biaswatch.sections import SectionSource
@@ -26,12 +25,6 @@ from biaswatch.system.mounts import network_mount, read_mounts
 from biaswatch.watch.scan import probe_directory
 
 EXIT_INVALID = 2
-
-
-def add_check_config_options(parser: argparse.ArgumentParser) -> None:
-    """The ``check-config`` command's options."""
-    config_option(parser)
-    parser.set_defaults(handler=check_config)
 
 
 def check_config(args: argparse.Namespace) -> int:

@@ -38,21 +38,6 @@ from biaswatch.rules.sets import input_digest
 from biaswatch.settings import CombineSettings, parse_size
 
 
-def add_combine_options(parser: argparse.ArgumentParser) -> None:
-    """The ``combine`` command's options."""
-    parser.add_argument("--config", type=Path, help="TOML file (default: built-in defaults)")
-    parser.add_argument("--camera", help="use this camera's settings from --config")
-    parser.add_argument(
-        "--calibrated", action="store_true", help="the files are calibrated already"
-    )
-    parser.add_argument("--mem-limit", help="memory for the combine, e.g. 350MB or 2GB")
-    parser.add_argument("--method", choices=["average", "median"])
-    parser.add_argument("--sigma", nargs=2, type=float, metavar=("LOW", "HIGH"))
-    parser.add_argument("-o", "--output", type=Path, required=True, help="the master to write")
-    parser.add_argument("files", nargs="+", type=Path, help="raw (or calibrated) frames")
-    parser.set_defaults(handler=combine_command)
-
-
 def combine_command(args: argparse.Namespace) -> int:
     """Build the request from the options and combine; 1 with the reason if it fails."""
     # A one-shot command: its summary on stdout, only warnings (a frame's date taken

@@ -18,24 +18,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from biaswatch.cli.common import config_option
+from biaswatch.cli.options import LOG_LEVELS
 from biaswatch.config import SiteConfig, load_config
 from biaswatch.names import for_terminal
 
-_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+# logging.DEBUG 10, INFO 20, WARNING 30, ERROR 40, CRITICAL 50: steps of 10 from debug.
+_LEVELS = {name: 10 * (step + 1) for step, name in enumerate(LOG_LEVELS)}
 _SHOWN_FIRST = ("camera", "night", "set", "file", "path")
 _NOT_SHOWN = {"event", "level", "timestamp", "logger"}
 FOLLOW_SECONDS = 0.5  # how often --follow looks for new lines
-
-
-def add_log_options(parser: argparse.ArgumentParser) -> None:
-    """The ``log`` command's options."""
-    config_option(parser)
-    parser.add_argument("--camera", help="only events of this camera (and service-wide ones)")
-    parser.add_argument("--night", type=dt.date.fromisoformat, help="only this night (YYYY-MM-DD)")
-    parser.add_argument("--level", choices=list(_LEVELS), default="info", help="at least this")
-    parser.add_argument("--follow", action="store_true", help="keep printing new events")
-    parser.set_defaults(handler=show_log)
 
 
 def show_log(args: argparse.Namespace) -> int:

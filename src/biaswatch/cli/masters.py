@@ -15,28 +15,8 @@ from pathlib import Path
 
 from biaswatch.catalog.rows import MasterRow
 from biaswatch.catalog.store import Catalog
-from biaswatch.cli.common import config_option
 from biaswatch.config import load_config
 from biaswatch.rules.nights import night_label
-
-
-def add_masters_options(parser: argparse.ArgumentParser) -> None:
-    """The ``masters`` command's options."""
-    config_option(parser)
-    parser.add_argument("--camera", help="only this camera")
-    parser.add_argument("--night", help="only this night (YYYY-MM-DD, the evening's date)")
-    parser.add_argument(
-        "--for",
-        dest="for_time",
-        metavar="TIME",
-        help="print the accepted master to use for a frame taken at TIME (ISO, UTC if no "
-        "zone); needs --camera",
-    )
-    parser.add_argument(
-        "--current", action="store_true", help="only each camera's current master (latest.fits)"
-    )
-    parser.add_argument("--json", action="store_true", help="print a JSON array")
-    parser.set_defaults(handler=list_masters)
 
 
 def existing_catalog(config_path: Path) -> Catalog | None:

@@ -19,19 +19,12 @@ from biaswatch.cli.common import (
     EX_CONFIG,
     EX_TEMPFAIL,
     EX_UNAVAILABLE,
-    config_option,
     print_problems,
 )
 from biaswatch.config import Config, load_config
 from biaswatch.errors import ConfigError, SchedulerUnreachable
 from biaswatch.service.loop import Service
 from biaswatch.system import pidfile
-
-
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """The ``run`` command's options."""
-    config_option(parser)
-    parser.set_defaults(handler=run_service)
 
 
 def run_service(args: argparse.Namespace) -> int:

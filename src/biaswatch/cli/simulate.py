@@ -8,19 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from biaswatch.cli.common import config_option
 from biaswatch.config import load_config
 from biaswatch.testing.camera import simulate
-
-
-def add_simulate_options(parser: argparse.ArgumentParser) -> None:
-    """The ``simulate`` command's options."""
-    config_option(parser)
-    parser.add_argument("--camera", required=True, help="camera name from the config")
-    parser.add_argument("--frames", type=int, help="how many (default: expected_frames)")
-    parser.add_argument("--interval", type=float, default=2.0, help="seconds between frames")
-    parser.add_argument("--seed", type=int, help="random seed (default: random)")
-    parser.set_defaults(handler=write_simulated_frames)
 
 
 def write_simulated_frames(args: argparse.Namespace) -> int:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from biaswatch.catalog.store import Catalog
-from biaswatch.cli.common import config_option
 from biaswatch.config import CameraConfig, Config, load_config
 from biaswatch.names import for_terminal
 from biaswatch.rules.qc import MasterQC
@@ -26,13 +25,6 @@ from biaswatch.system import pidfile
 from biaswatch.watch.scan import probe_directory
 
 RECENT = dt.timedelta(hours=24)  # "the last night", whatever the site's night times
-
-
-def add_status_options(parser: argparse.ArgumentParser) -> None:
-    """The ``status`` command's options."""
-    config_option(parser)
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.set_defaults(handler=show_status)
 
 
 def show_status(args: argparse.Namespace) -> int:

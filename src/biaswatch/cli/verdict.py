@@ -12,26 +12,8 @@ import getpass
 import os
 from pathlib import Path
 
-from biaswatch.cli.common import config_option
 from biaswatch.cli.masters import existing_catalog
 from biaswatch.publish.master import point_latest
-
-
-def add_accept_options(parser: argparse.ArgumentParser) -> None:
-    """The ``accept`` command's options."""
-    _verdict_options(parser, "accepted")
-
-
-def add_reject_options(parser: argparse.ArgumentParser) -> None:
-    """The ``reject`` command's options."""
-    _verdict_options(parser, "rejected")
-
-
-def _verdict_options(parser: argparse.ArgumentParser, state: str) -> None:
-    config_option(parser)
-    parser.add_argument("master", type=Path, help="the master's path")
-    parser.add_argument("--why", required=True, help="the reason, kept in the catalog")
-    parser.set_defaults(handler=record_verdict, state=state)
 
 
 def record_verdict(args: argparse.Namespace) -> int:
