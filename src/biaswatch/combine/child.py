@@ -45,13 +45,11 @@ from biaswatch.rules.qc import SAMPLE_PIXELS, MasterQC, clipped_fraction, master
 from biaswatch.system.faults import crash_point, pause_point
 
 _CONTEXT = mp.get_context("forkserver")
-# biaswatch.combine.preload imports this module too, so a child finds run_job's module,
-# astropy and the publish code already imported: it started 0.45 s sooner when only the
-# engine was preloaded (CombineProcess on 10 frames of 4096 x 4096, start to combine). A
-# child still runs the parent's main script (multiprocessing.spawn.prepare); for the
-# installed `biaswatch` script that imports biaswatch.cli.main, 2.4 ms on top of the
-# preload, as long as cli/main.py imports no command module (it did until issue 12: 1.05-
-# 1.15 s per child; tests/unit/test_imports.py and .importlinter keep it light).
+# biaswatch.preload imports this module too, so a child finds run_job's module, astropy
+# and the publish code already imported: it started 0.45 s sooner when only the engine
+# was preloaded (CombineProcess on 10 frames of 4096 x 4096, start to combine). A child
+# still runs the parent's main script (multiprocessing.spawn.prepare); for the installed
+# `biaswatch` script that imports biaswatch.cli, 2 ms on top of the preload.
 _CONTEXT.set_forkserver_preload(["biaswatch.combine.preload"])
 
 

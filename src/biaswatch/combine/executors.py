@@ -5,8 +5,7 @@ started; it never knows which kind it has. Both kinds report every run of a
 task as :class:`AttemptEvent` s (started, then done or failed), which Combines
 writes to the catalog's attempt history. The local executor is the embedded
 default (child.py: one fresh child process per combine); dask_executor.py is the
-Dask one, chosen by ``[service] executor = "dask"`` (factory.py picks one). This
-module imports neither of the Dask modules: dask_executor.py builds on it.
+Dask one, chosen by ``[service] executor = "dask"``.
 """
 
 from __future__ import annotations
