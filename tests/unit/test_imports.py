@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +84,25 @@ def test_the_combine_child_loads_no_catalog() -> None:
     """The combine child imports neither SQLite nor the catalog: the parent records masters."""
     modules = loaded_after(*CHILD_ENTRY)
     assert loaded_packages(modules, ("sqlite3", "biaswatch.catalog")) == []
+
+
+def test_a_child_of_the_installed_script_does_not_run_the_script_again(tmp_path: Path) -> None:
+    """A script that runs cli.main is named biaswatch.__main__, so children skip re-running it."""
+    # The installed console script as pip writes it (from ... import main; main()),
+    # then what multiprocessing would send a child to prepare (spawn.get_preparation_data).
+    script = tmp_path / "biaswatch"
+    script.write_text(
+        "import contextlib, json\n"
+        "from multiprocessing import spawn\n"
+        "from biaswatch.cli.main import main\n"
+        "with contextlib.suppress(SystemExit):\n"
+        "    main(['--version'])\n"
+        "data = spawn.get_preparation_data('combine')\n"
+        "print(json.dumps({k: v for k, v in data.items() if k.startswith('init_main')}))\n",
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=True, timeout=60
+    )
+    sent = json.loads(result.stdout.splitlines()[-1])  # after the --version line
+    assert sent == {"init_main_from_name": "biaswatch.__main__"}
