@@ -47,7 +47,7 @@ def run_backfill(args: argparse.Namespace) -> int:
     try:
         new = _ingest(config, camera, catalog, args.directories)
         closed = _judge(config, camera, catalog)
-        _combine(config, catalog, closed)
+        _combine_closed(config, catalog, closed)
         done = len(catalog.masters(camera.name))
     finally:
         catalog.close()
@@ -98,7 +98,7 @@ def _judge(config: Config, camera: CameraConfig, catalog: Catalog) -> list[int]:
     return [r.id for r in catalog.sets_in("closed") if r.camera == camera.name]
 
 
-def _combine(config: Config, catalog: Catalog, closed: list[int]) -> None:
+def _combine_closed(config: Config, catalog: Catalog, closed: list[int]) -> None:
     """Combine and publish the closed sets through the service's own Combines."""
     if not closed:
         return

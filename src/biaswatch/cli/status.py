@@ -41,7 +41,7 @@ def gather(config: Config, now: dt.datetime) -> dict[str, Any]:
     database = config.service.state_dir / "catalog.sqlite"
     catalog = Catalog(database) if database.exists() else None
     try:
-        cameras = [_camera(config, camera, catalog, now) for camera in config.cameras]
+        cameras = [_camera_status(config, camera, catalog, now) for camera in config.cameras]
     finally:
         if catalog is not None:
             catalog.close()
@@ -60,7 +60,7 @@ def _service(config: Config) -> dict[str, Any]:
     return {"running": True, "pid": running.pid, "since": running.since}
 
 
-def _camera(
+def _camera_status(
     config: Config, camera: CameraConfig, catalog: Catalog | None, now: dt.datetime
 ) -> dict[str, Any]:
     state: dict[str, Any] = {
