@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from biaswatch.catalog.rows import FrameRecord
-from biaswatch.catalog.store import Catalog, frame_qc
+from biaswatch.catalog.store import Catalog, stored_frame_qc
 from biaswatch.config import CameraConfig
 from biaswatch.rules.qc import FrameQC
 from biaswatch.service.screening import screen
@@ -69,7 +69,7 @@ def test_frame_qc_round_trips_through_the_catalog(catalog: Catalog) -> None:
     """The QC recorded with a frame is read back equal."""
     catalog.add_to_set(record("a", 1.5, 4.25, -99.5))
     row = catalog.frame(Path("a"))
-    assert row is not None and frame_qc(row) == FrameQC(1.5, 4.25, 0.0, 0.0, -99.5)
+    assert row is not None and stored_frame_qc(row) == FrameQC(1.5, 4.25, 0.0, 0.0, -99.5)
 
 
 def test_a_catalog_from_before_qc_gains_the_columns_and_keeps_its_rows(tmp_path: Path) -> None:
@@ -87,6 +87,6 @@ def test_a_catalog_from_before_qc_gains_the_columns_and_keeps_its_rows(tmp_path:
     db.close()
     catalog = Catalog(path)
     row = catalog.frame(Path("old.fits"))
-    assert row is not None and row["status"] == "rejected" and frame_qc(row) is None
+    assert row is not None and row["status"] == "rejected" and stored_frame_qc(row) is None
     columns = {r[1] for r in catalog._db.execute("PRAGMA table_info(sets)")}
     assert "flag" in columns

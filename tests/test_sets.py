@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from biaswatch.rules.sets import Action, Geometry, Rules, SetState, decide, input_digest
+from biaswatch.rules.sets import Action, FrameGeometry, Rules, SetState, decide, input_digest
 
 T0 = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)
 END = T0 + dt.timedelta(hours=12)
@@ -65,7 +65,7 @@ def test_recheck_never_after_night_end() -> None:
 
 def test_geometry_label_is_columns_by_rows_then_binning() -> None:
     """A geometry's label reads columns x rows, then x and y binning."""
-    assert Geometry(rows=2048, cols=2080, xbin=2, ybin=1).label() == "2080x2048-2x1"
+    assert FrameGeometry(rows=2048, cols=2080, xbin=2, ybin=1).label() == "2080x2048-2x1"
 
 
 def test_input_digest_ignores_order() -> None:

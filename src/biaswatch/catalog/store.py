@@ -397,7 +397,7 @@ def _migrate(db: sqlite3.Connection) -> None:
     )
 
 
-def frame_qc(row: sqlite3.Row) -> FrameQC | None:
+def stored_frame_qc(row: sqlite3.Row) -> FrameQC | None:
     """The QC stored with a frame row, if it has any."""
     text = row["qc"]
     return None if text is None else FrameQC(**json.loads(text))

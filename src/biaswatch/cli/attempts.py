@@ -2,29 +2,16 @@
 
 The answer to "why did last night's master take an hour?" on a cluster: a
 worker lost mid-combine shows as a ``lost`` attempt beside the rerun that made
-the master (catalog_attempts.py).
+the master (catalog/attempts.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from biaswatch.catalog.store import Catalog
 from biaswatch.config import load_config
-
-
-def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The ``attempts`` sub-command."""
-    attempts = commands.add_parser(
-        "attempts", help="list each combine's attempts (executor, worker, outcome)"
-    )
-    attempts.add_argument("--config", type=Path, default=Path("config.toml"), help="TOML file")
-    attempts.add_argument("--set", type=int, dest="set_id", help="only this set")
-    attempts.add_argument("--night", help="only this night (YYYY-MM-DD, the evening's date)")
-    attempts.add_argument("--json", action="store_true", help="print a JSON array")
-    attempts.set_defaults(handler=list_attempts)
 
 
 def list_attempts(args: argparse.Namespace) -> int:

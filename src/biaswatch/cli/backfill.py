@@ -1,10 +1,10 @@
 """``biaswatch backfill``: the service's grouping and combining, over an archive of past nights.
 
 Each file below the given directories is read, classified, calibrated and
-recorded as the service would (ingest, recording); then every open set of the
-camera whose night is over is judged and screened, and the closed ones are
-combined by the same fork server and children and published with the same
-verdicts. Progress bars (tqdm) count files and masters.
+recorded as the service would (frames/read.py, catalog/record.py); then every
+open set of the camera whose night is over is judged and screened, and the
+closed ones are combined by the same fork server and children and published
+with the same verdicts. Progress bars (tqdm) count files and masters.
 
 It is resumable and never makes a master twice: files the catalog already
 knows are skipped, done sets are left alone, and a master already on disk for
@@ -38,17 +38,6 @@ from biaswatch.service.screening import screen
 from biaswatch.watch.scan import scan_dir
 
 
-def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The ``backfill`` sub-command."""
-    backfill = commands.add_parser(
-        "backfill", help="group and combine an archive of past nights, as the service would"
-    )
-    backfill.add_argument("--config", type=Path, default=Path("config.toml"), help="TOML file")
-    backfill.add_argument("--camera", required=True, help="the camera the frames come from")
-    backfill.add_argument("directories", nargs="+", type=Path, help="archive directories")
-    backfill.set_defaults(handler=run_backfill)
-
-
 def run_backfill(args: argparse.Namespace) -> int:
     """Ingest, judge and combine; exit 0 when every set ended done, failed or waiting."""
     config = load_config(args.config)
@@ -58,7 +47,7 @@ def run_backfill(args: argparse.Namespace) -> int:
     try:
         new = _ingest(config, camera, catalog, args.directories)
         closed = _judge(config, camera, catalog)
-        _combine(config, catalog, closed)
+        _combine_closed(config, catalog, closed)
         done = len(catalog.masters(camera.name))
     finally:
         catalog.close()
@@ -109,7 +98,7 @@ def _judge(config: Config, camera: CameraConfig, catalog: Catalog) -> list[int]:
     return [r.id for r in catalog.sets_in("closed") if r.camera == camera.name]
 
 
-def _combine(config: Config, catalog: Catalog, closed: list[int]) -> None:
+def _combine_closed(config: Config, catalog: Catalog, closed: list[int]) -> None:
     """Combine and publish the closed sets through the service's own Combines."""
     if not closed:
         return

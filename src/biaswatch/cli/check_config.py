@@ -27,15 +27,6 @@ from biaswatch.watch.scan import probe_directory
 EXIT_INVALID = 2
 
 
-def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The ``check-config`` sub-command."""
-    check = commands.add_parser(
-        "check-config", help="validate the config and print each camera's effective settings"
-    )
-    check.add_argument("--config", type=Path, default=Path("config.toml"), help="TOML file")
-    check.set_defaults(handler=check_config)
-
-
 def check_config(args: argparse.Namespace) -> int:
     """Print the effective settings, or every problem; returns the exit status."""
     try:
@@ -45,11 +36,11 @@ def check_config(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_INVALID
-    print(render(config), end="")
+    print(render_settings(config), end="")
     return 0
 
 
-def render(config: Config) -> str:
+def render_settings(config: Config) -> str:
     """The configuration as TOML, every default written out."""
     lines = [f"# {config.path}: valid", ""]
     lines += _table("service", config.service)

@@ -8,19 +8,23 @@ service's own functions; only the catalog is left out.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import logging
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
 from astropy.io import fits
 
 from biaswatch.catalog.rows import FrameRecord
 from biaswatch.combine.engine import combine_files
-from biaswatch.config import CameraConfig, SiteConfig
-from biaswatch.errors import CombineFailed
+from biaswatch.config import CameraConfig, ServiceConfig, SiteConfig, load_config
+from biaswatch.errors import CombineFailed, ConfigError
 from biaswatch.frames.read import ingest
 from biaswatch.names import for_terminal
 from biaswatch.publish.master import (
@@ -31,7 +35,48 @@ from biaswatch.publish.master import (
     write_temporary,
 )
 from biaswatch.rules.sets import input_digest
-from biaswatch.settings import CombineSettings
+from biaswatch.settings import CombineSettings, parse_size
+
+
+def combine_command(args: argparse.Namespace) -> int:
+    """Build the request from the options and combine; 1 with the reason if it fails."""
+    # A one-shot command: its summary on stdout, only warnings (a frame's date taken
+    # from its mtime, say) on stderr, not the service's per-frame info events.
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+    try:
+        print(combine_once(_request(args)))
+    except (CombineFailed, ValueError) as exc:
+        print(f"biaswatch combine: {getattr(exc, 'reason', exc)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _request(args: argparse.Namespace) -> Request:
+    """The options as a request; ValueError for a bad size or setting."""
+    config = load_config(args.config) if args.config is not None else None
+    if args.camera is not None and config is None:
+        raise ConfigError(["--camera needs --config"])
+    configured = config.camera(args.camera) if config and args.camera else None
+    camera = camera_for(configured, args.files)
+    overrides: dict[str, object] = {}
+    if args.method is not None:
+        overrides["method"] = args.method
+    if args.sigma is not None:
+        overrides["sigma_low"], overrides["sigma_high"] = args.sigma
+    service = config.service if config else ServiceConfig()
+    return Request(
+        files=tuple(args.files),
+        output=args.output,
+        camera=camera,
+        site=config.site if config else SiteConfig(),
+        # Validated again: model_copy(update=...) would skip validation.
+        combine=CombineSettings.model_validate({**camera.combine.model_dump(), **overrides}),
+        mem_limit=parse_size(args.mem_limit) if args.mem_limit else service.mem_limit,
+        calibrated=args.calibrated,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +92,7 @@ class Request:
     calibrated: bool
 
 
-def run(request: Request) -> str:
+def combine_once(request: Request) -> str:
     """Combine and write the master; returns a one-line summary.
 
     Raises:

@@ -18,24 +18,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from biaswatch.cli.options import LOG_LEVELS
 from biaswatch.config import SiteConfig, load_config
 from biaswatch.names import for_terminal
 
-_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+# logging.DEBUG 10, INFO 20, WARNING 30, ERROR 40, CRITICAL 50: steps of 10 from debug.
+_LEVELS = {name: 10 * (step + 1) for step, name in enumerate(LOG_LEVELS)}
 _SHOWN_FIRST = ("camera", "night", "set", "file", "path")
 _NOT_SHOWN = {"event", "level", "timestamp", "logger"}
 FOLLOW_SECONDS = 0.5  # how often --follow looks for new lines
-
-
-def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The ``log`` sub-command."""
-    log = commands.add_parser("log", help="show the service's log as readable lines")
-    log.add_argument("--config", type=Path, default=Path("config.toml"), help="TOML file")
-    log.add_argument("--camera", help="only events of this camera (and service-wide ones)")
-    log.add_argument("--night", type=dt.date.fromisoformat, help="only this night (YYYY-MM-DD)")
-    log.add_argument("--level", choices=list(_LEVELS), default="info", help="at least this")
-    log.add_argument("--follow", action="store_true", help="keep printing new events")
-    log.set_defaults(handler=show_log)
 
 
 def show_log(args: argparse.Namespace) -> int:
@@ -49,7 +40,7 @@ def show_log(args: argparse.Namespace) -> int:
     try:
         for event in _events(path, follow=args.follow):
             if keep(event):
-                print(render(event), flush=True)
+                print(render_event(event), flush=True)
     except KeyboardInterrupt:
         pass
     return 0
@@ -88,7 +79,7 @@ class Filter:
         return self._window[0] <= when < self._window[1]
 
 
-def render(event: dict[str, Any]) -> str:
+def render_event(event: dict[str, Any]) -> str:
     """``2026-11-25 03:10:02Z WARNING frame.rejected camera=cryo file=... reason=...``."""
     stamp = str(event.get("timestamp", ""))[:19].replace("T", " ")
     level = str(event.get("level", "")).upper()

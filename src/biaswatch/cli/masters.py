@@ -1,16 +1,14 @@
-"""The commands about masters: list them, choose one for a frame, accept or reject one.
+"""``biaswatch masters``: list the masters, or choose one for a frame (``--for``).
 
-They read (and, for accept and reject, write) the catalog directly; none needs
-the service to be running. SQLite's WAL mode lets them run beside it.
+It reads the catalog directly and needs no running service: SQLite's WAL mode
+lets it run beside the service. Accepting and rejecting: cli/verdict.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import getpass
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -18,48 +16,18 @@ from pathlib import Path
 from biaswatch.catalog.rows import MasterRow
 from biaswatch.catalog.store import Catalog
 from biaswatch.config import load_config
-from biaswatch.publish.master import point_latest
 from biaswatch.rules.nights import night_label
 
 
-def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The ``masters``, ``accept`` and ``reject`` sub-commands."""
-    masters = commands.add_parser("masters", help="list masters, or choose one for a frame")
-    _config_option(masters)
-    masters.add_argument("--camera", help="only this camera")
-    masters.add_argument("--night", help="only this night (YYYY-MM-DD, the evening's date)")
-    masters.add_argument(
-        "--for",
-        dest="for_time",
-        metavar="TIME",
-        help="print the accepted master to use for a frame taken at TIME (ISO, UTC if no "
-        "zone); needs --camera",
-    )
-    masters.add_argument(
-        "--current", action="store_true", help="only each camera's current master (latest.fits)"
-    )
-    masters.add_argument("--json", action="store_true", help="print a JSON array")
-    masters.set_defaults(handler=list_masters)
-    for verb, state in (("accept", "accepted"), ("reject", "rejected")):
-        command = commands.add_parser(verb, help=f"mark a master {state}, overruling biaswatch")
-        _config_option(command)
-        command.add_argument("master", type=Path, help="the master's path")
-        command.add_argument("--why", required=True, help="the reason, kept in the catalog")
-        command.set_defaults(handler=_judge, state=state)
-
-
-def _config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=Path("config.toml"), help="TOML file")
-
-
-def _catalog(config_path: Path) -> Catalog | None:
+def existing_catalog(config_path: Path) -> Catalog | None:
+    """The configured catalog, or None before the service has made one."""
     database = load_config(config_path).service.state_dir / "catalog.sqlite"
     return Catalog(database) if database.exists() else None
 
 
 def list_masters(args: argparse.Namespace) -> int:
     """``biaswatch masters``: the table, JSON, or with --for one path."""
-    catalog = _catalog(args.config)
+    catalog = existing_catalog(args.config)
     rows = [] if catalog is None else catalog.masters(args.camera, args.night)
     if catalog is not None:
         if args.current:  # what latest.fits points at: each camera's newest accepted master
@@ -110,30 +78,3 @@ def nearest(rows: Sequence[MasterRow], night: dt.date) -> MasterRow | None:
         return abs(gap), gap > 0, -row.sequence
 
     return min(accepted, key=distance)
-
-
-def _judge(args: argparse.Namespace) -> int:
-    catalog = _catalog(args.config)
-    if catalog is None:
-        raise SystemExit("biaswatch: no catalog yet")
-    who = os.environ.get("SUDO_USER") or getpass.getuser()
-    # The path as given, or what it links to: latest.fits names the current master.
-    known = {m.path for m in catalog.masters()}
-    given = str(args.master.absolute())
-    path = given if given in known else str(args.master.resolve())
-    try:
-        master = catalog.judge_master(path, args.state, who, args.why)
-    except KeyError:
-        raise SystemExit(f"biaswatch: {args.master} is not a master in the catalog") from None
-    newest = catalog.newest_masters().get(master.camera)
-    catalog.close()
-    link = Path(master.path).parent.parent / "latest.fits"
-    if newest is not None:
-        point_latest(link, Path(newest.path))
-    else:  # nothing accepted is left: a link to a rejected master would mislead
-        link.unlink(missing_ok=True)
-    print(
-        f"{master.path}: {args.state} by {who} ({args.why}); latest.fits -> "
-        f"{newest.path if newest else 'nothing accepted'}"
-    )
-    return 0

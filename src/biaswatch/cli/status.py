@@ -27,19 +27,11 @@ from biaswatch.watch.scan import probe_directory
 RECENT = dt.timedelta(hours=24)  # "the last night", whatever the site's night times
 
 
-def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The ``status`` sub-command."""
-    status = commands.add_parser("status", help="each camera at a glance, and the service")
-    status.add_argument("--config", type=Path, default=Path("config.toml"), help="TOML file")
-    status.add_argument("--json", action="store_true", help="print one JSON object")
-    status.set_defaults(handler=show_status)
-
-
 def show_status(args: argparse.Namespace) -> int:
     """Print the status; exit 0."""
     config = load_config(args.config)
     report = gather(config, dt.datetime.now(dt.UTC))
-    print(json.dumps(report, indent=2) if args.json else render(report))
+    print(json.dumps(report, indent=2) if args.json else render_status(report))
     return 0
 
 
@@ -49,7 +41,7 @@ def gather(config: Config, now: dt.datetime) -> dict[str, Any]:
     database = config.service.state_dir / "catalog.sqlite"
     catalog = Catalog(database) if database.exists() else None
     try:
-        cameras = [_camera(config, camera, catalog, now) for camera in config.cameras]
+        cameras = [_camera_status(config, camera, catalog, now) for camera in config.cameras]
     finally:
         if catalog is not None:
             catalog.close()
@@ -68,7 +60,7 @@ def _service(config: Config) -> dict[str, Any]:
     return {"running": True, "pid": running.pid, "since": running.since}
 
 
-def _camera(
+def _camera_status(
     config: Config, camera: CameraConfig, catalog: Catalog | None, now: dt.datetime
 ) -> dict[str, Any]:
     state: dict[str, Any] = {
@@ -127,7 +119,7 @@ def _qc(qc: MasterQC) -> dict[str, float]:
     return {k: float(v) for k, v in asdict(qc).items()}
 
 
-def render(report: dict[str, Any]) -> str:
+def render_status(report: dict[str, Any]) -> str:
     """The report as lines a person reads."""
     lines = [_service_line(report["service"])]
     for camera in report["cameras"]:

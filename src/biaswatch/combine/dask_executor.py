@@ -12,19 +12,19 @@ What Dask promises and what it does not (distributed's docs, "Resilience"):
 
 * a worker that dies mid-task: the scheduler runs the task again elsewhere, up to
   ``distributed.scheduler.allowed-failures`` (3) times, then the future fails with
-  ``KilledWorker``, which counts here as one failed try (combines.py retries);
+  ``KilledWorker``, which counts here as one failed try (service/combines.py retries);
 * a scheduler that goes away: the client cancels every future. They are
   submitted again here once a scheduler answers at the same address, so the set
   is neither lost nor counted as failed; a lost run that still finishes only
   leaves a temporary file (removed at the next start), never a second master.
 
-Every run of a task announces itself from its worker (tasks.py, a Dask event
+Every run of a task announces itself from its worker (dask_tasks.py, a Dask event
 topic); those announcements are the catalog's attempt history.
 
-A combine no worker can take (none offers its MEMORY: cluster_capacity.py) is
+A combine no worker can take (none offers its MEMORY: dask_capacity.py) is
 reported as ``executor.no_capable_worker`` at start and once it has waited
 WAIT_SECONDS; with ``fallback_local`` it is then cancelled on the cluster and
-combined in a child process here (worker.py), its attempt recorded with
+combined in a child process here (child.py), its attempt recorded with
 executor "local". A ``tls://`` scheduler is reached with the ``[service] tls_*``
 certificate, key and CA.
 """
@@ -101,7 +101,7 @@ class DaskExecutor:
         self._local = ThreadPoolExecutor(max_workers=2, thread_name_prefix="calibrate")
         self._capacity: tuple[float, Capacity] | None = None
         log.info("executor.connected", scheduler=self.address, workers=self._workers())
-        if self.fallback_local:  # combines may run here: preload the engine (worker.py)
+        if self.fallback_local:  # combines may run here: preload the engine (child.py)
             start_server(service.state_dir / "cache" / "numba", lambda _seconds: None)
         self.check_capacity("start")
 

@@ -4,7 +4,7 @@
 started; it never knows which kind it has. Both kinds report every run of a
 task as :class:`AttemptEvent` s (started, then done or failed), which Combines
 writes to the catalog's attempt history. The local executor is the embedded
-default (worker.py: one fresh child process per combine); cluster.py is the
+default (child.py: one fresh child process per combine); dask_executor.py is the
 Dask one, chosen by ``[service] executor = "dask"``.
 """
 
@@ -15,13 +15,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-import structlog
-
 from biaswatch.combine.child import CombineJob, CombineProcess, CombineResult
-from biaswatch.config import ServiceConfig
-from biaswatch.errors import SchedulerUnreachable
-
-log = structlog.get_logger("biaswatch.executors")
 
 AttemptKind = Literal["started", "done", "failed"]
 
@@ -70,7 +64,7 @@ class CombineExecutor(Protocol):
 
 
 class LocalExecutor:
-    """One child process per combine on this machine (worker.py)."""
+    """One child process per combine on this machine (child.py)."""
 
     name = "local"
 
@@ -120,24 +114,3 @@ class LocalCombine:
     def stop(self) -> None:
         """Terminate the child."""
         self._process.stop()
-
-
-def make_executor(service: ServiceConfig, wake: Callable[[], None]) -> CombineExecutor:
-    """The configured executor; SchedulerUnreachable unless fallback_local allows local."""
-    if service.executor == "local" or service.scheduler is None:
-        return LocalExecutor(service.combine_slots)
-    from biaswatch.combine.dask_executor import DaskExecutor
-
-    try:
-        return DaskExecutor(service, wake)
-    except SchedulerUnreachable as exc:
-        if not service.fallback_local:
-            raise
-        log.warning(
-            "executor.fallback",
-            scheduler=service.scheduler,
-            reason=str(exc),
-            action="combining on this machine (fallback_local = true); restart the "
-            "service to use the cluster once its scheduler is up",
-        )
-        return LocalExecutor(service.combine_slots)

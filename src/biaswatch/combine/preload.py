@@ -8,8 +8,8 @@ fresh fork of this server: a new process per set, with no import or compile time
 
 import contextlib
 
-# The child's target lives in biaswatch.worker, with astropy and the publish code:
-# imported here once, not in every child.
+# The child's target lives in biaswatch.combine.child, with astropy and the code that
+# writes the master: imported here once, not in every child.
 import biaswatch.combine.child  # noqa: F401
 from biaswatch.combine.engine import warm_up
 

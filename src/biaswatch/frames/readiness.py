@@ -36,7 +36,7 @@ from biaswatch.errors import FrameRejected
 from biaswatch.fitsbytes import content_status, pad_last_block
 from biaswatch.frames.opening import check_budget, holes, open_frame
 from biaswatch.rules.nights import parse_date_obs
-from biaswatch.rules.sets import Geometry
+from biaswatch.rules.sets import FrameGeometry
 from biaswatch.settings import DEFAULT_DATE_RANGE, DateRange
 
 _STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "EXTEND", "PCOUNT", "GCOUNT", "END"}
@@ -261,10 +261,10 @@ def observation_time(
     return mtime, f"DATE-OBS {problem}: night taken from file mtime {mtime:%Y-%m-%dT%H:%M:%S}Z"
 
 
-def geometry(frame: RawFrame) -> Geometry:
+def geometry(frame: RawFrame) -> FrameGeometry:
     """Raw shape and binning (XBINNING/YBINNING, 1 when absent)."""
     rows, cols = frame.image.shape
-    return Geometry(
+    return FrameGeometry(
         rows, cols, _binning(frame.header, "XBINNING"), _binning(frame.header, "YBINNING")
     )
 

@@ -5,13 +5,13 @@ the frames rejected with their reasons, the combine attempts lost or failed (a
 cluster worker that died, a failed try), and level and read noise of the
 camera's masters over the last 60 nights. Images are embedded (data: URIs),
 so the page can be mailed or copied anywhere whole. ``biaswatch report``
-writes it on demand; the service writes ``state_dir/reports/<night>.html``
-after each camera's night-end check, on a thread of its own.
+(cli/report.py) writes it on demand; the service writes
+``state_dir/reports/<night>.html`` after each camera's night-end check, on a
+thread of its own.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as dt
 import html
@@ -26,27 +26,8 @@ from matplotlib.figure import Figure
 from biaswatch import __version__
 from biaswatch.catalog.rows import MasterRow
 from biaswatch.catalog.store import Catalog
-from biaswatch.config import Config, load_config
+from biaswatch.config import Config
 from biaswatch.names import shown
-
-
-def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The ``report`` sub-command."""
-    report = commands.add_parser("report", help="write a night's report as one HTML page")
-    report.add_argument("--config", type=Path, default=Path("config.toml"), help="TOML file")
-    report.add_argument(
-        "--night", type=dt.date.fromisoformat, required=True, help="YYYY-MM-DD (the evening)"
-    )
-    report.add_argument("-o", "--output", type=Path, required=True, help="the HTML file")
-    report.set_defaults(handler=_report)
-
-
-def _report(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    out = write_report(config, args.night, args.output, dt.datetime.now(dt.UTC))
-    print(out)
-    return 0
-
 
 log = structlog.get_logger("biaswatch.report")
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True)
-class Geometry:
+class FrameGeometry:
     """Raw image shape (rows, columns) and binning (x, y)."""
 
     rows: int

@@ -28,7 +28,7 @@ from biaswatch.catalog.open import open_catalog
 from biaswatch.catalog.record import record_frame, record_frames
 from biaswatch.catalog.rows import SetRow
 from biaswatch.combine.child import ForkServer, start_server
-from biaswatch.combine.executors import make_executor
+from biaswatch.combine.factory import make_executor
 from biaswatch.config import CameraConfig, Config, load_config
 from biaswatch.errors import ConfigError
 from biaswatch.frames import lanes

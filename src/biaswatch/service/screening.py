@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import structlog
 
-from biaswatch.catalog.store import Catalog, frame_qc
+from biaswatch.catalog.store import Catalog, stored_frame_qc
 from biaswatch.config import CameraConfig
 from biaswatch.rules.qc import FrameQC, set_outliers, temperature_flag
 
@@ -23,7 +23,7 @@ def screen(catalog: Catalog, set_id: int, camera: CameraConfig) -> int:
     """Reject the set's outliers and flag its temperature; returns how many frames remain."""
     rows = catalog.set_inputs(set_id)
     measured: list[tuple[str, FrameQC]] = [
-        (row["path"], quality) for row in rows if (quality := frame_qc(row)) is not None
+        (row["path"], quality) for row in rows if (quality := stored_frame_qc(row)) is not None
     ]
     settings = camera.qc
     bound = log.bind(camera=camera.name, night=rows[0]["night"] if rows else None, set=set_id)

@@ -22,8 +22,6 @@ from pathlib import Path
 
 import structlog
 
-from biaswatch.config import CameraConfig
-
 log = structlog.get_logger("biaswatch.watch")
 
 MOUNTINFO = Path("/proc/self/mountinfo")
@@ -155,17 +153,23 @@ def check_state_dir(state_dir: Path, mounts: Sequence[Mount] | None = None) -> s
     )
 
 
-def polls(camera: CameraConfig, mounts: Sequence[Mount]) -> bool:
-    """Whether ``camera`` polls: if asked to, or if a directory is on a network fs."""
+def polls(
+    camera: str, setting: bool | None, watch: Sequence[Path], mounts: Sequence[Mount]
+) -> bool:
+    """Whether a camera polls: if asked to, or if a directory is on a network fs.
+
+    The camera's name, ``polling`` setting and watched directories, not its config:
+    system/ stays below config.py (config.py imports system/overlaps.py).
+    """
     answers = []
-    for directory in camera.watch:
-        poll, text = use_polling(camera.polling, directory, mounts)
+    for directory in watch:
+        poll, text = use_polling(setting, directory, mounts)
         mount = network_mount(directory, mounts)
         if text is not None and mount is not None:
-            report = log.warning if camera.polling is False else log.info
+            report = log.warning if setting is False else log.info
             report(
                 "watch.network_fs",
-                camera=camera.name,
+                camera=camera,
                 directory=str(directory),
                 fstype=mount.fstype,
                 action=text,

@@ -48,7 +48,7 @@ class AlreadyRunning(BiaswatchError):
 
 
 @dataclass(frozen=True, slots=True)
-class Running:
+class LockHolder:
     """The service's process id and when it started (None: not written yet)."""
 
     pid: int | None
@@ -165,7 +165,7 @@ def _only_shared_holders(fd: int) -> bool:
     return True
 
 
-def running(state_dir: Path) -> Running | None:
+def running(state_dir: Path) -> LockHolder | None:
     """The service holding ``state_dir``'s lock, or None if no process holds it.
 
     Opens the file read-only, so that an operator who may read but not write the
@@ -189,10 +189,10 @@ def running(state_dir: Path) -> Running | None:
         os.close(fd)  # also gives the shared lock back
 
 
-def _recorded(fd: int) -> Running:
+def _recorded(fd: int) -> LockHolder:
     """The pid and start time the holder wrote; pid None if not (yet) readable."""
     try:
         pid_text, since = os.pread(fd, 200, 0).decode("ascii").split()
-        return Running(int(pid_text), since)
+        return LockHolder(int(pid_text), since)
     except (OSError, ValueError):
-        return Running(None, "")
+        return LockHolder(None, "")

@@ -162,7 +162,8 @@ class Watcher:
         self._running = True
         mounts = read_mounts() if self._mounts is None else self._mounts
         for camera in self._cameras:
-            polled = camera.poll_interval_seconds if polls(camera, mounts) else None
+            polling = polls(camera.name, camera.polling, camera.watch, mounts)
+            polled = camera.poll_interval_seconds if polling else None
             self._kind[camera.name] = _Kind(polled)
             self.watching[camera.name] = []
         for camera in self._cameras:

@@ -1,0 +1,126 @@
+"""Every command's options: argparse and the standard library only.
+
+Apart from the commands' modules so that ``biaswatch --help`` and ``biaswatch
+<command> --help`` import nothing else: a command's module, with the libraries it
+needs, is imported only when the command runs (cli/main.py). Each function adds
+one command's options to its parser; the handler is named in cli/main.py's table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+
+from biaswatch.cli.common import config_option
+
+# The levels ``biaswatch log --level`` takes, lowest first: the standard logging
+# levels' names, lower-cased, as the service's JSON log writes them.
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The ``run`` command's options."""
+    config_option(parser)
+
+
+def add_masters_options(parser: argparse.ArgumentParser) -> None:
+    """The ``masters`` command's options."""
+    config_option(parser)
+    parser.add_argument("--camera", help="only this camera")
+    parser.add_argument("--night", help="only this night (YYYY-MM-DD, the evening's date)")
+    parser.add_argument(
+        "--for",
+        dest="for_time",
+        metavar="TIME",
+        help="print the accepted master to use for a frame taken at TIME (ISO, UTC if no "
+        "zone); needs --camera",
+    )
+    parser.add_argument(
+        "--current", action="store_true", help="only each camera's current master (latest.fits)"
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON array")
+
+
+def add_accept_options(parser: argparse.ArgumentParser) -> None:
+    """The ``accept`` command's options."""
+    _verdict_options(parser, "accepted")
+
+
+def add_reject_options(parser: argparse.ArgumentParser) -> None:
+    """The ``reject`` command's options."""
+    _verdict_options(parser, "rejected")
+
+
+def _verdict_options(parser: argparse.ArgumentParser, state: str) -> None:
+    config_option(parser)
+    parser.add_argument("master", type=Path, help="the master's path")
+    parser.add_argument("--why", required=True, help="the reason, kept in the catalog")
+    parser.set_defaults(state=state)
+
+
+def add_attempts_options(parser: argparse.ArgumentParser) -> None:
+    """The ``attempts`` command's options."""
+    config_option(parser)
+    parser.add_argument("--set", type=int, dest="set_id", help="only this set")
+    parser.add_argument("--night", help="only this night (YYYY-MM-DD, the evening's date)")
+    parser.add_argument("--json", action="store_true", help="print a JSON array")
+
+
+def add_check_config_options(parser: argparse.ArgumentParser) -> None:
+    """The ``check-config`` command's options."""
+    config_option(parser)
+
+
+def add_log_options(parser: argparse.ArgumentParser) -> None:
+    """The ``log`` command's options."""
+    config_option(parser)
+    parser.add_argument("--camera", help="only events of this camera (and service-wide ones)")
+    parser.add_argument("--night", type=dt.date.fromisoformat, help="only this night (YYYY-MM-DD)")
+    parser.add_argument("--level", choices=LOG_LEVELS, default="info", help="at least this")
+    parser.add_argument("--follow", action="store_true", help="keep printing new events")
+
+
+def add_status_options(parser: argparse.ArgumentParser) -> None:
+    """The ``status`` command's options."""
+    config_option(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def add_report_options(parser: argparse.ArgumentParser) -> None:
+    """The ``report`` command's options."""
+    config_option(parser)
+    parser.add_argument(
+        "--night", type=dt.date.fromisoformat, required=True, help="YYYY-MM-DD (the evening)"
+    )
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the HTML file")
+
+
+def add_backfill_options(parser: argparse.ArgumentParser) -> None:
+    """The ``backfill`` command's options."""
+    config_option(parser)
+    parser.add_argument("--camera", required=True, help="the camera the frames come from")
+    parser.add_argument("directories", nargs="+", type=Path, help="archive directories")
+
+
+def add_simulate_options(parser: argparse.ArgumentParser) -> None:
+    """The ``simulate`` command's options."""
+    config_option(parser)
+    parser.add_argument("--camera", required=True, help="camera name from the config")
+    parser.add_argument("--frames", type=int, help="how many (default: expected_frames)")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between frames")
+    parser.add_argument("--seed", type=int, help="random seed (default: random)")
+
+
+def add_combine_options(parser: argparse.ArgumentParser) -> None:
+    """The ``combine`` command's options."""
+    parser.add_argument("--config", type=Path, help="TOML file (default: built-in defaults)")
+    parser.add_argument("--camera", help="use this camera's settings from --config")
+    parser.add_argument(
+        "--calibrated", action="store_true", help="the files are calibrated already"
+    )
+    parser.add_argument("--mem-limit", help="memory for the combine, e.g. 350MB or 2GB")
+    parser.add_argument("--method", choices=["average", "median"])
+    parser.add_argument("--sigma", nargs=2, type=float, metavar=("LOW", "HIGH"))
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the master to write")
+    parser.add_argument("files", nargs="+", type=Path, help="raw (or calibrated) frames")
