@@ -37,7 +37,7 @@ def configure(log_file: Path | None, level: str, *, console: bool | None = None)
     if log_file is None:
         stream = logging.StreamHandler(sys.stdout)
         tty = sys.stdout.isatty() if console is None else console
-        console_formatter = _formatter(structlog.dev.ConsoleRenderer(), names.terminal_values)
+        console_formatter = _formatter(_console(), names.terminal_values)
         stream.setFormatter(console_formatter if tty else json_formatter)
         handlers.append(stream)
     else:
@@ -47,7 +47,7 @@ def configure(log_file: Path | None, level: str, *, console: bool | None = None)
         handlers.append(file_handler)
         if sys.stderr.isatty() if console is None else console:
             view = logging.StreamHandler(sys.stderr)
-            view.setFormatter(_formatter(structlog.dev.ConsoleRenderer(), names.terminal_values))
+            view.setFormatter(_formatter(_console(), names.terminal_values))
             handlers.append(view)
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -69,6 +69,16 @@ def configure(log_file: Path | None, level: str, *, console: bool | None = None)
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
+
+
+def _console() -> structlog.dev.ConsoleRenderer:
+    """The terminal view: plain tracebacks, whether or not ``rich`` is installed.
+
+    structlog's default formatter switches to rich's tracebacks (with local variables)
+    when rich is importable, and import-linter (a test tool) brings rich in: the same
+    service would print differently on a developer's machine and under systemd.
+    """
+    return structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
 
 
 def _formatter(
