@@ -7,7 +7,7 @@ as a uid of its own (no user, no other process) opens instances until the kernel
 EMFILE and keeps them, and the service is started as the same uid. Its watchers must
 then fall back to polling, log ``watch.inotify_limit`` with the sysctl that lifts the
 limit, tell systemd ``STATUS=degraded: ...``, and still find and combine new frames.
-``tests/test_watch.py`` checks the same fallback one level down, with a fake observer.
+``tests/service/test_watch.py`` checks the same fallback one level down, with a fake observer.
 """
 
 from __future__ import annotations

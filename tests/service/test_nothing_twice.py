@@ -3,7 +3,7 @@
 Issue 11: finding 4 (two combines given one sequence number), "recovery never exits"
 (finding 2's aftermath: catalogs and files in states a crash, a second service or a
 person leaves, built here by hand with sqlite3 and file copies) and finding 12's
-deleted ``latest.fits``. tests/test_sequences.py has the fast tests of the reservation.
+deleted ``latest.fits``. tests/unit/test_sequences.py has the fast tests of the reservation.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from service_process import (
     write_frames,
 )
 
-STALLFS = Path(__file__).with_name("stallfs.py")
+STALLFS = Path(__file__).parents[1] / "stallfs.py"
 
 
 class HangingMount:

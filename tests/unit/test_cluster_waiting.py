@@ -1,6 +1,6 @@
 """A Dask combine that no worker can take: when it is reported, and when it runs here.
 
-The real service against a LocalCluster is in tests/test_cluster.py; these tests
+The real service against a LocalCluster is in tests/service/test_cluster.py; these tests
 drive one DaskCombine with a fake executor and clock, to pin the timing rules
 (WAIT_SECONDS, REPEAT_SECONDS, the local slots) without minutes of waiting.
 """

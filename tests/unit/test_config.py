@@ -101,7 +101,7 @@ class TestDefaults:
 
     def test_the_repository_config_loads(self) -> None:
         """The config.toml shipped at the repository root is valid."""
-        config = load_config(Path(__file__).parents[1] / "config.toml")
+        config = load_config(Path(__file__).parents[2] / "config.toml")
         assert [c.name for c in config.cameras] == ["cryo", "te"]
 
     @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ import pytest
 
 from biaswatch.config import load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "biaswatch.service"
 CONFIG = ROOT / "systemd" / "config.toml"
 PRODUCTION_EXEC = "/opt/biaswatch/venv/bin/biaswatch"
@@ -38,7 +38,7 @@ PRODUCTION_DASK = str(PurePosixPath(PRODUCTION_EXEC).with_name("dask"))
 WORKER_ENV_FILE = "/etc/biaswatch/dask-worker.env"
 # A worker process's own size before a combine: interpreter, distributed, biaswatch and
 # the compiled kernel (235 MB measured with distributed 2026.8.0). A combine then uses
-# up to mem_limit on top (tests/test_combine.py checks that bound).
+# up to mem_limit on top (tests/unit/test_combine.py checks that bound).
 WORKER_BASELINE_BYTES = 250_000_000
 # systemd-analyze security findings the Dask units may have beyond biaswatch.service's:
 # they are network servers and clients, and distributed reads /proc/meminfo at import.
