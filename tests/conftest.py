@@ -1,4 +1,11 @@
-"""Shared fixtures: config files on temporary directories, structlog reset."""
+"""Shared fixtures (config files on temporary directories, structlog reset) and the test tiers.
+
+A test's tier is the folder it lives in, never a hand-written marker: tests/unit (no
+child process, no sleeping, no thread to wait on: seconds in all), tests/commands (CLI
+subprocesses on a catalog, no service) and tests/service (the real service, FUSE,
+Chromium, Dask clusters, watchdog, threads and timers). ``pytest -m unit`` or
+``-m "not service"`` select by tier.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,20 @@ from pathlib import Path
 
 import pytest
 import structlog
+
+TIERS = ("unit", "commands", "service")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with the tier named by its folder under tests/."""
+    here = Path(__file__).parent
+    for item in items:
+        if not item.path.is_relative_to(here):
+            continue  # pytest calls this hook with the whole session's items
+        tier = item.path.relative_to(here).parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(tier)
 
 
 @pytest.fixture(autouse=True)

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from service_process import running_service, wait_for, write_config, write_frames
 from test_alarms import gone, shell_script
 from test_load import status_kib
-
-pytestmark = pytest.mark.slow
 
 MIB = 2**20
 

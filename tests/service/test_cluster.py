@@ -37,7 +37,6 @@ from biaswatch.testing.camera import Geometry
 
 distributed = pytest.importorskip("distributed")
 
-pytestmark = pytest.mark.slow
 
 # 1024 x 1024 calibrated pixels: 10 frames are a 40 MB stack, and a 12 MB budget
 # holds the 4 MB result, the 4 MB runtime reserve (combine.py) and ~90 rows of it,

@@ -123,7 +123,6 @@ def logged(config: Path, name: str) -> list[dict[str, object]]:
 
 
 @needs_openssl
-@pytest.mark.slow
 def test_combines_run_and_publish_on_a_tls_cluster(
     tmp_path: Path, certs: tuple[Certs, Certs], tls_cluster: distributed.LocalCluster
 ) -> None:
@@ -146,7 +145,6 @@ def test_combines_run_and_publish_on_a_tls_cluster(
 
 
 @needs_openssl
-@pytest.mark.slow
 def test_a_certificate_the_cluster_does_not_trust_stops_the_start_clearly(
     tmp_path: Path, certs: tuple[Certs, Certs], tls_cluster: distributed.LocalCluster
 ) -> None:
@@ -161,7 +159,6 @@ def test_a_certificate_the_cluster_does_not_trust_stops_the_start_clearly(
 
 
 @needs_openssl
-@pytest.mark.slow
 def test_plain_tcp_to_a_tls_scheduler_stops_the_start_clearly(
     tmp_path: Path, tls_cluster: distributed.LocalCluster
 ) -> None:

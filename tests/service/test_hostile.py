@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
-import pytest
 from astropy.io import fits
 from service_process import (
     CRYO_GEOMETRY,
@@ -29,8 +28,6 @@ from service_process import (
 from biaswatch.sections import Section
 from biaswatch.testing.camera import Geometry
 from biaswatch.testing.fits import DType, fits_bytes, write_in_pieces
-
-pytestmark = pytest.mark.slow
 
 # Every frame is dated in one night that has not ended whenever the suite runs, so
 # sets complete on expected_frames and never on the clock. (A real "tonight" has

@@ -36,8 +36,6 @@ from service_process import (
     write_frames,
 )
 
-pytestmark = pytest.mark.slow
-
 MAX_USER_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
 # A uid no account has: the holder and the service are alone in it, so the instances
 # they take are nobody else's (both checked before the test runs).

@@ -29,7 +29,7 @@ from service_process import (
 from biaswatch.config import load_config
 from biaswatch.testing.fits import fits_bytes
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = pytest.mark.timeout(600)
 
 MIB = 1024 * 1024
 # How far the service's peak RSS (VmHWM) may rise above its RSS before a burst.

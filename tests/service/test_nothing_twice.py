@@ -30,7 +30,7 @@ from biaswatch.sections import Section
 from biaswatch.system.faults import PAUSE_AT, PAUSE_SECONDS
 from biaswatch.testing.camera import Geometry
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = pytest.mark.timeout(900)
 
 # Two combines at once: max_combine_memory // mem_limit (config.combine_slots), as test_load.
 TWO_SLOTS = {"mem_limit": "64MB", "max_combine_memory": "128MB"}

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import pytest
 from astropy.io import fits
 from odd_bytes import with_cards, with_value
 from service_process import (
@@ -33,8 +32,6 @@ from service_process import (
 from biaswatch.fitsbytes import MAX_HEADER_CARDS
 from biaswatch.rules.nights import night_label
 from biaswatch.testing.fits import fits_bytes, write_in_pieces
-
-pytestmark = pytest.mark.slow
 
 # Dated in a night that has not ended whenever the suite runs (as test_hostile.py):
 # 02:00 UTC is 20:00 in Chicago, the evening of 2030-01-14.

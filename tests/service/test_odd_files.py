@@ -12,14 +12,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytest
 from astropy.io import fits
 from service_process import ServiceProcess, catalog_rows, running_service, wait_for, write_config
 from test_hostile import fingerprints, frame, inputs_of, masters_in, put
 
 from biaswatch.fitsbytes import BLOCK
-
-pytestmark = pytest.mark.slow
 
 MIB = 2**20
 

@@ -28,8 +28,6 @@ from service_process import ServiceProcess, catalog_rows, inotify_instances, wai
 
 from biaswatch.testing.fits import fits_bytes
 
-pytestmark = pytest.mark.slow
-
 MAX_QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")
 # The default is 16384 (proc_sys_fs_inotify(5)). Filling runs at 19k to 75k reads a
 # second here (below), so 200000 events keep the service stopped for 1.3 to 5 s; a

@@ -5,10 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
 from service_process import ServiceProcess, write_config
-
-pytestmark = pytest.mark.slow
 
 
 def test_run_on_overlapping_directories_exits_78_at_once_naming_the_paths(

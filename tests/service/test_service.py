@@ -28,8 +28,6 @@ from service_process import (
 
 from biaswatch.testing.fits import fits_bytes, seed_combine, truncated_copy
 
-pytestmark = pytest.mark.slow
-
 
 def seed_recipe(raws: list[Path], overscan: str | None, trim: str | None) -> np.ndarray:
     """The astropy CCD guide's recipe, done with ccdproc directly (the reference)."""

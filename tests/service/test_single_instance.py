@@ -29,8 +29,6 @@ from biaswatch.catalog.store import Catalog
 from biaswatch.combine.child import RETRY_FIRST_SECONDS
 from biaswatch.system.faults import PAUSE_AT, PAUSE_SECONDS
 
-pytestmark = pytest.mark.slow
-
 EX_TEMPFAIL = 75  # cli.py: another service holds the state directory
 EX_CONFIG = 78
 

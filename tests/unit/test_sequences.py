@@ -1,7 +1,7 @@
 """Nothing twice: master sequence numbers reserved in the catalog (issue 11, finding 4).
 
 Fast tests of the reservation and of Combines with a fake executor; the service tests
-(marked slow) drop frames at once on a service with two combine slots.
+(tests/service/test_nothing_twice.py) drop frames at once on a service with two combine slots.
 """
 
 from __future__ import annotations
