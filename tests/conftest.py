@@ -16,6 +16,10 @@ from pathlib import Path
 import pytest
 import structlog
 
+from biaswatch.catalog.store import Catalog
+from biaswatch.config import CameraConfig
+from biaswatch.testing.helpers import catalog_in, cryo_camera
+
 TIERS = ("unit", "commands", "service")
 
 
@@ -35,6 +39,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def _reset_structlog() -> Iterator[None]:
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture(name="catalog")
+def _catalog(tmp_path: Path) -> Iterator[Catalog]:
+    """A real SQLite catalog in tmp_path/state, dated by a FakeClock."""
+    catalog = catalog_in(tmp_path / "state")
+    yield catalog
+    catalog.close()
+
+
+@pytest.fixture(name="camera")
+def _camera(tmp_path: Path) -> CameraConfig:
+    """Camera cryo watching tmp_path, every setting its default."""
+    return cryo_camera(tmp_path)
 
 
 @pytest.fixture(name="write_config")

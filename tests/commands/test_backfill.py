@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 from astropy.io import fits
-from service_process import NUMBA_CACHE, catalog_rows, write_config
-from test_quality import write_raw
+
+from biaswatch.testing.fits import write_cryo_raw
+from biaswatch.testing.helpers import write_config
+from biaswatch.testing.service import catalog_rows, numba_cache_dir
 
 # Two past nights (03:00 UTC is the evening before in Chicago): 2025-03-09 and -10.
 NIGHTS = ("2025-03-10", "2025-03-11")
@@ -18,7 +20,7 @@ NIGHTS = ("2025-03-10", "2025-03-11")
 def backfill(config: Path, archive: Path) -> subprocess.CompletedProcess[str]:
     """Run ``biaswatch backfill`` for camera cryo on ``archive``."""
     command = [sys.executable, "-m", "biaswatch", "backfill", "--config", str(config)]
-    env = {**os.environ, "NUMBA_CACHE_DIR": NUMBA_CACHE}  # the session's compiled kernel
+    env = {**os.environ, "NUMBA_CACHE_DIR": numba_cache_dir()}  # the session's compiled kernel
     return subprocess.run(
         [*command, "--camera", "cryo", str(archive)],
         capture_output=True,
@@ -38,7 +40,7 @@ def test_backfill_combines_past_nights_once_and_resumes_without_duplicates(
         night_dir = archive / day
         night_dir.mkdir(parents=True)
         for i in range(3):  # fewer than expected_frames: closed because the night is over
-            write_raw(
+            write_cryo_raw(
                 night_dir / f"b{i}.fits", int(day[-2:]) * 10 + i, date_obs=f"{day}T03:00:0{i}"
             )
     (archive / "junk.fits").write_bytes(b"not a FITS file" * 200)

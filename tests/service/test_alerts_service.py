@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service_process import running_service, wait_for, write_config, write_frames
 from test_alarms import gone, shell_script
 from test_load import status_kib
+
+from biaswatch.testing.helpers import wait_until, write_config, write_frames
+from biaswatch.testing.service import running_service
 
 MIB = 2**20
 
@@ -40,7 +42,7 @@ def test_a_hanging_noisy_alert_command_costs_the_service_nothing(tmp_path: Path)
         service.wait_event("master.published", timeout=120)
         assert service.stop()[0] == 0
     child, parent = (int(Path(f"{pids}.{n}").read_text()) for n in ("child", "command"))
-    wait_for(lambda: gone(child) and gone(parent), 5, "the alert command and its child ended")
+    wait_until(lambda: gone(child) and gone(parent), 5, "the alert command and its child ended")
     assert "process group was killed" in failed["error"]
     # subprocess.run(capture_output=True) held all 60 MB (twice, decoded): +120 MiB or more.
     assert growth < 40 * MIB, f"the service's peak RSS grew by {growth / MIB:.0f} MiB"

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,20 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from service_process import (
-    NUMBA_CACHE,
-    catalog_rows,
-    running_service,
-    wait_for,
-    write_config,
-    write_frames,
-)
 
 from biaswatch.combine.dask_capacity import WAIT_SECONDS
 from biaswatch.combine.dask_executor import CONNECT_SECONDS
 from biaswatch.sections import Section
 from biaswatch.system.faults import PAUSE_AT, PAUSE_SECONDS
 from biaswatch.testing.camera import Geometry
+from biaswatch.testing.helpers import free_port, wait_until, write_config, write_frames
+from biaswatch.testing.service import catalog_rows, numba_cache_dir, running_service
 
 distributed = pytest.importorskip("distributed")
 
@@ -51,7 +44,7 @@ def start_cluster(
     workers: int, env: dict[str, str] | None = None, memory: int | None = 2_000_000_000
 ) -> distributed.LocalCluster:
     """A LocalCluster of worker processes, one thread each, with a combine budget (or none)."""
-    os.environ.update({"NUMBA_CACHE_DIR": NUMBA_CACHE, **(env or {})})
+    os.environ.update({"NUMBA_CACHE_DIR": numba_cache_dir(), **(env or {})})
     return distributed.LocalCluster(
         n_workers=workers,
         threads_per_worker=1,
@@ -148,7 +141,7 @@ def test_killing_a_worker_mid_combine_leaves_exactly_one_master(tmp_path: Path) 
             )
             with running_service(config) as process:
                 write_frames(config, "te", 5, interval=0)
-                wait_for(lambda: running_attempt(config) is not None, 120, "a running combine")
+                wait_until(lambda: running_attempt(config) is not None, 120, "a running combine")
                 killed = running_attempt(config)
                 assert killed is not None
                 os.kill(int(re.search(r"pid (\d+)", killed)[1]), signal.SIGKILL)  # type: ignore[index]
@@ -171,13 +164,6 @@ def running_attempt(config: Path) -> str | None:
     """The worker of the combine attempt running now, if any."""
     rows = catalog_rows(config, "SELECT worker FROM attempts WHERE outcome = 'running'")
     return str(rows[0]["worker"]) if rows else None
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_unreachable_scheduler_stops_the_start_with_a_clear_error(tmp_path: Path) -> None:
@@ -219,7 +205,12 @@ def test_a_lost_scheduler_is_waited_for_and_the_set_combined_once(tmp_path: Path
     """Scheduler SIGKILLed mid-combine, then restarted (as systemd would): one master."""
     port, env = (
         free_port(),
-        {**os.environ, "NUMBA_CACHE_DIR": NUMBA_CACHE, PAUSE_AT: "mid_combine", PAUSE_SECONDS: "8"},
+        {
+            **os.environ,
+            "NUMBA_CACHE_DIR": numba_cache_dir(),
+            PAUSE_AT: "mid_combine",
+            PAUSE_SECONDS: "8",
+        },
     )
     address = f"tcp://127.0.0.1:{port}"
     scheduler_args = (
@@ -252,7 +243,7 @@ def test_a_lost_scheduler_is_waited_for_and_the_set_combined_once(tmp_path: Path
         config = write_config(tmp_path, service={"executor": "dask", "scheduler": address})
         with running_service(config) as process:
             write_frames(config, "te", 5, interval=0)
-            wait_for(lambda: running_attempt(config) is not None, 120, "a running combine")
+            wait_until(lambda: running_attempt(config) is not None, 120, "a running combine")
             first = running_attempt(config)
             started[0].kill()  # dask workers leave with their scheduler; systemd restarts both
             started[0].wait()

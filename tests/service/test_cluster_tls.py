@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 from astropy.io import fits
-from service_process import NUMBA_CACHE, catalog_rows, running_service, write_config, write_frames
 
 from biaswatch.config import load_config
 from biaswatch.errors import ConfigError
+from biaswatch.testing.helpers import write_config, write_frames
+from biaswatch.testing.service import catalog_rows, numba_cache_dir, running_service
 
 distributed = pytest.importorskip("distributed")
 security = pytest.importorskip("distributed.security")
@@ -70,7 +71,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Certs, Certs]:
 def tls_cluster(certs: tuple[Certs, Certs]) -> Iterator[distributed.LocalCluster]:
     """A LocalCluster that speaks only TLS: one worker process offering MEMORY."""
     mine = certs[0]
-    os.environ["NUMBA_CACHE_DIR"] = NUMBA_CACHE
+    os.environ["NUMBA_CACHE_DIR"] = numba_cache_dir()
     tls = security.Security(
         tls_ca_file=str(mine.ca),
         tls_scheduler_cert=str(mine.cert),
@@ -111,7 +112,7 @@ def run_once(config: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "NUMBA_CACHE_DIR": NUMBA_CACHE},
+        env={**os.environ, "NUMBA_CACHE_DIR": numba_cache_dir()},
     )
 
 

@@ -12,16 +12,10 @@ from pathlib import Path
 
 import pytest
 from astropy.io import fits
-from service_process import (
-    ServiceProcess,
-    catalog_rows,
-    running_service,
-    wait_for,
-    write_config,
-    write_frames,
-)
 
 from biaswatch.system.faults import CRASH_AT, PAUSE_AT, PAUSE_SECONDS, POINTS
+from biaswatch.testing.helpers import wait_until, write_config, write_frames
+from biaswatch.testing.service import ServiceProcess, catalog_rows, running_service
 
 
 def masters_on_disk(base: Path) -> list[Path]:
@@ -49,7 +43,7 @@ def assert_one_master_per_set(config: Path, ncombine: int) -> Path:
 
 def wait_until_dead(service: ServiceProcess, timeout: float = 120) -> int:
     """The service process's exit status once it has died on its own."""
-    wait_for(lambda: service.proc.poll() is not None, timeout, "the service to die")
+    wait_until(lambda: service.proc.poll() is not None, timeout, "the service to die")
     return int(service.proc.returncode)
 
 
@@ -61,7 +55,7 @@ def test_sigkill_while_publishing_leaves_one_master(tmp_path: Path, point: str) 
         write_frames(config, "cryo", 3, interval=0.0)
         assert wait_until_dead(service) == -signal.SIGKILL
     with running_service(config) as service:
-        wait_for(
+        wait_until(
             lambda: (
                 [r["state"] for r in catalog_rows(config, "SELECT state FROM sets")] == ["done"]
             ),
@@ -201,7 +195,7 @@ def test_combine_child_killed_as_by_the_oom_killer_is_retried_and_published_once
     with running_service(config, env=env) as service:
         write_frames(config, "cryo", 3, interval=0.0)
         service.wait_event("combine.started", timeout=120)
-        wait_for(lambda: len(combine_children(service.proc.pid)) == 1, 30, "a combine child")
+        wait_until(lambda: len(combine_children(service.proc.pid)) == 1, 30, "a combine child")
         (child,) = combine_children(service.proc.pid)
         os.kill(child, signal.SIGKILL)
         (retrying,) = service.wait_event("combine.retrying", timeout=120)

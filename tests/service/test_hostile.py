@@ -15,19 +15,12 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from service_process import (
-    CRYO_GEOMETRY,
-    catalog_rows,
-    master_data,
-    running_service,
-    wait_for,
-    write_config,
-    write_frames,
-)
 
 from biaswatch.sections import Section
 from biaswatch.testing.camera import Geometry
 from biaswatch.testing.fits import DType, fits_bytes, write_in_pieces
+from biaswatch.testing.helpers import CRYO_GEOMETRY, wait_until, write_config, write_frames
+from biaswatch.testing.service import catalog_rows, master_data, running_service
 
 # Every frame is dated in one night that has not ended whenever the suite runs, so
 # sets complete on expected_frames and never on the clock. (A real "tonight" has
@@ -101,7 +94,7 @@ def tree(root: Path, skip: Iterable[Path] = ()) -> set[str]:
 def judged(config: Path, count: int) -> None:
     """Wait until ``count`` frames have a verdict (anything but 'seen')."""
     sql = "SELECT * FROM frames WHERE status != 'seen'"
-    wait_for(lambda: len(catalog_rows(config, sql)) >= count, 60, f"{count} frames judged")
+    wait_until(lambda: len(catalog_rows(config, sql)) >= count, 60, f"{count} frames judged")
 
 
 def by_name(config: Path) -> dict[str, sqlite3.Row]:
@@ -439,7 +432,7 @@ def test_path_like_header_strings_write_nothing_outside_masters_and_state(
         (published,) = service.wait_event("master.published")
         judged(config, len(written))
         preview = Path(published["path"]).with_suffix(".png")
-        wait_for(preview.exists, 60, "the preview, drawn after publication")
+        wait_until(preview.exists, 60, "the preview, drawn after publication")
         status = service.stop()[0]
     assert status == 0
     found = by_name(config)
@@ -481,7 +474,7 @@ def test_a_file_name_that_is_not_printable_ascii_does_not_stop_the_nights_master
         written = [put(incoming / "bïas_é.fits", frame(50))]
         written += write_frames(config, "cryo", 2, now=evening)
         before = fingerprints(written)
-        wait_for(
+        wait_until(
             lambda: bool(service.events("master.published") or service.events("set.failed")),
             60,
             "a master or a failed set",

@@ -15,13 +15,12 @@ from biaswatch.catalog.rows import FrameRecord
 from biaswatch.config import CameraConfig, SiteConfig
 from biaswatch.frames.intake import Intake
 from biaswatch.testing.fits import fits_bytes, make_bias_fits
+from biaswatch.testing.helpers import cryo_camera
 
 
 @pytest.fixture(name="camera")
-def _camera(tmp_path: Path) -> CameraConfig:
-    return CameraConfig(
-        name="cryo", watch=(tmp_path / "in",), settle_seconds=1.0, max_incomplete_minutes=1.0
-    )
+def _slow_settling_camera(tmp_path: Path) -> CameraConfig:
+    return cryo_camera(tmp_path / "in", settle_seconds=1.0, max_incomplete_minutes=1.0)
 
 
 def intake_for(camera: CameraConfig, tmp_path: Path, known: set[Path] | None = None) -> Intake:

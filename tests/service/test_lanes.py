@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,16 +15,15 @@ from biaswatch.config import CameraConfig, SiteConfig
 from biaswatch.frames.intake import Intake
 from biaswatch.frames.lanes import Lane, Lanes
 from biaswatch.testing.fits import make_bias_fits
+from biaswatch.testing.helpers import wait_until
 from biaswatch.watch.handler import PathEvent
 from biaswatch.watch.scan import probe_directory
 
 
-@pytest.fixture(name="catalog")
-def _catalog(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "state" / "catalog.sqlite"
-    catalog = Catalog(path)  # a real catalog: the lanes open read-only connections to it
-    yield path
-    catalog.close()
+@pytest.fixture(name="catalog_path")
+def _catalog_path(tmp_path: Path, catalog: Catalog) -> Path:
+    # A real catalog (conftest's): the lanes open read-only connections to it.
+    return tmp_path / "state" / "catalog.sqlite"
 
 
 def camera_in(tmp_path: Path, name: str) -> CameraConfig:
@@ -35,7 +34,7 @@ def camera_in(tmp_path: Path, name: str) -> CameraConfig:
 
 
 def lane_for(
-    camera: CameraConfig, tmp_path: Path, catalog: Path, probe: Callable[[Path], str]
+    camera: CameraConfig, tmp_path: Path, catalog_path: Path, probe: Callable[[Path], str]
 ) -> Lane:
     """A lane with a real Intake whose root probe is ``probe``."""
 
@@ -49,7 +48,7 @@ def lane_for(
             wake=nudge,
         )
 
-    return Lane(camera, make, catalog=catalog, wake=lambda: None, probe=probe)
+    return Lane(camera, make, catalog=catalog_path, wake=lambda: None, probe=probe)
 
 
 def collect(take: Callable[[], list[FrameRecord]], count: int) -> list[FrameRecord]:
@@ -63,15 +62,9 @@ def collect(take: Callable[[], list[FrameRecord]], count: int) -> list[FrameReco
     return records
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
-def test_a_lane_stuck_in_a_call_says_so_and_another_goes_on(tmp_path: Path, catalog: Path) -> None:
+def test_a_lane_stuck_in_a_call_says_so_and_another_goes_on(
+    tmp_path: Path, catalog_path: Path
+) -> None:
     """A lane blocked in a root probe reports how long and where; another lane keeps working."""
     release = threading.Event()
 
@@ -79,9 +72,9 @@ def test_a_lane_stuck_in_a_call_says_so_and_another_goes_on(tmp_path: Path, cata
         release.wait()
         return probe_directory(directory)
 
-    stuck = lane_for(camera_in(tmp_path, "cryo"), tmp_path, catalog, hanging)
+    stuck = lane_for(camera_in(tmp_path, "cryo"), tmp_path, catalog_path, hanging)
     free_camera = camera_in(tmp_path, "te")
-    free = lane_for(free_camera, tmp_path, catalog, probe_directory)
+    free = lane_for(free_camera, tmp_path, catalog_path, probe_directory)
     stuck.start()
     free.start()
     try:
@@ -101,10 +94,10 @@ def test_a_lane_stuck_in_a_call_says_so_and_another_goes_on(tmp_path: Path, cata
         free.stop(5)
 
 
-def test_records_not_yet_taken_keep_their_camera_busy(tmp_path: Path, catalog: Path) -> None:
+def test_records_not_yet_taken_keep_their_camera_busy(tmp_path: Path, catalog_path: Path) -> None:
     """A finished record the main loop has not taken still counts as work in flight."""
     camera = camera_in(tmp_path, "cryo")
-    lane = lane_for(camera, tmp_path, catalog, probe_directory)
+    lane = lane_for(camera, tmp_path, catalog_path, probe_directory)
     lane.start()
     try:
         lane.note(PathEvent("cryo", make_bias_fits(tmp_path / "cryo" / "a.fits")))
@@ -124,13 +117,18 @@ def _has_output(lane: Lane) -> bool:
         return bool(lane._out.finished)
 
 
-def test_lanes_scan_finds_what_no_event_announced(tmp_path: Path, catalog: Path) -> None:
+def test_lanes_scan_finds_what_no_event_announced(tmp_path: Path, catalog_path: Path) -> None:
     """A scan request lists the directory; its files come back as records, each once."""
     camera = camera_in(tmp_path, "cryo")
     for name in ("a.fits", "b.fits"):
         make_bias_fits(tmp_path / "cryo" / name)
     lanes = Lanes(
-        [camera], SiteConfig(), tmp_path / "work", excluded=(), catalog=catalog, wake=lambda: None
+        [camera],
+        SiteConfig(),
+        tmp_path / "work",
+        excluded=(),
+        catalog=catalog_path,
+        wake=lambda: None,
     )
     lanes.start(probe_timeout=5)
     try:

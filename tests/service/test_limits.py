@@ -25,15 +25,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from service_process import (
-    NUMBA_CACHE,
+
+from biaswatch.testing.helpers import wait_until, write_config, write_frames
+from biaswatch.testing.service import (
     as_uid,
     catalog_rows,
     inotify_instances,
+    numba_cache_dir,
     running_service,
-    wait_for,
-    write_config,
-    write_frames,
 )
 
 MAX_USER_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
@@ -165,7 +164,7 @@ def test_inotify_instance_limit_degrades_to_polling_and_frames_still_combine(
     config = write_config(work, expected_frames=3, poll_interval_seconds=POLL_SECONDS)
     # A numba cache of UID's own, from the session's: the kernel need not compile again.
     numba_cache = work / "numba"
-    shutil.copytree(NUMBA_CACHE, numba_cache)
+    shutil.copytree(numba_cache_dir(), numba_cache)
     chown_tree(work, UID)
     with running_service(
         config,
@@ -180,13 +179,13 @@ def test_inotify_instance_limit_degrades_to_polling_and_frames_still_combine(
             f"cryo: polling every {POLL_SECONDS:g} s, inotify instance limit reached; "
             f"te: polling every {POLL_SECONDS:g} s, inotify instance limit reached"
         )
-        wait_for(lambda: degraded in service.messages, 60, f"{degraded} ({service.messages})")
+        wait_until(lambda: degraded in service.messages, 60, f"{degraded} ({service.messages})")
         service_uid, instances = uid_of(pid), inotify_instances(pid)
         write_frames(config, "cryo", 3, interval=0.0)
         (published,) = service.wait_event("master.published", timeout=120)
         # The master joins the STATUS= line; the cameras are still polling, and say so.
         still = f"{degraded}; last master: {Path(published['path']).name}"
-        wait_for(lambda: still in service.messages, 30, lambda: f"{still} ({service.messages})")
+        wait_until(lambda: still in service.messages, 30, lambda: f"{still} ({service.messages})")
         reconciled = [e for e in service.events("scan.reconciled") if e["missing"] > 0]
         assert service.stop()[0] == 0
     assert service_uid == UID, "the service must share the holder's uid to share its limit"

@@ -17,17 +17,16 @@ from pathlib import Path
 
 import pytest
 from astropy.io import fits
-from service_process import (
-    CRYO_GEOMETRY,
+
+from biaswatch.config import load_config
+from biaswatch.testing.fits import fits_bytes
+from biaswatch.testing.helpers import CRYO_GEOMETRY, write_frames
+from biaswatch.testing.service import (
     ServiceProcess,
     catalog_rows,
     most_combines_at_once,
     running_service,
-    write_frames,
 )
-
-from biaswatch.config import load_config
-from biaswatch.testing.fits import fits_bytes
 
 pytestmark = pytest.mark.timeout(600)
 

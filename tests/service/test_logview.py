@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from service_process import running_service, write_config, write_frames
+from biaswatch.testing.helpers import write_config, write_frames
+from biaswatch.testing.service import running_service
 
 
 def log_lines(config: Path, *args: str) -> list[str]:

@@ -16,19 +16,12 @@ from pathlib import Path
 
 import pytest
 from astropy.io import fits
-from service_process import (
-    CRYO_GEOMETRY,
-    catalog_rows,
-    most_combines_at_once,
-    running_service,
-    wait_for,
-    write_config,
-    write_frames,
-)
 
 from biaswatch.sections import Section
 from biaswatch.system.faults import PAUSE_AT, PAUSE_SECONDS
 from biaswatch.testing.camera import Geometry
+from biaswatch.testing.helpers import CRYO_GEOMETRY, wait_until, write_config, write_frames
+from biaswatch.testing.service import catalog_rows, most_combines_at_once, running_service
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -97,7 +90,7 @@ def burst(tmp_path: Path, waves: list[list[tuple[str, Geometry, int]]]) -> None:
             made = len(service.events("set.completed")) + len({g for _p, g, _n in wave})
             drop_at_once(config, wave)
             service.wait_event("set.completed", count=made, timeout=120)
-        wait_for(
+        wait_until(
             lambda: sets_settled(config),
             300,
             lambda: f"every set settled ({service.tail()})",
@@ -222,7 +215,7 @@ def test_a_deleted_latest_link_is_repaired_while_running(tmp_path: Path) -> None
     with running_service(config) as service:
         write_frames(config, "cryo", 3, interval=0.0)
         (published,) = service.wait_event("master.published", timeout=120)
-        wait_for(link.exists, 10, "latest.fits after the publication")
+        wait_until(link.exists, 10, "latest.fits after the publication")
         link.unlink()
         (repaired,) = service.wait_event("master.latest_repaired", timeout=60)
         assert service.stop()[0] == 0

@@ -18,20 +18,13 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from astropy.io import fits
-from odd_bytes import with_cards, with_value
-from service_process import (
-    CRYO_GEOMETRY,
-    ServiceProcess,
-    catalog_rows,
-    running_service,
-    wait_for,
-    write_config,
-    write_frames,
-)
 
 from biaswatch.fitsbytes import MAX_HEADER_CARDS
 from biaswatch.rules.nights import night_label
 from biaswatch.testing.fits import fits_bytes, write_in_pieces
+from biaswatch.testing.helpers import CRYO_GEOMETRY, wait_until, write_config, write_frames
+from biaswatch.testing.odd_bytes import with_cards, with_value
+from biaswatch.testing.service import ServiceProcess, catalog_rows, running_service
 
 # Dated in a night that has not ended whenever the suite runs (as test_hostile.py):
 # 02:00 UTC is 20:00 in Chicago, the evening of 2030-01-14.
@@ -65,7 +58,7 @@ def frame_rows(config: Path) -> dict[str, sqlite3.Row]:
 def judged(config: Path, count: int, timeout: float = 60) -> None:
     """Wait until ``count`` frames have a verdict (anything but 'seen')."""
     sql = "SELECT * FROM frames WHERE status != 'seen'"
-    wait_for(lambda: len(catalog_rows(config, sql)) >= count, timeout, f"{count} frames judged")
+    wait_until(lambda: len(catalog_rows(config, sql)) >= count, timeout, f"{count} frames judged")
 
 
 def status_exit(config: Path) -> int:

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from astropy.io import fits
-from service_process import ServiceProcess, catalog_rows, running_service, wait_for, write_config
 from test_hostile import fingerprints, frame, inputs_of, masters_in, put
 
 from biaswatch.fitsbytes import BLOCK
+from biaswatch.testing.helpers import wait_until, write_config
+from biaswatch.testing.service import ServiceProcess, catalog_rows, running_service
 
 MIB = 2**20
 
@@ -141,7 +142,7 @@ def test_a_symlink_out_of_the_watched_tree_is_refused_and_one_within_is_read(
         (cryo / "link_in.fits").symlink_to(inner)  # within the tree: read (a duplicate)
         written = [put(cryo / f"bias_{i}.fits", frame(92 + i)) for i in range(2)]
         service.wait_event("master.published")
-        wait_for(lambda: len(judged(config)) == 5, 30, "five frames judged")
+        wait_until(lambda: len(judged(config)) == 5, 30, "five frames judged")
         assert service.stop()[0] == 0
     rows = {Path(r["path"]).name: r for r in frames(config)}
     assert rows["escape.fits"]["status"] == "rejected"
@@ -221,7 +222,7 @@ def test_files_announcing_more_than_the_budget_are_refused_before_reading(
         packed = put(cryo / "huge.fits.fz", _compressed(frame(100)))
         written = [put(cryo / f"bias_{i}.fits", frame(101 + i)) for i in range(3)]
         service.wait_event("master.published")
-        wait_for(lambda: len(service.events("frame.rejected")) >= 3, 60, "three rejections")
+        wait_until(lambda: len(service.events("frame.rejected")) >= 3, 60, "three rejections")
         service.wait_event("watch.scanned", count=8)  # rescans list them all again
         grown = peak_rss(service.proc.pid) - baseline
         events = service.events()

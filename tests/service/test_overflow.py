@@ -24,9 +24,10 @@ from typing import Any
 
 import pytest
 from astropy.io import fits
-from service_process import ServiceProcess, catalog_rows, inotify_instances, wait_for, write_config
 
 from biaswatch.testing.fits import fits_bytes
+from biaswatch.testing.helpers import wait_until, write_config
+from biaswatch.testing.service import ServiceProcess, catalog_rows, inotify_instances
 
 MAX_QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")
 # The default is 16384 (proc_sys_fs_inotify(5)). Filling runs at 19k to 75k reads a
@@ -121,13 +122,13 @@ def test_inotify_queue_overflow_is_rescanned_at_once(tmp_path: Path) -> None:
     try:
         service.wait_ready()
         assert inotify_instances(pid) > 0, "the service watches without inotify"
-        wait_for(
+        wait_until(
             lambda: any(e["camera"] == "cryo" for e in service.events("scan.backlog")),
             30,
             "the start-up scan of cryo",
         )
         os.kill(pid, signal.SIGSTOP)
-        wait_for(lambda: all_threads_stopped(pid), 10, "the service to stop")
+        wait_until(lambda: all_threads_stopped(pid), 10, "the service to stop")
         started = time.monotonic()
         reads = fill_queue(filler, int(limit * MARGIN))
         written = []
@@ -138,7 +139,7 @@ def test_inotify_queue_overflow_is_rescanned_at_once(tmp_path: Path) -> None:
         stopped_for = time.monotonic() - started
         continued = dt.datetime.now(dt.UTC)
         os.kill(pid, signal.SIGCONT)
-        wait_for(lambda: reconciled(service.events()), 60, "a scan.reconciled warning")
+        wait_until(lambda: reconciled(service.events()), 60, "a scan.reconciled warning")
         (published,) = service.wait_event("master.published", timeout=120)
         alive = service.proc.poll() is None
         events = service.events()

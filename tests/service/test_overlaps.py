@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from service_process import ServiceProcess, write_config
+from biaswatch.testing.helpers import write_config
+from biaswatch.testing.service import ServiceProcess
 
 
 def test_run_on_overlapping_directories_exits_78_at_once_naming_the_paths(

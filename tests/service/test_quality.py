@@ -9,38 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from astropy.io import fits
-from service_process import catalog_rows, running_service, wait_for, write_config
+
+from biaswatch.testing.fits import write_cryo_raw
+from biaswatch.testing.helpers import wait_until, write_config
+from biaswatch.testing.service import catalog_rows, running_service
 
 # A night far ahead, so no clock-driven rule (quiet period, night end) closes the
 # set: it completes by count, after all frames are in.
-DATE_OBS = "2030-01-15T03:00:{second:02d}"
 NIGHT = "2030-01-14"
-
-
-def write_raw(
-    path: Path,
-    seed: int,
-    *,
-    image_offset: float = 0.0,
-    image_noise: float = 5.0,
-    kind: str = "BIAS",
-    date_obs: str | None = None,
-) -> Path:
-    """A cryo raw frame (48 image + 8 overscan columns) whose image sits above its overscan."""
-    rng = np.random.default_rng(seed)
-    data = 1000.0 + rng.normal(0.0, 5.0, (40, 56))
-    data[:, :48] = 1000.0 + image_offset + rng.normal(0.0, image_noise, (40, 48))
-    header = fits.Header()
-    header["IMAGETYP"] = kind
-    header["DATE-OBS"] = date_obs or DATE_OBS.format(second=seed)
-    header["BIASSEC"] = "[49:56,1:40]"
-    header["TRIMSEC"] = "[1:48,1:40]"
-    hdu = fits.PrimaryHDU(np.clip(np.round(data), 0, 65535).astype(np.uint16), header)
-    hdu.writeto(path)
-    return path
 
 
 def test_light_leak_flat_and_settling_frames_are_left_out_with_reasons(tmp_path: Path) -> None:
@@ -53,13 +31,13 @@ def test_light_leak_flat_and_settling_frames_are_left_out_with_reasons(tmp_path:
         "settling.fits": {"image_offset": 12.0},  # first frame after a readout-mode change
     }
     with running_service(config) as service:
-        written = [write_raw(incoming / f"good{i}.fits", i) for i in range(6)]
+        written = [write_cryo_raw(incoming / f"good{i}.fits", i) for i in range(6)]
         for seed, (name, change) in enumerate(bad.items(), start=10):
-            written.append(write_raw(incoming / name, seed, **change))
+            written.append(write_cryo_raw(incoming / name, seed, **change))
         before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in written}
         (published,) = service.wait_event("master.published", timeout=120)
         preview = Path(published["path"]).with_suffix(".png")
-        wait_for(preview.exists, 60, "the preview, drawn after publication")
+        wait_until(preview.exists, 60, "the preview, drawn after publication")
         outliers = service.events("frame.outlier")
         assert service.stop()[0] == 0
     assert sorted(Path(e["file"]).name for e in outliers) == sorted(bad)
@@ -112,12 +90,12 @@ def test_drifted_master_is_rejected_latest_stays_and_a_person_can_overrule(
         for day in range(11, 15):
             for i in range(3):
                 date = f"2030-01-{day}T03:00:0{i}"
-                write_raw(incoming / f"n{day}_{i}.fits", day * 10 + i, date_obs=date)
+                write_cryo_raw(incoming / f"n{day}_{i}.fits", day * 10 + i, date_obs=date)
             service.wait_event("master.published", count=day - 10, timeout=120)
         # The fifth night's bias level moved by 30 ADU (a controller change).
         for i in range(3):
             date = f"2030-01-15T03:00:0{i}"
-            write_raw(incoming / f"n15_{i}.fits", 150 + i, image_offset=30.0, date_obs=date)
+            write_cryo_raw(incoming / f"n15_{i}.fits", 150 + i, image_offset=30.0, date_obs=date)
         (rejected,) = service.wait_event("master.rejected", timeout=120)
         published = service.wait_event("master.published", count=5)
         service.wait_event("alert.sent")

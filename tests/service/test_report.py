@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from service_process import running_service, wait_for, write_config
-from test_quality import write_raw
+
+from biaswatch.testing.fits import write_cryo_raw
+from biaswatch.testing.helpers import wait_until, write_config
+from biaswatch.testing.service import running_service
 
 # Three nights of good masters (2030-01-10 to -12; 03:00 UTC is the evening before in
 # Chicago), and a light leak among the last night's frames.
@@ -42,10 +44,10 @@ def test_report_loads_without_errors_and_its_images_render(tmp_path: Path) -> No
                 leak = 40.0 if (day == "2030-01-13" and i == 3) else 0.0
                 date = f"{day}T03:00:0{i}"
                 seed = count * 10 + i
-                write_raw(incoming / f"{day}_{i}.fits", seed, image_offset=leak, date_obs=date)
+                write_cryo_raw(incoming / f"{day}_{i}.fits", seed, image_offset=leak, date_obs=date)
             published = service.wait_event("master.published", count=count, timeout=120)
         preview = Path(published[-1]["path"]).with_suffix(".png")
-        wait_for(preview.exists, 60, "the last master's preview")
+        wait_until(preview.exists, 60, "the last master's preview")
         assert service.stop()[0] == 0
     report = tmp_path / "report.html"
     command = [sys.executable, "-m", "biaswatch", "report", "--config", str(config)]

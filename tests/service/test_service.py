@@ -17,16 +17,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.nddata import CCDData
-from service_process import (
-    catalog_rows,
-    master_data,
-    running_service,
-    wait_for,
-    write_config,
-    write_frames,
-)
 
 from biaswatch.testing.fits import fits_bytes, seed_combine, truncated_copy
+from biaswatch.testing.helpers import wait_until, write_config, write_frames
+from biaswatch.testing.service import catalog_rows, master_data, running_service
 
 
 def seed_recipe(raws: list[Path], overscan: str | None, trim: str | None) -> np.ndarray:
@@ -155,7 +149,7 @@ def test_bad_inputs_are_recorded_with_reasons(tmp_path: Path) -> None:
         nodate.write_bytes(fits_bytes(shape=(40, 56), date_obs=None))
         write_frames(config, "cryo", 5)
         service.wait_event("master.published")
-        wait_for(
+        wait_until(
             lambda: len(catalog_rows(config, "SELECT * FROM frames WHERE status != 'seen'")) >= 14,
             30,
             "every frame judged",

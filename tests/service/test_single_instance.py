@@ -14,20 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
-from service_process import (
-    ServiceProcess,
-    as_uid,
-    catalog_rows,
-    running_service,
-    wait_for,
-    write_config,
-    write_frames,
-)
 from test_faults import assert_one_master_per_set, children_of
 
 from biaswatch.catalog.store import Catalog
 from biaswatch.combine.child import RETRY_FIRST_SECONDS
 from biaswatch.system.faults import PAUSE_AT, PAUSE_SECONDS
+from biaswatch.testing.helpers import wait_until, write_config, write_frames
+from biaswatch.testing.service import ServiceProcess, as_uid, catalog_rows, running_service
 
 EX_TEMPFAIL = 75  # cli.py: another service holds the state directory
 EX_CONFIG = 78
@@ -114,7 +107,7 @@ def test_reloads_keep_the_lock_and_leave_no_zombie(tmp_path: Path) -> None:
                 refused.append(second.proc.wait(timeout=30))
             finally:
                 second.close()
-            wait_for(lambda n=reload: service.messages.count("READY=1") == n + 1, 60, "READY")
+            wait_until(lambda n=reload: service.messages.count("READY=1") == n + 1, 60, "READY")
             service.wait_event("combine.server_ready", count=reload + 1, timeout=120)
             assert status_json(config)["pid"] == pid
         left = zombies(pid)
@@ -137,7 +130,7 @@ def test_sighup_while_the_reload_re_executes_is_kept_not_fatal(tmp_path: Path) -
         # before it can install a handler: SIGHUP's default action would end it.
         time.sleep(0.2)
         service.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: service.messages.count("READY=1") == 3, 120, "two reloads")
+        wait_until(lambda: service.messages.count("READY=1") == 3, 120, "two reloads")
         alive = service.proc.poll() is None
         write_frames(config, "cryo", 3, interval=0.0)
         service.wait_event("master.published", timeout=120)
@@ -164,7 +157,7 @@ def test_fork_server_killed_while_preloading_is_retried_before_ready(tmp_path: P
     config = write_config(tmp_path, expected_frames=3)
     cold = tmp_path / "cold-numba-cache"  # the preload compiles the kernel: seconds to kill it
     with running_service(config, numba_cache=str(cold)) as service:
-        wait_for(lambda: forkserver_of(service.proc.pid) is not None, 30, "the fork server")
+        wait_until(lambda: forkserver_of(service.proc.pid) is not None, 30, "the fork server")
         server = forkserver_of(service.proc.pid)
         assert server is not None
         preloading = not service.events("combine.server_ready")

@@ -19,13 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from service_process import (
-    ServiceProcess,
-    catalog_rows,
-    running_service,
-    write_config,
-    write_frames,
-)
+
+from biaswatch.testing.helpers import write_config, write_frames
+from biaswatch.testing.service import ServiceProcess, catalog_rows, running_service
 
 STALLFS = Path(__file__).parents[1] / "stallfs.py"
 

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from service_process import catalog_rows, running_service, wait_for, write_config, write_frames
 
 from biaswatch.system import pidfile
+from biaswatch.testing.helpers import wait_until, write_config, write_frames
+from biaswatch.testing.service import catalog_rows, running_service
 
 
 def status(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -35,7 +36,7 @@ def test_status_shows_the_service_open_sets_masters_and_rejections(tmp_path: Pat
     with running_service(config) as service:
         (incoming / "junk.fits").write_bytes(b"not a FITS file" * 300)
         write_frames(config, "cryo", 2, interval=0.0)
-        wait_for(
+        wait_until(
             lambda: len(catalog_rows(config, "SELECT * FROM frames WHERE status != 'seen'")) >= 3,
             60,
             "three frames judged",

@@ -6,7 +6,6 @@ import errno
 import json
 import shutil
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,20 +19,12 @@ from watchdog.observers.polling import PollingObserver
 
 from biaswatch.config import CameraConfig, load_config
 from biaswatch.system.mounts import Mount
+from biaswatch.testing.helpers import wait_until
 from biaswatch.watch.handler import PathEvent
 from biaswatch.watch.observers import MAX_REBUILDS, Watcher, WatcherFailing
 
 # Generous: the machine is small and shared, and a deadline only costs time on failure.
 DEADLINE_SECONDS = 10.0
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Poll ``condition`` every 0.05 s until it holds; fail naming ``what`` after the deadline."""
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {DEADLINE_SECONDS} s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Inbox:
@@ -55,7 +46,7 @@ class Inbox:
 
     def wait_for(self, path: Path) -> None:
         """Block until an event for ``path`` arrived."""
-        wait_until(lambda: path in self.paths(), f"an event for {path}")
+        wait_until(lambda: path in self.paths(), DEADLINE_SECONDS, f"an event for {path}")
 
 
 class Built:
@@ -281,7 +272,7 @@ def test_sink_error_does_not_kill_the_dispatcher(camera: CameraConfig) -> None:
     root = camera.watch[0]
     with structlog.testing.capture_logs() as logs, started(Watcher([camera], flaky)) as watcher:
         (root / "a.fits").write_bytes(b"a")
-        wait_until(lambda: len(calls) >= 1, "the first event")
+        wait_until(lambda: len(calls) >= 1, DEADLINE_SECONDS, "the first event")
         (root / "b.fits").write_bytes(b"b")
         inbox.wait_for(root / "b.fits")
         assert watcher.alive()
@@ -328,7 +319,9 @@ def test_deleted_root_with_stale_answers_is_lost_not_rebuilt(camera: CameraConfi
     )
     with structlog.testing.capture_logs() as logs, started(watcher):
         shutil.rmtree(root)
-        wait_until(lambda: not watcher.alive(), "the deleted root's emitter to stop")
+        wait_until(
+            lambda: not watcher.alive(), DEADLINE_SECONDS, "the deleted root's emitter to stop"
+        )
         assert watcher.check() == []  # dead, but the answer may be stale: wait
         now[0] = 1.0
         answers[root] = "missing"  # the lane's next probe
@@ -381,7 +374,7 @@ def test_watchdog_handler_exception_kills_dispatcher(tmp_path: Path) -> None:
         (tmp_path / "a.fits").write_bytes(b"a")
         # If this times out, watchdog now survives handler errors: the
         # handler guard and check() are still harmless, but worth revisiting.
-        wait_until(lambda: not observer.is_alive(), "the observer thread to die")
+        wait_until(lambda: not observer.is_alive(), DEADLINE_SECONDS, "the observer thread to die")
     finally:
         observer.stop()
         observer.join(timeout=DEADLINE_SECONDS)

@@ -8,18 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from test_catalog import valid
 
 from biaswatch.catalog.store import Catalog
 from biaswatch.config import load_config
 from biaswatch.publish.report import write_report
-from biaswatch.testing.fits import FakeClock
-
-
-@pytest.fixture(name="catalog")
-def _catalog(tmp_path: Path) -> Catalog:
-    return Catalog(tmp_path / "state" / "catalog.sqlite", now=FakeClock().now)
 
 
 def outcomes(catalog: Catalog, set_id: int) -> list[tuple[str, str, str]]:

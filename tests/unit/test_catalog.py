@@ -15,11 +15,6 @@ from biaswatch.catalog.store import Catalog
 from biaswatch.testing.fits import FakeClock
 
 
-@pytest.fixture(name="catalog")
-def _catalog(tmp_path: Path) -> Catalog:
-    return Catalog(tmp_path / "catalog.sqlite", now=FakeClock().now)
-
-
 def valid(
     path: str, night: str = "2026-11-24", geometry: str = "48x40-1x1", camera: str = "cryo"
 ) -> FrameRecord:

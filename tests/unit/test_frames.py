@@ -23,11 +23,6 @@ from biaswatch.frames.readiness import (
 from biaswatch.testing.fits import fits_bytes, make_bias_fits
 
 
-@pytest.fixture(name="camera")
-def _camera(tmp_path: Path) -> CameraConfig:
-    return CameraConfig(name="cryo", watch=(tmp_path,))
-
-
 class TestReadiness:
     def test_waits_for_settle_time(self, tmp_path: Path) -> None:
         """A file is ready only after its size and mtime were unchanged for settle seconds."""

@@ -12,7 +12,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from service_process import write_config
 
 from biaswatch.catalog.rows import FrameRecord
 from biaswatch.catalog.store import Catalog
@@ -22,6 +21,7 @@ from biaswatch.fitsbytes import END_SEARCH_CARDS, file_status
 from biaswatch.frames.readiness import read_frame
 from biaswatch.names import bound, for_terminal, shown
 from biaswatch.testing.fits import fits_bytes
+from biaswatch.testing.helpers import cryo_camera, write_config
 from biaswatch.watch.scan import probe_directory
 
 ODD = os.fsdecode(b"bias_\xff\xfe.fits")  # not UTF-8: lone surrogates in a str
@@ -84,9 +84,9 @@ def test_a_watch_path_that_is_a_file_is_reported_as_not_a_directory(tmp_path: Pa
 
 
 @pytest.fixture(name="camera")
-def _camera(tmp_path: Path) -> CameraConfig:
+def _camera_in(tmp_path: Path) -> CameraConfig:
     (tmp_path / "in").mkdir()
-    return CameraConfig(name="cryo", watch=(tmp_path / "in",))
+    return cryo_camera(tmp_path / "in")
 
 
 def test_a_fifo_named_like_a_frame_is_refused_without_blocking(

@@ -16,7 +16,6 @@ import pytest
 from astropy.io import fits
 from hypothesis import example, given
 from hypothesis import strategies as st
-from odd_bytes import with_cards, with_value
 
 from biaswatch.catalog.record import record_frames
 from biaswatch.catalog.rows import FrameRecord
@@ -31,14 +30,10 @@ from biaswatch.frames.readiness import classify, observation_time, read_frame
 from biaswatch.rules.nights import night_end, night_label, night_start
 from biaswatch.settings import parse_date_range
 from biaswatch.testing.fits import fits_bytes
+from biaswatch.testing.odd_bytes import with_cards, with_value
 
 ZONES = [ZoneInfo(z) for z in ("UTC", "America/Chicago", "Pacific/Kiritimati", "Etc/GMT+12")]
 NOW = dt.datetime(2026, 12, 4, 12, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture(name="camera")
-def _camera(tmp_path: Path) -> CameraConfig:
-    return CameraConfig(name="cryo", watch=(tmp_path,))
 
 
 # --- finding 1: dates ------------------------------------------------------------

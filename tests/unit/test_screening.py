@@ -5,8 +5,6 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import pytest
-
 from biaswatch.catalog.rows import FrameRecord
 from biaswatch.catalog.store import Catalog, frame_qc
 from biaswatch.config import CameraConfig
@@ -30,11 +28,6 @@ def record(path: str, level: float, noise: float = 3.0, temp: float | None = Non
         calibrated=f"/work/{path}",
         qc=FrameQC(level, noise, 0.0, 0.0, temp),
     )
-
-
-@pytest.fixture(name="catalog")
-def _catalog(tmp_path: Path) -> Catalog:
-    return Catalog(tmp_path / "catalog.sqlite")
 
 
 def test_outliers_are_rejected_with_reasons_and_the_rest_stay(catalog: Catalog) -> None:

@@ -14,9 +14,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from service_process import (
-    write_config,
-)
 
 from biaswatch.catalog.rows import FrameRecord, MasterRow
 from biaswatch.catalog.store import Catalog
@@ -26,6 +23,7 @@ from biaswatch.config import load_config
 from biaswatch.publish.master import temporaries_of, temporary_name
 from biaswatch.service.combines import Combines, action_for
 from biaswatch.testing.fits import FakeClock
+from biaswatch.testing.helpers import write_config
 
 NIGHT = "2026-11-24"
 # Two combines at once: max_combine_memory // mem_limit (config.combine_slots), as test_load.
@@ -52,11 +50,6 @@ def master(set_id: int, sequence: int) -> MasterRow:
     """A master row of camera cryo's night."""
     path = f"/m/{set_id}-{sequence}.fits"
     return MasterRow("cryo", NIGHT, sequence, "48x40-1x1", path, 1, "d", "2026-11-25")
-
-
-@pytest.fixture(name="catalog")
-def _catalog(tmp_path: Path) -> Catalog:
-    return Catalog(tmp_path / "catalog.sqlite", now=FakeClock().now)
 
 
 def test_sets_reserve_distinct_numbers_and_keep_them(catalog: Catalog) -> None:

@@ -32,6 +32,7 @@ from biaswatch.testing.camera import (
     write_in_pieces,
 )
 from biaswatch.testing.fits import FakeClock
+from biaswatch.testing.helpers import cryo_camera
 
 # 256 x 256 image + a 32-column overscan: big enough for tight noise statistics,
 # small enough to generate in milliseconds.
@@ -39,10 +40,6 @@ SMALL = Geometry(
     rows=256, cols=288, biassec=Section(257, 288, 1, 256), trimsec=Section(1, 256, 1, 256)
 )
 NAME = re.compile(r"^cryo_\d{8}T\d{6}_\d{3}_bias\.fits$")
-
-
-def _camera(tmp_path: Path, **settings: object) -> CameraConfig:
-    return CameraConfig.model_validate({"name": "cryo", "watch": [str(tmp_path)], **settings})
 
 
 def _read(path: Path, hdu: int | str = 0) -> tuple[fits.Header, np.ndarray]:
@@ -89,7 +86,7 @@ def test_default_geometry_is_2k_image_plus_32_overscan_columns(tmp_path: Path) -
 
 def test_fixed_sections_get_the_smallest_frame_holding_them(tmp_path: Path) -> None:
     """trim [1:2048,1:2048] and overscan none give a 2048 x 2048 frame without overscan."""
-    camera = _camera(tmp_path, calibrate={"overscan": "none", "trim": "[1:2048,1:2048]"})
+    camera = cryo_camera(tmp_path, calibrate={"overscan": "none", "trim": "[1:2048,1:2048]"})
     geometry = geometry_for(camera)
     assert (geometry.shape, geometry.biassec) == ((2048, 2048), None)
     assert geometry.trimsec == Section(1, 2048, 1, 2048)
@@ -106,7 +103,7 @@ def test_fixed_sections_get_the_smallest_frame_holding_them(tmp_path: Path) -> N
 )
 def test_geometry_holds_fixed_sections_apart(tmp_path: Path, overscan: str, trim: str) -> None:
     """Fixed sections are kept as written, lie inside the frame, and never overlap."""
-    camera = _camera(tmp_path, calibrate={"overscan": overscan, "trim": trim})
+    camera = cryo_camera(tmp_path, calibrate={"overscan": overscan, "trim": trim})
     geometry = geometry_for(camera)
     assert geometry.biassec is not None
     for setting, section in ((overscan, geometry.biassec), (trim, geometry.trimsec)):
@@ -181,7 +178,7 @@ def test_raw_bias_refuses_a_structure_of_another_shape() -> None:
 
 def test_camera_header_has_what_a_camera_program_writes(tmp_path: Path) -> None:
     """The header has uint16 BZERO, an accepted bias type, UTC DATE-OBS in ms and the sections."""
-    camera = _camera(tmp_path)
+    camera = cryo_camera(tmp_path)
     local = datetime(2026, 11, 24, 20, 5, 6, 789123, tzinfo=timezone(timedelta(hours=-6)))
     header = camera_header(camera, SMALL, local, 7)
     assert (header["SIMPLE"], header["BITPIX"], header["BZERO"], header["BSCALE"]) == (
@@ -203,7 +200,7 @@ def test_camera_header_has_what_a_camera_program_writes(tmp_path: Path) -> None:
 
 def test_camera_header_follows_the_camera_s_keywords_and_values(tmp_path: Path) -> None:
     """The camera's type keyword, bias value and section keywords are used; fixed ones are not."""
-    camera = _camera(
+    camera = cryo_camera(
         tmp_path,
         imagetyp_keyword="OBSTYPE",
         bias_values=["zero"],
@@ -218,13 +215,15 @@ def test_camera_header_follows_the_camera_s_keywords_and_values(tmp_path: Path) 
 def test_camera_header_refuses_a_naive_date(tmp_path: Path) -> None:
     """A DATE-OBS without a timezone is a ValueError, never guessed."""
     with pytest.raises(ValueError, match="timezone"):
-        camera_header(_camera(tmp_path), SMALL, datetime(2026, 11, 25, 2, 0), 1)
+        camera_header(cryo_camera(tmp_path), SMALL, datetime(2026, 11, 25, 2, 0), 1)
 
 
 def test_frame_bytes_round_trips_uint16_through_bzero(tmp_path: Path) -> None:
     """frame_bytes writes BITPIX=16 BZERO=32768 and the pixels read back as the same uint16."""
     data = make_raw_bias(SMALL, np.random.default_rng(0))
-    header = camera_header(_camera(tmp_path), SMALL, datetime(2026, 11, 25, 2, 0, tzinfo=UTC), 1)
+    header = camera_header(
+        cryo_camera(tmp_path), SMALL, datetime(2026, 11, 25, 2, 0, tzinfo=UTC), 1
+    )
     with fits.open(io.BytesIO(frame_bytes(data, header))) as hdul:
         assert len(hdul) == 1
         assert (hdul[0].header["BITPIX"], hdul[0].header["BZERO"]) == (16, 32768)
@@ -286,7 +285,7 @@ def test_write_in_pieces_never_overwrites(tmp_path: Path) -> None:
 def test_simulate_writes_frames_the_camera_accepts(tmp_path: Path) -> None:
     """N named frames land in out_dir with a bias IMAGETYP, DATE-OBS = now(), fitting sections."""
     clock = FakeClock()
-    camera = _camera(tmp_path / "unused")
+    camera = cryo_camera(tmp_path / "unused")
     seen: list[Path] = []
 
     def on_frame(path: Path) -> None:
@@ -328,7 +327,7 @@ def test_simulate_defaults_to_the_camera_s_watch_directory(tmp_path: Path) -> No
 
 def test_simulate_writes_into_the_camera_s_hdu(tmp_path: Path) -> None:
     """A camera configured with hdu='SCI' gets frames whose image is in extension SCI."""
-    camera = _camera(tmp_path, hdu="SCI")
+    camera = cryo_camera(tmp_path, hdu="SCI")
     (path,) = _simulate_quickly(camera, tmp_path, 1)
     header, data = _read(path, "SCI")
     assert data.shape == SMALL.shape and header["BIASSEC"] == "[257:288,1:256]"
@@ -336,7 +335,7 @@ def test_simulate_writes_into_the_camera_s_hdu(tmp_path: Path) -> None:
 
 def test_simulated_frames_share_structure_but_not_noise(tmp_path: Path) -> None:
     """Calibrated frames share the fixed pattern: their difference is sqrt(2) x read noise."""
-    paths = _simulate_quickly(_camera(tmp_path), tmp_path, 4)
+    paths = _simulate_quickly(cryo_camera(tmp_path), tmp_path, 4)
     frames = [_read(p) for p in paths]
     calibrated = [_calibrate(header, data) for header, data in frames]
     # 8 ADU read noise; the per-row overscan median of 32 pixels adds
@@ -364,7 +363,7 @@ def test_simulate_paces_frames_by_interval(tmp_path: Path) -> None:
 
     begin = time.monotonic()
     simulate(
-        _camera(tmp_path),
+        cryo_camera(tmp_path),
         frames=3,
         interval=0.2,
         seed=0,

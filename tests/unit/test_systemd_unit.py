@@ -15,7 +15,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from biaswatch.config import load_config
+from biaswatch.testing.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "biaswatch.service"
@@ -269,13 +269,6 @@ def security_findings(path: Path) -> set[str]:
     result = run("systemd-analyze", "security", "--offline=true", "--json=short", str(path))
     assert result.returncode == 0, result.stderr
     return {item["name"] for item in json.loads(result.stdout) if item["set"] is False}
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ __all__ = [
     "fits_bytes",
     "make_bias_fits",
     "truncated_copy",
+    "write_cryo_raw",
     "write_in_pieces",
 ]
 
@@ -165,6 +166,30 @@ def _raw_cards(
         cards.append(("BIASSEC", f"[{image_cols + 1}:{cols},1:{rows}]", "overscan section"))
     cards.append(("TRIMSEC", f"[1:{image_cols},1:{rows}]", "image section"))
     return cards
+
+
+def write_cryo_raw(
+    path: Path,
+    seed: int,
+    *,
+    image_offset: float = 0.0,
+    image_noise: float = 5.0,
+    kind: str = "BIAS",
+    date_obs: str | None = None,
+) -> Path:
+    """A cryo raw frame (48 image + 8 overscan columns) whose image sits ``image_offset`` above
+    its overscan; dated 2030-01-15T03:00:<seed> (a night no clock rule closes) unless given."""
+    rng = np.random.default_rng(seed)
+    data = 1000.0 + rng.normal(0.0, 5.0, (40, 56))
+    data[:, :48] = 1000.0 + image_offset + rng.normal(0.0, image_noise, (40, 48))
+    header = fits.Header()
+    header["IMAGETYP"] = kind
+    header["DATE-OBS"] = date_obs or f"2030-01-15T03:00:{seed:02d}"
+    header["BIASSEC"] = "[49:56,1:40]"
+    header["TRIMSEC"] = "[1:48,1:40]"
+    hdu = fits.PrimaryHDU(np.clip(np.round(data), 0, 65535).astype(np.uint16), header)
+    hdu.writeto(path)
+    return path
 
 
 def truncated_copy(src: Path, dst: Path, keep_bytes: int) -> Path:

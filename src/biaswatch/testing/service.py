@@ -1,4 +1,4 @@
-"""Run the real service as a child process, as systemd would, and watch it.
+"""Run the real service as a child process, as systemd would, and watch it (the service tier).
 
 The harness binds its own ``NOTIFY_SOCKET`` (a Unix datagram socket, as
 systemd does) so tests see READY=1, WATCHDOG=1 and STOPPING=1 exactly as
@@ -7,7 +7,7 @@ they are sent, and reads the JSON log the service writes.
 
 from __future__ import annotations
 
-import datetime as dt
+import functools
 import json
 import os
 import signal
@@ -16,10 +16,9 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,100 +26,17 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from biaswatch.config import CameraConfig, load_config
-from biaswatch.sections import Section
-from biaswatch.testing.camera import Geometry, simulate
-
-# One numba cache for every service a test session starts: each service would
-# otherwise compile the combine kernel afresh in its own state directory (~10 s).
-NUMBA_CACHE = tempfile.mkdtemp(prefix="bw-numba-")
-
-# Small but realistic frames: 48 x 40 image with an 8-column overscan strip.
-CRYO_GEOMETRY = Geometry(
-    rows=40, cols=56, biassec=Section(49, 56, 1, 40), trimsec=Section(1, 48, 1, 40)
-)
-TE_GEOMETRY = Geometry(rows=36, cols=36, biassec=None, trimsec=Section(1, 32, 1, 32))
+from biaswatch.testing.helpers import wait_until
 
 
-def write_config(
-    tmp_path: Path, extra: str = "", service: dict[str, object] | None = None, **defaults: object
-) -> Path:
-    """A config with cameras cryo (header sections) and te (no overscan, fixed trim)."""
-    # Tests date frames in 2030 so that their night never ends while a suite runs:
-    # the date_range believed must reach it (the default ends a day from now).
-    settings = {
-        "settle_seconds": 0.3,
-        "expected_frames": 5,
-        "date_range": ["1980-01-01", "2100-01-01"],
-        # Frames dated now must fall in a night that has not ended, whatever the hour:
-        # at the default 10:00, a run between 10:00 and the 12:00 rollover (Chicago;
-        # 16:00-18:00 UTC) saw sets combined at min_frames by the night-end rule.
-        "night_end": "11:59",
-        **defaults,
-    }
-    lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in settings.items())
-    service_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in (service or {}).items())
-    text = (
-        textwrap.dedent(
-            """
-        [service]
-        state_dir = "state"
-        masters_dir = "masters"
-        log_file = "log/biaswatch.jsonl"
-        poll_seconds = 0.1
-        {service_lines}
-        [site]
-        timezone = "America/Chicago"
-        [defaults]
-        {lines}
-        [cameras.cryo]
-        watch = ["incoming/cryo"]
-        [cameras.te]
-        watch = ["incoming/te"]
-        [cameras.te.calibrate]
-        overscan = "none"
-        trim = "[1:32,1:32]"
-        """
-        )
-        .replace("{lines}", lines)
-        .replace("{service_lines}", service_lines)
-    )
-    path = tmp_path / "config.toml"
-    path.write_text(text + textwrap.dedent(extra), encoding="utf-8")
-    for camera in ("cryo", "te"):
-        (tmp_path / "incoming" / camera).mkdir(parents=True, exist_ok=True)
-    return path
+@functools.cache
+def numba_cache_dir() -> str:
+    """One numba cache for every service a test session starts, made on first use.
 
-
-def camera(config_path: Path, name: str) -> CameraConfig:
-    """The camera's validated settings from the config file."""
-    return load_config(config_path).camera(name)
-
-
-def write_frames(
-    config_path: Path,
-    name: str,
-    frames: int,
-    *,
-    interval: float = 0.2,
-    seed: int = 1,
-    now: Callable[[], dt.datetime] | None = None,
-    geometry: Geometry | None = None,
-    out_dir: Path | None = None,
-) -> list[Path]:
-    """Write realistic raw biases for a camera, each in pieces, as a camera does."""
-    geometry = geometry or (CRYO_GEOMETRY if name == "cryo" else TE_GEOMETRY)
-    return simulate(
-        camera(config_path, name),
-        frames=frames,
-        interval=interval,
-        seed=seed,
-        geometry=geometry,
-        pieces=3,
-        piece_delay=0.1,
-        out_dir=out_dir,
-        now=now or (lambda: dt.datetime.now(dt.UTC)),
-    )
+    Each service would otherwise compile the combine kernel afresh in its own state
+    directory (~10 s); made lazily so that importing this module creates nothing.
+    """
+    return tempfile.mkdtemp(prefix="bw-numba-")
 
 
 class ServiceProcess:
@@ -132,7 +48,7 @@ class ServiceProcess:
         *,
         watchdog_usec: int | None = None,
         prefix: tuple[str, ...] = (),
-        numba_cache: str = NUMBA_CACHE,
+        numba_cache: str | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
         self.config = config
@@ -149,7 +65,7 @@ class ServiceProcess:
         env = {
             **os.environ,
             "NOTIFY_SOCKET": str(Path(self._sockdir) / "notify"),
-            "NUMBA_CACHE_DIR": numba_cache,
+            "NUMBA_CACHE_DIR": numba_cache or numba_cache_dir(),
             **(env or {}),
         }
         if watchdog_usec is not None:
@@ -173,7 +89,9 @@ class ServiceProcess:
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Wait for READY=1 on the notify socket."""
-        wait_for(lambda: "READY=1" in self.messages, timeout, lambda: f"READY=1 ({self.tail()})")
+        wait_until(
+            lambda: "READY=1" in self.messages, timeout, lambda: f"READY=1 ({self.tail()})", 0.1
+        )
 
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
         """The JSON log's events so far, optionally only those called ``name``."""
@@ -185,10 +103,11 @@ class ServiceProcess:
 
     def wait_event(self, name: str, count: int = 1, timeout: float = 60) -> list[dict[str, Any]]:
         """Wait until the log holds ``count`` events called ``name``; return them."""
-        wait_for(
+        wait_until(
             lambda: len(self.events(name)) >= count,
             timeout,
             lambda: f"{count} x {name} ({self.tail()})",
+            0.1,  # each look reads the whole log
         )
         return self.events(name)
 
@@ -229,21 +148,6 @@ def running_service(config: Path, **kwargs: Any) -> Iterator[ServiceProcess]:
         yield service
     finally:
         service.close()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str | Callable[[], str]) -> None:
-    """Poll ``condition`` until true; fail the test with ``what`` after ``timeout`` s.
-
-    ``what`` may be a function, called only on failure, so that a message holding the
-    service's log shows the log as it was when the wait gave up, not when it began.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    message = what() if callable(what) else what
-    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
 
 
 def inotify_instances(pid: int) -> int:
