@@ -13,24 +13,7 @@ from biaswatch.catalog.open import set_aside_if_corrupt
 from biaswatch.catalog.rows import FrameRecord, MasterRow
 from biaswatch.catalog.store import Catalog
 from biaswatch.testing.fits import FakeClock
-
-
-def valid(
-    path: str, night: str = "2026-11-24", geometry: str = "48x40-1x1", camera: str = "cryo"
-) -> FrameRecord:
-    """A valid frame record for the catalog."""
-    return FrameRecord(
-        path,
-        camera,
-        100,
-        1,
-        status="valid",
-        sha256=path * 2,
-        night=night,
-        geometry=geometry,
-        calibrated=f"/work/{path}",
-        date_obs="2026-11-25T02:00:00",
-    )
+from biaswatch.testing.helpers import valid_frame as valid
 
 
 def master(path: str, sequence: int = 1) -> MasterRow:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from biaswatch.catalog.rows import FrameRecord, MasterRow
+from biaswatch.catalog.rows import MasterRow
 from biaswatch.catalog.store import Catalog
 from biaswatch.combine.child import CombineJob, CombineResult
 from biaswatch.combine.executors import AttemptEvent
@@ -23,27 +23,12 @@ from biaswatch.config import load_config
 from biaswatch.publish.master import temporaries_of, temporary_name
 from biaswatch.service.combines import Combines, action_for
 from biaswatch.testing.fits import FakeClock
+from biaswatch.testing.helpers import valid_frame as valid
 from biaswatch.testing.helpers import write_config
 
 NIGHT = "2026-11-24"
 # Two combines at once: max_combine_memory // mem_limit (config.combine_slots), as test_load.
 TWO_SLOTS = {"mem_limit": "64MB", "max_combine_memory": "128MB"}
-
-
-def valid(path: str, geometry: str = "48x40-1x1", night: str = NIGHT) -> FrameRecord:
-    """A valid frame record of camera cryo."""
-    return FrameRecord(
-        path,
-        "cryo",
-        100,
-        1,
-        status="valid",
-        sha256=path * 2,
-        night=night,
-        geometry=geometry,
-        calibrated=f"/work/{path}",
-        date_obs="2026-11-25T02:00:00",
-    )
 
 
 def master(set_id: int, sequence: int) -> MasterRow:
@@ -196,7 +181,10 @@ def test_recovery_sets_aside_a_set_it_cannot_read_and_queues_the_rest(
     """A set whose inputs cannot be read at start is failed with the reason; the next is queued."""
     executor = FakeExecutor()
     combines = fake_combines(tmp_path, catalog, executor)
-    broken, fine = catalog.add_to_set(valid("a")), catalog.add_to_set(valid("b", "3x3-1x1"))
+    broken, fine = (
+        catalog.add_to_set(valid("a")),
+        catalog.add_to_set(valid("b", geometry="3x3-1x1")),
+    )
     for set_id in (broken, fine):
         catalog.set_state(set_id, "combining")
     inputs = catalog.set_inputs

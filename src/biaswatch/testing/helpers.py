@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from biaswatch.catalog.rows import FrameRecord
 from biaswatch.catalog.store import Catalog
 from biaswatch.config import CameraConfig, load_config
 from biaswatch.sections import Section
@@ -114,6 +115,24 @@ def write_frames(
 def cryo_camera(watch: Path, **settings: object) -> CameraConfig:
     """Camera ``cryo`` watching ``watch``, every other setting its default unless given."""
     return CameraConfig.model_validate({"name": "cryo", "watch": [str(watch)], **settings})
+
+
+def valid_frame(
+    path: str, night: str = "2026-11-24", geometry: str = "48x40-1x1", camera: str = "cryo"
+) -> FrameRecord:
+    """A valid frame record for the catalog (content hash: the path twice)."""
+    return FrameRecord(
+        path,
+        camera,
+        100,
+        1,
+        status="valid",
+        sha256=path * 2,
+        night=night,
+        geometry=geometry,
+        calibrated=f"/work/{path}",
+        date_obs="2026-11-25T02:00:00",
+    )
 
 
 def catalog_in(directory: Path, clock: FakeClock | None = None) -> Catalog:
