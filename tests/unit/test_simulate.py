@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import itertools
 import re
-import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -247,32 +245,6 @@ def test_frame_bytes_puts_the_image_in_the_camera_s_hdu(
         np.testing.assert_array_equal(hdul[index].data, data)
 
 
-def test_write_in_pieces_grows_the_file_and_ends_identical(tmp_path: Path) -> None:
-    """Another thread sees the file grow under its final name until it equals the payload."""
-    path = tmp_path / "frame.fits"
-    payload = bytes(range(256)) * 400
-    sizes: list[int] = []
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            if path.exists():
-                sizes.append(path.stat().st_size)
-            time.sleep(0.005)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        write_in_pieces(path, payload, pieces=4, delay=0.1)
-    finally:
-        done.set()
-        watcher.join()
-    assert path.read_bytes() == payload
-    assert sizes == sorted(sizes)  # it only grows
-    assert len(set(sizes)) >= 3 and sizes[0] < len(payload)
-    assert [p.name for p in tmp_path.iterdir()] == ["frame.fits"]
-
-
 def test_write_in_pieces_never_overwrites(tmp_path: Path) -> None:
     """An existing file is left alone: FileExistsError."""
     path = tmp_path / "frame.fits"
@@ -351,25 +323,3 @@ def test_simulated_frames_share_structure_but_not_noise(tmp_path: Path) -> None:
     overscan = section_slices(SMALL.biassec)
     overscan_levels = [np.median(data[overscan]) for _, data in frames]
     assert np.ptp(overscan_levels) >= 1.0  # the offset drifts from frame to frame
-
-
-def test_simulate_paces_frames_by_interval(tmp_path: Path) -> None:
-    """Frames start one interval apart, each complete and readable when on_frame sees it."""
-    starts: list[float] = []
-
-    def on_frame(path: Path) -> None:
-        starts.append(time.monotonic())
-        _read(path)
-
-    begin = time.monotonic()
-    simulate(
-        cryo_camera(tmp_path),
-        frames=3,
-        interval=0.2,
-        seed=0,
-        geometry=SMALL,
-        piece_delay=0.0,
-        on_frame=on_frame,
-    )
-    assert starts[-1] - begin >= 0.4
-    assert len(starts) == 3
