@@ -32,7 +32,7 @@ distributed = pytest.importorskip("distributed")
 
 
 # 1024 x 1024 calibrated pixels: 10 frames are a 40 MB stack, and a 12 MB budget
-# holds the 4 MB result, the 4 MB runtime reserve (combine.py) and ~90 rows of it,
+# holds the 4 MB result, the 4 MB runtime reserve (combine/engine.py) and ~90 rows of it,
 # so the cluster must split it into bands while the local engine loops over them.
 BIG = Geometry(
     rows=1024, cols=1056, biassec=Section(1025, 1056, 1, 1024), trimsec=Section(1, 1024, 1, 1024)

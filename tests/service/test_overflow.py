@@ -47,7 +47,7 @@ FILLER = "overflow-filler.txt"
 FRAMES = 40
 # From SIGCONT to the overflow rescan's scan.reconciled: 0.25 to 0.78 s in the
 # same 14 runs (watchdog first works through the 16384 queued filler events
-# to reach IN_Q_OVERFLOW; the first overflow rescan is not delayed, service.py).
+# to reach IN_Q_OVERFLOW; the first overflow rescan is not delayed, service/loop.py).
 # The periodic rescan would take 10 min, so seconds can only be the fast path.
 RECONCILED_WITHIN_SECONDS = 10.0
 

@@ -22,7 +22,7 @@ from biaswatch.system.faults import PAUSE_AT, PAUSE_SECONDS
 from biaswatch.testing.helpers import wait_until, write_config, write_frames
 from biaswatch.testing.service import ServiceProcess, as_uid, catalog_rows, running_service
 
-EX_TEMPFAIL = 75  # cli.py: another service holds the state directory
+EX_TEMPFAIL = 75  # cli/main.py: another service holds the state directory
 EX_CONFIG = 78
 
 # An unprivileged user no account has (not test_limits.py's, which counts its processes),

@@ -148,8 +148,8 @@ def test_sigterm_during_a_hung_mount_stops_and_the_next_start_finds_the_frames(
             assert restarted.stop()[0] == 0
         finally:
             restarted.close()
-    # The watcher gives up on its stuck emitter after 5 s (watch.py); a lane
-    # already known stalled is not waited for at all (lanes.py).
+    # The watcher gives up on its stuck emitter after 5 s (watch/observers.py); a lane
+    # already known stalled is not waited for at all (frames/lanes.py).
     assert seconds < 15
     assert [e["camera"] for e in stuck] == ["cryo"]
     assert published["camera"] == "cryo"

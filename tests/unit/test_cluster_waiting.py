@@ -18,7 +18,7 @@ from biaswatch.combine.dask_capacity import REPEAT_SECONDS, WAIT_SECONDS, Capaci
 
 
 class Clock:
-    """time.monotonic for cluster.py, moved by hand."""
+    """time.monotonic for combine/dask_executor.py, moved by hand."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -89,7 +89,7 @@ JOB = SimpleNamespace(set_id=7, info=SimpleNamespace(mem_limit=350_000_000, came
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    """cluster.py's monotonic clock, under the test's hand."""
+    """combine/dask_executor.py's monotonic clock, under the test's hand."""
     fake = Clock()
     monkeypatch.setattr(cluster.time, "monotonic", fake)
     return fake

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import io
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -15,6 +16,7 @@ from astropy.nddata import CCDData
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import biaswatch.testing
 from biaswatch.sections import Section
 from biaswatch.testing import camera as simulate
 from biaswatch.testing import fits as testing
@@ -232,3 +234,23 @@ def test_fake_notifier_records_messages_in_order() -> None:
     notifier.notify("READY=1")
     notifier.notify("STATUS=watching 2 cameras")
     assert notifier.messages == ["READY=1", "STATUS=watching 2 cameras"]
+
+
+TEST_ONLY = {"pytest", "mfusepy", "selenium", "hypothesis"}
+
+
+def test_the_shipped_testing_package_imports_no_test_only_package() -> None:
+    """No module of biaswatch.testing (shipped in the wheel) imports pytest, mfusepy or selenium."""
+    package = Path(biaswatch.testing.__file__).parent
+    found: set[tuple[str, str]] = set()
+    for module in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            found.update({(module.name, n) for n in names if n.split(".")[0] in TEST_ONLY})
+    assert found == set(), found
