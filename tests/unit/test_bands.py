@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_combine import SEED, bias_stack, write_frames
+from test_combine import SEED
 
 from biaswatch.combine.engine import band_rows, combine_files, split_rows
 from biaswatch.errors import CombineFailed
 from biaswatch.settings import CombineSettings
+from biaswatch.testing.fits import bias_stack, write_stack
 
 BAND_VARIANTS = {
     "average-clip": SEED,  # average, 5/5 sigma clip around the median with mad_std
@@ -52,7 +53,7 @@ def test_split_rows_bands_reassemble_byte_identically(
     rows = 8_000_000 // (n_frames * COLS * 4)
     rows += 1 if rows % 7 == 0 else 0
     shape = (rows, COLS)
-    paths = write_frames(tmp_path, bias_stack(n_frames, shape, seed=n_frames))
+    paths = write_stack(tmp_path, bias_stack(n_frames, shape, seed=n_frames))
     whole = combine_files(paths, combine, 10**9)
     # The mem_limit whose tallest one-pass band is ceil(rows / 7) rows: 7 bands.
     tallest = -(-rows // 7)
@@ -78,7 +79,7 @@ def test_bands_read_in_several_passes_reassemble(
     """Seven uneven bands over 50 rows, each read a few rows at a time, give the image's bytes."""
     combine = BAND_VARIANTS[variant]
     shape = (50, 40)
-    paths = write_frames(tmp_path, bias_stack(n_frames, shape, seed=n_frames + 100))
+    paths = write_stack(tmp_path, bias_stack(n_frames, shape, seed=n_frames + 100))
     whole = combine_files(paths, combine, 10**9)
     bands = [(0, 8), (8, 15), (15, 22), (22, 29), (29, 36), (36, 43), (43, 50)]
     per_row = n_frames * shape[1] * 4
@@ -144,7 +145,7 @@ def test_split_rows_covers_rows_and_each_band_fits(
 @pytest.mark.parametrize("rows", [(-1, 5), (5, 5), (6, 5), (0, 21), (20, 21), (0, 0)])
 def test_invalid_rows_raise_value_error(tmp_path: Path, rows: tuple[int, int]) -> None:
     """rows outside 0 <= start < stop <= image rows raise ValueError naming them."""
-    paths = write_frames(tmp_path, bias_stack(3, shape=(20, 30)))
+    paths = write_stack(tmp_path, bias_stack(3, shape=(20, 30)))
     with pytest.raises(ValueError, match=re.escape(f"got {rows!r}")):
         combine_files(paths, SEED, 10**9, rows=rows)
 
@@ -152,7 +153,7 @@ def test_invalid_rows_raise_value_error(tmp_path: Path, rows: tuple[int, int]) -
 def test_too_small_mem_limit_names_the_minimum(tmp_path: Path) -> None:
     """Below one row of every frame plus one result row, split_rows and a band fail naming it."""
     n_frames, shape = 3, (20, 30)
-    paths = write_frames(tmp_path, bias_stack(n_frames, shape))
+    paths = write_stack(tmp_path, bias_stack(n_frames, shape))
     minimum = band_minimum(n_frames, shape, "median")
     named = f"at least {minimum} bytes ({minimum / 1e6:.3f} MB)"
     with pytest.raises(CombineFailed) as failure:

@@ -23,7 +23,7 @@ from biaswatch.combine.engine import (
 )
 from biaswatch.errors import CombineFailed
 from biaswatch.settings import CombineSettings
-from biaswatch.testing.fits import seed_combine
+from biaswatch.testing.fits import bias_stack, seed_combine, write_stack
 
 SEED = CombineSettings()  # the seed recipe: average, median / mad_std, 5 / 5 sigma
 VARIANTS = {
@@ -53,26 +53,6 @@ def ignore_reference_warnings(test: Callable[..., None]) -> Callable[..., None]:
     for warning in REFERENCE_WARNINGS:
         test = pytest.mark.filterwarnings(warning)(test)
     return test
-
-
-def bias_stack(n: int, shape: tuple[int, int] = (40, 50), seed: int = 0) -> np.ndarray:
-    """Gaussian bias frames with a hot column and a few cosmic rays, float32 values."""
-    rng = np.random.default_rng(seed)
-    stack = rng.normal(1000.0, 5.0, (n, *shape))
-    stack[:, :, 7] += 150.0  # hot column: high in every frame, so never clipped
-    hits = rng.integers(0, (n, *shape), size=(3 * n, 3))
-    stack[hits[:, 0], hits[:, 1], hits[:, 2]] += rng.uniform(200.0, 3000.0, 3 * n)
-    return stack.astype(np.float32)
-
-
-def write_frames(directory: Path, stack: np.ndarray) -> list[Path]:
-    """Write each frame of ``stack`` as a single-HDU float32 FITS file."""
-    paths = []
-    for i, frame in enumerate(stack):
-        path = directory / f"bias_{i:03d}.fits"
-        fits.PrimaryHDU(np.asarray(frame, dtype=np.float32)).writeto(path)
-        paths.append(path)
-    return paths
 
 
 def combiner_reference(stack: np.ndarray, combine: CombineSettings) -> np.ndarray:
@@ -122,7 +102,7 @@ def test_matches_ccdproc_combine(tmp_path: Path, n_frames: int, variant: str) ->
     """combine_files gives ccdproc.combine's image within 1e-3 ADU for the seed's variants."""
     combine = VARIANTS[variant]
     stack = bias_stack(n_frames, seed=n_frames)
-    paths = write_frames(tmp_path, stack)
+    paths = write_stack(tmp_path, stack)
     reference = seed_combine([str(p) for p in paths], settings=combine)
     ours = combine_files(paths, combine, mem_limit=350_000_000)
     assert ours.dtype == np.float32
@@ -208,7 +188,7 @@ def test_engine_is_silent_on_empty_pixels() -> None:
 def test_band_size_does_not_change_the_result(tmp_path: Path) -> None:
     """Any mem_limit from the one-row minimum to unlimited gives the identical image."""
     stack = bias_stack(5, shape=(37, 23), seed=7)
-    paths = write_frames(tmp_path, stack)
+    paths = write_stack(tmp_path, stack)
     minimum = minimum_mem_limit(5, (37, 23), SEED.method)
     per_row = 5 * 23 * 4  # one more row of five float32 frames, 23 columns wide
     limits = [minimum, minimum + per_row, minimum + 3 * per_row, minimum + 6 * per_row, 10**12]
@@ -223,7 +203,7 @@ def test_band_size_does_not_change_the_result(tmp_path: Path) -> None:
 
 def test_too_small_mem_limit_names_the_minimum(tmp_path: Path) -> None:
     """A mem_limit below one row's working set fails with the minimum in bytes and MB."""
-    paths = write_frames(tmp_path, bias_stack(3, shape=(20, 30)))
+    paths = write_stack(tmp_path, bias_stack(3, shape=(20, 30)))
     minimum = minimum_mem_limit(3, (20, 30), "median")
     assert band_rows(3, (20, 30), minimum, "median") == 1
     with pytest.raises(CombineFailed) as failure:
@@ -234,7 +214,7 @@ def test_too_small_mem_limit_names_the_minimum(tmp_path: Path) -> None:
 
 def test_mismatched_shapes_fail(tmp_path: Path) -> None:
     """Frames of different shapes fail with a reason naming both shapes and the odd file."""
-    paths = write_frames(tmp_path, bias_stack(3, shape=(20, 30)))
+    paths = write_stack(tmp_path, bias_stack(3, shape=(20, 30)))
     odd = tmp_path / "odd.fits"
     fits.PrimaryHDU(np.zeros((20, 31), dtype=np.float32)).writeto(odd)
     with pytest.raises(CombineFailed) as failure:
@@ -246,7 +226,7 @@ def test_mismatched_shapes_fail(tmp_path: Path) -> None:
 @pytest.mark.parametrize("problem", ["missing", "not FITS", "truncated", "no such HDU", "table"])
 def test_unreadable_file_fails(tmp_path: Path, problem: str) -> None:
     """A missing, corrupt, truncated or non-image file fails with a reason naming it."""
-    paths = write_frames(tmp_path, bias_stack(3, shape=(20, 30)))
+    paths = write_stack(tmp_path, bias_stack(3, shape=(20, 30)))
     bad, hdu = tmp_path / "bad.fits", 0
     if problem == "not FITS":
         bad.write_bytes(b"not a FITS file at all\n" * 200)

@@ -26,11 +26,13 @@ if TYPE_CHECKING:
 __all__ = [
     "FakeClock",
     "FakeNotifier",
+    "bias_stack",
     "fits_bytes",
     "make_bias_fits",
     "truncated_copy",
     "write_cryo_raw",
     "write_in_pieces",
+    "write_stack",
 ]
 
 Layout = Literal["primary", "extension", "compressed"]
@@ -190,6 +192,26 @@ def write_cryo_raw(
     hdu = fits.PrimaryHDU(np.clip(np.round(data), 0, 65535).astype(np.uint16), header)
     hdu.writeto(path)
     return path
+
+
+def bias_stack(n: int, shape: tuple[int, int] = (40, 50), seed: int = 0) -> npt.NDArray[np.float32]:
+    """Calibrated bias frames for the combine engine: Gaussian, a hot column, a few cosmic rays."""
+    rng = np.random.default_rng(seed)
+    stack = rng.normal(1000.0, 5.0, (n, *shape))
+    stack[:, :, 7] += 150.0  # hot column: high in every frame, so never clipped
+    hits = rng.integers(0, (n, *shape), size=(3 * n, 3))
+    stack[hits[:, 0], hits[:, 1], hits[:, 2]] += rng.uniform(200.0, 3000.0, 3 * n)
+    return stack.astype(np.float32)
+
+
+def write_stack(directory: Path, stack: npt.NDArray[np.float32]) -> list[Path]:
+    """Write each frame of ``stack`` as a single-HDU float32 FITS file (bias_NNN.fits)."""
+    paths = []
+    for i, frame in enumerate(stack):
+        path = directory / f"bias_{i:03d}.fits"
+        fits.PrimaryHDU(np.asarray(frame, dtype=np.float32)).writeto(path)
+        paths.append(path)
+    return paths
 
 
 def truncated_copy(src: Path, dst: Path, keep_bytes: int) -> Path:
