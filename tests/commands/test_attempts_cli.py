@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from biaswatch.catalog.store import Catalog
+from biaswatch.testing.helpers import run_cli
 from biaswatch.testing.helpers import valid_frame as valid
 
 
@@ -20,13 +19,10 @@ def test_attempts_command_lists_the_history(tmp_path: Path, catalog: Catalog) ->
     catalog.close()
     config = tmp_path / "config.toml"
     config.write_text('[service]\nstate_dir = "state"\n[cameras.cryo]\nwatch = ["in"]\n')
-    run = [sys.executable, "-m", "biaswatch", "attempts", "--config", str(config)]
-    listed = json.loads(
-        subprocess.run([*run, "--json"], capture_output=True, text=True, check=True).stdout
-    )
+    listed = json.loads(run_cli("attempts", "--config", config, "--json", check=True).stdout)
     assert [(a["camera"], a["night"], a["outcome"]) for a in listed] == [
         ("cryo", "2026-11-24", "lost"),
         ("cryo", "2026-11-24", "done"),
     ]
-    table = subprocess.run(run, capture_output=True, text=True, check=True).stdout
+    table = run_cli("attempts", "--config", config, check=True).stdout
     assert "tcp://10.0.0.5:4000" in table and "lost" in table and "ran again on" in table

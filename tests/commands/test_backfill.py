@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from astropy.io import fits
 
 from biaswatch.testing.fits import write_cryo_raw
-from biaswatch.testing.helpers import write_config
+from biaswatch.testing.helpers import run_cli, write_config
 from biaswatch.testing.service import catalog_rows, numba_cache_dir
 
 # Two past nights (03:00 UTC is the evening before in Chicago): 2025-03-09 and -10.
@@ -19,14 +17,9 @@ NIGHTS = ("2025-03-10", "2025-03-11")
 
 def backfill(config: Path, archive: Path) -> subprocess.CompletedProcess[str]:
     """Run ``biaswatch backfill`` for camera cryo on ``archive``."""
-    command = [sys.executable, "-m", "biaswatch", "backfill", "--config", str(config)]
-    env = {**os.environ, "NUMBA_CACHE_DIR": numba_cache_dir()}  # the session's compiled kernel
-    return subprocess.run(
-        [*command, "--camera", "cryo", str(archive)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
+    return run_cli(
+        *("backfill", "--config", config, "--camera", "cryo", archive),
+        env={"NUMBA_CACHE_DIR": numba_cache_dir()},  # the session's compiled kernel
     )
 
 

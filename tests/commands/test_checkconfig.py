@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 from biaswatch.config import load_config
+from biaswatch.testing.helpers import run_cli
 
 
 def check(config: Path) -> subprocess.CompletedProcess[str]:
     """Run ``biaswatch check-config`` on ``config``."""
-    command = [sys.executable, "-m", "biaswatch", "check-config", "--config", str(config)]
-    return subprocess.run(command, capture_output=True, text=True, check=False)
+    return run_cli("check-config", "--config", config)
 
 
 def test_valid_config_prints_settings_that_load_back_the_same(tmp_path: Path) -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from biaswatch.testing.helpers import run_cli
 
 MINIMAL = """
 [cameras.cryo]
@@ -16,11 +16,6 @@ watch = ["incoming/cryo"]
 def test_cli_exits_78_with_the_problems(write_config: Callable[[str], Path]) -> None:
     """The run command exits with EX_CONFIG (78) and prints each problem."""
     path = write_config("[defaults]\nquiet_minuts = 5\n" + MINIMAL)
-    result = subprocess.run(
-        [sys.executable, "-m", "biaswatch", "run", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_cli("run", "--config", path, timeout=60)
     assert result.returncode == 78
     assert "[defaults] quiet_minuts: unknown key; did you mean 'quiet_minutes'?" in result.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import ccdproc
@@ -14,16 +13,12 @@ from astropy.nddata import CCDData
 
 from biaswatch.settings import CombineSettings
 from biaswatch.testing.fits import make_bias_fits, seed_combine
+from biaswatch.testing.helpers import run_cli
 
 
 def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
     """Run `biaswatch combine` with these arguments."""
-    return subprocess.run(
-        [sys.executable, "-m", "biaswatch", "combine", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_cli("combine", *args, timeout=300)
 
 
 @pytest.fixture(name="raws")

@@ -25,7 +25,7 @@ from biaswatch.combine.dask_executor import CONNECT_SECONDS
 from biaswatch.sections import Section
 from biaswatch.system.faults import PAUSE_AT, PAUSE_SECONDS
 from biaswatch.testing.camera import Geometry
-from biaswatch.testing.helpers import free_port, wait_until, write_config, write_frames
+from biaswatch.testing.helpers import free_port, run_cli, wait_until, write_config, write_frames
 from biaswatch.testing.service import catalog_rows, numba_cache_dir, running_service
 
 distributed = pytest.importorskip("distributed")
@@ -170,12 +170,7 @@ def test_unreachable_scheduler_stops_the_start_with_a_clear_error(tmp_path: Path
     """With no scheduler at the address the service exits 69 and says what to do."""
     address = f"tcp://127.0.0.1:{free_port()}"
     config = write_config(tmp_path, service={"executor": "dask", "scheduler": address})
-    result = subprocess.run(
-        [sys.executable, "-m", "biaswatch", "run", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_cli("run", "--config", config, timeout=120)
     assert result.returncode == 69
     assert address in result.stderr and "fallback_local" in result.stderr
 

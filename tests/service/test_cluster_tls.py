@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from astropy.io import fits
 
 from biaswatch.config import load_config
 from biaswatch.errors import ConfigError
-from biaswatch.testing.helpers import write_config, write_frames
+from biaswatch.testing.helpers import run_cli, write_config, write_frames
 from biaswatch.testing.service import catalog_rows, numba_cache_dir, running_service
 
 distributed = pytest.importorskip("distributed")
@@ -107,12 +106,8 @@ def tls_service(address: str, certs: Certs) -> dict[str, object]:
 
 def run_once(config: Path) -> subprocess.CompletedProcess[str]:
     """`biaswatch run` that is expected to stop at start."""
-    return subprocess.run(
-        [sys.executable, "-m", "biaswatch", "run", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "NUMBA_CACHE_DIR": numba_cache_dir()},
+    return run_cli(
+        "run", "--config", config, timeout=120, env={"NUMBA_CACHE_DIR": numba_cache_dir()}
     )
 
 

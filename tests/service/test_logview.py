@@ -8,15 +8,13 @@ import sys
 import time
 from pathlib import Path
 
-from biaswatch.testing.helpers import write_config, write_frames
+from biaswatch.testing.helpers import run_cli, write_config, write_frames
 from biaswatch.testing.service import running_service
 
 
 def log_lines(config: Path, *args: str) -> list[str]:
     """The lines ``biaswatch log`` prints with these filters."""
-    command = [sys.executable, "-m", "biaswatch", "log", "--config", str(config), *args]
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
-    return result.stdout.splitlines()
+    return run_cli("log", "--config", config, *args, check=True).stdout.splitlines()
 
 
 def test_log_filters_by_camera_level_and_night(tmp_path: Path) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -22,7 +20,7 @@ from astropy.io import fits
 from biaswatch.fitsbytes import MAX_HEADER_CARDS
 from biaswatch.rules.nights import night_label
 from biaswatch.testing.fits import fits_bytes, write_in_pieces
-from biaswatch.testing.helpers import CRYO_GEOMETRY, wait_until, write_config, write_frames
+from biaswatch.testing.helpers import CRYO_GEOMETRY, run_cli, wait_until, write_config, write_frames
 from biaswatch.testing.odd_bytes import with_cards, with_value
 from biaswatch.testing.service import ServiceProcess, catalog_rows, running_service
 
@@ -63,8 +61,7 @@ def judged(config: Path, count: int, timeout: float = 60) -> None:
 
 def status_exit(config: Path) -> int:
     """``biaswatch status`` on the config: its exit status."""
-    command = [sys.executable, "-m", "biaswatch", "status", "--config", str(config)]
-    return subprocess.run(command, capture_output=True, timeout=60, check=False).returncode
+    return run_cli("status", "--config", config, timeout=60).returncode
 
 
 # --- finding 1 ------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from astropy.io import fits
 
 from biaswatch.testing.fits import write_cryo_raw
-from biaswatch.testing.helpers import wait_until, write_config
+from biaswatch.testing.helpers import run_cli, wait_until, write_config
 from biaswatch.testing.service import catalog_rows, running_service
 
 # A night far ahead, so no clock-driven rule (quiet period, night end) closes the
@@ -71,8 +71,7 @@ def test_light_leak_flat_and_settling_frames_are_left_out_with_reasons(tmp_path:
 
 def biaswatch(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run a biaswatch command against the config, as an operator would."""
-    command = [sys.executable, "-m", "biaswatch", *args, "--config", str(config)]
-    return subprocess.run(command, capture_output=True, text=True, check=False)
+    return run_cli(*args, "--config", config)
 
 
 def test_drifted_master_is_rejected_latest_stays_and_a_person_can_overrule(

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from biaswatch.testing.fits import write_cryo_raw
-from biaswatch.testing.helpers import wait_until, write_config
+from biaswatch.testing.helpers import run_cli, wait_until, write_config
 from biaswatch.testing.service import running_service
 
 # Three nights of good masters (2030-01-10 to -12; 03:00 UTC is the evening before in
@@ -50,8 +48,7 @@ def test_report_loads_without_errors_and_its_images_render(tmp_path: Path) -> No
         wait_until(preview.exists, 60, "the last master's preview")
         assert service.stop()[0] == 0
     report = tmp_path / "report.html"
-    command = [sys.executable, "-m", "biaswatch", "report", "--config", str(config)]
-    subprocess.run([*command, "--night", "2030-01-12", "-o", str(report)], check=True)
+    run_cli("report", "--config", config, "--night", "2030-01-12", "-o", report, check=True)
     page = report.read_text()
     assert "<h2>Camera cryo</h2>" in page and "<h2>Camera te</h2>" in page
     assert "2030-01-13_3.fits" in page and "robust sigma from the set" in page

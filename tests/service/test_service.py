@@ -19,7 +19,7 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 
 from biaswatch.testing.fits import fits_bytes, seed_combine, truncated_copy
-from biaswatch.testing.helpers import wait_until, write_config, write_frames
+from biaswatch.testing.helpers import run_cli, wait_until, write_config, write_frames
 from biaswatch.testing.service import catalog_rows, master_data, running_service
 
 
@@ -43,13 +43,7 @@ def digests(paths: list[Path]) -> dict[Path, tuple[str, int]]:
 
 def masters_json(config: Path, *args: str) -> list[dict[str, object]]:
     """What `biaswatch masters --json` prints, parsed."""
-    result = subprocess.run(
-        [sys.executable, "-m", "biaswatch", "masters", "--config", str(config), "--json", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    result = run_cli("masters", "--config", config, "--json", *args, timeout=60, check=True)
     listed: list[dict[str, object]] = json.loads(result.stdout)
     return listed
 

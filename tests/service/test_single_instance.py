@@ -19,7 +19,7 @@ from test_faults import assert_one_master_per_set, children_of
 from biaswatch.catalog.store import Catalog
 from biaswatch.combine.child import RETRY_FIRST_SECONDS
 from biaswatch.system.faults import PAUSE_AT, PAUSE_SECONDS
-from biaswatch.testing.helpers import wait_until, write_config, write_frames
+from biaswatch.testing.helpers import run_cli, wait_until, write_config, write_frames
 from biaswatch.testing.service import ServiceProcess, as_uid, catalog_rows, running_service
 
 EX_TEMPFAIL = 75  # cli/main.py: another service holds the state directory
@@ -34,8 +34,7 @@ AS_UID = as_uid(UID)
 
 def status_json(config: Path) -> dict[str, object]:
     """What ``biaswatch status --json`` says about the service."""
-    command = [sys.executable, "-m", "biaswatch", "status", "--config", str(config), "--json"]
-    result = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)
+    result = run_cli("status", "--config", config, "--json", check=True, timeout=60)
     service: dict[str, object] = json.loads(result.stdout)["service"]
     return service
 

@@ -14,14 +14,13 @@ from typing import Any
 import pytest
 
 from biaswatch.system import pidfile
-from biaswatch.testing.helpers import wait_until, write_config, write_frames
+from biaswatch.testing.helpers import run_cli, wait_until, write_config, write_frames
 from biaswatch.testing.service import catalog_rows, running_service
 
 
 def status(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run ``biaswatch status``."""
-    command = [sys.executable, "-m", "biaswatch", "status", "--config", str(config), *args]
-    return subprocess.run(command, capture_output=True, text=True, check=True)
+    return run_cli("status", "--config", config, *args, check=True)
 
 
 def status_json(config: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -168,13 +169,17 @@ def free_port() -> int:
 
 
 def run_cli(
-    *args: str | Path, check: bool = False, timeout: float | None = None
+    *args: str | Path,
+    check: bool = False,
+    timeout: float | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m biaswatch ARGS`` in a child process, its output captured as text."""
+    """``python -m biaswatch ARGS`` in a child process (``env`` added to ours), output as text."""
     return subprocess.run(
         [sys.executable, "-m", "biaswatch", *map(str, args)],
         capture_output=True,
         text=True,
         check=check,
         timeout=timeout,
+        env=None if env is None else {**os.environ, **env},
     )
