@@ -11,9 +11,7 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from biaswatch.catalog.rows import FrameRecord, MasterRow
-from biaswatch.catalog.store import Catalog
-from biaswatch.service.alarms import Alarms, night_alarm
+from biaswatch.service.alarms import Alarms
 from biaswatch.settings import AlertsConfig
 
 
@@ -61,37 +59,6 @@ def test_a_failing_alert_command_is_logged_not_raised(tmp_path: Path) -> None:
             time.sleep(0.05)
     (failed,) = [e for e in logs if e["event"] == "alert.failed"]
     assert (failed["status"], failed["stderr"]) == (3, "mail server down")
-
-
-def test_night_checks_tell_a_silent_camera_from_a_night_without_a_master(tmp_path: Path) -> None:
-    """No frames: camera_silent; frames but nothing accepted: no_master; a master: nothing."""
-    catalog = Catalog(tmp_path / "catalog.sqlite")
-    night = "2026-11-24"
-    assert night_alarm(catalog, "cryo", night) == (
-        "camera_silent",
-        "no frame from camera cryo in night 2026-11-24",
-    )
-    frame = FrameRecord(
-        "/in/a.fits",
-        "cryo",
-        1,
-        1,
-        "valid",
-        sha256="a",
-        night=night,
-        geometry="g",
-        date_obs="2026-11-25T02:00:00",
-    )
-    set_id = catalog.add_to_set(frame)
-    assert night_alarm(catalog, "cryo", night) == (
-        "no_master",
-        "1 frame(s) but no accepted master for night 2026-11-24",
-    )
-    master = MasterRow("cryo", night, 1, "g", "/m/1.fits", 1, "d", "now", None, "rejected")
-    catalog.record_master(set_id, master)
-    assert night_alarm(catalog, "cryo", night) is not None  # a rejected master is no master
-    catalog._db.execute("UPDATE masters SET state = 'accepted'")
-    assert night_alarm(catalog, "cryo", night) is None
 
 
 def test_night_end_check_alarms_a_silent_camera_and_writes_the_report(tmp_path: Path) -> None:

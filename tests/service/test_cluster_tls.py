@@ -13,15 +13,13 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from astropy.io import fits
 
-from biaswatch.config import load_config
-from biaswatch.errors import ConfigError
 from biaswatch.testing.helpers import run_cli, write_config, write_frames
 from biaswatch.testing.service import catalog_rows, numba_cache_dir, running_service
 
@@ -30,8 +28,6 @@ security = pytest.importorskip("distributed.security")
 
 OPENSSL = shutil.which("openssl")
 needs_openssl = pytest.mark.skipif(OPENSSL is None, reason="the openssl command makes the certs")
-
-MINIMAL = '\n[cameras.cryo]\nwatch = ["incoming/cryo"]\n'
 
 
 @dataclass(frozen=True)
@@ -166,66 +162,3 @@ def test_plain_tcp_to_a_tls_scheduler_stops_the_start_clearly(
     assert "Traceback" not in result.stderr
     (event,) = logged(config, "executor.unreachable")
     assert 'scheduler = "tls://...")' in str(event["reason"])
-
-
-Write = Callable[[str], Path]
-
-
-def problems_of(write_config: Write, text: str) -> list[str]:
-    """The problems load_config reports for this TOML text."""
-    with pytest.raises(ConfigError) as info:
-        load_config(write_config(text))
-    return info.value.problems
-
-
-def test_tls_scheduler_without_certificates_is_a_config_error(write_config: Write) -> None:
-    """scheduler = "tls://..." without tls_ca_file and tls_cert_file is refused, naming them."""
-    text = '[service]\nexecutor = "dask"\nscheduler = "tls://head:8786"\n' + MINIMAL
-    (problem,) = problems_of(write_config, text)
-    assert "[service]" in problem and "tls_ca_file" in problem and "tls_cert_file" in problem
-
-
-def test_tls_files_without_a_tls_scheduler_are_a_config_error(write_config: Write) -> None:
-    """TLS files beside a tcp:// scheduler are refused: TLS asked for would not be used."""
-    text = (
-        '[service]\nexecutor = "dask"\nscheduler = "tcp://head:8786"\n'
-        'tls_ca_file = "ca.pem"\n' + MINIMAL
-    )
-    (problem,) = problems_of(write_config, text)
-    assert "tls_ca_file" in problem and "tls://" in problem
-
-
-def test_tls_files_must_be_readable_at_load(write_config: Write, tmp_path: Path) -> None:
-    """A TLS file that is missing is named with its resolved path when the config loads."""
-    (tmp_path / "ca.pem").write_text("not checked here: only that it can be read\n")
-    text = (
-        '[service]\nexecutor = "dask"\nscheduler = "tls://head:8786"\n'
-        'tls_ca_file = "ca.pem"\ntls_cert_file = "certs/me.pem"\n' + MINIMAL
-    )
-    (problem,) = problems_of(write_config, text)
-    assert problem.startswith(f"{tmp_path / 'config.toml'}: [service] tls_cert_file: cannot read")
-    assert str(tmp_path / "certs" / "me.pem") in problem
-
-
-def test_tls_files_resolve_against_the_config_file(write_config: Write, tmp_path: Path) -> None:
-    """Relative TLS paths are read from the config file's directory."""
-    for name in ("ca.pem", "me.pem", "me.key"):
-        (tmp_path / name).write_text("x\n")
-    text = (
-        '[service]\nexecutor = "dask"\nscheduler = "tls://head:8786"\ntls_ca_file = "ca.pem"\n'
-        'tls_cert_file = "me.pem"\ntls_key_file = "me.key"\n' + MINIMAL
-    )
-    service = load_config(write_config(text)).service
-    assert (service.tls_ca_file, service.tls_cert_file, service.tls_key_file) == (
-        tmp_path / "ca.pem",
-        tmp_path / "me.pem",
-        tmp_path / "me.key",
-    )
-
-
-def test_run_with_an_incomplete_tls_config_exits_78(tmp_path: Path) -> None:
-    """`biaswatch run` with tls:// but no certificates exits 78 with the message, no traceback."""
-    config = write_config(tmp_path, service={"executor": "dask", "scheduler": "tls://head:8786"})
-    result = run_once(config)
-    assert result.returncode == 78
-    assert "tls_ca_file" in result.stderr and "Traceback" not in result.stderr
