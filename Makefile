@@ -1,11 +1,13 @@
 # The two commands a newcomer needs (see README):
 #   make run    set up .venv and run the service on ./config.toml
 #   make test   set up .venv and run lint, type checks and the test suite
+# and, while editing:
+#   make test-fast  lint, type checks and tests/unit only (no process, no sleeping)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint setup clean
+.PHONY: run test test-fast lint setup clean
 
 setup: $(VENV)/.installed
 
@@ -27,6 +29,10 @@ lint: setup
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The unit tier (tests/conftest.py sets tiers by folder): well under a minute.
+test-fast: lint
+	$(BIN)/python -m pytest tests/unit -q
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

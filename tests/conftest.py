@@ -1,4 +1,11 @@
-"""Shared fixtures: config files on temporary directories, structlog reset."""
+"""Shared fixtures (config files on temporary directories, structlog reset) and the test tiers.
+
+A test's tier is the folder it lives in, never a hand-written marker: tests/unit (no
+child process, no sleeping, no thread to wait on: seconds in all), tests/commands (CLI
+subprocesses on a catalog, no service) and tests/service (the real service, FUSE,
+Chromium, Dask clusters, watchdog, threads and timers). ``pytest -m unit`` or
+``-m "not service"`` select by tier.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +16,43 @@ from pathlib import Path
 import pytest
 import structlog
 
+from biaswatch.catalog.store import Catalog
+from biaswatch.config import CameraConfig
+from biaswatch.testing.helpers import catalog_in, cryo_camera
+
+TIERS = ("unit", "commands", "service")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with the tier named by its folder under tests/."""
+    here = Path(__file__).parent
+    for item in items:
+        if not item.path.is_relative_to(here):
+            continue  # pytest calls this hook with the whole session's items
+        tier = item.path.relative_to(here).parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(tier)
+
 
 @pytest.fixture(autouse=True)
 def _reset_structlog() -> Iterator[None]:
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture(name="catalog")
+def _catalog(tmp_path: Path) -> Iterator[Catalog]:
+    """A real SQLite catalog in tmp_path/state, dated by a FakeClock."""
+    catalog = catalog_in(tmp_path / "state")
+    yield catalog
+    catalog.close()
+
+
+@pytest.fixture(name="camera")
+def _camera(tmp_path: Path) -> CameraConfig:
+    """Camera cryo watching tmp_path, every setting its default."""
+    return cryo_camera(tmp_path)
 
 
 @pytest.fixture(name="write_config")

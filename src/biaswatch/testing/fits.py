@@ -26,10 +26,13 @@ if TYPE_CHECKING:
 __all__ = [
     "FakeClock",
     "FakeNotifier",
+    "bias_stack",
     "fits_bytes",
     "make_bias_fits",
     "truncated_copy",
+    "write_cryo_raw",
     "write_in_pieces",
+    "write_stack",
 ]
 
 Layout = Literal["primary", "extension", "compressed"]
@@ -165,6 +168,50 @@ def _raw_cards(
         cards.append(("BIASSEC", f"[{image_cols + 1}:{cols},1:{rows}]", "overscan section"))
     cards.append(("TRIMSEC", f"[1:{image_cols},1:{rows}]", "image section"))
     return cards
+
+
+def write_cryo_raw(
+    path: Path,
+    seed: int,
+    *,
+    image_offset: float = 0.0,
+    image_noise: float = 5.0,
+    kind: str = "BIAS",
+    date_obs: str | None = None,
+) -> Path:
+    """A cryo raw frame (48 image + 8 overscan columns) whose image sits ``image_offset`` above
+    its overscan; dated 2030-01-15T03:00:<seed> (a night no clock rule closes) unless given."""
+    rng = np.random.default_rng(seed)
+    data = 1000.0 + rng.normal(0.0, 5.0, (40, 56))
+    data[:, :48] = 1000.0 + image_offset + rng.normal(0.0, image_noise, (40, 48))
+    header = fits.Header()
+    header["IMAGETYP"] = kind
+    header["DATE-OBS"] = date_obs or f"2030-01-15T03:00:{seed:02d}"
+    header["BIASSEC"] = "[49:56,1:40]"
+    header["TRIMSEC"] = "[1:48,1:40]"
+    hdu = fits.PrimaryHDU(np.clip(np.round(data), 0, 65535).astype(np.uint16), header)
+    hdu.writeto(path)
+    return path
+
+
+def bias_stack(n: int, shape: tuple[int, int] = (40, 50), seed: int = 0) -> npt.NDArray[np.float32]:
+    """Calibrated bias frames for the combine engine: Gaussian, a hot column, a few cosmic rays."""
+    rng = np.random.default_rng(seed)
+    stack = rng.normal(1000.0, 5.0, (n, *shape))
+    stack[:, :, 7] += 150.0  # hot column: high in every frame, so never clipped
+    hits = rng.integers(0, (n, *shape), size=(3 * n, 3))
+    stack[hits[:, 0], hits[:, 1], hits[:, 2]] += rng.uniform(200.0, 3000.0, 3 * n)
+    return stack.astype(np.float32)
+
+
+def write_stack(directory: Path, stack: npt.NDArray[np.float32]) -> list[Path]:
+    """Write each frame of ``stack`` as a single-HDU float32 FITS file (bias_NNN.fits)."""
+    paths = []
+    for i, frame in enumerate(stack):
+        path = directory / f"bias_{i:03d}.fits"
+        fits.PrimaryHDU(np.asarray(frame, dtype=np.float32)).writeto(path)
+        paths.append(path)
+    return paths
 
 
 def truncated_copy(src: Path, dst: Path, keep_bytes: int) -> Path:
