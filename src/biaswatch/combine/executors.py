@@ -4,7 +4,7 @@
 started; it never knows which kind it has. Both kinds report every run of a
 task as :class:`AttemptEvent` s (started, then done or failed), which Combines
 writes to the catalog's attempt history. The local executor is the embedded
-default (worker.py: one fresh child process per combine); cluster.py is the
+default (child.py: one fresh child process per combine); dask_executor.py is the
 Dask one, chosen by ``[service] executor = "dask"``.
 """
 
@@ -70,7 +70,7 @@ class CombineExecutor(Protocol):
 
 
 class LocalExecutor:
-    """One child process per combine on this machine (worker.py)."""
+    """One child process per combine on this machine (child.py)."""
 
     name = "local"
 
