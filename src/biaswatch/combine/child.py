@@ -333,7 +333,7 @@ class CombineProcess:
         if self._process.is_alive():
             return None
         self._process.join()
-        return CombineResult(self.job.set_id, None, _death(self._process.exitcode))
+        return CombineResult(self.job.set_id, None, death_reason(self._process.exitcode))
 
     @property
     def pid(self) -> int | None:
@@ -351,7 +351,8 @@ class CombineProcess:
         self._conn.close()
 
 
-def _death(exitcode: int | None) -> str:
+def death_reason(exitcode: int | None) -> str:
+    """Why a child that exited with ``exitcode`` gave no answer (the set's failure reason)."""
     if exitcode is not None and exitcode < 0:
         name = signal.Signals(-exitcode).name
         hint = " (the OOM killer sends SIGKILL)" if name == "SIGKILL" else ""

@@ -79,7 +79,11 @@ class Combines:
         retry_at: Callable[[int, dt.datetime], None],
         alarm: Callable[..., None] = lambda _name, **_details: None,
         executor: CombineExecutor | None = None,
+        previews: Previews | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        # executor, previews and monotonic are seams for tests (biaswatch.testing.fakes):
+        # the defaults start processes and read the real clock.
         self._alarm = alarm
         self.executor = executor or LocalExecutor(config.service.combine_slots)
         self._config = config
@@ -90,9 +94,10 @@ class Combines:
         self._retry_at = retry_at
         self._queue: deque[int] = deque()
         self._running: dict[int, Running] = {}
-        self.previews = Previews()
+        self.previews = previews or Previews()
         self._ready = False  # the fork server has preloaded (combine/child.py start_server)
-        self._latest_checked = time.monotonic()
+        self._monotonic = monotonic
+        self._latest_checked = monotonic()
         self._latest_missing: set[str] = set()  # newest masters whose file is gone, logged once
 
     def server_ready(self) -> None:
@@ -133,7 +138,7 @@ class Combines:
         slots = self.executor.slots
         while self._ready and self._queue and len(self._running) < slots:
             self._start(self._queue.popleft())
-        if time.monotonic() - self._latest_checked >= LATEST_CHECK_SECONDS:
+        if self._monotonic() - self._latest_checked >= LATEST_CHECK_SECONDS:
             self.check_latest()
 
     def _record_attempts(self) -> None:
@@ -207,7 +212,7 @@ class Combines:
 
     def check_latest(self) -> None:
         """Point each camera's ``latest.fits`` at its newest accepted master when it is not."""
-        self._latest_checked = time.monotonic()
+        self._latest_checked = self._monotonic()
         repair_latest(self._catalog, self._config.service.masters_dir, self._latest_missing)
 
     def _adopt(self, set_id: int) -> bool:
