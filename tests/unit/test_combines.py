@@ -126,8 +126,9 @@ def _harness(tmp_path: Path) -> Harness:
     return Harness(tmp_path, config, FakeExecutor(config.service.combine_slots))
 
 
-def test_a_queued_set_is_submitted_once(harness: Harness) -> None:
+def test_a_queued_set_is_submitted_once(tmp_path: Path) -> None:
     """A closed set queued twice and stepped twice is handed to the executor once."""
+    harness = Harness(tmp_path, config_in(tmp_path), FakeExecutor(slots=2))  # room for two
     set_id = harness.closed_set()
     harness.combines.queue(set_id)
     harness.combines.queue(set_id)
@@ -316,7 +317,10 @@ def test_recover_does_not_adopt_a_temporary_and_its_publication_removes_it(
     harness.combines.queue(set_id)
     harness.combines.step()
     (job,) = harness.executor.jobs
-    stale = harness.executor.succeed(set_id)  # written, never published (after_temporary)
+    # Written by a run whose answer was lost (after_temporary), in another process.
+    written = harness.executor.succeed(set_id)
+    stale = written.with_name(f".{Path(job.final).name}.partial-set{set_id}-elsewhere-4242")
+    written.rename(stale)
     other_set = temporary_name(Path(job.final), set_id + 100)
     other_set.write_bytes(b"another set's")
     restarted = harness.restarted()
