@@ -42,15 +42,22 @@ from astropy.io import fits
 
 from biaswatch.combine.master_file import MasterInfo, master_header, write_temporary
 from biaswatch.errors import CombineFailed
-from biaswatch.rules.qc import SAMPLE_PIXELS, MasterQC, clipped_fraction, master_cards, master_qc
+from biaswatch.rules.qc import (
+    SAMPLE_PIXELS,
+    MasterQC,
+    clipped_fraction,
+    master_cards,
+    master_qc,
+    master_qc_from_header,
+)
 from biaswatch.system.faults import crash_point, pause_point
 
 _CONTEXT = mp.get_context("forkserver")
 # biaswatch.combine.preload imports this module too, so a child finds run_job's module,
-# astropy and the master file's code already imported: it started 0.45 s sooner when only the engine
-# was preloaded (CombineProcess on 10 frames of 4096 x 4096, start to combine). A child
-# still runs the parent's main script (multiprocessing.spawn.prepare); for the installed
-# `biaswatch` script that imports biaswatch.cli, 2 ms on top of the preload.
+# astropy and the master file's code already imported: it started 0.45 s sooner than
+# when only the engine was preloaded (CombineProcess on 10 frames of 4096 x 4096, start
+# to combine). A child still runs the parent's main script (multiprocessing.spawn.prepare);
+# for the installed `biaswatch` script that imports biaswatch.cli, 2 ms on top of the preload.
 _CONTEXT.set_forkserver_preload(["biaswatch.combine.preload"])
 
 
@@ -247,10 +254,12 @@ def make_master(job: CombineJob) -> CombineResult:
 def finish_master(job: CombineJob, data: np.ndarray, start: float) -> CombineResult:
     """Header, QC cards and the temporary file for a combined image; the result to report."""
     header = master_header(fits.getheader(job.inputs[0]), job.info)
-    quality = _quality(data, job)
-    for key, value, comment in master_cards(quality):
+    for key, value, comment in master_cards(_quality(data, job)):
         header[key] = (value, comment)
     tmp = write_temporary(data, header, Path(job.final), job.set_id)
+    # The QC as the header rounds it: the catalog then holds what the file says, the
+    # same values a master adopted after a crash gets from its header.
+    quality = master_qc_from_header(header)
     seconds = time.perf_counter() - start
     return CombineResult(job.set_id, str(tmp), quality=quality, seconds=seconds)
 
