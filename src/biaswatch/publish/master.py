@@ -9,8 +9,8 @@ judge the master, record it, move ``latest``. The final name is made with
 overwritten, even by a second service pointed at the same directory.
 
 A master found on disk after a crash (final name given, catalog row lost) is
-judged and recorded by the same :func:`record_published` as a fresh one; only then
-is its header read for its QC (:func:`quality_on_disk`), the one record left.
+judged and recorded by the same :func:`record_published` as a fresh one; its QC
+comes from its header (:func:`quality_on_disk`), the one record left of it.
 """
 
 from __future__ import annotations
