@@ -12,7 +12,7 @@ import numpy as np
 from astropy.io import fits
 
 from biaswatch.combine.child import CombineJob, CombineProcess, CombineResult
-from biaswatch.publish.master import MasterInfo
+from biaswatch.combine.master_file import MasterInfo
 from biaswatch.settings import CombineSettings
 
 

@@ -15,8 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 # Each would cost a command or a combine child a noticeable part of a second (-X
 # importtime here: matplotlib.figure 0.25 s, ccdproc 0.43 s) and none is used there.
 HEAVY = ("matplotlib", "ccdproc", "scipy", "tqdm", "distributed")
@@ -77,9 +75,6 @@ def test_the_combine_child_loads_no_plotting_ccdproc_tqdm_or_dask() -> None:
     assert {"numpy", "astropy.io.fits", "numba"} <= modules  # what a combine does need
 
 
-@pytest.mark.xfail(
-    strict=True, reason="removed by the publishing split: child.py imports publish.master"
-)
 def test_the_combine_child_loads_no_catalog() -> None:
     """The combine child imports neither SQLite nor the catalog: the parent records masters."""
     modules = loaded_after(*CHILD_ENTRY)
@@ -106,3 +101,58 @@ def test_a_child_of_the_installed_script_does_not_run_the_script_again(tmp_path:
     )
     sent = json.loads(result.stdout.splitlines()[-1])  # after the --version line
     assert sent == {"init_main_from_name": "biaswatch.__main__"}
+
+
+def import_cycles(package: str) -> list[list[str]]:
+    """Groups of the package's modules that import each other, directly or in a ring.
+
+    Counted with grimp (import-linter's graph): imports inside functions and under
+    ``TYPE_CHECKING`` included, since either one can make a ring that bites at run time
+    or in the type checker. Tarjan's strongly connected components, of size > 1.
+    """
+    import grimp  # the test extra's, through import-linter
+
+    graph = grimp.build_graph(package, exclude_type_checking_imports=False)
+    order: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    rings: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        order[module] = low[module] = len(order)
+        stack.append(module)
+        for imported in graph.find_modules_directly_imported_by(module):
+            if imported not in order:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in stack:
+                low[module] = min(low[module], order[imported])
+        if low[module] == order[module]:
+            ring = stack[stack.index(module) :]
+            del stack[stack.index(module) :]
+            if len(ring) > 1:
+                rings.append(sorted(ring))
+
+    for module in sorted(graph.modules):
+        if module not in order:
+            visit(module)
+    return rings
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    """No import cycle among biaswatch's modules, counting imports inside functions."""
+    assert import_cycles("biaswatch") == []
+
+
+def test_the_cycle_finder_sees_a_ring(tmp_path: Path) -> None:
+    """A two-module ring in a scratch package is reported, so the check above can fail."""
+    package = tmp_path / "ringpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("def f():\n    from ringpkg import b\n")
+    (package / "b.py").write_text("from ringpkg import a\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        assert import_cycles("ringpkg") == [["ringpkg.a", "ringpkg.b"]]
+    finally:
+        sys.path.remove(str(tmp_path))

@@ -8,15 +8,14 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from biaswatch.publish.master import (
+from biaswatch.combine.master_file import (
     MasterInfo,
-    give_final_name,
     is_temporary,
     master_header,
     master_path,
-    point_latest,
     write_temporary,
 )
+from biaswatch.publish.master import give_final_name, point_latest
 from biaswatch.settings import CombineSettings
 
 INFO = MasterInfo(

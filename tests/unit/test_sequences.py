@@ -19,8 +19,8 @@ from biaswatch.catalog.rows import MasterRow
 from biaswatch.catalog.store import Catalog
 from biaswatch.combine.child import CombineJob, CombineResult
 from biaswatch.combine.executors import AttemptEvent
+from biaswatch.combine.master_file import temporaries_of, temporary_name
 from biaswatch.config import load_config
-from biaswatch.publish.master import temporaries_of, temporary_name
 from biaswatch.service.combines import Combines, action_for
 from biaswatch.testing.fits import FakeClock
 from biaswatch.testing.helpers import valid_frame as valid

@@ -23,17 +23,12 @@ from astropy.io import fits
 
 from biaswatch.catalog.rows import FrameRecord
 from biaswatch.combine.engine import combine_files
+from biaswatch.combine.master_file import MasterInfo, master_header, write_temporary
 from biaswatch.config import CameraConfig, ServiceConfig, SiteConfig, load_config
 from biaswatch.errors import CombineFailed, ConfigError
 from biaswatch.frames.read import ingest
 from biaswatch.names import for_terminal
-from biaswatch.publish.master import (
-    MasterInfo,
-    give_final_name,
-    input_names,
-    master_header,
-    write_temporary,
-)
+from biaswatch.publish.master import give_final_name, input_names
 from biaswatch.rules.sets import input_digest
 from biaswatch.settings import CombineSettings, parse_size
 

@@ -3,11 +3,12 @@
 A fresh process per combine, not a pool: a pool worker killed by the OOM
 killer leaves ``ProcessPoolExecutor`` broken for good (apscheduler #362 shows
 the same failure), while a lone child that dies only fails its own set. The
-child combines, writes the temporary master and reports its path through a
-pipe; the parent gives it its final name and records it.
+child combines, writes the temporary master (combine/master_file.py) and reports
+its path and QC through a pipe; the parent gives it its final name, judges and
+records it (publish/master.py). The child imports no catalog module.
 
 Children are forked from a ``forkserver`` that has imported the engine and
-compiled its kernel (preload.py): a spawned child spent about 2 s importing
+compiled its kernel (combine/preload.py): a spawned child spent about 2 s importing
 numpy, astropy and numba and loading the kernel before its first row, which
 the issue's latency target (last frame to master within the combine's time
 plus 1 s) does not allow. If the server dies, multiprocessing starts a new one.
@@ -39,17 +40,24 @@ import numpy as np
 import structlog
 from astropy.io import fits
 
+from biaswatch.combine.master_file import MasterInfo, master_header, write_temporary
 from biaswatch.errors import CombineFailed
-from biaswatch.publish.master import MasterInfo, master_header, write_temporary
-from biaswatch.rules.qc import SAMPLE_PIXELS, MasterQC, clipped_fraction, master_cards, master_qc
+from biaswatch.rules.qc import (
+    SAMPLE_PIXELS,
+    MasterQC,
+    clipped_fraction,
+    master_cards,
+    master_qc,
+    master_qc_from_header,
+)
 from biaswatch.system.faults import crash_point, pause_point
 
 _CONTEXT = mp.get_context("forkserver")
-# biaswatch.preload imports this module too, so a child finds run_job's module, astropy
-# and the publish code already imported: it started 0.45 s sooner when only the engine
-# was preloaded (CombineProcess on 10 frames of 4096 x 4096, start to combine). A child
-# still runs the parent's main script (multiprocessing.spawn.prepare); for the installed
-# `biaswatch` script that imports biaswatch.cli, 2 ms on top of the preload.
+# biaswatch.combine.preload imports this module too, so a child finds run_job's module,
+# astropy and the master file's code already imported: it started 0.45 s sooner than
+# when only the engine was preloaded (CombineProcess on 10 frames of 4096 x 4096, start
+# to combine). A child still runs the parent's main script (multiprocessing.spawn.prepare);
+# for the installed `biaswatch` script that imports biaswatch.cli, 2 ms on top of the preload.
 _CONTEXT.set_forkserver_preload(["biaswatch.combine.preload"])
 
 
@@ -198,11 +206,16 @@ class CombineJob:
 
 @dataclass(frozen=True, slots=True)
 class CombineResult:
-    """The child's answer: a temporary master, or why it failed."""
+    """The child's answer: a temporary master and its QC, or why it failed.
+
+    The QC travels in the answer (it is in the master's header too), so the main
+    loop judges the master without reading its file back.
+    """
 
     set_id: int
     temporary: str | None
     reason: str | None = None
+    quality: MasterQC | None = None  # the master's QC, with the temporary
     seconds: float = 0.0  # the child's own combine and write, for the log
     startup: float = 0.0  # from the parent starting the child to the child's first line
     worker: str = ""  # where it ran: "pid N" locally, the worker's address on a cluster
@@ -232,7 +245,7 @@ def make_master(job: CombineJob) -> CombineResult:
     start = time.perf_counter()
     try:
         data = combine_files([Path(p) for p in job.inputs], job.info.settings, job.info.mem_limit)
-        pause_point("mid_combine")  # fault tests kill the child here (tests/test_faults.py)
+        pause_point("mid_combine")  # fault tests kill the child here (test_faults.py)
         return finish_master(job, data, start)
     except CombineFailed as exc:
         return CombineResult(job.set_id, None, exc.reason)
@@ -244,7 +257,11 @@ def finish_master(job: CombineJob, data: np.ndarray, start: float) -> CombineRes
     for key, value, comment in master_cards(_quality(data, job)):
         header[key] = (value, comment)
     tmp = write_temporary(data, header, Path(job.final), job.set_id)
-    return CombineResult(job.set_id, str(tmp), seconds=time.perf_counter() - start)
+    # The QC as the header rounds it: the catalog then holds what the file says, the
+    # same values a master adopted after a crash gets from its header.
+    quality = master_qc_from_header(header)
+    seconds = time.perf_counter() - start
+    return CombineResult(job.set_id, str(tmp), quality=quality, seconds=seconds)
 
 
 # Read noise is measured on this many inputs (two pairs): enough for a median of
@@ -325,7 +342,7 @@ class CombineProcess:
         if self._process.is_alive():
             return None
         self._process.join()
-        return CombineResult(self.job.set_id, None, _death(self._process.exitcode))
+        return CombineResult(self.job.set_id, None, death_reason(self._process.exitcode))
 
     @property
     def pid(self) -> int | None:
@@ -343,7 +360,8 @@ class CombineProcess:
         self._conn.close()
 
 
-def _death(exitcode: int | None) -> str:
+def death_reason(exitcode: int | None) -> str:
+    """Why a child that exited with ``exitcode`` gave no answer (the set's failure reason)."""
     if exitcode is not None and exitcode < 0:
         name = signal.Signals(-exitcode).name
         hint = " (the OOM killer sends SIGKILL)" if name == "SIGKILL" else ""

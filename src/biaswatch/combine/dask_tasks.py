@@ -3,8 +3,10 @@
 Imported by the worker processes (by reference from pickled tasks), never run in
 the service. Each task announces "started" as it begins and "done" or "failed"
 as it ends, on the event topic :data:`TOPIC`; the service turns those into the
-catalog's attempt history (cluster.py). A run whose worker dies announces only
-its start: that is how a lost attempt shows.
+catalog's attempt history (dask_executor.py). A run whose worker dies announces
+only its start: that is how a lost attempt shows. A task's answer is the child's
+(CombineResult: the temporary master and its QC); the main loop publishes it.
+Tasks are pickled by reference: workers must run the service's biaswatch version.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def _combine_whole(job: CombineJob) -> CombineResult:
             )
     except CombineFailed as exc:
         return CombineResult(job.set_id, None, exc.reason)
-    pause_point("mid_combine")  # fault tests kill the worker here (tests/test_cluster.py)
+    pause_point("mid_combine")  # fault tests kill the worker here (test_cluster.py)
     return finish_master(job, data, start)
 
 

@@ -78,7 +78,9 @@ class LocalExecutor:
 
     def events(self) -> list[AttemptEvent]:
         """Started and finished children since the last call."""
-        out, self._events = self._events, []
+        # Emptied in place: each LocalCombine reports through this list's append.
+        out = list(self._events)
+        self._events.clear()
         return out
 
     def calibrator(self) -> Executor | None:

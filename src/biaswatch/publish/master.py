@@ -1,168 +1,39 @@
-"""Publishing a master: header, atomic write, ``latest`` link.
+"""Publishing a master, the main loop's side: final name, verdict, catalog, ``latest``.
 
-The write follows the sequence in reliability.md 2.4 (Pillai et al., OSDI
-'14): write a temporary file in the target directory, flush and fsync it,
-give it its final name, fsync the directory. The final name is made with
+The combine (combine/master_file.py, in a child process or on a Dask worker)
+writes the master under a temporary name and answers with its path and QC. Here
+the main loop follows the rest of the sequence in reliability.md 2.4 (Pillai et
+al., OSDI '14): give the flushed temporary its final name, fsync the directory,
+judge the master, record it, move ``latest``. The final name is made with
 ``os.link``, which fails if the name exists, so an existing master is never
 overwritten, even by a second service pointed at the same directory.
+
+A master found on disk after a crash (final name given, catalog row lost) is
+judged and recorded by the same :func:`record_published` as a fresh one; its QC
+comes from its header (:func:`quality_on_disk`), the one record left of it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import errno
-import hashlib
 import os
-import shutil
-import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import structlog
 from astropy.io import fits
 
-from biaswatch import __version__
 from biaswatch.catalog.rows import MasterRow
 from biaswatch.catalog.store import Catalog
+from biaswatch.combine.master_file import MasterInfo
 from biaswatch.names import shown
 from biaswatch.rules.acceptance import BASELINE, Verdict, judge
 from biaswatch.rules.qc import MasterQC, master_qc_from_header
-from biaswatch.settings import CombineSettings
 from biaswatch.system.faults import crash_point
 
 log = structlog.get_logger("biaswatch.publish")
-
-# Per-frame keywords of the first input that would mislead on a master.
-_PER_FRAME = ("CHECKSUM", "DATASUM", "FRAMENO", "FILENAME")
-
-
-@dataclass(frozen=True, slots=True)
-class MasterInfo:
-    """Everything that goes into a master's header besides the pixels."""
-
-    camera: str
-    night: str
-    sequence: int
-    geometry: str
-    raw_names: tuple[str, ...]
-    settings: CombineSettings
-    mem_limit: int
-    input_digest: str
-    master_sigma: float = 5.0  # [*.qc] master_sigma: how far from the baseline is too far
-
-
-def fingerprint(info: MasterInfo) -> str:
-    """16 hex digits naming what made a master: its inputs, settings and biaswatch version.
-
-    Two masters with the same fingerprint were made the same way from the same frames.
-    """
-    made_of = f"{info.input_digest}|{info.settings.model_dump_json()}|{info.mem_limit}"
-    return hashlib.sha256(f"{made_of}|{__version__}".encode()).hexdigest()[:16]
-
-
-def master_path(masters_dir: Path, info: MasterInfo) -> Path:
-    """``masters_dir/<camera>/<night>/bias_<camera>_<night>_<NN>_<geometry>.fits``."""
-    name = f"bias_{info.camera}_{info.night}_{info.sequence:02d}_{info.geometry}.fits"
-    return masters_dir / info.camera / info.night / name
-
-
-def master_header(first_input: fits.Header, info: MasterInfo) -> fits.Header:
-    """The first input's header (as ccdproc keeps it) plus the provenance of the combine."""
-    header = first_input.copy()
-    for key in _PER_FRAME:
-        header.remove(key, ignore_missing=True, remove_all=True)
-    for key in [k for k in header if k.startswith("IMCMB")]:
-        header.remove(key, remove_all=True)
-    settings = info.settings
-    cards: list[tuple[str, object, str]] = [
-        ("IMAGETYP", "BIAS", "master bias"),
-        ("COMBINED", True, "combined bias (astropy CCD guide convention)"),
-        ("NCOMBINE", len(info.raw_names), "number of frames combined"),
-        ("BUNIT", "adu", "pixel unit"),
-        ("BWCAMERA", info.camera, "biaswatch camera name"),
-        ("BWNIGHT", info.night, "observing night (local evening date)"),
-        ("BWSEQ", info.sequence, "master sequence number within the night"),
-        ("BWGEOM", info.geometry, "raw geometry: cols x rows - xbin x ybin"),
-        ("BWMETHOD", settings.method, "combine method"),
-        ("BWSCLIP", settings.sigma_clip, "sigma clipping applied"),
-        ("BWSLOW", settings.sigma_low, "sigma clip low threshold"),
-        ("BWSHIGH", settings.sigma_high, "sigma clip high threshold"),
-        ("BWCENTER", settings.center, "sigma clip centre function"),
-        ("BWDEV", settings.deviation, "sigma clip deviation function"),
-        ("BWITERS", settings.maxiters, "sigma clip iterations"),
-        ("BWMEMLIM", info.mem_limit, "[byte] combine memory limit"),
-        # 64 hex digits leave no room on the 80-column card for a comment.
-        ("BWDIGEST", info.input_digest, ""),
-        ("BWVERS", __version__, "biaswatch version"),
-        ("BWFPRINT", fingerprint(info), "inputs + combine settings + version"),
-        ("DATE", dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S"), "UTC file creation"),
-    ]
-    for key, value, comment in cards:
-        header[key] = (value, comment)
-    for index, name in enumerate(info.raw_names[:999], start=1):
-        # IRAF's imcombine convention: IMCMBnnn names each input, three digits.
-        header[f"IMCMB{index:03d}"] = name
-    return header
-
-
-def write_temporary(
-    data: np.ndarray, header: fits.Header, final: Path, owner: int | None = None
-) -> Path:
-    """Write the master next to its final name, flushed and fsynced; returns the temp path.
-
-    ``owner`` (a set id) goes into the temporary's name, so that clean-up after a
-    set's combine matches its own temporaries only (:func:`temporaries_of`).
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(final, owner)
-    hdu = fits.PrimaryHDU(data=np.asarray(data, dtype=np.float32), header=header)
-    try:
-        with open(tmp, "wb") as f:
-            hdu.writeto(f, checksum=True)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)  # a failed write leaves nothing behind
-        raise _with_errno(exc, final.parent) from exc
-    return tmp
-
-
-def _with_errno(exc: OSError, directory: Path) -> OSError:
-    """The error with its errno: astropy and numpy report a full disk without one.
-
-    (astropy's _free_space_check raises "Not enough space on disk: ..." around
-    numpy's "N requested and M written"; neither sets errno, which the retry's
-    advice to the operator is chosen by.)
-    """
-    if exc.errno is not None:
-        return exc
-    try:
-        full = shutil.disk_usage(directory).free == 0 or "space" in str(exc)
-    except OSError:
-        full = False
-    if full:
-        return OSError(errno.ENOSPC, f"No space left on device ({exc})", str(directory))
-    return exc
-
-
-def temporary_name(final: Path, owner: int | None = None) -> Path:
-    """The temporary name a master is written under (hidden, marked partial)."""
-    # Host and pid: on a cluster a rerun task may write beside a lost one on another machine.
-    tag = "" if owner is None else f"set{owner}-"
-    return final.with_name(f".{final.name}.partial-{tag}{socket.gethostname()}-{os.getpid()}")
-
-
-def temporaries_of(final: Path, owner: int) -> list[Path]:
-    """The temporaries a set's combines (this try or lost ones) left beside ``final``."""
-    return sorted(final.parent.glob(f".{final.name}.partial-set{owner}-*"))
-
-
-def is_temporary(path: Path) -> bool:
-    """Whether ``path`` is a leftover temporary master."""
-    return path.name.startswith(".") and ".partial-" in path.name
 
 
 def give_final_name(tmp: Path, final: Path) -> None:
@@ -190,13 +61,21 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+@dataclass(frozen=True, slots=True)
+class NewMaster:
+    """A master with its final name, to be judged and recorded: its set, facts and QC."""
+
+    set_id: int
+    info: MasterInfo
+    path: Path
+    quality: MasterQC | None  # from the combine's answer, or read back when adopted
+
+
 def publish_master(
     catalog: Catalog,
     masters_dir: Path,
-    set_id: int,
-    info: MasterInfo,
+    master: NewMaster,
     temporary: Path,
-    final: Path,
     now: dt.datetime,
     combine_seconds: float = 0.0,
     startup_seconds: float = 0.0,
@@ -211,33 +90,15 @@ def publish_master(
     combine and write, and this publication (fsyncs and the catalog).
     """
     start = time.perf_counter()
+    info, final, quality = master.info, master.path, master.quality
     give_final_name(temporary, final)
     crash_point("after_rename")
-    ncombine = len(info.raw_names)
-    quality = master_qc_from_header(fits.getheader(final))
-    verdict = verdict_for(catalog, info.camera, info.geometry, quality, info.master_sigma)
-    catalog.record_master(
-        set_id,
-        MasterRow(
-            info.camera,
-            info.night,
-            info.sequence,
-            info.geometry,
-            str(final),
-            ncombine,
-            info.input_digest,
-            now.isoformat(),
-            quality,
-            verdict.state,
-            "biaswatch",
-            verdict.reason,
-        ),
-    )
+    verdict = record_published(catalog, master, now)
     crash_point("after_commit")
     if verdict.state == "accepted":
         point_latest(masters_dir / info.camera / "latest.fits", final)
     else:
-        details = {"camera": info.camera, "night": info.night, "set": set_id}
+        details = {"camera": info.camera, "night": info.night, "set": master.set_id}
         details |= {"path": str(final), "reason": verdict.reason}
         action = "kept on disk; latest.fits stays on the last accepted master; "
         log.warning("master.rejected", **details, action=action + "'biaswatch accept' overrules")
@@ -247,9 +108,9 @@ def publish_master(
         "master.published",
         camera=info.camera,
         night=info.night,
-        set=set_id,
+        set=master.set_id,
         path=str(final),
-        ncombine=ncombine,
+        ncombine=len(info.raw_names),
         sequence=info.sequence,
         state=verdict.state,
         level=None if quality is None else round(quality.level, 3),
@@ -260,6 +121,53 @@ def publish_master(
         publish_seconds=round(time.perf_counter() - start, 3),
     )
     return final
+
+
+def record_published(catalog: Catalog, master: NewMaster, now: dt.datetime) -> Verdict:
+    """Judge a master that has its final name and record it (one transaction); its verdict.
+
+    The one place a master's catalog row is made: a fresh publication and the
+    adoption of a master found on disk after a crash both come here.
+    """
+    info = master.info
+    verdict = verdict_for(catalog, info.camera, info.geometry, master.quality, info.master_sigma)
+    catalog.record_master(
+        master.set_id,
+        MasterRow(
+            info.camera,
+            info.night,
+            info.sequence,
+            info.geometry,
+            str(master.path),
+            len(info.raw_names),
+            info.input_digest,
+            now.isoformat(),
+            master.quality,
+            verdict.state,
+            "biaswatch",
+            verdict.reason,
+        ),
+    )
+    return verdict
+
+
+def adopt_master(
+    catalog: Catalog, set_id: int, info: MasterInfo, path: Path, now: dt.datetime
+) -> Verdict:
+    """Record a master found on disk whose combine's answer was lost; its verdict.
+
+    Its ``latest.fits`` is left to the check that follows recovery (repair_latest).
+    """
+    return record_published(catalog, NewMaster(set_id, info, path, quality_on_disk(path)), now)
+
+
+def quality_on_disk(path: Path) -> MasterQC | None:
+    """The QC a master file's header carries: read only for a master adopted after a crash.
+
+    A fresh master's QC comes in its combine's answer; an adopted one's answer was
+    lost, and its header is the only record left.
+    """
+    return master_qc_from_header(fits.getheader(path))
 
 
 def verdict_for(

@@ -1,12 +1,13 @@
 """Closed sets to published masters: the queue, memory slots, retries and recovery.
 
 A set judged complete is ``closed`` and queued here. Combines run through an
-executor (executors.py): child processes here (worker.py), as many at once as
-``max_combine_memory // mem_limit`` allows, or tasks on a Dask cluster
-(cluster.py). Each is reported back through the main loop, which alone writes
-the catalog, the attempt history included. A failed try
-sends the set back to ``closed`` and retries it later (MAX_TRIES in all); a set
-that keeps failing ends ``failed`` with the last reason.
+executor (combine/executors.py): child processes here (combine/child.py), as many
+at once as ``max_combine_memory // mem_limit`` allows, or tasks on a Dask cluster
+(combine/dask_executor.py). The combine answers with its temporary master and
+QC, reported back through the main loop, which alone publishes it
+(publish/master.py) and writes the catalog, the attempt history included. A
+failed try sends the set back to ``closed`` and retries it later (MAX_TRIES in
+all); a set that keeps failing ends ``failed`` with the last reason.
 
 Each set's master sequence number is reserved in the catalog when its combine
 first starts and kept across retries and restarts, so sets combining at once
@@ -15,7 +16,8 @@ clean-up touches that set's temporaries only.
 
 At start, :meth:`Combines.recover` makes the catalog and the masters directory
 agree after a crash: sets left combining are closed again, a master already on
-disk for a closed set's exact inputs is adopted instead of written twice, a set
+disk for a closed set's exact inputs is adopted instead of written twice (judged
+and recorded by the same code as a fresh master, publish/master.py), a set
 whose master is already recorded is marked done, a master file nobody lists is
 logged (``master.orphan``) and left alone. Whatever it meets, it sets that one
 set aside (``failed``, with the reason; retried at the next start) and carries
@@ -35,26 +37,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 import structlog
-from astropy.io import fits
 
-from biaswatch.catalog.rows import MasterRow, SetRow
 from biaswatch.catalog.store import Catalog
 from biaswatch.combine.child import CombineJob, CombineResult
 from biaswatch.combine.executors import CombineExecutor, LocalExecutor, Running
+from biaswatch.combine.master_file import MasterInfo, master_path, temporaries_of
 from biaswatch.config import Config
 from biaswatch.publish.master import (
-    MasterInfo,
+    NewMaster,
+    adopt_master,
     find_published,
     input_names,
-    master_path,
     publish_master,
     repair_latest,
     report_orphans,
-    temporaries_of,
-    verdict_for,
 )
 from biaswatch.publish.previews import Previews
-from biaswatch.rules.qc import master_qc_from_header
 from biaswatch.rules.sets import input_digest
 
 log = structlog.get_logger("biaswatch.combines")
@@ -81,7 +79,11 @@ class Combines:
         retry_at: Callable[[int, dt.datetime], None],
         alarm: Callable[..., None] = lambda _name, **_details: None,
         executor: CombineExecutor | None = None,
+        previews: Previews | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        # executor, previews and monotonic are seams for tests (biaswatch.testing.fakes):
+        # the defaults start processes and read the real clock.
         self._alarm = alarm
         self.executor = executor or LocalExecutor(config.service.combine_slots)
         self._config = config
@@ -92,9 +94,10 @@ class Combines:
         self._retry_at = retry_at
         self._queue: deque[int] = deque()
         self._running: dict[int, Running] = {}
-        self.previews = Previews()
-        self._ready = False  # the fork server has preloaded (worker.start_server)
-        self._latest_checked = time.monotonic()
+        self.previews = previews or Previews()
+        self._ready = False  # the fork server has preloaded (combine/child.py start_server)
+        self._monotonic = monotonic
+        self._latest_checked = monotonic()
         self._latest_missing: set[str] = set()  # newest masters whose file is gone, logged once
 
     def server_ready(self) -> None:
@@ -135,7 +138,7 @@ class Combines:
         slots = self.executor.slots
         while self._ready and self._queue and len(self._running) < slots:
             self._start(self._queue.popleft())
-        if time.monotonic() - self._latest_checked >= LATEST_CHECK_SECONDS:
+        if self._monotonic() - self._latest_checked >= LATEST_CHECK_SECONDS:
             self.check_latest()
 
     def _record_attempts(self) -> None:
@@ -209,7 +212,7 @@ class Combines:
 
     def check_latest(self) -> None:
         """Point each camera's ``latest.fits`` at its newest accepted master when it is not."""
-        self._latest_checked = time.monotonic()
+        self._latest_checked = self._monotonic()
         repair_latest(self._catalog, self._config.service.masters_dir, self._latest_missing)
 
     def _adopt(self, set_id: int) -> bool:
@@ -229,30 +232,11 @@ class Combines:
             if not self._catalog.sequence_free(set_id, row.camera, row.night, sequence):
                 bound.warning("master.not_adopted", file=str(path), reason="sequence taken")
                 continue
-            self._record_adopted(row, path, sequence, digest)
+            info = self._job_for(set_id, sequence).info
+            adopt_master(self._catalog, set_id, info, path, self._now())
             bound.warning("master.adopted", path=str(path), reason=_ADOPTED)
             return True
         return False
-
-    def _record_adopted(self, row: SetRow, path: Path, sequence: int, digest: str) -> None:
-        quality = master_qc_from_header(fits.getheader(path))
-        sigma = self._config.camera(row.camera).qc.master_sigma
-        verdict = verdict_for(self._catalog, row.camera, row.geometry, quality, sigma)
-        master = MasterRow(
-            row.camera,
-            row.night,
-            sequence,
-            row.geometry,
-            str(path),
-            row.frames,
-            digest,
-            self._now().isoformat(),
-            quality,
-            verdict.state,
-            "biaswatch",
-            verdict.reason,
-        )
-        self._catalog.record_master(row.id, master)
 
     # --- one combine ----------------------------------------------------
 
@@ -327,13 +311,12 @@ class Combines:
             if result.temporary is None:
                 self._failed(job.set_id, job.info.camera, job.info.night, str(result.reason))
                 return
+            master = NewMaster(job.set_id, job.info, Path(job.final), result.quality)
             final = publish_master(
                 self._catalog,
                 self._config.service.masters_dir,
-                job.set_id,
-                job.info,
+                master,
                 Path(result.temporary),
-                Path(job.final),
                 self._now(),
                 result.seconds,
                 result.startup,

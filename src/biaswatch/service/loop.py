@@ -29,11 +29,11 @@ from biaswatch.catalog.record import record_frame, record_frames
 from biaswatch.catalog.rows import SetRow
 from biaswatch.combine.child import ForkServer, start_server
 from biaswatch.combine.factory import make_executor
+from biaswatch.combine.master_file import is_temporary
 from biaswatch.config import CameraConfig, Config, load_config
 from biaswatch.errors import ConfigError
 from biaswatch.frames import lanes
 from biaswatch.frames.lanes import Lanes
-from biaswatch.publish.master import is_temporary
 from biaswatch.rules.sets import Action, Decision, decide_set
 from biaswatch.service.alarms import NIGHT_CHECK, Alarms, night_end_check
 from biaswatch.service.combines import Combines
