@@ -110,13 +110,13 @@ from soak import (
 # service sends the pixels with the task: README, "Several machines") cost something,
 # while 160 frames still take about 10 s a run on 2 cores (measured). A 10-frame stack
 # is 10 MB of float32, within mem_limit: one combine task per set, never split into
-# bands (tests/test_cluster.py covers the split).
+# bands (tests/service/test_cluster.py covers the split).
 GEOMETRY = Geometry(
     rows=512, cols=528, biassec=Section(513, 528, 1, 512), trimsec=Section(1, 512, 1, 512)
 )
 EXECUTORS = ("local", "dask")
 # What a worker imports before the burst: a frame's calibration (ccdproc, astropy), the
-# fork server's preload (biaswatch.worker, then combine.warm_up()) and the tasks.
+# fork server's preload (biaswatch.combine.preload: the child, then warm_up()) and the tasks.
 WORKER_MODULES = (
     "biaswatch.frames.calibrate",
     "biaswatch.combine.preload",
@@ -131,8 +131,8 @@ QUIET_MINUTES = 0.5  # burst.py's cameras scenario: sets close by count, not by 
 def start_cluster(workers: int, mem_limit: int) -> Any:
     """A LocalCluster on 127.0.0.1: ``workers`` processes of one thread, MEMORY = mem_limit.
 
-    As tests/test_cluster.py: one thread per worker (tasks.py's kernel lock allows no
-    more), and NUMBA_CACHE_DIR in this process's environment, which the workers inherit,
+    As tests/service/test_cluster.py: one thread per worker (combine/dask_tasks.py's kernel
+    lock allows no more), and NUMBA_CACHE_DIR in this process's environment, which the workers inherit,
     so they load the kernel the service's fork server compiled. The scheduler's HTTP
     server (the dashboard's pages need bokeh, not installed) on any free loopback port:
     its default, 8787, may be a real scheduler's. Typed Any: distributed is not.
@@ -155,7 +155,7 @@ def load_engine(log_dir: str) -> str:
 
     The same as the fork server's preload, so a warm worker meets the burst as a warm
     fork server does; the first task would otherwise pay the imports and the compile.
-    The log: a worker logs each frame it calibrates (calibrate.py's events), which
+    The log: a worker logs each frame it calibrates (frames/calibrate.py's events), which
     under systemd go to the journal; here to LOG_DIR/worker-PID.jsonl (logs.py's JSON
     lines), not to this script's output.
     """
@@ -235,7 +235,7 @@ def wait_started(service: ServiceRunner, executor: str, report: Report) -> bool:
     """burst.py's wait (service.started, combine.server_ready); with dask, no fork server.
 
     The Dask service starts no fork server and never logs combine.server_ready
-    (service.py); it logs executor.connected before service.started.
+    (service/loop.py); it logs executor.connected before service.started.
     """
     if executor == "local":
         return wait_ready(service, report)
@@ -326,7 +326,7 @@ def check_published_once(result: Result, state: CatalogState, events: list[dict[
 
 
 def check_calibrated(executor: str, events: list[dict[str, Any]], result: Result) -> None:
-    """Every frame calibrated where the executor runs: cluster.py logs on="cluster"."""
+    """Every frame calibrated where the executor runs: dask_executor.py logs on="cluster"."""
     where = Counter(str(e.get("on")) for e in events if e.get("event") == "frame.calibrated")
     expected = "cluster" if executor == "dask" else "None"
     if where != Counter({expected: result.scenario.files}):
@@ -341,7 +341,7 @@ def check_attempts(executor: str, attempts: list[Any], state: CatalogState, repo
 
     A run is a (set, worker) pair, and has one attempts row: a second row of the same
     run (the task's answer recorded again after its own 'done' announcement, a bug this
-    script found and catalog_attempts.py fixed) is a discrepancy too.
+    script found and catalog/attempts.py fixed) is a discrepancy too.
     """
     other = Counter(
         (a["executor"], a["task"], a["outcome"])

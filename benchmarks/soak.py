@@ -209,7 +209,7 @@ night_end = "{night_end}"
 """
 STALL_SECONDS = 10
 # The hung-mount camera polls its directories (files reach the mirror's backing
-# directory from outside, which inotify would never see: tests/test_stall.py).
+# directory from outside, which inotify would never see: tests/service/test_stall.py).
 STALL_CAMERA_EXTRA = "polling = true\npoll_interval_seconds = 0.5\n"
 STALL_WATCH = "stall/mnt"
 STALL_BACKING = "stall/backing"
@@ -559,7 +559,7 @@ def chaos(
 
     Each hit holds ``hold``, which the hung-mount episode takes for its whole length:
     a process blocked in a FUSE call cannot be killed until the mount answers
-    (tests/test_stall.py), so no hit falls inside that episode.
+    (tests/service/test_stall.py), so no hit falls inside that episode.
     """
     rng = random.Random(seed)
     kinds, weights = list(KILL_WEIGHTS), list(KILL_WEIGHTS.values())
@@ -1004,7 +1004,7 @@ class Feeds:
         try:
             if self.rig.disk is not None and not self._stop.wait(0.25 * feed):
                 seconds = min(self.options.full_disk_seconds, 0.2 * feed)
-                # No hit inside either: combines.py does not keep a set's retry time
+                # No hit inside either: service/combines.py does not keep a set's retry time
                 # across a restart, so kills during a full disk would spend its 3
                 # tries (MAX_TRIES) at once, and the outcome would hang on their timing.
                 with self.hold:

@@ -67,7 +67,7 @@ class ServiceConfig(_Frozen):
     # only hints (inotify overflows, reliability.md W1; polling misses, W5-W6).
     rescan_minutes: float = Field(default=10.0, gt=0)
     # A failed combine is tried again after this, doubling each time (3 tries in
-    # all, combines.py): time to mend a full disk or a missing mount.
+    # all, service/combines.py): time to mend a full disk or a missing mount.
     combine_retry_seconds: float = Field(default=60.0, gt=0)
     # A camera whose files give no answer this long is reported stalled (a hung
     # mount); 60 s is the NFS client's own retransmit timeout over TCP (nfs(5),
@@ -77,7 +77,7 @@ class ServiceConfig(_Frozen):
     # must be on storage every worker sees at the same path, like masters_dir.
     work_dir: Path | None = None
     # Where calibrations and combines run: "local" (worker processes on this machine)
-    # or "dask" (tasks on the distributed cluster at `scheduler`; cluster.py).
+    # or "dask" (tasks on the distributed cluster at `scheduler`; combine/dask_executor.py).
     executor: Literal["local", "dask"] = "local"
     scheduler: str | None = None
     # With dask: a scheduler unreachable at start falls back to local workers (with a
@@ -426,7 +426,7 @@ def _unknown(where: str, key: str, valid: set[str]) -> str:
 
 
 def _overlaps(service: ServiceConfig, cameras: list[CameraConfig]) -> list[str]:
-    """Outputs inside watched trees, and cameras sharing a tree (overlaps.py)."""
+    """Outputs inside watched trees, and cameras sharing a tree (system/overlaps.py)."""
     outputs = [
         ("[service] masters_dir", service.masters_dir),
         ("[service] state_dir", service.state_dir),

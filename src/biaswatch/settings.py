@@ -220,7 +220,7 @@ class AlertsConfig(_Frozen):
 
 
 class QcSettings(_Frozen):
-    """``[*.qc]``: which frames are left out of a set before its combine (qc.py)."""
+    """``[*.qc]``: which frames are left out of a set before its combine (rules/qc.py)."""
 
     # 5 robust sigma, as DESI's nightly bias screening: far beyond the scatter of
     # good frames, well inside a light leak's or a flat's offset (desispec #2737).

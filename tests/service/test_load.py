@@ -34,7 +34,7 @@ MIB = 1024 * 1024
 # How far the service's peak RSS (VmHWM) may rise above its RSS before a burst.
 # benchmarks/burst.py measured 132 -> 144 MiB for 8 cameras x 50 frames and 132 -> 139 MiB
 # for 2,000 frames into one directory (README, "Reliability: soak and bursts"; before
-# lanes.py, 104 -> 109 and 104 -> 111 MiB). These tests' smaller frames: 133 -> 136 and
+# frames/lanes.py, 104 -> 109 and 104 -> 111 MiB). These tests' smaller frames: 133 -> 136 and
 # 132 -> 140 MiB. 100 MiB is 8 to 30 times the growth measured: a leak, not noise.
 PEAK_GROWTH_LIMIT = 100 * MIB
 SERVICE = {"mem_limit": "64MB", "max_combine_memory": "128MB"}  # two combines at once

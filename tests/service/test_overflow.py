@@ -3,7 +3,7 @@
 Past ``fs.inotify.max_queued_events`` the kernel drops events and queues one
 IN_Q_OVERFLOW instead (inotify(7)). watchdog 7.1 logs that and re-arms its
 watches but tells no handler which files were lost; biaswatch hears the log
-record (overflow.py) and rescans at once, so the lost frames are found in
+record (watch/overflow.py) and rescans at once, so the lost frames are found in
 seconds instead of at the periodic rescan (``rescan_minutes``, 10 by default).
 
 The overflow is provoked without touching the global sysctl, which every
@@ -95,7 +95,7 @@ def fill_queue(filler: Path, events: int) -> int:
 
 
 def reconciled(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The scans that found files no event announced (lanes.py logs them as warnings)."""
+    """The scans that found files no event announced (frames/lanes.py logs them as warnings)."""
     return [
         e
         for e in events

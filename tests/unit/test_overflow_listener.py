@@ -1,4 +1,4 @@
-"""overflow.py: watchdog's overflow warning, and only it, reaches the callback."""
+"""watch/overflow.py: watchdog's overflow warning, and only it, reaches the callback."""
 
 from __future__ import annotations
 

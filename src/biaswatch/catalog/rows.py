@@ -1,6 +1,6 @@
 """What the catalog stores: its tables, and its rows as plain frozen data.
 
-The service, the lanes and the commands pass the rows around; only catalog.py
+The service, the lanes and the commands pass the rows around; only catalog/store.py
 turns them into SQL.
 """
 
@@ -132,6 +132,6 @@ class MasterRow:
     input_digest: str
     created: str
     qc: MasterQC | None = None
-    state: str = "accepted"  # or "rejected" (acceptance.py), by biaswatch or a person
+    state: str = "accepted"  # or "rejected" (rules/acceptance.py), by biaswatch or a person
     judged_by: str | None = None
     judgement: str | None = None

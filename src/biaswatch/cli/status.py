@@ -4,7 +4,7 @@ Per camera: its watch directories and whether they can be read, its open sets
 (frames so far, what completes them and when), its last master with its
 verdict and quality, and the frames rejected in the last 24 hours with their
 reasons; and whether the service runs (pid, since when), as the state
-directory's lock tells it (pidfile.py), never a pid alone.
+directory's lock tells it (system/pidfile.py), never a pid alone.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """How the service reaches the Dask cluster safely, and what the cluster can run.
 
 A combine asks for the worker resource ``MEMORY`` = ``[service] mem_limit``
-(tasks.py). A worker started the ordinary way (``dask worker ADDRESS``, without
+(combine/dask_tasks.py). A worker started the ordinary way (``dask worker ADDRESS``, without
 ``--resources MEMORY=<bytes>``) offers no such resource, and the scheduler then
 holds the task forever without a word (issue 11, finding 13). This module asks
 the scheduler which workers could take it, so the service can say so, with the

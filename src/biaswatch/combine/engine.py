@@ -73,7 +73,7 @@ RUNTIME_RESERVE: Final = 4_000_000
 #                                   workqueue threads; up to 4.5 MB above with TBB's
 #                                   allocator caches (see kernel.py). 4 MB is reserved.
 # The kernel allocates nothing else. Files are not memory-mapped: mapped pages would
-# count in the process's RSS and its cgroup. tests/test_combine.py checks the peak
+# count in the process's RSS and its cgroup. tests/service/test_combine_memory.py checks the peak
 # RSS above the process's RSS before the combine against mem_limit in a child process.
 
 

@@ -11,9 +11,9 @@ data-dependent branches. Excluded values (NaN, inf, clipped) are replaced by +in
 so they sort last and the kept values of each pixel are a contiguous range of the
 sorted column: medians are a gather, and sigma clipping only narrows the range.
 Sums run over the frames in their original order, so the results are bit-identical
-to numpy's ``nanmean`` of the values ccdproc keeps (tests/test_combine.py).
+to numpy's ``nanmean`` of the values ccdproc keeps (tests/unit/test_combine.py).
 
-The statistics are described in combine.py's docstring.
+The statistics are described in combine/engine.py's docstring.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class _Work(NamedTuple):
     out: Any
 
 
-# Per-column scratch arrays of _Work, for the memory model in combine.py; the first
+# Per-column scratch arrays of _Work, for the memory model in combine/engine.py; the first
 # INT_ARRAYS (first, count) are int64, the rest float64.
 WORK_ARRAYS = len(_Work._fields)
 INT_ARRAYS = 2

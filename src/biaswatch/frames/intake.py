@@ -59,7 +59,7 @@ class Intake:
         # Two workers: numpy and file writes release the GIL, and on two cores a burst
         # of 4096 x 4128 frames is calibrated twice as fast, so the last frame of a set
         # does not queue behind the others (benchmarks/latency.py). The service shares
-        # one pool among all cameras (lanes.py); an Intake on its own makes its own.
+        # one pool among all cameras (frames/lanes.py); an Intake on its own makes its own.
         self._owns_calibrator = calibrator is None
         self._calibrator = calibrator or ThreadPoolExecutor(
             max_workers=CALIBRATION_WORKERS, thread_name_prefix="calibrate"

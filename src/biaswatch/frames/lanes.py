@@ -260,7 +260,7 @@ class Lanes:
         monotonic: Callable[[], float] = time.monotonic,
         calibrator: Executor | None = None,
     ) -> None:
-        # The service's own threads, or a cluster's (cluster.py) lent by its executor.
+        # The service's own threads, or a cluster's (combine/dask_executor.py) lent by its executor.
         self._calibrator = calibrator or ThreadPoolExecutor(
             max_workers=CALIBRATION_WORKERS, thread_name_prefix="calibrate"
         )

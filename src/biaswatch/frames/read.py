@@ -43,7 +43,7 @@ def ingest(path: Path, camera: CameraConfig, site: SiteConfig, work_dir: Path) -
 def read(path: Path, camera: CameraConfig) -> RawFrame | FrameRecord:
     """Read a file: the one step that touches the camera's disk; a rejection if it fails.
 
-    Split from :func:`examine` so that a camera's own thread (lanes.py) reads, and a
+    Split from :func:`examine` so that a camera's own thread (frames/lanes.py) reads, and a
     hung mount holds that thread only, never the calibration workers every camera shares.
     """
     bound = log.bind(camera=camera.name, file=str(path))

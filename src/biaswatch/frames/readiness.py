@@ -10,7 +10,7 @@ is truncated (``_File.seek``). So a path becomes a frame in three steps:
    structure itself (END card present, data as long as BITPIX x NAXISn say);
 3. :func:`read_frame` opens it only if it is a regular file the camera may
    read, and reads it only if its headers announce no more than the camera's
-   ``max_frame_bytes`` (opening.py); then reads it once, hashes it, picks the
+   ``max_frame_bytes`` (frames/opening.py); then reads it once, hashes it, picks the
    image HDU and returns plain data for :func:`classify` and calibration.
 
 The raw file is only ever opened for reading.
@@ -142,7 +142,7 @@ def read_frame(path: Path, camera: CameraConfig) -> RawFrame:
         FrameRejected: unreadable or corrupt FITS, or no 2-D image.
     """
     with open_frame(path, camera) as f:
-        told = check_budget(f, camera)  # before a byte of data is read (opening.py)
+        told = check_budget(f, camera)  # before a byte of data is read (frames/opening.py)
         sparse = holes(f, told)
         if sparse is not None:
             raise FrameRejected(sparse)

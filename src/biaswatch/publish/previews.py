@@ -1,6 +1,6 @@
 """Running the preview drawings: after publication, one at a time, each in its own process.
 
-This module does not import matplotlib (preview.py does, in the drawing
+This module does not import matplotlib (publish/figure.py does, in the drawing
 process only), so the service itself stays small.
 """
 

@@ -6,7 +6,7 @@ limits): its level, read noise and structure (its own noise over the noise
 a flat master of its read noise would have) must each lie within ``sigma``
 robust sigmas of theirs. Within them it is accepted and ``latest.fits`` moves
 to it; beyond them it is rejected, kept on disk, and ``latest.fits`` stays on
-the last accepted master. A person may overrule either way (cli.py).
+the last accepted master. A person may overrule either way (cli/verdict.py).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Each alarm is a ``warning`` log event with a stable name (``alarm.no_master``,
 ``alarm.set_insufficient``) and its details. When ``[alerts] command`` is set,
 that program is run with the alarm as one JSON object on its standard input
 and ``BIASWATCH_ALARM=<name>`` in its environment, off the main loop, within
-bounds (runbounded.py): ``max_running`` at once, ``max_queued`` waiting (more are
+bounds (system/runbounded.py): ``max_running`` at once, ``max_queued`` waiting (more are
 logged as ``alert.dropped``), ``timeout_seconds`` each, ``max_output_bytes`` of its
 standard error kept; so a slow or noisy mailer never holds the service.
 """

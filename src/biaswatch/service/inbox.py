@@ -1,7 +1,7 @@
 """What the main loop's inbox carries: paths from watchers, and work from timers and threads.
 
 Threads and timers never change state themselves; they put one of these in the
-inbox and the main loop acts on it (service.py).
+inbox and the main loop acts on it (service/loop.py).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class NightEnded:
 
 @dataclass(frozen=True, slots=True)
 class Overflowed:
-    """The kernel dropped inotify events (overflow.py): rescan now."""
+    """The kernel dropped inotify events (watch/overflow.py): rescan now."""
 
 
 @dataclass(frozen=True, slots=True)

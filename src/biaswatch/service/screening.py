@@ -1,7 +1,7 @@
 """Before a set is combined: leave out the frames that do not belong in it.
 
 When a set is judged complete, its frames' quality (stored with each frame
-when it was calibrated, qc.py) is compared across the set. A frame far from
+when it was calibrated, rules/qc.py) is compared across the set. A frame far from
 the others (a light leak, a flat labelled bias, a bad amplifier, a level
 still settling) is rejected with its reason and the set goes on without it;
 a set taken away from its CCD temperature set-point is flagged. If too few

@@ -1,6 +1,6 @@
 """Crash points: where the fault-injection tests kill the service with SIGKILL.
 
-The tests (tests/test_faults.py) must show that a power cut at the worst moments of
+The tests (tests/service/test_faults.py) must show that a power cut at the worst moments of
 publishing a master loses nothing and duplicates nothing. ``crash_point(name)``
 does nothing unless the environment names that point in ``BIASWATCH_CRASH_AT``;
 then it sends SIGKILL to the service's main process (``BIASWATCH_SERVICE_PID``, set

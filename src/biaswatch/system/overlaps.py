@@ -21,7 +21,7 @@ log = structlog.get_logger("biaswatch.overlaps")
 
 # realpath stats every component, and on a hard NFS mount whose server is gone a stat
 # never returns (nfs(5) "hard"). A local or healthy network lookup answers in
-# milliseconds; after 5 s (the patience watch.py gives a stuck emitter) the path is
+# milliseconds; after 5 s (the patience watch/observers.py gives a stuck emitter) the path is
 # compared as written, so a hung mount cannot hold the start past systemd's
 # TimeoutStartSec (90 s by default, systemd-system.conf(5)).
 RESOLVE_SECONDS = 5.0

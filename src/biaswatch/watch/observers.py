@@ -1,9 +1,9 @@
 """The watchdog observers of every camera: native inotify, or polling on network mounts.
 
-Their handlers (handler.py) only queue paths; scan.py lists what is already
+Their handlers (watch/handler.py) only queue paths; watch/scan.py lists what is already
 there, so frames that landed while the service was down, or that no event
 announced, are not missed. Whether a root exists is asked of the camera's own
-thread (lanes.py), never looked up here, so a hung mount cannot block the loop.
+thread (frames/lanes.py), never looked up here, so a hung mount cannot block the loop.
 
 Nothing in watchdog restarts a dead thread or reports a lost root (W8, W10),
 so :meth:`Watcher.check` does, and an inotify limit (W9) degrades a camera to
@@ -122,7 +122,7 @@ class Watcher:
     directories are on a network filesystem. Tests inject them.
     ``present(camera, directory)`` says whether a watch root is there ("ok",
     "missing", "unreadable", or None while unknown); the service answers from each
-    camera's own thread (lanes.py), so that a hung mount never blocks the main loop;
+    camera's own thread (frames/lanes.py), so that a hung mount never blocks the main loop;
     its answers may then be up to ``rebuild_grace`` seconds old.
     """
 

@@ -1,9 +1,9 @@
 """Listing watched directories for candidate frames: the scans that make events optional.
 
 Events can be lost (an inotify overflow, reliability.md W1, is only logged by
-watchdog 7.1; overflow.py), so the service lists every watched directory at start,
+watchdog 7.1; watch/overflow.py), so the service lists every watched directory at start,
 every ``rescan_minutes``, after an overflow and after a watcher fault, and compares
-with the catalog. The same name rules apply to events (handler.py).
+with the catalog. The same name rules apply to events (watch/handler.py).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def probe_directory(path: Path) -> str:
     """ "ok", "missing", "not a directory" or "unreadable": what a watch root looks like now.
 
     One stat and one access check; on a hung mount this blocks, so the service
-    calls it on the camera's own thread (lanes.py), never on its main loop.
+    calls it on the camera's own thread (frames/lanes.py), never on its main loop.
     """
     try:
         st = path.stat()
