@@ -133,8 +133,9 @@ def start_cluster(workers: int, mem_limit: int) -> Any:
 
     As tests/service/test_cluster.py: one thread per worker (combine/dask_tasks.py's kernel
     lock allows no more), and NUMBA_CACHE_DIR in this process's environment, which the
-    workers inherit, so they load the kernel the service's fork server compiled. The scheduler's HTTP
-    server (the dashboard's pages need bokeh, not installed) on any free loopback port:
+    workers inherit, so they load the kernel the service's fork server compiled. The
+    scheduler's HTTP server (the dashboard's pages need bokeh, not installed) on any free
+    loopback port:
     its default, 8787, may be a real scheduler's. Typed Any: distributed is not.
     """
     from distributed import LocalCluster
