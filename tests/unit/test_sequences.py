@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,11 +15,10 @@ import pytest
 
 from biaswatch.catalog.rows import MasterRow
 from biaswatch.catalog.store import Catalog
-from biaswatch.combine.child import CombineJob, CombineResult
-from biaswatch.combine.executors import AttemptEvent
 from biaswatch.combine.master_file import temporaries_of, temporary_name
 from biaswatch.config import load_config
 from biaswatch.service.combines import Combines, action_for
+from biaswatch.testing.fakes import FakeExecutor
 from biaswatch.testing.fits import FakeClock
 from biaswatch.testing.helpers import valid_frame as valid
 from biaswatch.testing.helpers import write_config
@@ -108,46 +105,6 @@ def test_eexist_is_explained_as_a_name_taken() -> None:
     assert "not a directory stands" not in action
 
 
-class FakeExecutor:
-    """Starts nothing: records the jobs Combines hands it."""
-
-    name = "fake"
-    slots = 2
-
-    def __init__(self) -> None:
-        self.jobs: list[CombineJob] = []
-
-    def start(self, job: CombineJob, _wake: Callable[[], None]) -> FakeRunning:
-        """Record the job."""
-        self.jobs.append(job)
-        return FakeRunning(job)
-
-    def events(self) -> list[AttemptEvent]:
-        """No attempts."""
-        return []
-
-    def calibrator(self) -> Executor | None:
-        """None: not used here."""
-        return None
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-
-class FakeRunning:
-    """A combine that never ends."""
-
-    def __init__(self, job: CombineJob) -> None:
-        self.job = job
-
-    def poll(self) -> CombineResult | None:
-        """Still running."""
-        return None
-
-    def stop(self) -> None:
-        """Nothing to stop."""
-
-
 def fake_combines(tmp_path: Path, catalog: Catalog, executor: FakeExecutor) -> Combines:
     """Combines on two slots of the harness's config, its executor a fake."""
     return Combines(
@@ -163,7 +120,7 @@ def fake_combines(tmp_path: Path, catalog: Catalog, executor: FakeExecutor) -> C
 
 def test_two_slots_start_two_sets_under_two_names(tmp_path: Path, catalog: Catalog) -> None:
     """Two closed sets of one night started at once get two different master names."""
-    executor = FakeExecutor()
+    executor = FakeExecutor(slots=2)
     combines = fake_combines(tmp_path, catalog, executor)
     sets = [catalog.add_to_set(valid("a")), catalog.add_to_set(valid("b", geometry="3x3-1x1"))]
     combines.server_ready()
@@ -179,7 +136,7 @@ def test_recovery_sets_aside_a_set_it_cannot_read_and_queues_the_rest(
     tmp_path: Path, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A set whose inputs cannot be read at start is failed with the reason; the next is queued."""
-    executor = FakeExecutor()
+    executor = FakeExecutor(slots=2)
     combines = fake_combines(tmp_path, catalog, executor)
     broken, fine = (
         catalog.add_to_set(valid("a")),
@@ -206,7 +163,7 @@ def test_recovery_sets_aside_a_set_it_cannot_read_and_queues_the_rest(
 
 def test_recovery_leaves_a_removed_cameras_set_closed(tmp_path: Path, catalog: Catalog) -> None:
     """A closed set of a camera no longer configured is neither combined nor failed at start."""
-    executor = FakeExecutor()
+    executor = FakeExecutor(slots=2)
     combines = fake_combines(tmp_path, catalog, executor)
     gone = catalog.add_to_set(replace(valid("a"), camera="gone"))
     catalog.set_state(gone, "closed")
