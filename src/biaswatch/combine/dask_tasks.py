@@ -40,7 +40,7 @@ class Split:
     bands: tuple[tuple[int, int], ...]
 
 
-def _where() -> str:
+def _this_worker() -> str:
     from distributed import get_worker
 
     return f"{get_worker().address} ({socket.gethostname()} pid {os.getpid()})"
@@ -50,7 +50,7 @@ def _announce(job: CombineJob, task: str, kind: str, reason: str | None = None) 
     from distributed import get_worker
 
     # "where", not "worker": the scheduler overwrites a "worker" key with the address.
-    message = {"set": job.set_id, "task": task, "where": _where(), "kind": kind}
+    message = {"set": job.set_id, "task": task, "where": _this_worker(), "kind": kind}
     get_worker().log_event(TOPIC, message | {"reason": reason})
 
 
@@ -66,7 +66,7 @@ def combine_task(job: CombineJob) -> CombineResult | Split:
     except Exception as exc:  # the task's one boundary: an answer, never a bare error
         result = CombineResult(job.set_id, None, f"{type(exc).__name__}: {exc}")
     _announce(job, "combine", "done" if result.temporary else "failed", result.reason)
-    return replace(result, worker=_where())
+    return replace(result, worker=_this_worker())
 
 
 def _combine_whole(job: CombineJob) -> CombineResult:
@@ -125,4 +125,4 @@ def assemble_task(job: CombineJob, *bands: Any) -> CombineResult:
     except Exception as exc:  # the task's one boundary: an answer, never a bare error
         result = CombineResult(job.set_id, None, f"{type(exc).__name__}: {exc}")
     _announce(job, "assemble", "done" if result.temporary else "failed", result.reason)
-    return replace(result, worker=_where(), task="assemble")
+    return replace(result, worker=_this_worker(), task="assemble")

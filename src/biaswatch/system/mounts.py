@@ -116,7 +116,7 @@ def network_mount(path: Path, mounts: Sequence[Mount] | None = None) -> Mount | 
     return mount if mount is not None and is_network(mount.fstype) else None
 
 
-def _where(mount: Mount) -> str:
+def _mount_described(mount: Mount) -> str:
     return f"the {mount.fstype} mount {mount.point} ({mount.source})"
 
 
@@ -133,11 +133,11 @@ def use_polling(
         return bool(setting), None
     if setting is None:
         return True, (
-            f"{directory} is polled: it is on {_where(mount)}, "
+            f"{directory} is polled: it is on {_mount_described(mount)}, "
             "where inotify does not see files written by other machines"
         )
     return False, (
-        f"{directory} is on {_where(mount)}; inotify does not see files written by "
+        f"{directory} is on {_mount_described(mount)}; inotify does not see files written by "
         "other machines; set polling = true or leave it unset"
     )
 
@@ -148,8 +148,8 @@ def check_state_dir(state_dir: Path, mounts: Sequence[Mount] | None = None) -> s
     if mount is None:
         return None
     return (
-        f"state_dir {state_dir} is on {_where(mount)}; the catalog is SQLite in WAL mode, "
-        "which does not work over a network filesystem: put state_dir on a local disk"
+        f"state_dir {state_dir} is on {_mount_described(mount)}; the catalog is SQLite in WAL "
+        "mode, which does not work over a network filesystem: put state_dir on a local disk"
     )
 
 
