@@ -22,7 +22,7 @@ from biaswatch.catalog.store import Catalog
 from biaswatch.errors import ConfigError
 from biaswatch.system.mounts import Mount, check_state_dir
 
-log = structlog.get_logger("biaswatch.catalog")
+log = structlog.get_logger(__name__)
 
 
 def open_catalog(

@@ -17,7 +17,7 @@ import structlog
 from biaswatch.catalog.rows import FrameRecord
 from biaswatch.catalog.store import Catalog
 
-log = structlog.get_logger("biaswatch.service")
+log = structlog.get_logger(__name__)
 
 
 def record_frames(catalog: Catalog, records: list[FrameRecord]) -> list[int]:

@@ -60,7 +60,7 @@ def run_service(args: argparse.Namespace) -> int:
 
 def _start_service(config: Config) -> tuple[pidfile.Lock, Service] | int:
     """Lock the state directory first, then build the service; an exit status if not."""
-    log = structlog.get_logger("biaswatch.service")
+    log = structlog.get_logger(__name__)
     try:
         lock = pidfile.take(config.service.state_dir, dt.datetime.now(dt.UTC))
     except pidfile.AlreadyRunning as exc:
@@ -84,7 +84,7 @@ def _refused(exc: pidfile.AlreadyRunning) -> int:
     """A second ``run`` on one state directory: say who runs, touch nothing, exit 75."""
     holder = f"pid {exc.pid}" if exc.pid is not None else "pid not recorded yet"
     action = f"already running ({holder}); stop that one first, or give this one another state_dir"
-    structlog.get_logger("biaswatch.service").error(
+    structlog.get_logger(__name__).error(
         "service.already_running", pid=exc.pid, lock=str(exc.path), action=action
     )
     print(f"biaswatch: another service holds {exc.path}: {action}", file=sys.stderr)
@@ -94,7 +94,7 @@ def _refused(exc: pidfile.AlreadyRunning) -> int:
 def _cannot_start(exc: ConfigError) -> int:
     """A deployment problem found while starting: logged and told, exit 78 (no restart)."""
     action = "fix what is listed and start again; systemd does not restart on status 78"
-    structlog.get_logger("biaswatch.service").error(
+    structlog.get_logger(__name__).error(
         "service.cannot_start", problems=exc.problems, action=action
     )
     print_problems(exc)

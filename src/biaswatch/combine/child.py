@@ -107,7 +107,7 @@ class ForkServer:
         self._thread.start()
 
     def _probe(self) -> None:
-        log = structlog.get_logger("biaswatch.worker")
+        log = structlog.get_logger(__name__)
         attempt, wait_seconds = 1, RETRY_FIRST_SECONDS
         while not self._stopping.is_set():
             start = time.perf_counter()

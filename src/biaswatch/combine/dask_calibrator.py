@@ -8,7 +8,7 @@ from typing import Any
 
 import structlog
 
-log = structlog.get_logger("biaswatch.cluster")
+log = structlog.get_logger(__name__)
 
 
 class Calibrator(Executor):

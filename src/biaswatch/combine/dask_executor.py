@@ -67,7 +67,7 @@ from biaswatch.combine.executors import AttemptEvent, LocalCombine
 from biaswatch.config import ServiceConfig
 from biaswatch.errors import SchedulerUnreachable
 
-log = structlog.get_logger("biaswatch.cluster")
+log = structlog.get_logger(__name__)
 
 # A lost scheduler is looked for again this often, from a thread, never the main loop.
 RECONNECT_SECONDS = 5.0

@@ -17,7 +17,7 @@ from biaswatch.config import ServiceConfig
 from biaswatch.errors import SchedulerUnreachable
 
 # The logger name executors.py used, kept so the "executor.fallback" event reads as before.
-log = structlog.get_logger("biaswatch.executors")
+log = structlog.get_logger(__name__)
 
 
 def make_executor(service: ServiceConfig, wake: Callable[[], None]) -> CombineExecutor:

@@ -23,7 +23,7 @@ from biaswatch.frames.read import examine, read, rejected_record
 from biaswatch.frames.readiness import Readiness
 from biaswatch.watch.scan import scan_dir
 
-log = structlog.get_logger("biaswatch.intake")
+log = structlog.get_logger(__name__)
 
 CALIBRATION_WORKERS = 2
 # An unreadable file is looked at again after settle_seconds * 2**failures, at most

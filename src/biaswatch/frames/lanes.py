@@ -32,7 +32,7 @@ from biaswatch.frames.intake import CALIBRATION_WORKERS, Intake
 from biaswatch.watch.handler import PathEvent
 from biaswatch.watch.scan import probe_directory
 
-log = structlog.get_logger("biaswatch.lanes")
+log = structlog.get_logger(__name__)
 
 # A lane looks at its settling files this often when nothing arrives (seconds):
 # well inside the shortest useful settle time, and idle lanes cost nothing.

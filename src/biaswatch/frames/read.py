@@ -31,7 +31,7 @@ from biaswatch.frames.readiness import (
 from biaswatch.rules.nights import night_label
 from biaswatch.rules.qc import frame_qc
 
-log = structlog.get_logger("biaswatch.ingest")
+log = structlog.get_logger(__name__)
 
 
 def ingest(path: Path, camera: CameraConfig, site: SiteConfig, work_dir: Path) -> FrameRecord:

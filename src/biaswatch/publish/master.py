@@ -33,7 +33,7 @@ from biaswatch.rules.acceptance import BASELINE, Verdict, judge
 from biaswatch.rules.qc import MasterQC, master_qc_from_header
 from biaswatch.system.faults import crash_point
 
-log = structlog.get_logger("biaswatch.publish")
+log = structlog.get_logger(__name__)
 
 
 def give_final_name(tmp: Path, final: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 
-log = structlog.get_logger("biaswatch.preview")
+log = structlog.get_logger(__name__)
 
 # A fresh interpreter, not a fork of the service (threads) or of the combine server.
 _CONTEXT = multiprocessing.get_context("spawn")

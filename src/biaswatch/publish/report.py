@@ -29,7 +29,7 @@ from biaswatch.catalog.store import Catalog
 from biaswatch.config import Config
 from biaswatch.names import shown
 
-log = structlog.get_logger("biaswatch.report")
+log = structlog.get_logger(__name__)
 
 TREND_NIGHTS = 60  # the "last 60 nights": two months of nightly biases
 

@@ -27,7 +27,7 @@ from biaswatch.rules.nights import night_label
 from biaswatch.settings import AlertsConfig
 from biaswatch.system.runbounded import run_bounded
 
-log = structlog.get_logger("biaswatch.alarms")
+log = structlog.get_logger(__name__)
 
 # Night-end checks wait this long after night_end, for the night-end combine to publish.
 NIGHT_CHECK = dt.timedelta(minutes=10)

@@ -55,7 +55,7 @@ from biaswatch.publish.master import (
 from biaswatch.publish.previews import Previews
 from biaswatch.rules.sets import input_digest
 
-log = structlog.get_logger("biaswatch.combines")
+log = structlog.get_logger(__name__)
 
 # Tries per set before it is 'failed': banzai retries a stack up to 3 times
 # (reliability.md 2.3). A try that fails waits combine_retry_seconds * 2**(tries-1)

@@ -15,7 +15,7 @@ import structlog
 
 from biaswatch.system.notify import Notifier, watchdog_interval
 
-log = structlog.get_logger("biaswatch.service")
+log = structlog.get_logger(__name__)
 
 _STALLED_ACTION = (
     "check the disk or mount holding its directories (NFS server down?); "

@@ -47,7 +47,7 @@ from biaswatch.watch.handler import PathEvent
 from biaswatch.watch.observers import Watcher, WatcherFailing
 from biaswatch.watch.overflow import listen_for_overflows
 
-log = structlog.get_logger("biaswatch.service")
+log = structlog.get_logger(__name__)
 
 # Missing watch directories are looked for again this often (seconds).
 REARM_SECONDS = 30.0

@@ -16,7 +16,7 @@ from biaswatch.catalog.store import Catalog, stored_frame_qc
 from biaswatch.config import CameraConfig
 from biaswatch.rules.qc import FrameQC, set_outliers, temperature_flag
 
-log = structlog.get_logger("biaswatch.service")
+log = structlog.get_logger(__name__)
 
 
 def screen(catalog: Catalog, set_id: int, camera: CameraConfig) -> int:

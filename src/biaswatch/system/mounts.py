@@ -22,7 +22,7 @@ from pathlib import Path
 
 import structlog
 
-log = structlog.get_logger("biaswatch.watch")
+log = structlog.get_logger(__name__)
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import structlog
 
-log = structlog.get_logger("biaswatch.overlaps")
+log = structlog.get_logger(__name__)
 
 # realpath stats every component, and on a hard NFS mount whose server is gone a stat
 # never returns (nfs(5) "hard"). A local or healthy network lookup answers in

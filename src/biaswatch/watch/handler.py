@@ -20,7 +20,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from biaswatch.config import CameraConfig
 from biaswatch.watch.scan import is_candidate, scan_dir
 
-log = structlog.get_logger("biaswatch.watch")
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from biaswatch.system.mounts import Mount, polls, read_mounts
 from biaswatch.watch.handler import PathEvent, PathHandler
 from biaswatch.watch.scan import NOT_A_DIRECTORY, probe_directory
 
-log = structlog.get_logger("biaswatch.watch")
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

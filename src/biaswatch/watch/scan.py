@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-log = structlog.get_logger("biaswatch.watch")
+log = structlog.get_logger(__name__)
 
 # Names that writers use while a file is incomplete (rsync's ".name.XXXX",
 # browsers' ".part", editors' "~"): never frames under these names.
