@@ -11,7 +11,7 @@ the other, on the same files:
 
 * ccdproc.combine with the seed recipe's parameters (average, 5/5 sigma clipping
   around the median with mad_std, mem_limit);
-* biaswatch.combine.combine_files with the same statistics (CombineSettings());
+* biaswatch.combine.engine.combine_files with the same statistics (CombineSettings());
 * IRAF 2.17 imcombine (average, sigclip 5/5, median centre, no scaling);
 * Siril 1.0.6 stack (average, sigma clipping 5/5, no normalisation, all cores).
 
@@ -117,7 +117,7 @@ def child(engine: str, paths: list[str], mem_limit: int, result: str, report: st
         from biaswatch.settings import CombineSettings
 
         # The service's combine child is forked from a server that has loaded the
-        # compiled kernel (biaswatch.preload): its memory before the combine holds it.
+        # compiled kernel (biaswatch.combine.preload): its memory before the combine holds it.
         warm_up()
 
         def combine() -> Any:
