@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,24 @@ def _command(via: str) -> list[str]:
     return [str(Path(sys.executable).with_name("biaswatch"))]
 
 
+def _script_of(checkout: Path, bin_dir: Path) -> list[str]:
+    """A console script for another checkout's code, written as pip writes one.
+
+    The entry point is read from that checkout's pyproject.toml (it moved in issue 12,
+    from biaswatch.cli:main to biaswatch.cli.main:main); run with PYTHONPATH at its src.
+    """
+    scripts = tomllib.loads((checkout / "pyproject.toml").read_text())["project"]["scripts"]
+    module, function = scripts["biaswatch"].split(":")
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    script = bin_dir / "biaswatch"
+    script.write_text(
+        f"#!{sys.executable}\nimport sys\nfrom {module} import {function}\n"
+        f"if __name__ == '__main__':\n    sys.exit({function}())\n"
+    )
+    script.chmod(0o755)
+    return [str(script)]
+
+
 def main() -> None:
     """Run the measurement and print one line per set."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -119,18 +138,25 @@ def main() -> None:
         default="script",
         help="start the service as systemd does (the biaswatch script) or as python -m biaswatch",
     )
+    parser.add_argument(
+        "--checkout", type=Path, help="measure another checkout's code (its script, its src)"
+    )
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="biaswatch-latency-"))
     config = base / "config.toml"
     config.write_text(CONFIG.replace("{frames}", str(args.frames)))
     (base / "incoming").mkdir()
+    command, env = _command(args.via), dict(os.environ)
+    if args.checkout is not None:
+        command = _script_of(args.checkout.resolve(), base / "bin")
+        env["PYTHONPATH"] = str(args.checkout.resolve() / "src")
     service = subprocess.Popen(
-        [*_command(args.via), "run", "--config", str(config)],
+        [*command, "run", "--config", str(config)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         # A cache that outlives the run, as the service's state directory does: the
         # kernel is compiled once per install (~10 s), not once per measurement.
-        env={**os.environ, "NUMBA_CACHE_DIR": str(Path(__file__).parent / "out" / "numba")},
+        env={**env, "NUMBA_CACHE_DIR": str(Path(__file__).parent / "out" / "numba")},
     )
     try:
         time.sleep(3)
