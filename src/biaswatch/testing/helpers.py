@@ -174,12 +174,21 @@ def run_cli(
     timeout: float | None = None,
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m biaswatch ARGS`` in a child process (``env`` added to ours), output as text."""
-    return subprocess.run(
+    """``python -m biaswatch ARGS`` in a child process (``env`` added to ours), output as text.
+
+    With ``check``, a non-zero exit raises AssertionError carrying the command's stderr:
+    CalledProcessError's message names only the exit status, and a failing test should
+    say why.
+    """
+    result = subprocess.run(
         [sys.executable, "-m", "biaswatch", *map(str, args)],
         capture_output=True,
         text=True,
-        check=check,
+        check=False,
         timeout=timeout,
         env=None if env is None else {**os.environ, **env},
     )
+    if check and result.returncode != 0:
+        shown = " ".join(map(str, args))
+        raise AssertionError(f"biaswatch {shown} exited {result.returncode}:\n{result.stderr}")
+    return result
