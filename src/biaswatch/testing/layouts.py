@@ -31,6 +31,7 @@ import numpy.typing as npt
 from astropy.io import fits
 
 from biaswatch.sections import Section
+from biaswatch.testing.camera import section_slices
 
 LayoutKind = Literal["single", "extensions", "amplifiers", "binned"]
 LAYOUT_KINDS: tuple[LayoutKind, ...] = ("single", "extensions", "amplifiers", "binned")
@@ -255,15 +256,9 @@ def _fill(
 ) -> None:
     ramp = np.linspace(0.0, _ROW_RAMP_ADU, rows)[:, np.newaxis]
     for section, extra in ((segment.data, signal), (segment.overscan, 0.0)):
-        y, x = _slices(section)
+        y, x = section_slices(section)
         shape = pixels[y, x].shape
         pixels[y, x] = segment.level + extra + ramp[y] + rng.normal(0.0, noise, shape)
-
-
-def _slices(section: Section) -> tuple[slice, slice]:
-    rows = slice(min(section.y1, section.y2) - 1, max(section.y1, section.y2))
-    cols = slice(min(section.x1, section.x2) - 1, max(section.x1, section.x2))
-    return rows, cols
 
 
 def _to_uint16(pixels: npt.NDArray[np.float64]) -> npt.NDArray[np.uint16]:
