@@ -20,8 +20,10 @@ ways real headers say "bias" and :func:`date_cards` the ways they say when.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,8 +32,9 @@ import numpy as np
 import numpy.typing as npt
 from astropy.io import fits
 
+from biaswatch.config import CameraConfig
 from biaswatch.sections import Section
-from biaswatch.testing.camera import section_slices
+from biaswatch.testing.camera import frame_name, section_slices, write_in_pieces
 
 LayoutKind = Literal["single", "extensions", "amplifiers", "binned"]
 LAYOUT_KINDS: tuple[LayoutKind, ...] = ("single", "extensions", "amplifiers", "binned")
@@ -282,3 +285,95 @@ def _apply(header: fits.Header, cards: Mapping[str, object | None]) -> None:
             header.remove(keyword, ignore_missing=True, remove_all=True)
         else:
             header[keyword] = value
+
+
+# --- the layouts as `biaswatch simulate --layout` writes them -----------------
+
+# Realistic sizes, from the cameras of issue 13: an echelle CCD of 2048 rows with
+# DATASEC [7:1030,1:2048] in 1070 columns; a window of a 2k chip read binned 2 x 1.
+# Read noise of the simulated frames, ADU: of the order of testing/camera.py's 8 ADU.
+_SIMULATED_NOISE = 8.0
+# The two amplifiers of issue 13 sit at 944 and 966 ADU; more step up by as much.
+_AMP_LEVEL, _AMP_STEP = 944.0, 22.0
+
+
+def layout_for(camera: CameraConfig, kind: LayoutKind) -> RawLayout:
+    """The raw layout ``simulate --layout kind`` writes for ``camera``.
+
+    ``amplifiers`` follows the camera's ``calibrate.amplifiers`` (fixed sections),
+    so that its frames are the ones its config describes.
+
+    Raises:
+        ValueError: ``amplifiers`` for a camera without fixed amplifier sections.
+    """
+    if kind == "extensions":
+        return extensions_layout(4, rows=2048, data_cols=1024, overscan_cols=40, prescan_cols=6)
+    if kind == "binned":
+        return binned_layout(rows=512, data_cols=1024, overscan_cols=16)
+    if kind == "single":
+        return single_layout(2048, 2048, 32)
+    return _configured_amplifiers(camera)
+
+
+def _configured_amplifiers(camera: CameraConfig) -> RawLayout:
+    amps = camera.calibrate.amplifiers
+    if not amps or any(a.data.section is None or a.overscan.section is None for a in amps):
+        raise ValueError(
+            f"camera {camera.name} has no calibrate.amplifiers with fixed sections; "
+            "--layout amplifiers writes the frames they describe (see config.toml's twoamp)"
+        )
+    segments = tuple(
+        RawSegment(a.name, a.data.section, a.overscan.section, _AMP_LEVEL + _AMP_STEP * i)
+        for i, a in enumerate(amps)
+        if a.data.section is not None and a.overscan.section is not None
+    )
+    sections = [s for seg in segments for s in (seg.data, seg.overscan)]
+    rows = max(max(s.y1, s.y2) for s in sections)
+    cols = max(max(s.x1, s.x2) for s in sections)
+    return RawLayout("amplifiers", rows, cols, segments)
+
+
+_utc_clock = functools.partial(dt.datetime.now, dt.UTC)
+
+
+def simulate_layout(
+    camera: CameraConfig,
+    kind: LayoutKind,
+    *,
+    frames: int,
+    interval: float,
+    seed: int | None = None,
+    now: Callable[[], dt.datetime] = _utc_clock,
+    on_frame: Callable[[Path], None] | None = None,
+    pieces: int = 4,
+    piece_delay: float = 0.2,
+) -> list[Path]:
+    """Write ``frames`` bias frames of layout ``kind`` into the camera's first watch directory.
+
+    As :func:`biaswatch.testing.camera.simulate`: one every ``interval`` seconds,
+    named by :func:`frame_name`, each written in ``pieces`` pieces.
+    """
+    layout = layout_for(camera, kind)
+    rng = np.random.default_rng(seed)
+    directory = camera.watch[0]
+    directory.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    paths = []
+    for number in range(1, frames + 1):
+        time.sleep(max(0.0, start + (number - 1) * interval - time.monotonic()))
+        when = now()
+        cards = {camera.imagetyp_keyword: _bias_label(camera), **date_cards(when)}
+        payload = layout_bytes(
+            layout, seed=int(rng.integers(2**31)), noise=_SIMULATED_NOISE, header=cards
+        )
+        path = directory / frame_name(camera.name, when, number)
+        write_in_pieces(path, payload, pieces, piece_delay)
+        paths.append(path)
+        if on_frame is not None:
+            on_frame(path)
+    return paths
+
+
+def _bias_label(camera: CameraConfig) -> str:
+    # Cameras write upper case ('BIAS', 'ZERO'); the service compares lower case.
+    return "BIAS" if "bias" in camera.bias_values else camera.bias_values[0].upper()
