@@ -238,3 +238,24 @@ def test_duplicate_extnames_get_their_extver(tmp_path: Path) -> None:
     camera = _camera(tmp_path, overscan="auto", trim="header:DATASEC")
     record = ingest(raw, camera, SiteConfig(), tmp_path / "work")
     assert [name for name, _ in record.segments_qc] == ["SCI_1", "SCI_2"]
+
+
+def test_a_table_beside_the_image_is_no_segment(tmp_path: Path) -> None:
+    """A binary table after the image (camera metadata) leaves one unnamed segment, as before."""
+    raw = write_layout_frame(tmp_path / "f.fits", single_layout())
+    with fits.open(raw) as hdul:
+        table = fits.BinTableHDU.from_columns([fits.Column(name="T", format="E", array=[1.0])])
+        fits.HDUList([hdul[0], table]).writeto(tmp_path / "t.fits")
+    record = ingest(tmp_path / "t.fits", _camera(tmp_path), SiteConfig(), tmp_path / "work")
+    assert (record.status, record.segments_qc, record.geometry) == ("valid", (), "48x40-1x1")
+
+
+def test_the_image_after_a_table_is_the_one_segment(tmp_path: Path) -> None:
+    """An empty primary, a table, then the image: the image is read, the table left alone."""
+    raw = write_layout_frame(tmp_path / "f.fits", single_layout())
+    with fits.open(raw) as hdul:
+        table = fits.BinTableHDU.from_columns([fits.Column(name="T", format="E", array=[1.0])])
+        image = fits.ImageHDU(hdul[0].data, hdul[0].header, name="SCI")
+        fits.HDUList([fits.PrimaryHDU(), table, image]).writeto(tmp_path / "t.fits")
+    record = ingest(tmp_path / "t.fits", _camera(tmp_path), SiteConfig(), tmp_path / "work")
+    assert (record.status, record.segments_qc, record.geometry) == ("valid", (), "48x40-1x1")

@@ -204,10 +204,20 @@ def _pick_images(hdul: fits.HDUList, hdu: int | str | None) -> list[SegmentImage
     if hdu is not None:
         image, header = _pick_image(hdul, hdu)
         return [SegmentImage("", image, header)]
-    holding = [(i, h) for i, h in enumerate(hdul) if getattr(h, "data", None) is not None]
-    if len(holding) <= 1:
+    # Image HDUs only: a table beside the image (a camera's metadata) is no segment.
+    holding = [
+        (i, h)
+        for i, h in enumerate(hdul)
+        if getattr(h, "is_image", False) and getattr(h, "data", None) is not None
+    ]
+    if not holding:  # no image: _pick_image says why (no data, or not 2-D)
         image, header = _pick_image(hdul, None)
         return [SegmentImage("", image, header)]
+    if len(holding) == 1:
+        chosen = holding[0][1]
+        return [
+            SegmentImage("", _image_data(chosen), _merged_header(hdul[0].header, chosen.header))
+        ]
     names = _segment_names([(i, h.header) for i, h in holding])
     primary = hdul[0].header
     return [
