@@ -259,3 +259,21 @@ def test_the_image_after_a_table_is_the_one_segment(tmp_path: Path) -> None:
         fits.HDUList([fits.PrimaryHDU(), table, image]).writeto(tmp_path / "t.fits")
     record = ingest(tmp_path / "t.fits", _camera(tmp_path), SiteConfig(), tmp_path / "work")
     assert (record.status, record.segments_qc, record.geometry) == ("valid", (), "48x40-1x1")
+
+
+def test_amplifier_sections_are_said_in_the_calibrated_image(tmp_path: Path) -> None:
+    """With a prescan and a first row left out, BWAS<i> counts from the bounding box's corner."""
+    amps = [
+        {"name": "L", "data": "[3:20,2:40]", "overscan": "[41:44,2:40]"},
+        {"name": "R", "data": "[21:40,2:40]", "overscan": "[45:48,2:40]"},
+    ]
+    record = _ingest(tmp_path, single_layout(), _camera(tmp_path, amplifiers=amps))
+    assert record.status == "valid", record.reason
+    assert record.calibrated is not None
+    header = fits.getheader(record.calibrated)
+    assert fits.getdata(record.calibrated).shape == (39, 38)
+    assert (header["BWAS1"], header["BWAS2"]) == ("[1:18,1:39]", "[19:38,1:39]")
+    rows = ccdproc.trim_image(CCDData.read(tmp_path / "f.fits", unit="adu"), "[1:48,2:40]")
+    rows = ccdproc.subtract_overscan(rows, fits_section="[45:48,1:39]", median=True)
+    expected = ccdproc.trim_image(rows, fits_section="[21:40,1:39]").data
+    np.testing.assert_allclose(fits.getdata(record.calibrated)[:, 18:], expected, atol=1e-3)
