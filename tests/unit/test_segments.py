@@ -277,3 +277,20 @@ def test_amplifier_sections_are_said_in_the_calibrated_image(tmp_path: Path) -> 
     rows = ccdproc.subtract_overscan(rows, fits_section="[45:48,1:39]", median=True)
     expected = ccdproc.trim_image(rows, fits_section="[21:40,1:39]").data
     np.testing.assert_allclose(fits.getdata(record.calibrated)[:, 18:], expected, atol=1e-3)
+
+
+def test_amplifiers_with_parallel_overscans_like_ccdproc(tmp_path: Path) -> None:
+    """overscan_axis 0 per amplifier: rows of overscan above each, one value per column."""
+    amps = [
+        {"name": "T", "data": "[1:48,1:16]", "overscan": "[1:48,33:36]", "overscan_axis": 0},
+        {"name": "U", "data": "[1:48,17:32]", "overscan": "[1:48,37:40]", "overscan_axis": 0},
+    ]
+    record = _ingest(tmp_path, single_layout(), _camera(tmp_path, amplifiers=amps))
+    assert record.status == "valid", record.reason
+    assert record.calibrated is not None
+    ccd = CCDData.read(tmp_path / "f.fits", unit="adu")
+    ccd = ccdproc.subtract_overscan(ccd, fits_section="[1:48,37:40]", overscan_axis=0, median=True)
+    expected = ccdproc.trim_image(ccd, fits_section="[1:48,17:32]").data
+    data = fits.getdata(record.calibrated)
+    assert data.shape == (32, 48)
+    np.testing.assert_allclose(data[16:, :], expected, atol=1e-3)

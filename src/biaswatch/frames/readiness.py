@@ -11,7 +11,8 @@ is truncated (``_File.seek``). So a path becomes a frame in three steps:
 3. :func:`read_frame` opens it only if it is a regular file the camera may
    read, and reads it only if its headers announce no more than the camera's
    ``max_frame_bytes`` (frames/opening.py); then reads it once, hashes it, picks the
-   image HDU and returns plain data for :func:`classify` and calibration.
+   image HDUs (one segment each, frames/segments.py) and returns plain data for
+   :func:`classify` and calibration.
 
 The raw file is only ever opened for reading.
 """
