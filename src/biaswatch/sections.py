@@ -55,7 +55,7 @@ class Section:
 class SectionSource:
     """Where a calibration section comes from: nowhere, a header keyword, or fixed."""
 
-    kind: Literal["none", "header", "fixed"]
+    kind: Literal["none", "header", "fixed", "auto"]
     keyword: str = ""
     section: Section | None = None
 
@@ -74,8 +74,8 @@ class SectionSource:
 
     def describe(self) -> str:
         """The setting as written in the config."""
-        if self.kind == "none":
-            return "none"
+        if self.kind in ("none", "auto"):
+            return self.kind
         if self.kind == "header":
             return f"header:{self.keyword}"
         assert self.section is not None

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from biaswatch.sections import SectionSource
 
@@ -160,6 +160,21 @@ def _parse_section_source(value: object) -> SectionSource:
     return SectionSource.parse(value)
 
 
+def _parse_overscan_source(value: object) -> SectionSource:
+    """The camera's overscan: as any section setting, or "auto" (frames/calibrate.py)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return SectionSource("auto")
+    return _parse_section_source(value)
+
+
+def _parse_amplifier_section(value: object) -> SectionSource:
+    """An amplifier's data or overscan: a section or "header:KEYWORD", never none or auto."""
+    source = _parse_section_source(value)
+    if source.kind == "none":
+        raise ValueError("an amplifier needs a section '[x1:x2,y1:y2]' or 'header:KEYWORD'")
+    return source
+
+
 def _parse_overscan_model(value: object) -> str:
     text = str(value).strip().lower()
     if text == "median" or re.fullmatch(r"poly:[0-9]", text):
@@ -171,6 +186,8 @@ Bytes = Annotated[int, BeforeValidator(parse_size)]
 Clock = Annotated[dt.time, BeforeValidator(parse_clock)]
 DateRangeSetting = Annotated[DateRange, BeforeValidator(parse_date_range)]
 Sections = Annotated[SectionSource, BeforeValidator(_parse_section_source)]
+OverscanSections = Annotated[SectionSource, BeforeValidator(_parse_overscan_source)]
+AmplifierSections = Annotated[SectionSource, BeforeValidator(_parse_amplifier_section)]
 OverscanModel = Annotated[str, BeforeValidator(_parse_overscan_model)]
 
 
@@ -178,13 +195,37 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
 
+class AmplifierSettings(_Frozen):
+    """``[[*.calibrate.amplifiers]]``: one amplifier's region of an image and its own overscan."""
+
+    # A FITS-name- and file-name-safe name: it becomes BWAN<i>, a QC card and part of labels.
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,16}$")
+    data: AmplifierSections
+    overscan: AmplifierSections
+    # Unset: the camera's overscan_axis / overscan_model.
+    overscan_axis: Literal[0, 1] | None = None
+    overscan_model: OverscanModel | None = None
+
+
 class CalibrateSettings(_Frozen):
     """``[*.calibrate]``: overscan subtraction and trimming (ccdproc)."""
 
-    overscan: Sections = SectionSource("header", keyword="BIASSEC")
+    # "auto": BIASSEC when the HDU has it, else every column after DATASEC.
+    overscan: OverscanSections = SectionSource("header", keyword="BIASSEC")
     overscan_axis: Literal[0, 1] = 1
     overscan_model: OverscanModel = "median"
     trim: Sections = SectionSource("header", keyword="TRIMSEC")
+    # Several amplifiers in one image: each corrected with its own overscan, the
+    # image trimmed to their data sections' bounding box (overscan and trim unused).
+    amplifiers: tuple[AmplifierSettings, ...] = ()
+
+    @model_validator(mode="after")
+    def _distinct_amplifiers(self) -> CalibrateSettings:
+        names = [amp.name for amp in self.amplifiers]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"amplifier names must differ: {', '.join(twice)} given twice")
+        return self
 
 
 class CombineSettings(_Frozen):

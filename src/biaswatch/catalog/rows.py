@@ -103,6 +103,7 @@ class FrameRecord:
     geometry: str | None = None
     calibrated: str | None = None
     qc: FrameQC | None = None
+    segments_qc: tuple[tuple[str, FrameQC], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,4 +92,7 @@ def _value(value: object) -> str:
         return "[" + ", ".join(_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, BaseModel):  # an entry of an array of tables (calibrate.amplifiers)
+        pairs = (f"{key} = {_value(item)}" for key, item in value if item is not None)
+        return "{ " + ", ".join(pairs) + " }"
     return json.dumps(value)

@@ -110,6 +110,13 @@ def add_simulate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, help="how many (default: expected_frames)")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between frames")
     parser.add_argument("--seed", type=int, help="random seed (default: random)")
+    parser.add_argument(
+        "--layout",
+        choices=["single", "extensions", "amplifiers", "binned"],
+        default="single",
+        help="one image (default); 4 image extensions with DATASEC only; the camera's "
+        "calibrate.amplifiers in one image; a window binned 2x1 (CCDSUM)",
+    )
 
 
 def add_combine_options(parser: argparse.ArgumentParser) -> None:

@@ -12,14 +12,12 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import structlog
 
 from biaswatch.catalog.rows import FrameRecord
 from biaswatch.config import CameraConfig, SiteConfig
 from biaswatch.errors import FrameRejected
 from biaswatch.fitsbytes import MAX_HEADER_CARDS
-from biaswatch.frames.calibrate import calibrate_image, calibrated_header, write_calibrated
 from biaswatch.frames.readiness import (
     RawFrame,
     classify,
@@ -28,8 +26,8 @@ from biaswatch.frames.readiness import (
     observation_time,
     read_frame,
 )
+from biaswatch.frames.segments import calibrate_frame, raw_segments, segment_qc, write_work_file
 from biaswatch.rules.nights import night_label
-from biaswatch.rules.qc import frame_qc
 
 log = structlog.get_logger(__name__)
 
@@ -85,20 +83,24 @@ def _examine(
         return replace(base, status="ignored", reason=reason)
     when, note = observation_time(frame, camera.date_range)
     night = night_label(when, site.zone, site.night_rollover).isoformat()
-    geom = geometry(frame).label()
     if note is not None:
         bound.warning("frame.date_fallback", note=note, night=night)
-    _check_finite(frame.image)
-    data = calibrate_image(frame.image, frame.header, camera.calibrate)
-    quality = frame_qc(
-        frame.image,
-        data,
-        saturation=_saturation(frame.image, camera.qc.saturation),
+    images = calibrate_frame(frame, camera.calibrate, camera.name)
+    geom = _geometry_label(frame, raw_segments(images))
+    quality, each = segment_qc(
+        images,
+        saturation=camera.qc.saturation,
         ccd_temp=_number(header_text(frame.header, camera.qc.ccd_temp_keyword)),
     )
     out = work_dir / camera.name / night / _work_name(frame)
-    write_calibrated(data, calibrated_header(frame.header), out)
-    bound.info("frame.calibrated", night=night, geometry=geom, calibrated=str(out))
+    write_work_file(frame, images, out)
+    bound.info(
+        "frame.calibrated",
+        night=night,
+        geometry=geom,
+        calibrated=str(out),
+        segments=[name for name, _ in each],
+    )
     return replace(
         base,
         status="valid",
@@ -108,16 +110,22 @@ def _examine(
         geometry=geom,
         calibrated=str(out),
         qc=quality,
+        segments_qc=each,
     )
 
 
-def _saturation(raw: np.ndarray, configured: float | None) -> float:
-    """The configured saturation, else the raw type's largest value (none for floats)."""
-    if configured is not None:
-        return configured
-    if np.issubdtype(raw.dtype, np.integer):
-        return float(np.iinfo(raw.dtype).max)
-    return float("inf")
+def _geometry_label(frame: RawFrame, segments: list[tuple[str, tuple[int, int]]]) -> str:
+    """The frame's geometry label; one unnamed segment keeps today's label.
+
+    TODO(lead): helper A1's ``readiness.geometry(header, segments, camera)`` replaces
+    this adapter (segments: (name, (rows, cols)) of the RAW segments, as passed here).
+    """
+    label = geometry(frame).label()
+    if len(segments) == 1 and not segments[0][0]:
+        return label
+    described = "_".join(f"{name}{cols}x{rows}" for name, (rows, cols) in segments)
+    digest = hashlib.sha256(described.encode()).hexdigest()[:8]
+    return f"{label}-{len(segments)}seg-{digest}"
 
 
 def _number(value: object) -> float | None:
@@ -126,14 +134,6 @@ def _number(value: object) -> float | None:
         return None if value is None or isinstance(value, bool) else float(str(value))
     except ValueError:
         return None
-
-
-def _check_finite(image: np.ndarray) -> None:
-    """A raw bias holds finite readings; NaN or inf means a broken writer, not a bias."""
-    if np.issubdtype(image.dtype, np.floating):
-        bad = int(image.size - np.count_nonzero(np.isfinite(image)))
-        if bad:
-            raise FrameRejected(f"{bad} of {image.size} pixels are NaN or infinite")
 
 
 def _base(frame: RawFrame, camera: CameraConfig, imagetyp: str | None) -> FrameRecord:

@@ -11,7 +11,8 @@ is truncated (``_File.seek``). So a path becomes a frame in three steps:
 3. :func:`read_frame` opens it only if it is a regular file the camera may
    read, and reads it only if its headers announce no more than the camera's
    ``max_frame_bytes`` (frames/opening.py); then reads it once, hashes it, picks the
-   image HDU and returns plain data for :func:`classify` and calibration.
+   image HDUs (one segment each, frames/segments.py) and returns plain data for
+   :func:`classify` and calibration.
 
 The raw file is only ever opened for reading.
 """
@@ -124,8 +125,18 @@ class Readiness:
 
 
 @dataclass(frozen=True, slots=True)
+class SegmentImage:
+    """One image HDU of a frame: its segment name, pixels and merged header."""
+
+    name: str  # EXTNAME, else HDU<index>; "" when the frame has one image HDU
+    image: np.ndarray
+    header: fits.Header  # the HDU's header plus the primary keywords it lacks
+    own: fits.Header | None = None  # the HDU's header alone (several HDUs only)
+
+
+@dataclass(frozen=True, slots=True)
 class RawFrame:
-    """A frame read from disk: its image, merged header, and identity."""
+    """A frame read from disk: its (first) image, merged header, identity, and all its images."""
 
     path: Path
     image: np.ndarray
@@ -133,10 +144,20 @@ class RawFrame:
     sha256: str
     size: int
     mtime_ns: int
+    # Every image HDU in file order when there are several (issue 13); empty for one.
+    extensions: tuple[SegmentImage, ...] = ()
+    primary: fits.Header | None = None  # the primary HDU's header (several HDUs only)
+
+    def images(self) -> tuple[SegmentImage, ...]:
+        """The frame's image HDUs: its extensions, or its one image with no name."""
+        return self.extensions or (SegmentImage("", self.image, self.header),)
 
 
 def read_frame(path: Path, camera: CameraConfig) -> RawFrame:
-    """Read ``path`` once (read-only), hash it and pick its image HDU.
+    """Read ``path`` once (read-only), hash it and pick its image HDUs.
+
+    Without the camera's ``hdu`` setting every HDU holding image data is read (one
+    segment each); with it, that HDU alone.
 
     Raises:
         FrameRejected: unreadable or corrupt FITS, or no 2-D image.
@@ -158,13 +179,61 @@ def read_frame(path: Path, camera: CameraConfig) -> RawFrame:
             # astropy only warns on truncation (astropy#13356); that is an error here.
             warnings.simplefilter("error", AstropyUserWarning)
             with fits.open(io.BytesIO(readable), memmap=False) as hdul:
-                image, header = _pick_image(hdul, camera.hdu)
+                images = _pick_images(hdul, camera.hdu)
+                primary = hdul[0].header.copy() if len(images) > 1 else None
     except FrameRejected:
         raise
     except Exception as exc:
         raise FrameRejected(f"corrupt FITS: {type(exc).__name__}: {exc}") from None
     digest = hashlib.sha256(content).hexdigest()
-    return RawFrame(path, image, header, digest, st.st_size, st.st_mtime_ns)
+    first = images[0]
+    several = len(images) > 1
+    return RawFrame(
+        path,
+        first.image,
+        first.header,
+        digest,
+        st.st_size,
+        st.st_mtime_ns,
+        tuple(images) if several else (),
+        primary,
+    )
+
+
+def _pick_images(hdul: fits.HDUList, hdu: int | str | None) -> list[SegmentImage]:
+    """The camera's ``hdu``, else every HDU holding data (several: one segment each)."""
+    if hdu is not None:
+        image, header = _pick_image(hdul, hdu)
+        return [SegmentImage("", image, header)]
+    # Image HDUs only: a table beside the image (a camera's metadata) is no segment.
+    holding = [
+        (i, h)
+        for i, h in enumerate(hdul)
+        if getattr(h, "is_image", False) and getattr(h, "data", None) is not None
+    ]
+    if not holding:  # no image: _pick_image says why (no data, or not 2-D)
+        image, header = _pick_image(hdul, None)
+        return [SegmentImage("", image, header)]
+    if len(holding) == 1:
+        chosen = holding[0][1]
+        return [
+            SegmentImage("", _image_data(chosen), _merged_header(hdul[0].header, chosen.header))
+        ]
+    names = _segment_names([(i, h.header) for i, h in holding])
+    primary = hdul[0].header
+    return [
+        SegmentImage(name, _image_data(h), _merged_header(primary, h.header), h.header.copy())
+        for name, (_, h) in zip(names, holding, strict=True)
+    ]
+
+
+def _segment_names(hdus: list[tuple[int, fits.Header]]) -> list[str]:
+    """EXTNAME, else ``HDU<index>``; names given twice (Gemini's SCI,1 SCI,2) get EXTVER."""
+    names = [str(h.get("EXTNAME") or f"HDU{i}").strip() for i, h in hdus]
+    return [
+        f"{name}_{h.get('EXTVER', i)}" if names.count(name) > 1 else name
+        for name, (i, h) in zip(names, hdus, strict=True)
+    ]
 
 
 def _pick_image(hdul: fits.HDUList, hdu: int | str | None) -> tuple[np.ndarray, fits.Header]:
@@ -177,11 +246,16 @@ def _pick_image(hdul: fits.HDUList, hdu: int | str | None) -> tuple[np.ndarray, 
         chosen = next((h for h in hdul if getattr(h, "data", None) is not None), None)
         if chosen is None:
             raise FrameRejected("no HDU holds image data")
+    return _image_data(chosen), _merged_header(hdul[0].header, chosen.header)
+
+
+def _image_data(chosen: fits.hdu.base.ExtensionHDU | fits.PrimaryHDU) -> np.ndarray:
+    """The HDU's pixels as a 2-D array of numbers, or the frame's error naming the HDU."""
     data = chosen.data
     if not isinstance(data, np.ndarray) or data.ndim != 2 or data.dtype.fields is not None:
         shape = getattr(data, "shape", None)
         raise FrameRejected(f"HDU {chosen.name!r} is not a 2-D image (shape {shape})")
-    return np.array(data), _merged_header(hdul[0].header, chosen.header)
+    return np.array(data)
 
 
 def _merged_header(primary: fits.Header, image: fits.Header) -> fits.Header:
