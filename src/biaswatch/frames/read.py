@@ -77,15 +77,15 @@ def _examine(
     cards = len(frame.header)  # the image HDU's and the primary's, merged
     if cards > MAX_HEADER_CARDS:
         raise FrameRejected(f"header holds {cards} cards, more than {MAX_HEADER_CARDS}")
-    is_bias, imagetyp = classify(frame.header, camera)
-    base = _base(frame, camera, imagetyp)
-    if not is_bias:
-        reason = f"{camera.imagetyp_keyword} = {imagetyp!r} is not a bias"
-        bound.info("frame.ignored", reason=reason)
-        return replace(base, status="ignored", reason=reason)
-    when, note = observation_time(frame, camera.date_range)
+    kind = classify(frame.header, camera)
+    base = _base(frame, camera, kind.imagetyp)
+    if not kind.is_bias:
+        bound.info("frame.ignored", reason=kind.reason)
+        return replace(base, status="ignored", reason=kind.reason)
+    when, note = observation_time(frame, camera.date_range, keywords=camera.date_keywords)
     night = night_label(when, site.zone, site.night_rollover).isoformat()
-    geom = geometry(frame).label()
+    rows, cols = frame.image.shape
+    geom = geometry(frame.header, [("", (rows, cols))], camera).label()
     if note is not None:
         bound.warning("frame.date_fallback", note=note, night=night)
     _check_finite(frame.image)

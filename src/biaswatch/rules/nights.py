@@ -80,3 +80,67 @@ def parse_date_obs(value: object, time_obs: object = None) -> dt.datetime | None
     except ValueError:
         return None
     return parsed.replace(tzinfo=dt.UTC)
+
+
+# TIMESYS values astropy converts (FITS 4.0, table 30, less those it cannot): UT1 is
+# taken as UTC, which it follows within 0.9 s by definition (IERS Conventions 2010,
+# ch. 5), so that no IERS table has to be fetched; GPS is TAI - 19 s (same table).
+_SCALES = {"UTC": "utc", "UT": "utc", "UT1": "utc", "TAI": "tai", "TT": "tt", "TDT": "tt"}
+_SCALES |= {"ET": "tt", "TDB": "tdb", "TCG": "tcg", "TCB": "tcb", "GPS": "tai"}
+_GPS_AHEAD_OF_TAI = dt.timedelta(seconds=-19)
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class TimeUnparsable(ValueError):
+    """A header time that is there but cannot be read; the message says why."""
+
+
+def header_instant(
+    value: object, *, mjd: bool, time_of_day: object = None, timesys: object = None
+) -> dt.datetime:
+    """An aware UTC instant from a header time: ISO date(time), or an MJD when ``mjd``.
+
+    A date without a time takes it from ``time_of_day`` (TIME-OBS, UTC or UT);
+    ``timesys`` (TIMESYS) names the time scale, UTC when absent (FITS 4.0, sect. 9.2.1).
+
+    Raises:
+        TimeUnparsable: the value, its time of day or the time scale cannot be read.
+    """
+    scale = _scale(timesys)
+    text = str(value).strip().removesuffix("Z")
+    if isinstance(value, bool) or not text:
+        raise TimeUnparsable(f"unparsable ({value!r})")
+    if not mjd and _ISO_DATE.match(text) and isinstance(time_of_day, str) and time_of_day.strip():
+        text = f"{text}T{time_of_day.strip()}"
+    when = _astropy_instant(text, mjd=mjd, scale=scale)
+    if when is None:
+        raise TimeUnparsable(f"unparsable ({text!r})")
+    return when + (_GPS_AHEAD_OF_TAI if str(timesys).strip().upper() == "GPS" else dt.timedelta())
+
+
+def _scale(timesys: object) -> str:
+    if timesys is None or not str(timesys).strip():
+        return "utc"
+    scale = _SCALES.get(str(timesys).strip().upper())
+    if scale is None:
+        raise TimeUnparsable(f"in TIMESYS = {timesys!r}, a time scale astropy does not convert")
+    return scale
+
+
+def _astropy_instant(text: str, *, mjd: bool, scale: str) -> dt.datetime | None:
+    # astropy.time is imported here: the combine child imports rules/ and never dates.
+    import warnings
+
+    from astropy.time import Time
+
+    with warnings.catch_warnings():
+        # ERFA warns of a "dubious year" outside 1960-now: date_range judges those.
+        warnings.simplefilter("ignore")
+        for fmt in ("mjd",) if mjd else ("isot", "iso", "fits"):
+            try:
+                value: str | float = float(text) if mjd else text
+                utc = Time(value, format=fmt, scale=scale).utc
+                return utc.to_datetime(timezone=dt.UTC)  # type: ignore[no-any-return]
+            except (ValueError, TypeError, OverflowError):
+                continue
+    return None
