@@ -54,7 +54,7 @@ def resolve_section(
     problem = section.problem_with(shape)
     if problem is not None:
         raise FrameRejected(f"{origin}: {problem}")
-    return section
+    return section.within(shape)  # '*' and open ends made this image's numbers
 
 
 def calibrate_image(
