@@ -280,6 +280,10 @@ def _some_keywords(value: object) -> tuple[str, ...]:
 # MJD-OBS the same instant as a Modified Julian Date.
 DEFAULT_DATE_KEYWORDS = ("DATE-OBS", "DATE-BEG", "MJD-OBS")
 
+# Where a date-only DATE-OBS finds its time of day, first found first (NOAO's and
+# ESO's older headers write TIME-OBS; KPNO and CTIO cameras UTC or UT).
+TIME_OF_DAY_KEYWORDS = ("TIME-OBS", "UTC", "UT")
+
 BiasWhen = Annotated[tuple[BiasRule, ...], BeforeValidator(parse_bias_when)]
 Keywords = Annotated[tuple[str, ...], BeforeValidator(parse_keywords)]
 DateKeywords = Annotated[tuple[str, ...], BeforeValidator(_some_keywords)]

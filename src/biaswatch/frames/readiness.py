@@ -38,7 +38,12 @@ from biaswatch.fitsbytes import content_status, pad_last_block
 from biaswatch.frames.opening import check_budget, holes, open_frame
 from biaswatch.rules.nights import TimeUnparsable, header_instant
 from biaswatch.rules.sets import BINNING_KEYWORDS, FrameGeometry, binning_from, mode_value
-from biaswatch.settings import DEFAULT_DATE_KEYWORDS, DEFAULT_DATE_RANGE, DateRange
+from biaswatch.settings import (
+    DEFAULT_DATE_KEYWORDS,
+    DEFAULT_DATE_RANGE,
+    TIME_OF_DAY_KEYWORDS,
+    DateRange,
+)
 
 _STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "EXTEND", "PCOUNT", "GCOUNT", "END"}
 
@@ -271,11 +276,6 @@ def _classify_by_imagetyp(header: fits.Header, camera: CameraConfig) -> FrameKin
     if text.lower() in camera.bias_values:
         return FrameKind(True, text)
     return FrameKind(False, text, f"{key} = {text!r} is not a bias")
-
-
-# Where a date-only DATE-OBS finds its time of day, first found first (NOAO's and
-# ESO's older headers write TIME-OBS; KPNO and CTIO cameras UTC or UT).
-TIME_OF_DAY_KEYWORDS = ("TIME-OBS", "UTC", "UT")
 
 
 def observation_time(
