@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from biaswatch.config import CameraConfig, load_config
+from biaswatch.catalog.rows import FrameRecord
+from biaswatch.config import CameraConfig, SiteConfig, load_config
 from biaswatch.errors import ConfigError, FrameRejected
+from biaswatch.frames.read import examine
 from biaswatch.frames.readiness import classify, geometry, observation_time, read_frame
 from biaswatch.settings import DateRange, parse_date_range
 from biaswatch.testing.fits import make_bias_fits
@@ -328,3 +330,50 @@ def test_segments_make_readable_distinct_labels(tmp_path: Path, camera: CameraCo
         mef_label("d.fits", ["CCD1", "CCD2", "CCD3"], (16, 10)),
     }
     assert three not in others and len(others) == 3
+
+
+# --- through examine(): the frame's record ------------------------------------------
+
+
+def record_of(path: Path, camera: CameraConfig, tmp_path: Path) -> FrameRecord:
+    """The catalog record examine() makes of the frame at ``path``."""
+    return examine(read_frame(path, camera), camera, SiteConfig(), tmp_path / "work")
+
+
+def test_a_dark_of_300_s_is_ignored_with_its_value(tmp_path: Path, write_config: Write) -> None:
+    """A frame failing bias_when is recorded ignored (not rejected), its type and reason kept."""
+    camera = camera_from(write_config, tmp_path, 'bias_when = { OBSTYPE = "dark", EXPTIME = 0 }')
+    record = record_of(frame(tmp_path, OBSTYPE="DARK", EXPTIME=300), camera, tmp_path)
+    assert (record.status, record.imagetyp) == ("ignored", "DARK")
+    assert record.reason == "EXPTIME = 300 is not a bias (bias_when wants 0)"
+
+
+def test_a_frame_lacking_a_rule_keyword_is_ignored(tmp_path: Path, write_config: Write) -> None:
+    """A frame called 'bias' but without ELAPTIME is ignored, the reason naming ELAPTIME."""
+    settings = 'bias_when = { OBJECT = "bias", ELAPTIME = 0 }'
+    camera = camera_from(write_config, tmp_path, settings)
+    record = record_of(frame(tmp_path, OBJECT="bias", OBSTYPE="dark"), camera, tmp_path)
+    assert (record.status, record.imagetyp) == ("ignored", "bias")
+    assert record.reason == "missing ELAPTIME keyword, which bias_when needs"
+
+
+def test_binned_zero_with_date_in_ut_is_calibrated_in_its_night(
+    tmp_path: Path, write_config: Write
+) -> None:
+    """IMAGETYP 'zero', CCDSUM '2 1' and DATE-OBS date + UT: valid, labelled 2x1, night from UT."""
+    camera = camera_from(write_config, tmp_path, 'bias_when = { IMAGETYP = "zero" }')
+    cards = {"IMAGETYP": "zero", "CCDSUM": "2 1", "DATE-OBS": "2013-05-07", "UT": "03:00:00"}
+    record = record_of(frame(tmp_path, **cards), camera, tmp_path)
+    assert (record.status, record.note) == ("valid", None)
+    assert record.geometry == "48x40-2x1"
+    # 03:00 UTC is 22:00 CDT on the 6th: the night of 2013-05-06 (America/Chicago).
+    assert (record.date_obs, record.night) == ("2013-05-07T03:00:00+00:00", "2013-05-06")
+
+
+def test_a_rejected_frame_keeps_the_bias_when_type(tmp_path: Path, write_config: Write) -> None:
+    """A bias whose TRIMSEC has a step is rejected, its record keeping OBSTYPE as its type."""
+    camera = camera_from(write_config, tmp_path, 'bias_when = { OBSTYPE = "bias" }')
+    path = frame(tmp_path, OBSTYPE="Bias", TRIMSEC="[1:40:2,*]")
+    record = record_of(path, camera, tmp_path)
+    assert (record.status, record.imagetyp) == ("rejected", "Bias")
+    assert record.reason is not None and "has a step" in record.reason

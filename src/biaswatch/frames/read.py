@@ -27,6 +27,7 @@ from biaswatch.frames.readiness import (
     header_text,
     observation_time,
     read_frame,
+    type_keyword,
 )
 from biaswatch.rules.nights import night_label
 from biaswatch.rules.qc import frame_qc
@@ -158,7 +159,7 @@ def _rejected(
     bound.warning("frame.rejected", reason=reason)
     if frame is not None:
         # header_text never raises: a card that broke _examine must not break this too.
-        base = _base(frame, camera, header_text(frame.header, camera.imagetyp_keyword))
+        base = _base(frame, camera, header_text(frame.header, type_keyword(camera)))
         return replace(base, reason=reason)
     return rejected_record(path, camera.name, reason)
 

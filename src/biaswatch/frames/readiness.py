@@ -254,8 +254,7 @@ def classify(header: fits.Header, camera: CameraConfig) -> FrameKind:
     """
     if camera.bias_when is None:
         return _classify_by_imagetyp(header, camera)
-    first = camera.bias_when[0].keyword
-    imagetyp = header_text(header, first)
+    imagetyp = header_text(header, type_keyword(camera))
     for rule in camera.bias_when:  # every rule must hold
         value = header_value(header, rule.keyword)
         if value is None:
@@ -265,6 +264,11 @@ def classify(header: fits.Header, camera: CameraConfig) -> FrameKind:
             why = f"{rule.keyword} = {value!r} is not a bias (bias_when wants {rule.describe()})"
             return FrameKind(False, imagetyp, why)
     return FrameKind(True, imagetyp)
+
+
+def type_keyword(camera: CameraConfig) -> str:
+    """The keyword whose value a frame's record keeps as its type (imagetyp)."""
+    return camera.imagetyp_keyword if camera.bias_when is None else camera.bias_when[0].keyword
 
 
 def _classify_by_imagetyp(header: fits.Header, camera: CameraConfig) -> FrameKind:
