@@ -7,6 +7,7 @@ share a master. Every test reads a real small FITS file written here.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,7 +21,9 @@ from biaswatch.config import CameraConfig, SiteConfig, load_config
 from biaswatch.errors import ConfigError, FrameRejected
 from biaswatch.frames.read import examine
 from biaswatch.frames.readiness import classify, geometry, observation_time, read_frame
+from biaswatch.sections import Section
 from biaswatch.settings import DateRange, parse_date_range
+from biaswatch.testing.camera import Geometry, camera_header, frame_bytes
 from biaswatch.testing.fits import make_bias_fits
 
 Write = Callable[..., Path]
@@ -377,3 +380,14 @@ def test_a_rejected_frame_keeps_the_bias_when_type(tmp_path: Path, write_config:
     record = record_of(path, camera, tmp_path)
     assert (record.status, record.imagetyp) == ("rejected", "Bias")
     assert record.reason is not None and "has a step" in record.reason
+
+
+def test_simulated_frames_satisfy_bias_when(tmp_path: Path, write_config: Write) -> None:
+    """simulate writes each bias_when rule's first value, so its frames are biases there."""
+    settings = 'bias_when = { OBSTYPE = ["dark", "zero"], EXPTIME = 0, "ESO DPR TYPE" = "bias" }'
+    camera = camera_from(write_config, tmp_path, settings)
+    geometry = Geometry(rows=8, cols=10, biassec=Section(9, 10, 1, 8), trimsec=Section(1, 8, 1, 8))
+    header = camera_header(camera, geometry, dt.datetime(2030, 1, 1, tzinfo=dt.UTC), 0)
+    path = tmp_path / "sim.fits"
+    path.write_bytes(frame_bytes(np.zeros((8, 10), np.uint16), header))
+    assert kind_of(path, camera) == (True, "")

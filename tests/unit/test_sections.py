@@ -22,6 +22,7 @@ from biaswatch.errors import ConfigError, FrameRejected
 from biaswatch.frames.calibrate import calibrate_image
 from biaswatch.sections import Section
 from biaswatch.settings import CalibrateSettings
+from biaswatch.testing.camera import geometry_for
 
 ROWS, COLS = 40, 48
 
@@ -147,3 +148,17 @@ def test_configured_section_with_a_step_is_a_config_error(tmp_path: Path) -> Non
         )
         for p in caught.value.problems
     ), caught.value.problems
+
+
+def test_simulated_camera_fills_a_whole_axis_from_the_other_section(tmp_path: Path) -> None:
+    """simulate's geometry for overscan '[41:48,*]' and trim '[1:40,1:40]' is 40 x 48."""
+    (tmp_path / "raw").mkdir()
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[cameras.c]\nwatch = ["raw"]\n[cameras.c.calibrate]\n'
+        'overscan = "[41:48,*]"\ntrim = "[1:40,1:40]"\n',
+        encoding="utf-8",
+    )
+    geometry = geometry_for(load_config(path).camera("c"))
+    assert (geometry.rows, geometry.cols) == (40, 48)
+    assert geometry.biassec == Section(41, 48, 1, 40)
