@@ -196,6 +196,18 @@ def test_timesys_tai_is_converted_to_utc(tmp_path: Path, camera: CameraConfig) -
     assert when(path, camera) == ("2026-11-25T01:59:23+00:00", None)
 
 
+@pytest.mark.parametrize(
+    ("timesys", "utc"),
+    [("TT", "01:58:50.816000"), ("GPS", "01:59:42"), ("UTC", "02:00:00"), ("UT1", "02:00:00")],
+)
+def test_other_time_scales_are_converted(
+    tmp_path: Path, camera: CameraConfig, timesys: str, utc: str
+) -> None:
+    """TT is TAI + 32.184 s, GPS is TAI - 19 s: 02:00 in each is this UTC in 2026 (TAI-UTC 37 s)."""
+    path = frame(tmp_path, **{"DATE-OBS": "2026-11-25T02:00:00", "TIMESYS": timesys})
+    assert when(path, camera) == (f"2026-11-25T{utc}+00:00", None)
+
+
 def test_date_beg_and_mjd_obs_are_understood(tmp_path: Path, camera: CameraConfig) -> None:
     """Without DATE-OBS, DATE-BEG dates the frame; without both, MJD-OBS (56419.5 = noon)."""
     beg = frame(tmp_path, "b.fits", **{"DATE-BEG": "2013-05-07T01:00:00", "MJD-OBS": 1.0})

@@ -19,7 +19,6 @@ from zoneinfo import ZoneInfo
 
 _FIRST = dt.datetime.min.replace(tzinfo=dt.UTC)
 _LAST = dt.datetime.max.replace(tzinfo=dt.UTC)
-_ISO = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}:\d{2}(?:\.\d+)?))?$")
 
 
 def night_label(when: dt.datetime, zone: ZoneInfo, rollover: dt.time) -> dt.date:
@@ -69,25 +68,20 @@ def parse_date_obs(value: object, time_obs: object = None) -> dt.datetime | None
     """
     if not isinstance(value, str):
         return None
-    match = _ISO.match(value.strip().removesuffix("Z"))
-    if match is None:
-        return None
-    date_part, time_part = match.groups()
-    if time_part is None and isinstance(time_obs, str) and time_obs.strip():
-        time_part = time_obs.strip()
     try:
-        parsed = dt.datetime.fromisoformat(f"{date_part}T{time_part or '00:00:00'}")
-    except ValueError:
+        return header_instant(value, mjd=False, time_of_day=time_obs)
+    except TimeUnparsable:
         return None
-    return parsed.replace(tzinfo=dt.UTC)
 
 
 # TIMESYS values astropy converts (FITS 4.0, table 30, less those it cannot): UT1 is
 # taken as UTC, which it follows within 0.9 s by definition (IERS Conventions 2010,
-# ch. 5), so that no IERS table has to be fetched; GPS is TAI - 19 s (same table).
+# ch. 5), so that no IERS table has to be fetched; GPS time runs 19 s behind TAI
+# (FITS 4.0, table 30), so a GPS reading is the TAI reading 19 s later.
 _SCALES = {"UTC": "utc", "UT": "utc", "UT1": "utc", "TAI": "tai", "TT": "tt", "TDT": "tt"}
 _SCALES |= {"ET": "tt", "TDB": "tdb", "TCG": "tcg", "TCB": "tcb", "GPS": "tai"}
-_GPS_AHEAD_OF_TAI = dt.timedelta(seconds=-19)
+_SCALES |= {"IAT": "tai", "GMT": "utc"}  # the standard's deprecated names for TAI and UTC
+_TAI_MINUS_GPS = dt.timedelta(seconds=19)
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -115,7 +109,7 @@ def header_instant(
     when = _astropy_instant(text, mjd=mjd, scale=scale)
     if when is None:
         raise TimeUnparsable(f"unparsable ({text!r})")
-    return when + (_GPS_AHEAD_OF_TAI if str(timesys).strip().upper() == "GPS" else dt.timedelta())
+    return when + (_TAI_MINUS_GPS if str(timesys).strip().upper() == "GPS" else dt.timedelta())
 
 
 def _scale(timesys: object) -> str:
