@@ -29,13 +29,17 @@ from pydantic import (
 
 from biaswatch.errors import ConfigError
 from biaswatch.settings import (
+    DEFAULT_DATE_KEYWORDS,
     DEFAULT_DATE_RANGE,
     AlertsConfig,
+    BiasWhen,
     Bytes,
     CalibrateSettings,
     Clock,
     CombineSettings,
+    DateKeywords,
     DateRangeSetting,
+    Keywords,
     QcSettings,
     _Frozen,
 )
@@ -196,6 +200,14 @@ class CameraSettings(_Frozen):
     # DATE-OBS outside this range is not believed: the night comes from the file's
     # mtime, with a warning (a header dated 9999 must not make a night of 9999).
     date_range: DateRangeSetting = DEFAULT_DATE_RANGE
+    # Header rules that make a frame a bias, all of which must hold (a list: any of
+    # its values); unset: imagetyp_keyword must be one of bias_values.
+    bias_when: BiasWhen | None = None
+    # Where the observation time is read, the first keyword that parses winning.
+    date_keywords: DateKeywords = DEFAULT_DATE_KEYWORDS
+    # Header keywords whose values also split sets (readout speed, gain): the bias
+    # level depends on them. Binning always splits sets.
+    group_by: Keywords = ()
     calibrate: CalibrateSettings = CalibrateSettings()
     combine: CombineSettings = CombineSettings()
     qc: QcSettings = QcSettings()
@@ -374,11 +386,17 @@ def _not_inherited(camera_problems: list[str], defaults_problems: list[str]) -> 
     return [p for p in camera_problems if re.sub(r"^\[cameras\.[^].]+", "", p) not in inherited]
 
 
+# Tables that are one setting, not a sub-table of settings: a camera's replaces the
+# default's whole (a camera's bias_when must not inherit the default's rules).
+_WHOLE_TABLES = {"bias_when"}
+
+
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """``override`` on top of ``base``, one level deep for sub-tables."""
     merged = dict(base)
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+        whole = key in _WHOLE_TABLES
+        if not whole and isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
             merged[key] = {**merged[key], **value}
         else:
             merged[key] = value

@@ -7,6 +7,7 @@ holds only the file's structure: service, site, defaults and cameras.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from dataclasses import dataclass
 from typing import Annotated, Literal
@@ -150,6 +151,142 @@ def parse_date_range(value: object) -> DateRange:
 # Digital CCD cameras' FITS headers begin in the late 1970s (FITS itself dates from
 # 1979, Wells et al. 1981); a day ahead of now allows a camera clock a little fast.
 DEFAULT_DATE_RANGE = DateRange(DateBound(day=dt.date(1980, 1, 1)), DateBound(days_from_now=1))
+
+
+# --- which frames are biases, when, in which configuration (issue 13) -------
+
+# A FITS keyword: 1-8 of A-Z 0-9 _ - (FITS 4.0, sect. 4.1.2.1), or an ESO HIERARCH
+# keyword's words ("HIERARCH ESO DPR TYPE", written with or without HIERARCH).
+_KEYWORD = re.compile(r"^[A-Z0-9_-]{1,8}$|^[A-Z0-9_-]+( [A-Z0-9_-]+)+$")
+
+
+def parse_keyword(value: object) -> str:
+    """A header keyword, upper case, ``HIERARCH`` dropped (astropy looks it up without)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a header keyword")
+    text = " ".join(value.split()).upper().removeprefix("HIERARCH ")
+    if len(text) > 67 or not _KEYWORD.match(text):
+        raise ValueError(f"{value!r} is not a FITS keyword (1-8 of A-Z 0-9 _ -, or HIERARCH)")
+    return text
+
+
+RuleValue = str | float | bool
+
+
+def _finite_number(value: object) -> float | None:
+    """A header or rule value as a finite number, or None (never for a logical)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return number if number == number and abs(number) != float("inf") else None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class BiasRule:
+    """One ``bias_when`` rule: the keyword's value must be one of ``values``."""
+
+    keyword: str
+    values: tuple[RuleValue, ...]  # strings lower case and stripped, numbers as float
+
+    def matches(self, seen: object) -> bool:
+        """Whether a header value satisfies the rule (any of its values)."""
+        return any(_value_matches(allowed, seen) for allowed in self.values)
+
+    def describe(self) -> str:
+        """The rule's values as TOML: one value, or a list of them."""
+        shown = [_toml_value(v) for v in self.values]
+        return shown[0] if len(shown) == 1 else "[" + ", ".join(shown) + "]"
+
+
+def _value_matches(allowed: RuleValue, seen: object) -> bool:
+    if isinstance(allowed, bool):  # a FITS logical, T or F
+        return isinstance(seen, bool) and seen is allowed
+    if isinstance(allowed, float):  # EXPTIME = 0 matches 0, 0.0 and '0'
+        return _finite_number(seen) == allowed
+    if isinstance(seen, bool) or seen is None:
+        return False
+    if str(seen).strip().lower() == allowed:
+        return True
+    # A string rule that is a number ("0") still matches 0.0: what a person means.
+    number = _finite_number(allowed)
+    return number is not None and _finite_number(seen) == number
+
+
+def _toml_value(value: RuleValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return json.dumps(value)  # a TOML basic string: the same escapes as JSON
+
+
+def _rule_value(keyword: str, value: object) -> RuleValue:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        number = _finite_number(value)
+        if number is None:
+            raise ValueError(f"{keyword}: {value!r} is not a finite number")
+        return number
+    if isinstance(value, str) and value.strip():
+        return value.strip().lower()
+    raise ValueError(f"{keyword}: {value!r} is not a string, number or true/false")
+
+
+def parse_bias_when(value: object) -> tuple[BiasRule, ...]:
+    """``{ OBSTYPE = "bias", EXPTIME = 0 }``: every rule must hold; a list is any of."""
+    if isinstance(value, tuple) and all(isinstance(v, BiasRule) for v in value):
+        return value
+    if not isinstance(value, dict) or not value:
+        raise ValueError('expected a table of rules, e.g. { OBSTYPE = "bias", EXPTIME = 0 }')
+    rules = []
+    for key, wanted in value.items():
+        keyword = parse_keyword(key)
+        values = wanted if isinstance(wanted, list) else [wanted]
+        if not values:
+            raise ValueError(f"{keyword}: an empty list matches no frame")
+        rules.append(BiasRule(keyword, tuple(_rule_value(keyword, v) for v in values)))
+    return tuple(rules)
+
+
+def parse_keywords(value: object) -> tuple[str, ...]:
+    """A list of distinct header keywords (``date_keywords``, ``group_by``)."""
+    if not isinstance(value, list | tuple):
+        raise ValueError('expected a list of header keywords, e.g. ["CCDSPEED", "CCDGAIN"]')
+    keywords = tuple(parse_keyword(v) for v in value)
+    repeated = sorted({k for k in keywords if keywords.count(k) > 1})
+    if repeated:
+        raise ValueError(f"{', '.join(repeated)} listed more than once")
+    return keywords
+
+
+def _some_keywords(value: object) -> tuple[str, ...]:
+    keywords = parse_keywords(value)
+    if not keywords:
+        raise ValueError("needs at least one keyword (the mtime is only a fallback)")
+    return keywords
+
+
+# The order of date_keywords by default: DATE-OBS is the FITS standard's start of the
+# observation (FITS 4.0, sect. 9.1.1; a date-only value takes its time from TIME-OBS,
+# UTC or UT, as old NOAO and ESO headers write it); DATE-BEG is its FITS 4.0 twin;
+# MJD-OBS the same instant as a Modified Julian Date.
+DEFAULT_DATE_KEYWORDS = ("DATE-OBS", "DATE-BEG", "MJD-OBS")
+
+# Where a date-only DATE-OBS finds its time of day, first found first (NOAO's and
+# ESO's older headers write TIME-OBS; KPNO and CTIO cameras UTC or UT).
+TIME_OF_DAY_KEYWORDS = ("TIME-OBS", "UTC", "UT")
+
+BiasWhen = Annotated[tuple[BiasRule, ...], BeforeValidator(parse_bias_when)]
+Keywords = Annotated[tuple[str, ...], BeforeValidator(parse_keywords)]
+DateKeywords = Annotated[tuple[str, ...], BeforeValidator(_some_keywords)]
 
 
 def _parse_section_source(value: object) -> SectionSource:

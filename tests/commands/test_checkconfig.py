@@ -83,3 +83,53 @@ def test_overlapping_directories_are_config_errors_naming_both_paths(tmp_path: P
         f'[service] masters_dir: "{tmp_path}/x/../in/m" (resolved: "{tmp_path}/in/m") is '
         f'inside camera cryo\'s watched directory "{tmp_path}/in"'
     ) in result.stderr
+
+
+def test_bias_when_date_keywords_and_group_by_are_printed_with_their_meaning(
+    tmp_path: Path,
+) -> None:
+    """The new keys print as TOML that loads back the same, each after a line saying its effect."""
+    (tmp_path / "in").mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        textwrap.dedent(
+            """
+            [cameras.spectro]
+            watch = ["in"]
+            bias_when = { OBJECT = "Bias", ELAPTIME = 0, "HIERARCH ESO DPR TYPE" = ["BIAS", 1] }
+            date_keywords = ["MJD-OBS", "DATE-OBS"]
+            group_by = ["CCDSPEED", "CCDGAIN"]
+            """
+        )
+    )
+    result = check(config)
+    assert result.returncode == 0, result.stderr
+    assert (
+        '# a frame is a bias when OBJECT is "bias" and ELAPTIME is 0 and ESO DPR TYPE is any '
+        'of ["bias", 1]; others are ignored\n'
+        'bias_when = { OBJECT = "bias", ELAPTIME = 0, "ESO DPR TYPE" = ["bias", 1] }\n'
+    ) in result.stdout
+    assert (
+        "# dated by the first of MJD-OBS, DATE-OBS (a date alone takes its time from TIME-OBS, "
+        "UTC, UT) that reads, TIMESYS honoured; else the file's mtime\n"
+        'date_keywords = ["MJD-OBS", "DATE-OBS"]\n'
+    ) in result.stdout
+    assert (
+        "# sets split by night, image layout, binning (CCDSUM, XBINNING/YBINNING, BINNING), "
+        'CCDSPEED, CCDGAIN\ngroup_by = ["CCDSPEED", "CCDGAIN"]\n'
+    ) in result.stdout
+    printed = tmp_path / "printed.toml"
+    printed.write_text(result.stdout)
+    assert load_config(printed).cameras == load_config(config).cameras
+
+
+def test_unset_bias_when_says_which_keyword_decides(tmp_path: Path) -> None:
+    """Without bias_when, check-config says the IMAGETYP rule decides, with its values."""
+    (tmp_path / "in").mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text('[cameras.cryo]\nwatch = ["in"]\nbias_values = ["Zero"]\n')
+    result = check(config)
+    assert result.returncode == 0, result.stderr
+    assert '# bias_when is unset: a frame is a bias when IMAGETYP is one of "zero"\n' in (
+        result.stdout
+    )

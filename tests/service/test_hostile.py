@@ -400,7 +400,7 @@ def test_path_like_header_strings_write_nothing_outside_masters_and_state(
             "BWNIGHT": "../../../escape-night",
             "BWGEOM": "../escape-geom",
         },
-        "hostile_3.fits": {"DATE-OBS": CLIMB},  # unreadable: the night comes from mtime
+        "hostile_3.fits": {"DATE-OBS": CLIMB},  # unparsable: the night comes from mtime
         # A name with quotes, a backslash and spaces: all legal in a Linux file name.
         'it\'s a "bias" \\..\\escape.fits': {"OBJECT": "; rm -rf / #", "ORIGIN": "$(id)"},
         "hostile_5.fits": {"INSTRUME": "..", "OBJECT": ".", "TELESCOP": "~/escape"},
@@ -438,7 +438,7 @@ def test_path_like_header_strings_write_nothing_outside_masters_and_state(
     found = by_name(config)
     assert {found[name]["status"] for name in hostile} == {"combined"}
     assert {found[name]["night"] for name in hostile} == {NIGHT}
-    assert found["hostile_3.fits"]["note"].startswith(f"DATE-OBS unreadable ({CLIMB!r})")
+    assert found["hostile_3.fits"]["note"].startswith(f"DATE-OBS unparsable ({CLIMB!r})")
     for name, (_, reason) in refused.items():
         assert (found[name]["status"], found[name]["reason"]) == ("rejected", reason)
     masters = tmp_path / "masters"

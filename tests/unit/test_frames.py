@@ -162,7 +162,8 @@ class TestReadFrame:
         hdul[0].header["IMAGETYP"] = "ZERO"
         path = tmp_path / "a.fits"
         hdul.writeto(path)
-        assert classify(read_frame(path, camera).header, camera) == (True, "ZERO")
+        kind = classify(read_frame(path, camera).header, camera)
+        assert (kind.is_bias, kind.imagetyp) == (True, "ZERO")
 
     def test_random_bytes_rejected(self, tmp_path: Path, camera: CameraConfig) -> None:
         """A non-FITS file is rejected as corrupt."""
@@ -183,11 +184,13 @@ class TestClassify:
     @pytest.mark.parametrize("value", ["BIAS", "bias", "Zero", " Bias Frame "])
     def test_bias_values_case_insensitive(self, camera: CameraConfig, value: str) -> None:
         """Configured bias values match regardless of case and padding."""
-        assert classify(fits.Header({"IMAGETYP": value}), camera)[0] is True
+        assert classify(fits.Header({"IMAGETYP": value}), camera).is_bias is True
 
     def test_other_types_are_not_bias(self, camera: CameraConfig) -> None:
         """A flat is not a bias."""
-        assert classify(fits.Header({"IMAGETYP": "FLAT"}), camera) == (False, "FLAT")
+        kind = classify(fits.Header({"IMAGETYP": "FLAT"}), camera)
+        assert (kind.is_bias, kind.imagetyp) == (False, "FLAT")
+        assert kind.reason == "IMAGETYP = 'FLAT' is not a bias"
 
     def test_missing_keyword_is_rejected(self, camera: CameraConfig) -> None:
         """A frame without the configured keyword is rejected, naming the keyword."""
@@ -199,7 +202,7 @@ class TestClassify:
         camera = CameraConfig(
             name="c", watch=(tmp_path,), imagetyp_keyword="obstype", bias_values=("BIAS",)
         )
-        assert classify(fits.Header({"OBSTYPE": "bias"}), camera)[0] is True
+        assert classify(fits.Header({"OBSTYPE": "bias"}), camera).is_bias is True
 
 
 class TestDatesAndGeometry:
@@ -208,7 +211,7 @@ class TestDatesAndGeometry:
         frame = read_frame(make_bias_fits(tmp_path / "a.fits"), camera)
         assert observation_time(frame) == (dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC), None)
 
-    @pytest.mark.parametrize(("date_obs", "word"), [(None, "missing"), ("soon", "unreadable")])
+    @pytest.mark.parametrize(("date_obs", "word"), [(None, "missing"), ("soon", "unparsable")])
     def test_mtime_fallback_with_note(
         self, tmp_path: Path, camera: CameraConfig, date_obs: str | None, word: str
     ) -> None:
@@ -223,10 +226,10 @@ class TestDatesAndGeometry:
     def test_geometry_includes_binning(self, tmp_path: Path, camera: CameraConfig) -> None:
         """Geometry is the raw shape plus XBINNING/YBINNING."""
         frame = read_frame(make_bias_fits(tmp_path / "a.fits", binning=(2, 2)), camera)
-        assert geometry(frame).label() == "48x40-2x2"
+        assert geometry(frame.header, [("", frame.image.shape)], camera).label() == "48x40-2x2"
 
     def test_bad_binning_is_rejected(self, tmp_path: Path, camera: CameraConfig) -> None:
         """A non-numeric XBINNING is that frame's error."""
         frame = read_frame(make_bias_fits(tmp_path / "a.fits", header={"XBINNING": "two"}), camera)
         with pytest.raises(FrameRejected, match="XBINNING = 'two'"):
-            geometry(frame)
+            geometry(frame.header, [("", frame.image.shape)], camera)

@@ -72,3 +72,21 @@ def test_input_digest_ignores_order() -> None:
     """The digest of a set depends on its frames, not their order."""
     assert input_digest(["b", "a", "c"]) == input_digest(["c", "b", "a"])
     assert input_digest(["a", "b"]) != input_digest(["a", "c"])
+
+
+def test_segment_labels_differ_where_the_text_could_hide_it() -> None:
+    """Names joined by '.' that contain '.', or segments of different shapes, get a digest."""
+    a = FrameGeometry(4, 4, segments=(("A.B", 4, 4), ("C", 4, 4))).label()
+    b = FrameGeometry(4, 4, segments=(("A", 4, 4), ("B.C", 4, 4))).label()
+    mixed = FrameGeometry(4, 4, segments=(("A", 4, 4), ("B", 4, 6))).label()
+    assert a != b
+    assert a.startswith("2x4x4-1x1-A_B.C-")
+    assert mixed.startswith("2seg-1x1-A.B-")
+
+
+def test_long_segment_lists_are_summarised() -> None:
+    """Sixteen long amplifier names are summarised as a count and a digest: a short file name."""
+    segments = tuple((f"AMPLIFIER{i:02d}", 100, 100) for i in range(16))
+    label = FrameGeometry(100, 100, segments=segments).label()
+    assert label.startswith("16x100x100-1x1-16seg-")
+    assert len(label) < 40

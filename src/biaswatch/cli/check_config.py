@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from biaswatch.config import CameraConfig, Config, load_config
 from biaswatch.errors import ConfigError
 from biaswatch.sections import SectionSource
-from biaswatch.settings import DateRange
+from biaswatch.settings import TIME_OF_DAY_KEYWORDS, BiasRule, DateRange
 from biaswatch.system.mounts import network_mount, read_mounts
 from biaswatch.watch.scan import probe_directory
 
@@ -48,7 +48,7 @@ def render_settings(config: Config) -> str:
     lines += _table("alerts", config.alerts)
     for camera in config.cameras:
         lines += _directories(camera)
-        lines += _table(f"cameras.{camera.name}", camera, skip={"name"})
+        lines += _table(f"cameras.{camera.name}", camera, skip={"name"}, notes=_meanings(camera))
     return "\n".join(lines) + "\n"
 
 
@@ -62,15 +62,46 @@ def _directories(camera: CameraConfig) -> list[str]:
     return notes
 
 
-def _table(name: str, model: BaseModel, skip: set[str] | None = None) -> list[str]:
+def _meanings(camera: CameraConfig) -> dict[str, str]:
+    """What the keys deciding which frames are biases, when and with whom, do for this camera."""
+    if camera.bias_when is None:
+        values = ", ".join(json.dumps(v) for v in camera.bias_values)
+        kind = f"a frame is a bias when {camera.imagetyp_keyword} is one of {values}"
+    else:
+        rules = [f"{r.keyword} is {_any_of(r)}" for r in camera.bias_when]
+        kind = f"a frame is a bias when {' and '.join(rules)}; others are ignored"
+    times = [
+        f"{k} (a date alone takes its time from {', '.join(TIME_OF_DAY_KEYWORDS)})"
+        if k == "DATE-OBS"
+        else k
+        for k in camera.date_keywords
+    ]
+    when = f"dated by the first of {', '.join(times)} that reads, TIMESYS honoured"
+    modes = "".join(f", {k}" for k in camera.group_by)
+    binning = "binning (CCDSUM, XBINNING/YBINNING, BINNING)"
+    split = f"sets split by night, image layout, {binning}{modes}"
+    return {"bias_when": kind, "date_keywords": when + "; else the file's mtime", "group_by": split}
+
+
+def _any_of(rule: BiasRule) -> str:
+    shown = rule.describe()
+    return f"any of {shown}" if shown.startswith("[") else shown
+
+
+def _table(
+    name: str, model: BaseModel, skip: set[str] | None = None, notes: dict[str, str] | None = None
+) -> list[str]:
     lines, subtables = [f"[{name}]"], []
     for key, value in model:
         if key in (skip or set()):
             continue
+        note = (notes or {}).get(key)
+        if note is not None and value is not None:
+            lines.append(f"# {note}")
         if isinstance(value, BaseModel):
             subtables.append((f"{name}.{key}", value))
         elif value is None:
-            lines.append(f"# {key} is unset")
+            lines.append(f"# {key} is unset" + (f": {note}" if note else ""))
         else:
             lines.append(f"{key} = {_value(value)}")
     lines.append("")
@@ -80,6 +111,9 @@ def _table(name: str, model: BaseModel, skip: set[str] | None = None) -> list[st
 
 
 def _value(value: object) -> str:
+    if isinstance(value, tuple) and value and all(isinstance(v, BiasRule) for v in value):
+        rules = [f"{_key(r.keyword)} = {r.describe()}" for r in value if isinstance(r, BiasRule)]
+        return "{ " + ", ".join(rules) + " }"
     if isinstance(value, SectionSource):
         return json.dumps(value.describe())
     if isinstance(value, DateRange):
@@ -96,3 +130,8 @@ def _value(value: object) -> str:
         pairs = (f"{key} = {_value(item)}" for key, item in value if item is not None)
         return "{ " + ", ".join(pairs) + " }"
     return json.dumps(value)
+
+
+def _key(keyword: str) -> str:
+    """A TOML key: bare when it can be (A-Z 0-9 _ -), quoted otherwise (HIERARCH words)."""
+    return keyword if all(c.isalnum() or c in "_-" for c in keyword) else json.dumps(keyword)

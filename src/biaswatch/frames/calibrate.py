@@ -62,7 +62,7 @@ def resolve_section(
     problem = section.problem_with(shape)
     if problem is not None:
         raise FrameRejected(f"{origin}: {problem}")
-    return section
+    return section.within(shape)  # '*' and open ends made this image's numbers
 
 
 def auto_overscan(header: fits.Header, shape: tuple[int, int]) -> tuple[Section, str]:

@@ -25,6 +25,7 @@ from biaswatch.frames.readiness import (
     header_text,
     observation_time,
     read_frame,
+    type_keyword,
 )
 from biaswatch.frames.segments import calibrate_frame, raw_segments, segment_qc, write_work_file
 from biaswatch.rules.nights import night_label
@@ -75,18 +76,17 @@ def _examine(
     cards = len(frame.header)  # the image HDU's and the primary's, merged
     if cards > MAX_HEADER_CARDS:
         raise FrameRejected(f"header holds {cards} cards, more than {MAX_HEADER_CARDS}")
-    is_bias, imagetyp = classify(frame.header, camera)
-    base = _base(frame, camera, imagetyp)
-    if not is_bias:
-        reason = f"{camera.imagetyp_keyword} = {imagetyp!r} is not a bias"
-        bound.info("frame.ignored", reason=reason)
-        return replace(base, status="ignored", reason=reason)
-    when, note = observation_time(frame, camera.date_range)
+    kind = classify(frame.header, camera)
+    base = _base(frame, camera, kind.imagetyp)
+    if not kind.is_bias:
+        bound.info("frame.ignored", reason=kind.reason)
+        return replace(base, status="ignored", reason=kind.reason)
+    when, note = observation_time(frame, camera.date_range, keywords=camera.date_keywords)
     night = night_label(when, site.zone, site.night_rollover).isoformat()
     if note is not None:
         bound.warning("frame.date_fallback", note=note, night=night)
     images = calibrate_frame(frame, camera.calibrate, camera.name)
-    geom = _geometry_label(frame, raw_segments(images))
+    geom = geometry(frame.header, raw_segments(images), camera).label()
     quality, each = segment_qc(
         images,
         saturation=camera.qc.saturation,
@@ -112,20 +112,6 @@ def _examine(
         qc=quality,
         segments_qc=each,
     )
-
-
-def _geometry_label(frame: RawFrame, segments: list[tuple[str, tuple[int, int]]]) -> str:
-    """The frame's geometry label; one unnamed segment keeps today's label.
-
-    TODO(lead): helper A1's ``readiness.geometry(header, segments, camera)`` replaces
-    this adapter (segments: (name, (rows, cols)) of the RAW segments, as passed here).
-    """
-    label = geometry(frame).label()
-    if len(segments) == 1 and not segments[0][0]:
-        return label
-    described = "_".join(f"{name}{cols}x{rows}" for name, (rows, cols) in segments)
-    digest = hashlib.sha256(described.encode()).hexdigest()[:8]
-    return f"{label}-{len(segments)}seg-{digest}"
 
 
 def _number(value: object) -> float | None:
@@ -158,7 +144,7 @@ def _rejected(
     bound.warning("frame.rejected", reason=reason)
     if frame is not None:
         # header_text never raises: a card that broke _examine must not break this too.
-        base = _base(frame, camera, header_text(frame.header, camera.imagetyp_keyword))
+        base = _base(frame, camera, header_text(frame.header, type_keyword(camera)))
         return replace(base, reason=reason)
     return rejected_record(path, camera.name, reason)
 

@@ -25,6 +25,7 @@ import hashlib
 import io
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,9 +37,14 @@ from biaswatch.config import CameraConfig
 from biaswatch.errors import FrameRejected
 from biaswatch.fitsbytes import content_status, pad_last_block
 from biaswatch.frames.opening import check_budget, holes, open_frame
-from biaswatch.rules.nights import parse_date_obs
-from biaswatch.rules.sets import FrameGeometry
-from biaswatch.settings import DEFAULT_DATE_RANGE, DateRange
+from biaswatch.rules.nights import TimeUnparsable, header_instant
+from biaswatch.rules.sets import BINNING_KEYWORDS, FrameGeometry, binning_from, mode_value
+from biaswatch.settings import (
+    DEFAULT_DATE_KEYWORDS,
+    DEFAULT_DATE_RANGE,
+    TIME_OF_DAY_KEYWORDS,
+    DateRange,
+)
 
 _STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "EXTEND", "PCOUNT", "GCOUNT", "END"}
 
@@ -304,52 +310,127 @@ def _card_image(header: fits.Header, key: str) -> str:
     return ascii(image.rstrip()) if image else "(unparsable)"
 
 
-def classify(header: fits.Header, camera: CameraConfig) -> tuple[bool, str]:
-    """Is this a bias frame? Returns (is_bias, the IMAGETYP value as written).
+@dataclass(frozen=True, slots=True)
+class FrameKind:
+    """Whether a frame is a bias, the type it says it is, and why not when it is not."""
+
+    is_bias: bool
+    imagetyp: str | None  # the first deciding keyword's value, as written (the record's)
+    reason: str = ""  # why it is not a bias, naming the keyword and the value seen
+
+
+def classify(header: fits.Header, camera: CameraConfig) -> FrameKind:
+    """Is this a bias frame, by ``bias_when`` or else ``imagetyp_keyword``/``bias_values``?
 
     Raises:
-        FrameRejected: the configured keyword is missing or unreadable.
+        FrameRejected: without ``bias_when``, the keyword is missing; or a deciding
+            card is unreadable.
     """
+    if camera.bias_when is None:
+        return _classify_by_imagetyp(header, camera)
+    imagetyp = header_text(header, type_keyword(camera))
+    for rule in camera.bias_when:  # every rule must hold
+        value = header_value(header, rule.keyword)
+        if value is None:
+            why = f"missing {rule.keyword} keyword, which bias_when needs"
+            return FrameKind(False, imagetyp, why)
+        if not rule.matches(value):
+            why = f"{rule.keyword} = {value!r} is not a bias (bias_when wants {rule.describe()})"
+            return FrameKind(False, imagetyp, why)
+    return FrameKind(True, imagetyp)
+
+
+def type_keyword(camera: CameraConfig) -> str:
+    """The keyword whose value a frame's record keeps as its type (imagetyp)."""
+    return camera.imagetyp_keyword if camera.bias_when is None else camera.bias_when[0].keyword
+
+
+def _classify_by_imagetyp(header: fits.Header, camera: CameraConfig) -> FrameKind:
     key = camera.imagetyp_keyword
     value = header_value(header, key)
     if value is None or not str(value).strip():
         raise FrameRejected(f"missing {key} keyword: cannot tell whether this is a bias")
     text = str(value).strip()
-    return text.lower() in camera.bias_values, text
+    if text.lower() in camera.bias_values:
+        return FrameKind(True, text)
+    return FrameKind(False, text, f"{key} = {text!r} is not a bias")
 
 
 def observation_time(
-    frame: RawFrame, date_range: DateRange = DEFAULT_DATE_RANGE, now: dt.datetime | None = None
+    frame: RawFrame,
+    date_range: DateRange = DEFAULT_DATE_RANGE,
+    now: dt.datetime | None = None,
+    keywords: Sequence[str] = DEFAULT_DATE_KEYWORDS,
 ) -> tuple[dt.datetime, str | None]:
-    """DATE-OBS as aware UTC when readable and within ``date_range``; else the mtime, and why."""
-    raw = header_text(frame.header, "DATE-OBS")
-    when = parse_date_obs(raw, header_text(frame.header, "TIME-OBS"))
+    """The first of ``keywords`` readable and within ``date_range``, as aware UTC.
+
+    Else the file's mtime, with a note saying what each keyword was and why it failed.
+    """
     now = now or dt.datetime.now(dt.UTC)
-    if when is not None and date_range.contains(when, now):
-        return when, None
+    problems = []
+    for keyword in keywords:
+        when, problem = _keyword_time(frame.header, keyword)
+        if when is not None and date_range.contains(when, now):
+            return when, None
+        if when is not None:
+            problem = f"{header_text(frame.header, keyword)!r} outside date_range "
+            problem += date_range.describe()
+        problems.append(f"{keyword} {problem}")
+    # Keywords the frame lacks are named only when it has none of them: a camera
+    # writing DATE-OBS badly is told about DATE-OBS, not about the MJD-OBS it never writes.
+    told = [p for p in problems if not p.endswith(" missing")] or problems[:1]
     mtime = dt.datetime.fromtimestamp(frame.mtime_ns / 1e9, tz=dt.UTC)
-    if when is not None:
-        problem = f"{raw!r} outside date_range {date_range.describe()}"
-    else:
-        problem = "missing" if raw is None else f"unreadable ({raw!r})"
-    return mtime, f"DATE-OBS {problem}: night taken from file mtime {mtime:%Y-%m-%dT%H:%M:%S}Z"
+    return mtime, f"{', '.join(told)}: night taken from file mtime {mtime:%Y-%m-%dT%H:%M:%S}Z"
 
 
-def geometry(frame: RawFrame) -> FrameGeometry:
-    """Raw shape and binning (XBINNING/YBINNING, 1 when absent)."""
-    rows, cols = frame.image.shape
-    return FrameGeometry(
-        rows, cols, _binning(frame.header, "XBINNING"), _binning(frame.header, "YBINNING")
-    )
-
-
-def _binning(header: fits.Header, key: str) -> int:
-    value = header_value(header, key)
-    value = 1 if value is None else value
+def _keyword_time(header: fits.Header, keyword: str) -> tuple[dt.datetime | None, str]:
+    """The instant a keyword gives, or None and why not ("missing", "unparsable (...)")."""
     try:
-        binning = int(value) if isinstance(value, int | float) else int(str(value))
-    except (TypeError, ValueError, OverflowError):
-        raise FrameRejected(f"{key} = {value!r} is not a whole number") from None
-    if binning < 1:
-        raise FrameRejected(f"{key} = {binning} must be at least 1")
-    return binning
+        value = header.get(keyword)
+    except Exception:  # astropy cannot parse the card: the reason shows its text
+        return None, f"unreadable: {_card_image(header, keyword)}"
+    if value is None:
+        return None, "missing"
+    time_of_day = next(
+        (t for k in TIME_OF_DAY_KEYWORDS if (t := header_text(header, k)) is not None), None
+    )
+    try:
+        when = header_instant(
+            value,
+            mjd="MJD" in keyword,
+            time_of_day=time_of_day,
+            timesys=header_text(header, "TIMESYS"),
+        )
+    except TimeUnparsable as exc:
+        return None, str(exc)
+    return when, ""
+
+
+def geometry(
+    header: fits.Header, segments: Sequence[tuple[str, tuple[int, int]]], camera: CameraConfig
+) -> FrameGeometry:
+    """What a frame must share with the others of its set.
+
+    Args:
+        header: the primary and first image HDU's headers merged (binning, group_by).
+        segments: each RAW segment's name and (rows, cols), in raw order; one
+            segment named "" for a frame of one image and no amplifiers.
+        camera: its ``group_by`` keywords.
+
+    Raises:
+        FrameRejected: a binning keyword is there but not binning.
+    """
+    present = {}
+    for key in BINNING_KEYWORDS:
+        value = header_value(header, key)
+        if value is not None:
+            present[key] = value
+    try:
+        xbin, ybin = binning_from(present)
+    except ValueError as exc:
+        raise FrameRejected(str(exc)) from None
+    rows, cols = segments[0][1]
+    one = len(segments) == 1 and not segments[0][0]
+    named = () if one else tuple((name, r, c) for name, (r, c) in segments)
+    modes = tuple((key, mode_value(header_value(header, key))) for key in camera.group_by)
+    return FrameGeometry(rows, cols, xbin, ybin, named, modes)

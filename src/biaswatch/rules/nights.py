@@ -19,7 +19,6 @@ from zoneinfo import ZoneInfo
 
 _FIRST = dt.datetime.min.replace(tzinfo=dt.UTC)
 _LAST = dt.datetime.max.replace(tzinfo=dt.UTC)
-_ISO = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[T ](\d{2}:\d{2}:\d{2}(?:\.\d+)?))?$")
 
 
 def night_label(when: dt.datetime, zone: ZoneInfo, rollover: dt.time) -> dt.date:
@@ -69,14 +68,73 @@ def parse_date_obs(value: object, time_obs: object = None) -> dt.datetime | None
     """
     if not isinstance(value, str):
         return None
-    match = _ISO.match(value.strip().removesuffix("Z"))
-    if match is None:
-        return None
-    date_part, time_part = match.groups()
-    if time_part is None and isinstance(time_obs, str) and time_obs.strip():
-        time_part = time_obs.strip()
     try:
-        parsed = dt.datetime.fromisoformat(f"{date_part}T{time_part or '00:00:00'}")
-    except ValueError:
+        return header_instant(value, mjd=False, time_of_day=time_obs)
+    except TimeUnparsable:
         return None
-    return parsed.replace(tzinfo=dt.UTC)
+
+
+# TIMESYS values astropy converts (FITS 4.0, table 30, less those it cannot): UT1 is
+# taken as UTC, which it follows within 0.9 s by definition (IERS Conventions 2010,
+# ch. 5), so that no IERS table has to be fetched; GPS time runs 19 s behind TAI
+# (FITS 4.0, table 30), so a GPS reading is the TAI reading 19 s later.
+_SCALES = {"UTC": "utc", "UT": "utc", "UT1": "utc", "TAI": "tai", "TT": "tt", "TDT": "tt"}
+_SCALES |= {"ET": "tt", "TDB": "tdb", "TCG": "tcg", "TCB": "tcb", "GPS": "tai"}
+_SCALES |= {"IAT": "tai", "GMT": "utc"}  # the standard's deprecated names for TAI and UTC
+_TAI_MINUS_GPS = dt.timedelta(seconds=19)
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class TimeUnparsable(ValueError):
+    """A header time that is there but cannot be read; the message says why."""
+
+
+def header_instant(
+    value: object, *, mjd: bool, time_of_day: object = None, timesys: object = None
+) -> dt.datetime:
+    """An aware UTC instant from a header time: ISO date(time), or an MJD when ``mjd``.
+
+    A date without a time takes it from ``time_of_day`` (TIME-OBS, UTC or UT);
+    ``timesys`` (TIMESYS) names the time scale, UTC when absent (FITS 4.0, sect. 9.2.1).
+
+    Raises:
+        TimeUnparsable: the value, its time of day or the time scale cannot be read.
+    """
+    scale = _scale(timesys)
+    text = str(value).strip().removesuffix("Z")
+    if isinstance(value, bool) or not text:
+        raise TimeUnparsable(f"unparsable ({value!r})")
+    if not mjd and _ISO_DATE.match(text) and isinstance(time_of_day, str) and time_of_day.strip():
+        text = f"{text}T{time_of_day.strip()}"
+    when = _astropy_instant(text, mjd=mjd, scale=scale)
+    if when is None:
+        raise TimeUnparsable(f"unparsable ({text!r})")
+    return when + (_TAI_MINUS_GPS if str(timesys).strip().upper() == "GPS" else dt.timedelta())
+
+
+def _scale(timesys: object) -> str:
+    if timesys is None or not str(timesys).strip():
+        return "utc"
+    scale = _SCALES.get(str(timesys).strip().upper())
+    if scale is None:
+        raise TimeUnparsable(f"in TIMESYS = {timesys!r}, a time scale astropy does not convert")
+    return scale
+
+
+def _astropy_instant(text: str, *, mjd: bool, scale: str) -> dt.datetime | None:
+    # astropy.time is imported here: the combine child imports rules/ and never dates.
+    import warnings
+
+    from astropy.time import Time
+
+    with warnings.catch_warnings():
+        # ERFA warns of a "dubious year" outside 1960-now: date_range judges those.
+        warnings.simplefilter("ignore")
+        for fmt in ("mjd",) if mjd else ("isot", "iso", "fits"):
+            try:
+                value: str | float = float(text) if mjd else text
+                utc = Time(value, format=fmt, scale=scale).utc
+                return utc.to_datetime(timezone=dt.UTC)  # type: ignore[no-any-return]
+            except (ValueError, TypeError, OverflowError):
+                continue
+    return None

@@ -101,6 +101,7 @@ def geometry_for(camera: CameraConfig) -> Geometry:
     settings = camera.calibrate
     overscan = settings.overscan.section if settings.overscan.kind == "fixed" else None
     trim = settings.trim.section if settings.trim.kind == "fixed" else None
+    overscan, trim = _sized(overscan, trim)
     if trim is None:
         trim = _image_beside(overscan)
     if overscan is None and settings.overscan.kind == "header":
@@ -108,6 +109,15 @@ def geometry_for(camera: CameraConfig) -> Geometry:
     extent = [section_slices(s) for s in (trim, overscan) if s is not None]
     rows, cols = (max(part[axis].stop for part in extent) for axis in (0, 1))
     return Geometry(rows=rows, cols=cols, biassec=overscan, trimsec=trim)
+
+
+def _sized(*sections: Section | None) -> list[Section | None]:
+    """Fixed sections with '*' or open ends made numbers: the other section's extent there,
+    else the default image's."""
+    given = [s for s in sections if s is not None]
+    rows = max((v for s in given for v in (s.y1, s.y2)), default=0) or DEFAULT_IMAGE
+    cols = max((v for s in given for v in (s.x1, s.x2)), default=0) or DEFAULT_IMAGE
+    return [None if s is None else s.within((rows, cols)) for s in sections]
 
 
 def _image_beside(overscan: Section | None) -> Section:
@@ -285,6 +295,8 @@ def camera_header(
     header["GAIN"] = (gain, "[e-/ADU]")
     header["RDNOISE"] = (round(read_noise * gain, 2), "[e-] read noise")
     header["FRAMENO"] = (index, "frame number in this sequence")
+    for keyword, value in _bias_when_cards(camera):
+        header[keyword] = value  # after EXPTIME: a rule on it wins
     _add_section_keywords(header, camera, geometry)
     return header
 
@@ -292,6 +304,20 @@ def camera_header(
 def _bias_value(camera: CameraConfig) -> str:
     # Cameras write upper case ('BIAS', 'ZERO'); the service compares lower case.
     return "BIAS" if "bias" in camera.bias_values else camera.bias_values[0].upper()
+
+
+def _bias_when_cards(camera: CameraConfig) -> list[tuple[str, object]]:
+    """A card per bias_when rule holding its first value, as a camera would write it."""
+    cards: list[tuple[str, object]] = []
+    for rule in camera.bias_when or ():
+        value = rule.values[0]
+        if isinstance(value, str):
+            cards.append((rule.keyword, value.upper()))
+        elif isinstance(value, float) and value.is_integer():
+            cards.append((rule.keyword, int(value)))
+        else:
+            cards.append((rule.keyword, value))
+    return cards
 
 
 def _utc_iso(when: datetime) -> str:
