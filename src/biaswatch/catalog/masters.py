@@ -11,7 +11,7 @@ import sqlite3
 from contextlib import AbstractContextManager
 from dataclasses import asdict
 
-from biaswatch.catalog.rows import MasterRow
+from biaswatch.catalog.rows import MasterRow, master_segments, segments_json
 from biaswatch.rules.qc import MasterQC
 
 
@@ -90,8 +90,8 @@ class MasterQueries:
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO masters (set_id, camera, night, sequence, geometry, path, ncombine,"
-                " input_digest, created, qc, state, judged_by, judgement)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " input_digest, created, qc, state, judged_by, judgement, segments)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     set_id,
                     master.camera,
@@ -106,6 +106,7 @@ class MasterQueries:
                     master.state,
                     master.judged_by,
                     master.judgement,
+                    segments_json(master.segments),
                 ),
             )
             # The set holds its master's number (an adopted master's may differ from the
@@ -145,6 +146,21 @@ class MasterQueries:
         ).fetchall()
         return [MasterQC(**json.loads(r["qc"])) for r in rows]
 
+    def accepted_segments(
+        self, camera: str, geometry: str, limit: int
+    ) -> list[dict[str, MasterQC]]:
+        """Each segment's QC of the camera's newest accepted masters of this geometry.
+
+        Newest first, one mapping per master (empty for a master of one segment): the
+        baseline each segment of a new master is judged against (rules/acceptance.py).
+        """
+        rows = self._db.execute(
+            "SELECT segments FROM masters WHERE camera = ? AND geometry = ?"
+            " AND state = 'accepted' ORDER BY night DESC, sequence DESC LIMIT ?",
+            (camera, geometry, limit),
+        ).fetchall()
+        return [dict(master_segments(r["segments"])) for r in rows]
+
     def judge_master(self, path: str, state: str, by: str, why: str) -> MasterRow:
         """Record a person's verdict on a master; returns it. Raises KeyError if unknown."""
         with self._transaction() as db:
@@ -182,6 +198,7 @@ class MasterQueries:
                 r["state"],
                 r["judged_by"],
                 r["judgement"],
+                master_segments(r["segments"]),
             )
             for r in rows
         ]

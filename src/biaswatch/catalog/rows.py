@@ -7,10 +7,14 @@ turns them into SQL.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 
 from biaswatch.rules.qc import FrameQC, MasterQC
 
+# frames.segments_qc and masters.segments: each segment's (image HDU's or amplifier's)
+# QC, JSON [[name, {field: value}], ...] (segments_json); NULL for one segment. No SQL
+# comment beside them: SQLite's DROP COLUMN rewrites the table's text around it.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS frames (
     id INTEGER PRIMARY KEY,
@@ -30,7 +34,8 @@ CREATE TABLE IF NOT EXISTS frames (
     set_id INTEGER REFERENCES sets(id),
     calibrated TEXT,
     recorded TEXT NOT NULL,
-    qc TEXT
+    qc TEXT,
+    segments_qc TEXT
 );
 CREATE INDEX IF NOT EXISTS frames_set ON frames(set_id);
 CREATE INDEX IF NOT EXISTS frames_content ON frames(camera, sha256);
@@ -67,6 +72,7 @@ CREATE TABLE IF NOT EXISTS masters (
     state TEXT NOT NULL DEFAULT 'accepted' CHECK (state IN ('accepted', 'rejected')),
     judged_by TEXT,
     judgement TEXT,
+    segments TEXT,
     UNIQUE (camera, night, sequence)
 );
 CREATE TABLE IF NOT EXISTS attempts (
@@ -103,6 +109,7 @@ class FrameRecord:
     geometry: str | None = None
     calibrated: str | None = None
     qc: FrameQC | None = None
+    segments_qc: tuple[tuple[str, FrameQC], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,3 +142,27 @@ class MasterRow:
     state: str = "accepted"  # or "rejected" (rules/acceptance.py), by biaswatch or a person
     judged_by: str | None = None
     judgement: str | None = None
+    segments: tuple[tuple[str, MasterQC], ...] = ()  # each segment's QC; () for one segment
+
+
+def segments_json(
+    segments: tuple[tuple[str, FrameQC], ...] | tuple[tuple[str, MasterQC], ...],
+) -> str | None:
+    """A segments column's text: JSON ``[[name, {field: value}], ...]``; NULL for none."""
+    if not segments:
+        return None
+    return json.dumps([[name, asdict(quality)] for name, quality in segments])
+
+
+def frame_segments(text: object) -> tuple[tuple[str, FrameQC], ...]:
+    """A frame row's segments_qc column read back (() for NULL: one segment, or an old row)."""
+    if not isinstance(text, str):
+        return ()
+    return tuple((str(name), FrameQC(**fields)) for name, fields in json.loads(text))
+
+
+def master_segments(text: object) -> tuple[tuple[str, MasterQC], ...]:
+    """A master row's segments column read back (() for NULL: one segment, or an old row)."""
+    if not isinstance(text, str):
+        return ()
+    return tuple((str(name), MasterQC(**fields)) for name, fields in json.loads(text))

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from biaswatch.catalog.attempts import AttemptQueries
 from biaswatch.catalog.masters import MasterQueries
-from biaswatch.catalog.rows import SCHEMA, FrameRecord, SetRow
+from biaswatch.catalog.rows import SCHEMA, FrameRecord, SetRow, frame_segments, segments_json
 from biaswatch.names import DETECT_TYPES, bound
 from biaswatch.rules.qc import FrameQC
 
@@ -341,13 +341,14 @@ class Catalog(MasterQueries, AttemptQueries):
 def _insert_frame(db: sqlite3.Connection, frame: FrameRecord, set_id: int | None, now: str) -> None:
     db.execute(
         "INSERT INTO frames (path, camera, size, mtime_ns, sha256, status, reason, note,"
-        " imagetyp, date_obs, night, geometry, set_id, calibrated, recorded, qc)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " imagetyp, date_obs, night, geometry, set_id, calibrated, recorded, qc, segments_qc)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,"
         " sha256 = excluded.sha256, status = excluded.status, reason = excluded.reason,"
         " note = excluded.note, imagetyp = excluded.imagetyp, date_obs = excluded.date_obs,"
         " night = excluded.night, geometry = excluded.geometry, set_id = excluded.set_id,"
-        " calibrated = excluded.calibrated, recorded = excluded.recorded, qc = excluded.qc",
+        " calibrated = excluded.calibrated, recorded = excluded.recorded, qc = excluded.qc,"
+        " segments_qc = excluded.segments_qc",
         (
             bound(frame.path),
             frame.camera,
@@ -365,6 +366,7 @@ def _insert_frame(db: sqlite3.Connection, frame: FrameRecord, set_id: int | None
             frame.calibrated,
             now,
             None if frame.qc is None else json.dumps(asdict(frame.qc)),
+            segments_json(frame.segments_qc),
         ),
     )
 
@@ -381,6 +383,9 @@ _ADDED_COLUMNS = (
     ("masters", "state", "TEXT NOT NULL DEFAULT 'accepted'"),
     ("masters", "judged_by", "TEXT"),
     ("masters", "judgement", "TEXT"),
+    # Per-segment QC (issue 13): NULL for old rows, read as one segment.
+    ("frames", "segments_qc", "TEXT"),
+    ("masters", "segments", "TEXT"),
 )
 
 
@@ -401,6 +406,11 @@ def stored_frame_qc(row: sqlite3.Row) -> FrameQC | None:
     """The QC stored with a frame row, if it has any."""
     text = row["qc"]
     return None if text is None else FrameQC(**json.loads(text))
+
+
+def stored_segments_qc(row: sqlite3.Row) -> tuple[tuple[str, FrameQC], ...]:
+    """Each segment's QC stored with a frame row (() for one segment, or an old row)."""
+    return frame_segments(row["segments_qc"])
 
 
 def _open_set(db: sqlite3.Connection, camera: str, night: str, geometry: str, now: str) -> int:

@@ -31,6 +31,7 @@ from biaswatch.combine.master_file import MasterInfo
 from biaswatch.names import shown
 from biaswatch.rules.acceptance import BASELINE, Verdict, judge
 from biaswatch.rules.qc import MasterQC, master_qc_from_header
+from biaswatch.rules.segment_cards import segments_qc_from_headers
 from biaswatch.system.faults import crash_point
 
 log = structlog.get_logger(__name__)
@@ -69,6 +70,7 @@ class NewMaster:
     info: MasterInfo
     path: Path
     quality: MasterQC | None  # from the combine's answer, or read back when adopted
+    segments: tuple[tuple[str, MasterQC], ...] = ()  # each segment's QC; () for one segment
 
 
 def publish_master(
@@ -130,7 +132,7 @@ def record_published(catalog: Catalog, master: NewMaster, now: dt.datetime) -> V
     adoption of a master found on disk after a crash both come here.
     """
     info = master.info
-    verdict = verdict_for(catalog, info.camera, info.geometry, master.quality, info.master_sigma)
+    verdict = verdict_for(catalog, master)
     catalog.record_master(
         master.set_id,
         MasterRow(
@@ -146,6 +148,7 @@ def record_published(catalog: Catalog, master: NewMaster, now: dt.datetime) -> V
             verdict.state,
             "biaswatch",
             verdict.reason,
+            master.segments,
         ),
     )
     return verdict
@@ -158,7 +161,8 @@ def adopt_master(
 
     Its ``latest.fits`` is left to the check that follows recovery (repair_latest).
     """
-    return record_published(catalog, NewMaster(set_id, info, path, quality_on_disk(path)), now)
+    quality, segments = quality_on_disk(path), segments_on_disk(path)
+    return record_published(catalog, NewMaster(set_id, info, path, quality, segments), now)
 
 
 def quality_on_disk(path: Path) -> MasterQC | None:
@@ -170,11 +174,27 @@ def quality_on_disk(path: Path) -> MasterQC | None:
     return master_qc_from_header(fits.getheader(path))
 
 
-def verdict_for(
-    catalog: Catalog, camera: str, geometry: str, quality: MasterQC | None, sigma: float
-) -> Verdict:
-    """A new master judged against the camera's accepted masters of its geometry."""
-    return judge(quality, catalog.accepted_qc(camera, geometry, BASELINE), sigma)
+def segments_on_disk(path: Path) -> tuple[tuple[str, MasterQC], ...]:
+    """Each segment's QC a master file's headers carry (() for one segment): for adoption.
+
+    Each segment HDU's QC_* cards and each amplifier's QCA<i>* cards
+    (rules/segment_cards.py); only the headers are read.
+    """
+    with fits.open(path, memmap=False) as hdus:
+        headers = [hdu.header for hdu in hdus]
+    return segments_qc_from_headers(headers)
+
+
+def verdict_for(catalog: Catalog, master: NewMaster) -> Verdict:
+    """A new master judged against the camera's accepted masters of its geometry, per segment."""
+    info = master.info
+    return judge(
+        master.quality,
+        catalog.accepted_qc(info.camera, info.geometry, BASELINE),
+        info.master_sigma,
+        master.segments,
+        catalog.accepted_segments(info.camera, info.geometry, BASELINE) if master.segments else (),
+    )
 
 
 def find_published(

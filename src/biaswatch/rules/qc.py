@@ -199,6 +199,37 @@ def set_outliers(
     return out
 
 
+def segment_outliers(
+    frames: Sequence[tuple[str, Sequence[tuple[str, FrameQC]]]],
+    *,
+    sigma: float,
+    max_bad_fraction: float = 0.01,
+) -> list[Outlier]:
+    """Frames one of whose segments is far from the same segment of the rest of the set.
+
+    Each segment (image HDU or amplifier, by name) is screened as :func:`set_outliers`
+    screens whole frames, against that segment's levels and noises in the set: one
+    amplifier with a light leak or twice its read noise is hidden in a whole-frame
+    median of four. The reason names the segment; a frame is reported once, for the
+    first segment (in raw order) that puts it out.
+    """
+    names: list[str] = []
+    for _, segments in frames:
+        names += [name for name, _ in segments if name not in names]
+    out: dict[str, Outlier] = {}
+    for name in names:
+        measured = [
+            (path, quality)
+            for path, segments in frames
+            if path not in out
+            for segment, quality in segments
+            if segment == name
+        ]
+        for outlier in set_outliers(measured, sigma=sigma, max_bad_fraction=max_bad_fraction):
+            out[outlier.path] = Outlier(outlier.path, f"segment {name}: {outlier.reason}")
+    return list(out.values())
+
+
 def _extremes(path: str, qc: FrameQC, limit: float) -> Outlier | None:
     if qc.saturated > limit:
         return Outlier(path, f"{qc.saturated:.1%} of pixels saturated (limit {limit:.1%})")
