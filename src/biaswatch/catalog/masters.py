@@ -85,6 +85,14 @@ class MasterQueries:
         ).fetchall()
         return {str(r[0]): str(r[1]) for r in rows}
 
+    def latest_by_configuration(self) -> dict[tuple[str, str], str]:
+        """Each (camera, geometry label)'s newest accepted master's path: ``latest-<label>``."""
+        rows = self._db.execute(
+            "SELECT camera, geometry, path, MAX(night || '#' || printf('%09d', sequence))"
+            " FROM masters WHERE state = 'accepted' GROUP BY camera, geometry"
+        ).fetchall()
+        return {(str(r[0]), str(r[1])): str(r[2]) for r in rows}
+
     def record_master(self, set_id: int, master: MasterRow) -> None:
         """One transaction: the master row, the set done, its frames combined."""
         with self._transaction() as db:
