@@ -45,7 +45,7 @@ def list_masters(args: argparse.Namespace) -> int:
     if args.for_time is not None:
         return _print_for(args, rows)
     if args.json:
-        print(json.dumps([asdict(r) for r in rows], indent=2))
+        print(json.dumps([master_json(r) for r in rows], indent=2))
         return 0
     if not rows:
         print("no accepted master" if args.current else "no masters yet")
@@ -55,7 +55,19 @@ def list_masters(args: argparse.Namespace) -> int:
         ron = "" if r.qc is None else f"{r.qc.read_noise:6.2f}"
         line = f"{r.camera:<10} {r.night:<10} {r.sequence:>3} {r.ncombine:>3}  {r.state:<8}"
         print(f"{line} {ron:>6}  {r.path}")
+        for name, qc in r.segments:  # each image HDU or amplifier, under its master
+            print(
+                f"{'':<10} segment {name}: level {qc.level:.2f} ADU, read noise "
+                f"{qc.read_noise:.2f} ADU, noise {qc.noise:.2f} ADU"
+            )
     return 0
+
+
+def master_json(row: MasterRow) -> dict[str, object]:
+    """A master as ``--json`` prints it: its fields, segments as ``[{"name": ..., QC...}]``."""
+    shown = asdict(row)
+    shown["segments"] = [{"name": name, **asdict(qc)} for name, qc in row.segments]
+    return shown
 
 
 def configuration_of(config_path: Path, camera_name: str | None, frame_path: Path) -> str:
