@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from biaswatch.rules.qc import robust_level_noise
+from biaswatch.rules.qc import pair_read_noise, robust_level_noise
 
 TRUE_SIGMAS = (1.0, 1.5, 2.0, 3.0, 5.0, 8.0)
 DRAWS = 40
@@ -48,3 +48,10 @@ def test_noise_of_float_data_is_not_corrected_for_rounding() -> None:
     """A master's small float noise (0.3 ADU) is measured as it is, without the rounding term."""
     image = 1000.0 + 0.3 * np.random.default_rng(3).standard_normal((256, 256))
     assert robust_level_noise(image)[1] == pytest.approx(0.3, rel=0.02)
+
+
+def test_read_noise_from_pairs_of_integer_frames_is_unbiased() -> None:
+    """Differences of rounded frames (two rounding errors each) give a true 1.0 ADU within 1 %."""
+    rng = np.random.default_rng(11)
+    frames = [integer_bias(rng, 1.0, outliers=0.01) for _ in range(40)]
+    assert pair_read_noise(frames) == pytest.approx(1.0, rel=0.01)
