@@ -188,3 +188,21 @@ def test_frames_of_one_segment_are_screened_as_before(catalog: Catalog) -> None:
     assert screen(catalog, set_id, CameraConfig(name="cryo", watch=(Path("/x"),))) == 3
     row = catalog.frame(Path("a"))
     assert row is not None and row["segments_qc"] is None
+
+
+def test_amplifiers_of_an_mef_segment_are_named_extname_dot_amp(tmp_path: Path) -> None:
+    """QCA cards in an MEF image HDU name its amplifiers EXTNAME.AMP; _MASK HDUs are skipped."""
+    images = []
+    for extname in ("CCD1", "CCD2"):
+        image = fits.ImageHDU(np.zeros((4, 6), np.float32), name=extname)
+        for key, value, comment in master_cards(amp_master(900.0)):
+            image.header[key] = (value, comment)
+        for index, name in enumerate(("L", "R"), start=1):
+            for key, value, comment in amplifier_cards(index, name, amp_master(900.0 + index)):
+                image.header[key] = (value, comment)
+        images.append(image)
+    mask = fits.ImageHDU(np.zeros((4, 6), np.uint8), name="CCD1_MASK")
+    fits.HDUList([fits.PrimaryHDU(), *images, mask]).writeto(tmp_path / "both.fits")
+    read = segments_on_disk(tmp_path / "both.fits")
+    assert [name for name, _ in read] == ["CCD1.L", "CCD1.R", "CCD2.L", "CCD2.R"]
+    assert read[3][1] == amp_master(902.0)

@@ -78,11 +78,17 @@ def segments_qc_from_headers(
             continue
         amplifiers = amplifier_qc_from_header(header)
         if amplifiers:
-            prefix = f"{extname}." if extname else ""
-            segments += [(prefix + name, qc) for name, qc in amplifiers]
+            segments += [(_segment_name(extname, name), qc) for name, qc in amplifiers]
         elif extname and (qc := master_qc_from_header(header)) is not None:
             segments.append((extname, qc))
     return tuple(segments)
+
+
+def _segment_name(extname: str, amplifier: str) -> str:
+    """``EXTNAME.AMP`` for an amplifier of an MEF segment (QCA<i>NAM holding either form)."""
+    if not extname or amplifier.startswith(f"{extname}."):
+        return amplifier
+    return f"{extname}.{amplifier}"
 
 
 def _card_float(value: object) -> float:
