@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from astropy.io import fits
@@ -62,6 +63,17 @@ def test_each_configuration_has_its_link_and_masters_like_finds_it(tmp_path: Pat
     listed = run_cli("masters", "--config", config, "--camera", "cryo", "--like", binned[0])
     assert str(masters["56x40-2x1"]) in listed.stdout
     assert str(masters["56x40-1x1"]) not in listed.stdout
+    # --current with --like: that configuration's current master, even when the camera's
+    # newest (latest.fits) is the other configuration's
+    newest = (camera_dir / "latest.fits").resolve()
+    older = next(label for label, path in masters.items() if path.resolve() != newest)
+    frame = unbinned[1] if older == "56x40-1x1" else binned[1]
+    current = run_cli(
+        *("masters", "--config", config, "--camera", "cryo", "--current", "--like", frame),
+        "--json",
+        check=True,
+    )
+    assert [m["path"] for m in json.loads(current.stdout)] == [str(masters[older])]
 
 
 def test_like_a_configuration_without_a_master_says_so(tmp_path: Path) -> None:

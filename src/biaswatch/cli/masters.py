@@ -36,10 +36,14 @@ def list_masters(args: argparse.Namespace) -> int:
     catalog = existing_catalog(args.config)
     rows = [] if catalog is None else catalog.masters(args.camera, args.night)
     if catalog is not None:
-        if args.current:  # what latest.fits points at: each camera's newest accepted master
-            current = catalog.newest_masters()
-            rows = [r for r in rows if current.get(r.camera) == r]
+        # What latest.fits points at (each camera's newest accepted master), or with
+        # --like what latest-<label>.fits points at (each configuration's).
+        current = set(catalog.latest_paths().values())
+        if like is not None:
+            current = set(catalog.latest_by_configuration().values())
         catalog.close()
+        if args.current:
+            rows = [r for r in rows if r.path in current]
     if like is not None:
         rows = [r for r in rows if r.geometry == like]
     if args.for_time is not None:
