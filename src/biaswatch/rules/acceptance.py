@@ -7,6 +7,11 @@ a flat master of its read noise would have) must each lie within ``sigma``
 robust sigmas of theirs. Within them it is accepted and ``latest.fits`` moves
 to it; beyond them it is rejected, kept on disk, and ``latest.fits`` stays on
 the last accepted master. A person may overrule either way (cli/verdict.py).
+
+A master of several segments (image HDUs or amplifiers) is also judged segment by
+segment, each against the same segment of the baseline, as ESO checks read noise
+per output port and Rubin's cp_verify noise and level per amplifier: one bad
+amplifier among four hardly moves the aggregate, and the reason names it.
 """
 
 from __future__ import annotations
