@@ -1,13 +1,14 @@
-"""What the catalog stores: its tables, and its rows as plain frozen data.
+"""What the catalog stores: its tables (and how an older catalog gains them), its rows.
 
-The service, the lanes and the commands pass the rows around; only catalog/store.py
-turns them into SQL.
+The service, the lanes and the commands pass the rows around as plain frozen data;
+only catalog/ turns them into SQL.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 from dataclasses import asdict, dataclass
 
 from biaswatch.rules.qc import FrameQC, MasterQC
@@ -53,7 +54,7 @@ CREATE TABLE IF NOT EXISTS sets (
     flag TEXT,
     -- The master sequence number reserved for this set when its combine first
     -- starts, kept across retries and restarts (catalog_masters.reserve_sequence);
-    -- unique per camera and night (index made in catalog._migrate).
+    -- unique per camera and night (index made in catalog/rows.py migrate).
     sequence INTEGER
 );
 CREATE INDEX IF NOT EXISTS sets_key ON sets(camera, night, geometry, state);
@@ -89,6 +90,38 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 CREATE INDEX IF NOT EXISTS attempts_set ON attempts(set_id);
 """
+
+
+# Columns added since the first release: a catalog made before gets them at open,
+# empty (ALTER TABLE ... ADD COLUMN keeps every row; sqlite.org/lang_altertable.html).
+_ADDED_COLUMNS = (
+    ("frames", "qc", "TEXT"),
+    ("sets", "flag", "TEXT"),
+    # Reserved master sequence numbers (finding 4 of issue 11): empty for old sets.
+    ("sets", "sequence", "INTEGER"),
+    ("masters", "qc", "TEXT"),
+    # Masters made before acceptance existed were all used as accepted.
+    ("masters", "state", "TEXT NOT NULL DEFAULT 'accepted'"),
+    ("masters", "judged_by", "TEXT"),
+    ("masters", "judgement", "TEXT"),
+    # Per-segment QC (issue 13): NULL for old rows, read as one segment.
+    ("frames", "segments_qc", "TEXT"),
+    ("masters", "segments", "TEXT"),
+)
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring a catalog made by an earlier version up to SCHEMA (columns, then indexes)."""
+    for table, column, kind in _ADDED_COLUMNS:
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    # After the columns: an old catalog has no sets.sequence until just above. No two
+    # sets of a camera's night may hold one number (a partial index: NULL = none yet).
+    db.execute(
+        "CREATE UNIQUE INDEX IF NOT EXISTS sets_sequence ON sets(camera, night, sequence)"
+        " WHERE sequence IS NOT NULL"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,14 @@ from pathlib import Path
 
 from biaswatch.catalog.attempts import AttemptQueries
 from biaswatch.catalog.masters import MasterQueries
-from biaswatch.catalog.rows import SCHEMA, FrameRecord, SetRow, frame_segments, segments_json
+from biaswatch.catalog.rows import (
+    SCHEMA,
+    FrameRecord,
+    SetRow,
+    frame_segments,
+    migrate,
+    segments_json,
+)
 from biaswatch.names import DETECT_TYPES, bound
 from biaswatch.rules.qc import FrameQC
 
@@ -85,7 +92,7 @@ class Catalog(MasterQueries, AttemptQueries):
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
-        _migrate(self._db)
+        migrate(self._db)
 
     def close(self) -> None:
         """Close the database."""
@@ -368,37 +375,6 @@ def _insert_frame(db: sqlite3.Connection, frame: FrameRecord, set_id: int | None
             None if frame.qc is None else json.dumps(asdict(frame.qc)),
             segments_json(frame.segments_qc),
         ),
-    )
-
-
-# Columns added since the first release: a catalog made before gets them at open,
-# empty (ALTER TABLE ... ADD COLUMN keeps every row; sqlite.org/lang_altertable.html).
-_ADDED_COLUMNS = (
-    ("frames", "qc", "TEXT"),
-    ("sets", "flag", "TEXT"),
-    # Reserved master sequence numbers (finding 4 of issue 11): empty for old sets.
-    ("sets", "sequence", "INTEGER"),
-    ("masters", "qc", "TEXT"),
-    # Masters made before acceptance existed were all used as accepted.
-    ("masters", "state", "TEXT NOT NULL DEFAULT 'accepted'"),
-    ("masters", "judged_by", "TEXT"),
-    ("masters", "judgement", "TEXT"),
-    # Per-segment QC (issue 13): NULL for old rows, read as one segment.
-    ("frames", "segments_qc", "TEXT"),
-    ("masters", "segments", "TEXT"),
-)
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    for table, column, kind in _ADDED_COLUMNS:
-        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-        if column not in have:
-            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-    # After the columns: an old catalog has no sets.sequence until just above. No two
-    # sets of a camera's night may hold one number (a partial index: NULL = none yet).
-    db.execute(
-        "CREATE UNIQUE INDEX IF NOT EXISTS sets_sequence ON sets(camera, night, sequence)"
-        " WHERE sequence IS NOT NULL"
     )
 
 
