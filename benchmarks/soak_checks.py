@@ -273,6 +273,8 @@ def check_masters_dir(
             report.discrepancy(f"temporary master left behind: {path}")
         elif path.name == "latest.fits" and path.parent.parent == masters_dir:
             continue
+        elif path.name.startswith("latest-") and path.is_symlink():
+            continue  # a configuration's current master (publish/master.py latest_link)
         elif path.suffix == ".png" and str(path.with_suffix(".fits")) in recorded:
             continue  # a recorded master's preview
         elif path.parent == masters_dir and path.name == TmpfsDisk.BALLAST:

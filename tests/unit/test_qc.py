@@ -32,7 +32,7 @@ def a_set(levels: list[float], noise: float = 3.0) -> list[tuple[str, FrameQC]]:
 
 
 def test_level_and_noise_of_gaussian_noise_are_recovered() -> None:
-    """The subsampled median and MAD sigma match the true level and noise of a bias."""
+    """The subsampled median and robust sigma match the true level and noise of a bias."""
     image = (1000.0 + RNG.normal(0, 4.0, (512, 512))).astype(np.float32)
     level, noise = robust_level_noise(image)
     assert level == pytest.approx(1000.0, abs=0.1)

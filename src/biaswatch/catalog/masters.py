@@ -11,7 +11,7 @@ import sqlite3
 from contextlib import AbstractContextManager
 from dataclasses import asdict
 
-from biaswatch.catalog.rows import MasterRow
+from biaswatch.catalog.rows import MasterRow, master_segments, segments_json
 from biaswatch.rules.qc import MasterQC
 
 
@@ -85,13 +85,21 @@ class MasterQueries:
         ).fetchall()
         return {str(r[0]): str(r[1]) for r in rows}
 
+    def latest_by_configuration(self) -> dict[tuple[str, str], str]:
+        """Each (camera, geometry label)'s newest accepted master's path: ``latest-<label>``."""
+        rows = self._db.execute(
+            "SELECT camera, geometry, path, MAX(night || '#' || printf('%09d', sequence))"
+            " FROM masters WHERE state = 'accepted' GROUP BY camera, geometry"
+        ).fetchall()
+        return {(str(r[0]), str(r[1])): str(r[2]) for r in rows}
+
     def record_master(self, set_id: int, master: MasterRow) -> None:
         """One transaction: the master row, the set done, its frames combined."""
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO masters (set_id, camera, night, sequence, geometry, path, ncombine,"
-                " input_digest, created, qc, state, judged_by, judgement)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " input_digest, created, qc, state, judged_by, judgement, segments)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     set_id,
                     master.camera,
@@ -106,6 +114,7 @@ class MasterQueries:
                     master.state,
                     master.judged_by,
                     master.judgement,
+                    segments_json(master.segments),
                 ),
             )
             # The set holds its master's number (an adopted master's may differ from the
@@ -145,6 +154,21 @@ class MasterQueries:
         ).fetchall()
         return [MasterQC(**json.loads(r["qc"])) for r in rows]
 
+    def accepted_segments(
+        self, camera: str, geometry: str, limit: int
+    ) -> list[dict[str, MasterQC]]:
+        """Each segment's QC of the camera's newest accepted masters of this geometry.
+
+        Newest first, one mapping per master (empty for a master of one segment): the
+        baseline each segment of a new master is judged against (rules/acceptance.py).
+        """
+        rows = self._db.execute(
+            "SELECT segments FROM masters WHERE camera = ? AND geometry = ?"
+            " AND state = 'accepted' ORDER BY night DESC, sequence DESC LIMIT ?",
+            (camera, geometry, limit),
+        ).fetchall()
+        return [dict(master_segments(r["segments"])) for r in rows]
+
     def judge_master(self, path: str, state: str, by: str, why: str) -> MasterRow:
         """Record a person's verdict on a master; returns it. Raises KeyError if unknown."""
         with self._transaction() as db:
@@ -182,6 +206,7 @@ class MasterQueries:
                 r["state"],
                 r["judged_by"],
                 r["judgement"],
+                master_segments(r["segments"]),
             )
             for r in rows
         ]

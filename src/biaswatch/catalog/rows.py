@@ -1,16 +1,21 @@
-"""What the catalog stores: its tables, and its rows as plain frozen data.
+"""What the catalog stores: its tables (and how an older catalog gains them), its rows.
 
-The service, the lanes and the commands pass the rows around; only catalog/store.py
-turns them into SQL.
+The service, the lanes and the commands pass the rows around as plain frozen data;
+only catalog/ turns them into SQL.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import json
+import sqlite3
+from dataclasses import asdict, dataclass
 
 from biaswatch.rules.qc import FrameQC, MasterQC
 
+# frames.segments_qc and masters.segments: each segment's (image HDU's or amplifier's)
+# QC, JSON [[name, {field: value}], ...] (segments_json); NULL for one segment. No SQL
+# comment beside them: SQLite's DROP COLUMN rewrites the table's text around it.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS frames (
     id INTEGER PRIMARY KEY,
@@ -30,7 +35,8 @@ CREATE TABLE IF NOT EXISTS frames (
     set_id INTEGER REFERENCES sets(id),
     calibrated TEXT,
     recorded TEXT NOT NULL,
-    qc TEXT
+    qc TEXT,
+    segments_qc TEXT
 );
 CREATE INDEX IF NOT EXISTS frames_set ON frames(set_id);
 CREATE INDEX IF NOT EXISTS frames_content ON frames(camera, sha256);
@@ -48,7 +54,7 @@ CREATE TABLE IF NOT EXISTS sets (
     flag TEXT,
     -- The master sequence number reserved for this set when its combine first
     -- starts, kept across retries and restarts (catalog_masters.reserve_sequence);
-    -- unique per camera and night (index made in catalog._migrate).
+    -- unique per camera and night (index made in catalog/rows.py migrate).
     sequence INTEGER
 );
 CREATE INDEX IF NOT EXISTS sets_key ON sets(camera, night, geometry, state);
@@ -67,6 +73,7 @@ CREATE TABLE IF NOT EXISTS masters (
     state TEXT NOT NULL DEFAULT 'accepted' CHECK (state IN ('accepted', 'rejected')),
     judged_by TEXT,
     judgement TEXT,
+    segments TEXT,
     UNIQUE (camera, night, sequence)
 );
 CREATE TABLE IF NOT EXISTS attempts (
@@ -83,6 +90,38 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 CREATE INDEX IF NOT EXISTS attempts_set ON attempts(set_id);
 """
+
+
+# Columns added since the first release: a catalog made before gets them at open,
+# empty (ALTER TABLE ... ADD COLUMN keeps every row; sqlite.org/lang_altertable.html).
+_ADDED_COLUMNS = (
+    ("frames", "qc", "TEXT"),
+    ("sets", "flag", "TEXT"),
+    # Reserved master sequence numbers (finding 4 of issue 11): empty for old sets.
+    ("sets", "sequence", "INTEGER"),
+    ("masters", "qc", "TEXT"),
+    # Masters made before acceptance existed were all used as accepted.
+    ("masters", "state", "TEXT NOT NULL DEFAULT 'accepted'"),
+    ("masters", "judged_by", "TEXT"),
+    ("masters", "judgement", "TEXT"),
+    # Per-segment QC (issue 13): NULL for old rows, read as one segment.
+    ("frames", "segments_qc", "TEXT"),
+    ("masters", "segments", "TEXT"),
+)
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring a catalog made by an earlier version up to SCHEMA (columns, then indexes)."""
+    for table, column, kind in _ADDED_COLUMNS:
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    # After the columns: an old catalog has no sets.sequence until just above. No two
+    # sets of a camera's night may hold one number (a partial index: NULL = none yet).
+    db.execute(
+        "CREATE UNIQUE INDEX IF NOT EXISTS sets_sequence ON sets(camera, night, sequence)"
+        " WHERE sequence IS NOT NULL"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,3 +175,27 @@ class MasterRow:
     state: str = "accepted"  # or "rejected" (rules/acceptance.py), by biaswatch or a person
     judged_by: str | None = None
     judgement: str | None = None
+    segments: tuple[tuple[str, MasterQC], ...] = ()  # each segment's QC; () for one segment
+
+
+def segments_json(
+    segments: tuple[tuple[str, FrameQC], ...] | tuple[tuple[str, MasterQC], ...],
+) -> str | None:
+    """A segments column's text: JSON ``[[name, {field: value}], ...]``; NULL for none."""
+    if not segments:
+        return None
+    return json.dumps([[name, asdict(quality)] for name, quality in segments])
+
+
+def frame_segments(text: object) -> tuple[tuple[str, FrameQC], ...]:
+    """A frame row's segments_qc column read back (() for NULL: one segment, or an old row)."""
+    if not isinstance(text, str):
+        return ()
+    return tuple((str(name), FrameQC(**fields)) for name, fields in json.loads(text))
+
+
+def master_segments(text: object) -> tuple[tuple[str, MasterQC], ...]:
+    """A master row's segments column read back (() for NULL: one segment, or an old row)."""
+    if not isinstance(text, str):
+        return ()
+    return tuple((str(name), MasterQC(**fields)) for name, fields in json.loads(text))

@@ -28,7 +28,14 @@ from pathlib import Path
 
 from biaswatch.catalog.attempts import AttemptQueries
 from biaswatch.catalog.masters import MasterQueries
-from biaswatch.catalog.rows import SCHEMA, FrameRecord, SetRow
+from biaswatch.catalog.rows import (
+    SCHEMA,
+    FrameRecord,
+    SetRow,
+    frame_segments,
+    migrate,
+    segments_json,
+)
 from biaswatch.names import DETECT_TYPES, bound
 from biaswatch.rules.qc import FrameQC
 
@@ -85,7 +92,7 @@ class Catalog(MasterQueries, AttemptQueries):
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
-        _migrate(self._db)
+        migrate(self._db)
 
     def close(self) -> None:
         """Close the database."""
@@ -341,13 +348,14 @@ class Catalog(MasterQueries, AttemptQueries):
 def _insert_frame(db: sqlite3.Connection, frame: FrameRecord, set_id: int | None, now: str) -> None:
     db.execute(
         "INSERT INTO frames (path, camera, size, mtime_ns, sha256, status, reason, note,"
-        " imagetyp, date_obs, night, geometry, set_id, calibrated, recorded, qc)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " imagetyp, date_obs, night, geometry, set_id, calibrated, recorded, qc, segments_qc)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns,"
         " sha256 = excluded.sha256, status = excluded.status, reason = excluded.reason,"
         " note = excluded.note, imagetyp = excluded.imagetyp, date_obs = excluded.date_obs,"
         " night = excluded.night, geometry = excluded.geometry, set_id = excluded.set_id,"
-        " calibrated = excluded.calibrated, recorded = excluded.recorded, qc = excluded.qc",
+        " calibrated = excluded.calibrated, recorded = excluded.recorded, qc = excluded.qc,"
+        " segments_qc = excluded.segments_qc",
         (
             bound(frame.path),
             frame.camera,
@@ -365,35 +373,8 @@ def _insert_frame(db: sqlite3.Connection, frame: FrameRecord, set_id: int | None
             frame.calibrated,
             now,
             None if frame.qc is None else json.dumps(asdict(frame.qc)),
+            segments_json(frame.segments_qc),
         ),
-    )
-
-
-# Columns added since the first release: a catalog made before gets them at open,
-# empty (ALTER TABLE ... ADD COLUMN keeps every row; sqlite.org/lang_altertable.html).
-_ADDED_COLUMNS = (
-    ("frames", "qc", "TEXT"),
-    ("sets", "flag", "TEXT"),
-    # Reserved master sequence numbers (finding 4 of issue 11): empty for old sets.
-    ("sets", "sequence", "INTEGER"),
-    ("masters", "qc", "TEXT"),
-    # Masters made before acceptance existed were all used as accepted.
-    ("masters", "state", "TEXT NOT NULL DEFAULT 'accepted'"),
-    ("masters", "judged_by", "TEXT"),
-    ("masters", "judgement", "TEXT"),
-)
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    for table, column, kind in _ADDED_COLUMNS:
-        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-        if column not in have:
-            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-    # After the columns: an old catalog has no sets.sequence until just above. No two
-    # sets of a camera's night may hold one number (a partial index: NULL = none yet).
-    db.execute(
-        "CREATE UNIQUE INDEX IF NOT EXISTS sets_sequence ON sets(camera, night, sequence)"
-        " WHERE sequence IS NOT NULL"
     )
 
 
@@ -401,6 +382,11 @@ def stored_frame_qc(row: sqlite3.Row) -> FrameQC | None:
     """The QC stored with a frame row, if it has any."""
     text = row["qc"]
     return None if text is None else FrameQC(**json.loads(text))
+
+
+def stored_segments_qc(row: sqlite3.Row) -> tuple[tuple[str, FrameQC], ...]:
+    """Each segment's QC stored with a frame row (() for one segment, or an old row)."""
+    return frame_segments(row["segments_qc"])
 
 
 def _open_set(db: sqlite3.Connection, camera: str, night: str, geometry: str, now: str) -> int:

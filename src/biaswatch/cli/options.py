@@ -37,6 +37,13 @@ def add_masters_options(parser: argparse.ArgumentParser) -> None:
         "zone); needs --camera",
     )
     parser.add_argument(
+        "--like",
+        metavar="FRAME",
+        type=Path,
+        help="only masters of this raw frame's configuration (its geometry: segments, "
+        "binning, group_by values), read as the service reads it; needs --camera",
+    )
+    parser.add_argument(
         "--current", action="store_true", help="only each camera's current master (latest.fits)"
     )
     parser.add_argument("--json", action="store_true", help="print a JSON array")

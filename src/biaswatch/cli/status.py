@@ -2,9 +2,10 @@
 
 Per camera: its watch directories and whether they can be read, its open sets
 (frames so far, what completes them and when), its last master with its
-verdict and quality, and the frames rejected in the last 24 hours with their
-reasons; and whether the service runs (pid, since when), as the state
-directory's lock tells it (system/pidfile.py), never a pid alone.
+verdict and quality (and each segment's: image HDU or amplifier), and the
+frames rejected in the last 24 hours with their reasons; and whether the
+service runs (pid, since when), as the state directory's lock tells it
+(system/pidfile.py), never a pid alone.
 """
 
 from __future__ import annotations
@@ -106,6 +107,11 @@ def _camera_status(
             "state": last.state,
             "ncombine": last.ncombine,
             "qc": quality,
+            # Each segment's (image HDU's or amplifier's) QC; [] for a master of one segment.
+            "segments": [
+                {"name": name, **{k: round(v, 3) for k, v in _qc(qc).items()}}
+                for name, qc in last.segments
+            ],
         }
     since = (now - RECENT).isoformat(timespec="milliseconds")
     state["rejected_last_24h"] = [
@@ -163,4 +169,9 @@ def _master_lines(master: dict[str, Any] | None) -> list[str]:
         f"    level {qc['level']} ADU, read noise {qc['read_noise']} ADU, "
         f"noise {qc['noise']} ADU (expected {qc['expected_noise']}), "
         f"hot columns {int(qc['hot_columns'])}",
+        *(
+            f"    segment {s['name']}: level {s['level']} ADU, read noise {s['read_noise']} ADU, "
+            f"noise {s['noise']} ADU"
+            for s in master.get("segments", [])
+        ),
     ]

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from biaswatch.cli.masters import existing_catalog
-from biaswatch.publish.master import point_latest
+from biaswatch.publish.master import point_latest, repair_latest
 
 
 def record_verdict(args: argparse.Namespace) -> int:
@@ -31,12 +31,13 @@ def record_verdict(args: argparse.Namespace) -> int:
     except KeyError:
         raise SystemExit(f"biaswatch: {args.master} is not a master in the catalog") from None
     newest = catalog.newest_masters().get(master.camera)
-    catalog.close()
     link = Path(master.path).parent.parent / "latest.fits"
     if newest is not None:
         point_latest(link, Path(newest.path))
     else:  # nothing accepted is left: a link to a rejected master would mislead
         link.unlink(missing_ok=True)
+    repair_latest(catalog, link.parent.parent, set())  # each configuration's link too
+    catalog.close()
     print(
         f"{master.path}: {args.state} by {who} ({args.why}); latest.fits -> "
         f"{newest.path if newest else 'nothing accepted'}"

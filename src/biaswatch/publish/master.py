@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from biaswatch.combine.master_file import MasterInfo
 from biaswatch.names import shown
 from biaswatch.rules.acceptance import BASELINE, Verdict, judge
 from biaswatch.rules.qc import MasterQC, master_qc_from_header
+from biaswatch.rules.segment_cards import segments_qc_from_headers
 from biaswatch.system.faults import crash_point
 
 log = structlog.get_logger(__name__)
@@ -69,6 +71,7 @@ class NewMaster:
     info: MasterInfo
     path: Path
     quality: MasterQC | None  # from the combine's answer, or read back when adopted
+    segments: tuple[tuple[str, MasterQC], ...] = ()  # each segment's QC; () for one segment
 
 
 def publish_master(
@@ -96,7 +99,8 @@ def publish_master(
     verdict = record_published(catalog, master, now)
     crash_point("after_commit")
     if verdict.state == "accepted":
-        point_latest(masters_dir / info.camera / "latest.fits", final)
+        point_latest(latest_link(masters_dir, info.camera), final)
+        point_latest(latest_link(masters_dir, info.camera, info.geometry), final)
     else:
         details = {"camera": info.camera, "night": info.night, "set": master.set_id}
         details |= {"path": str(final), "reason": verdict.reason}
@@ -130,7 +134,7 @@ def record_published(catalog: Catalog, master: NewMaster, now: dt.datetime) -> V
     adoption of a master found on disk after a crash both come here.
     """
     info = master.info
-    verdict = verdict_for(catalog, info.camera, info.geometry, master.quality, info.master_sigma)
+    verdict = verdict_for(catalog, master)
     catalog.record_master(
         master.set_id,
         MasterRow(
@@ -146,6 +150,7 @@ def record_published(catalog: Catalog, master: NewMaster, now: dt.datetime) -> V
             verdict.state,
             "biaswatch",
             verdict.reason,
+            master.segments,
         ),
     )
     return verdict
@@ -158,7 +163,8 @@ def adopt_master(
 
     Its ``latest.fits`` is left to the check that follows recovery (repair_latest).
     """
-    return record_published(catalog, NewMaster(set_id, info, path, quality_on_disk(path)), now)
+    quality, segments = quality_on_disk(path), segments_on_disk(path)
+    return record_published(catalog, NewMaster(set_id, info, path, quality, segments), now)
 
 
 def quality_on_disk(path: Path) -> MasterQC | None:
@@ -170,11 +176,27 @@ def quality_on_disk(path: Path) -> MasterQC | None:
     return master_qc_from_header(fits.getheader(path))
 
 
-def verdict_for(
-    catalog: Catalog, camera: str, geometry: str, quality: MasterQC | None, sigma: float
-) -> Verdict:
-    """A new master judged against the camera's accepted masters of its geometry."""
-    return judge(quality, catalog.accepted_qc(camera, geometry, BASELINE), sigma)
+def segments_on_disk(path: Path) -> tuple[tuple[str, MasterQC], ...]:
+    """Each segment's QC a master file's headers carry (() for one segment): for adoption.
+
+    Each segment HDU's QC_* cards and each amplifier's QCA<i>* cards
+    (rules/segment_cards.py); only the headers are read.
+    """
+    with fits.open(path, memmap=False) as hdus:
+        headers = [hdu.header for hdu in hdus]
+    return segments_qc_from_headers(headers)
+
+
+def verdict_for(catalog: Catalog, master: NewMaster) -> Verdict:
+    """A new master judged against the camera's accepted masters of its geometry, per segment."""
+    info = master.info
+    return judge(
+        master.quality,
+        catalog.accepted_qc(info.camera, info.geometry, BASELINE),
+        info.master_sigma,
+        master.segments,
+        catalog.accepted_segments(info.camera, info.geometry, BASELINE) if master.segments else (),
+    )
 
 
 def find_published(
@@ -211,34 +233,65 @@ def report_orphans(catalog: Catalog, masters_dir: Path) -> None:
             log.warning("master.orphan", file=str(path), action=_ORPHAN)
 
 
-def repair_latest(catalog: Catalog, masters_dir: Path, missing: set[str]) -> None:
-    """Point each camera's ``latest.fits`` at its newest accepted master when it is not.
+def latest_link(masters_dir: Path, camera: str, geometry: str | None = None) -> Path:
+    """A camera's ``latest.fits``, or with ``geometry`` its configuration's ``latest-<label>.fits``.
 
-    A newest master whose file is gone is logged once (``missing`` remembers it) and
-    its link left as it is: pointing at it would make a dangling link.
+    Downstream code that knows its frame's configuration (the geometry label, as
+    ``biaswatch masters --like`` computes it) opens the master of that configuration
+    by a name that never changes. Labels are file-name safe (rules/sets.py); any other
+    character is written as ``_`` all the same, so a link never leaves its directory.
     """
-    for camera, newest in catalog.latest_paths().items():
-        link, target = masters_dir / camera / "latest.fits", Path(newest)
-        try:
-            if link.exists() and link.resolve() == target.resolve():
-                continue
-            if not target.is_file():
-                if newest not in missing:
-                    missing.add(newest)
-                    log.error("master.missing", camera=camera, file=newest, action=_MISSING)
-                continue
-            point_latest(link, target)
-        except OSError as exc:
-            log.error("master.latest_unrepaired", camera=camera, link=str(link), error=str(exc))
-            continue
-        log.warning("master.latest_repaired", camera=camera, path=newest)
+    if geometry is None:
+        return masters_dir / camera / "latest.fits"
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", geometry)
+    return masters_dir / camera / f"latest-{safe}.fits"
 
 
+def repair_latest(catalog: Catalog, masters_dir: Path, missing: set[str]) -> None:
+    """Point each camera's ``latest.fits``, and each configuration's link, at its newest master.
+
+    Newest accepted, that is. A newest master whose file is gone is logged once
+    (``missing`` remembers it) and its link left as it is: pointing at it would make a
+    dangling link. A configuration link left with no accepted master (a person rejected
+    them all) is removed: a link to a rejected master would mislead.
+    """
+    wanted = {
+        latest_link(masters_dir, camera): (camera, newest)
+        for camera, newest in catalog.latest_paths().items()
+    }
+    for (camera, geometry), newest in catalog.latest_by_configuration().items():
+        wanted[latest_link(masters_dir, camera, geometry)] = (camera, newest)
+    for link, (camera, newest) in wanted.items():
+        _repair_link(link, camera, newest, missing)
+    for stale in masters_dir.glob("*/latest-*.fits"):
+        if stale.is_symlink() and stale not in wanted:
+            stale.unlink(missing_ok=True)
+            log.warning("master.latest_removed", link=str(stale), reason=_STALE)
+
+
+def _repair_link(link: Path, camera: str, newest: str, missing: set[str]) -> None:
+    target = Path(newest)
+    try:
+        if link.exists() and link.resolve() == target.resolve():
+            return
+        if not target.is_file():
+            if newest not in missing:
+                missing.add(newest)
+                log.error("master.missing", camera=camera, file=newest, action=_MISSING)
+            return
+        point_latest(link, target)
+    except OSError as exc:
+        log.error("master.latest_unrepaired", camera=camera, link=str(link), error=str(exc))
+        return
+    log.warning("master.latest_repaired", camera=camera, link=link.name, path=newest)
+
+
+_STALE = "no accepted master of its configuration is left"
 _ORPHAN = (
     "left alone: a master file the catalog does not list and no set claims (a second "
     "service, or a copy put there by hand); move or delete it yourself if it is not needed"
 )
-_MISSING = "the newest master's file is gone: latest.fits is left as it is; restore the file"
+_MISSING = "the newest master's file is gone: its link is left as it is; restore the file"
 
 
 def input_names(paths: Sequence[str]) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ from biaswatch.catalog.rows import MasterRow
 from biaswatch.catalog.store import Catalog
 from biaswatch.config import Config
 from biaswatch.names import shown
+from biaswatch.rules.qc import MasterQC
 
 log = structlog.get_logger(__name__)
 
@@ -149,7 +150,17 @@ def _masters_table(masters: list[MasterRow]) -> str:
             f"<tr><td>{html.escape(Path(m.path).name)}</td>"
             f"<td class='{m.state}'>{m.state}</td><td>{m.ncombine}</td>{numbers}<td>{why}</td></tr>"
         )
+        rows += [_segment_row(name, qc) for name, qc in m.segments]
     return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _segment_row(name: str, q: MasterQC) -> str:
+    """One segment (image HDU or amplifier) of the master above, indented under it."""
+    return (
+        f"<tr class='segment'><td>&nbsp;&nbsp;segment {html.escape(name)}</td><td></td><td></td>"
+        f"<td>{q.level:.2f}</td><td>{q.read_noise:.2f}</td>"
+        f"<td>{q.noise:.2f} ({q.expected_noise:.2f})</td><td>{q.hot_columns}</td><td></td></tr>"
+    )
 
 
 def _preview(master: MasterRow) -> str:

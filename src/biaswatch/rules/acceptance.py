@@ -7,12 +7,17 @@ a flat master of its read noise would have) must each lie within ``sigma``
 robust sigmas of theirs. Within them it is accepted and ``latest.fits`` moves
 to it; beyond them it is rejected, kept on disk, and ``latest.fits`` stays on
 the last accepted master. A person may overrule either way (cli/verdict.py).
+
+A master of several segments (image HDUs or amplifiers) is also judged segment by
+segment, each against the same segment of the baseline, as ESO checks read noise
+per output port and Rubin's cp_verify noise and level per amplifier: one bad
+amplifier among four hardly moves the aggregate, and the reason names it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -43,16 +48,44 @@ class _Metric:
     floor: float  # the smallest spread that is meaningful for this metric
 
 
-def judge(candidate: MasterQC | None, baseline: Sequence[MasterQC], sigma: float) -> Verdict:
-    """Compare a candidate's QC with the baseline (newest accepted masters first)."""
+def judge(
+    candidate: MasterQC | None,
+    baseline: Sequence[MasterQC],
+    sigma: float,
+    segments: Sequence[tuple[str, MasterQC]] = (),
+    segment_baseline: Sequence[Mapping[str, MasterQC]] = (),
+) -> Verdict:
+    """Compare a candidate's QC with the baseline (newest accepted masters first).
+
+    A master of several segments (image HDUs or amplifiers) is also judged segment by
+    segment against the same segment of the baseline masters (``segment_baseline``,
+    one mapping per master, newest first): one bad amplifier among four barely moves
+    the aggregate, and the reason names it.
+    """
     if candidate is None:
         return Verdict("accepted", "no QC measured: accepted without comparison")
-    usable = [q for q in baseline[:BASELINE] if math.isfinite(q.read_noise)]
+    usable = _usable(baseline)
     if len(usable) < MIN_BASELINE:
         return Verdict(
             "accepted",
             f"no baseline yet ({len(usable)} accepted master(s), {MIN_BASELINE} needed)",
         )
+    beyond = _beyond_all(candidate, usable, sigma)
+    for name, quality in segments:
+        history = _usable([m[name] for m in segment_baseline[:BASELINE] if name in m])
+        if len(history) >= MIN_BASELINE:
+            beyond += [f"segment {name}: {text}" for text in _beyond_all(quality, history, sigma)]
+    if beyond:
+        return Verdict("rejected", "; ".join(beyond))
+    return Verdict("accepted", f"within {sigma:g} robust sigma of the last {len(usable)} masters")
+
+
+def _usable(baseline: Sequence[MasterQC]) -> list[MasterQC]:
+    return [q for q in baseline[:BASELINE] if math.isfinite(q.read_noise)]
+
+
+def _beyond_all(candidate: MasterQC, usable: Sequence[MasterQC], sigma: float) -> list[str]:
+    """Why the candidate's level, read noise or structure is beyond the baseline's."""
     read_noise = float(np.median([q.read_noise for q in usable]))
     metrics = [
         # Levels: a shift under a quarter of the read noise is below any frame's noise.
@@ -68,10 +101,7 @@ def judge(candidate: MasterQC | None, baseline: Sequence[MasterQC], sigma: float
         # Structure: noise over expected noise is 1 for a flat master; 10% is noise.
         _Metric("structure", "", _structure(candidate), [_structure(q) for q in usable], 0.1),
     ]
-    beyond = [text for m in metrics if (text := _beyond(m, sigma)) is not None]
-    if beyond:
-        return Verdict("rejected", "; ".join(beyond))
-    return Verdict("accepted", f"within {sigma:g} robust sigma of the last {len(usable)} masters")
+    return [text for m in metrics if (text := _beyond(m, sigma)) is not None]
 
 
 def _structure(qc: MasterQC) -> float:

@@ -311,7 +311,9 @@ class Combines:
             if result.temporary is None:
                 self._failed(job.set_id, job.info.camera, job.info.night, str(result.reason))
                 return
-            master = NewMaster(job.set_id, job.info, Path(job.final), result.quality)
+            master = NewMaster(
+                job.set_id, job.info, Path(job.final), result.quality, result.segments
+            )
             final = publish_master(
                 self._catalog,
                 self._config.service.masters_dir,
