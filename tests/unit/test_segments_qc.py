@@ -18,7 +18,7 @@ from biaswatch.config import CameraConfig
 from biaswatch.publish.master import NewMaster, adopt_master, record_published, segments_on_disk
 from biaswatch.rules.acceptance import judge
 from biaswatch.rules.qc import FrameQC, MasterQC, master_cards, segment_outliers
-from biaswatch.rules.segment_cards import amplifier_cards
+from biaswatch.rules.segment_cards import amplifier_qc_cards
 from biaswatch.service.screening import screen
 from biaswatch.settings import CombineSettings
 from biaswatch.testing.helpers import valid_frame
@@ -137,7 +137,7 @@ def test_amplifiers_are_read_back_from_one_images_cards(tmp_path: Path) -> None:
     amps = four_amps("D")
     header = fits.Header()
     for index, (name, quality) in enumerate(amps, start=1):
-        for key, value, comment in amplifier_cards(index, name, quality):
+        for key, value, comment in amplifier_qc_cards(index, name, quality):
             header[key] = (value, comment)
     fits.PrimaryHDU(np.zeros((4, 6), np.float32), header).writeto(tmp_path / "amps.fits")
     assert segments_on_disk(tmp_path / "amps.fits") == amps
@@ -198,7 +198,7 @@ def test_amplifiers_of_an_mef_segment_are_named_extname_dot_amp(tmp_path: Path) 
         for key, value, comment in master_cards(amp_master(900.0)):
             image.header[key] = (value, comment)
         for index, name in enumerate(("L", "R"), start=1):
-            for key, value, comment in amplifier_cards(index, name, amp_master(900.0 + index)):
+            for key, value, comment in amplifier_qc_cards(index, name, amp_master(900.0 + index)):
                 image.header[key] = (value, comment)
         images.append(image)
     mask = fits.ImageHDU(np.zeros((4, 6), np.uint8), name="CCD1_MASK")

@@ -85,12 +85,11 @@ def configuration_of(config_path: Path, camera_name: str | None, frame_path: Pat
         raise SystemExit("biaswatch masters: --like needs --camera")
     # Imported here: astropy costs the plain listing (run by scripts) its start-up time.
     from biaswatch.errors import FrameRejected
-    from biaswatch.frames.readiness import geometry, read_frame
+    from biaswatch.frames.read import label_of
 
     camera = load_config(config_path).camera(camera_name)
     try:
-        frame = read_frame(frame_path, camera)
-        return geometry(frame).label()  # TODO(lead): the signature helper A1 gives geometry()
+        return label_of(frame_path, camera)
     except (OSError, FrameRejected) as exc:
         raise SystemExit(f"biaswatch masters: --like {frame_path}: {exc}") from None
 

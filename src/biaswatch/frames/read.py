@@ -27,7 +27,13 @@ from biaswatch.frames.readiness import (
     read_frame,
     type_keyword,
 )
-from biaswatch.frames.segments import calibrate_frame, raw_segments, segment_qc, write_work_file
+from biaswatch.frames.segments import (
+    CalibratedImage,
+    calibrate_frame,
+    raw_segments,
+    segment_qc,
+    write_work_file,
+)
 from biaswatch.rules.nights import night_label
 
 log = structlog.get_logger(__name__)
@@ -86,7 +92,7 @@ def _examine(
     if note is not None:
         bound.warning("frame.date_fallback", note=note, night=night)
     images = calibrate_frame(frame, camera.calibrate, camera.name)
-    geom = geometry(frame.header, raw_segments(images), camera).label()
+    geom = configuration_label(frame, images, camera)
     quality, each = segment_qc(
         images,
         saturation=camera.qc.saturation,
@@ -112,6 +118,23 @@ def _examine(
         qc=quality,
         segments_qc=each,
     )
+
+
+def configuration_label(
+    frame: RawFrame, images: list[CalibratedImage], camera: CameraConfig
+) -> str:
+    """The geometry label of a frame: its raw segments, binning and group_by values.
+
+    The one place the service, backfill and ``masters --like`` label a frame, so a
+    frame always finds the masters of its own configuration.
+    """
+    return geometry(frame.header, raw_segments(images), camera).label()
+
+
+def label_of(path: Path, camera: CameraConfig) -> str:
+    """The geometry label the service gives the frame at ``path`` (read-only, no record)."""
+    frame = read_frame(path, camera)
+    return configuration_label(frame, calibrate_frame(frame, camera.calibrate, camera.name), camera)
 
 
 def _number(value: object) -> float | None:

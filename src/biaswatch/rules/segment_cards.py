@@ -25,7 +25,7 @@ _AMPLIFIER_CARDS = {
 }
 
 
-def amplifier_cards(index: int, name: str, qc: MasterQC) -> list[tuple[str, object, str]]:
+def amplifier_qc_cards(index: int, name: str, qc: MasterQC) -> list[tuple[str, object, str]]:
     """FITS cards of amplifier ``index`` (1-based) of an image: QCA<i>NAM, QCA<i>LEV, ..."""
     key = f"QCA{index}"
     cards: list[tuple[str, object, str]] = [
