@@ -50,6 +50,7 @@ from biaswatch.combine.kernel import (
     sorting_network,
     swap_bytes,
 )
+from biaswatch.combine.planes import Combined
 from biaswatch.errors import CombineFailed, FrameRejected
 from biaswatch.fitsbytes import BLOCK, FitsStatus, data_bytes, read_header
 
@@ -213,25 +214,6 @@ def combine_files(
 ) -> np.ndarray:
     """The image alone of combine_planes (no MASK or UNCERT computed): float32 (rows, cols)."""
     return combine_planes(paths, settings, mem_limit, hdu, rows=rows, errors=False).data
-
-
-@dataclass(frozen=True, slots=True)
-class Combined:
-    """A combine's result: the float32 image, and ccdproc's mask and uncertainty planes.
-
-    ``mask`` (uint8, 1 where every value was rejected) and ``uncertainty`` (float32,
-    StdDevUncertainty) are None when they were not asked for.
-    """
-
-    data: np.ndarray
-    mask: np.ndarray | None = None
-    uncertainty: np.ndarray | None = None
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the planes."""
-        planes = (self.data, self.mask, self.uncertainty)
-        return sum(p.nbytes for p in planes if p is not None)
 
 
 def combine_planes(
