@@ -13,7 +13,7 @@ from astropy.nddata import CCDData
 from biaswatch.combine.child import CombineJob, CombineResult, make_master
 from biaswatch.combine.engine import OUTPUT_BYTES, band_rows, combine_planes
 from biaswatch.combine.master_file import MasterInfo
-from biaswatch.combine.planes import concatenate
+from biaswatch.combine.planes import concatenate_bands
 from biaswatch.settings import CombineSettings
 from biaswatch.testing.fits import bias_stack, seed_combined, write_segment_stack, write_stack
 
@@ -191,7 +191,7 @@ def test_bands_concatenated_give_the_whole_planes(tmp_path: Path) -> None:
     paths = write_stack(tmp_path, stack_with_holes(6, (13, 9), seed=2))
     whole = combine_planes(paths, TIGHT, 10**9)
     parts = [combine_planes(paths, TIGHT, 10**9, rows=r) for r in ((0, 5), (5, 6), (6, 13))]
-    joined = concatenate(parts)
+    joined = concatenate_bands(parts)
     assert whole.mask is not None and joined.mask is not None and whole.mask.any()
     np.testing.assert_array_equal(joined.data, whole.data)
     np.testing.assert_array_equal(joined.mask, whole.mask)

@@ -23,7 +23,7 @@ import structlog
 from biaswatch.catalog.rows import FrameRecord
 from biaswatch.combine.child import CombineJob, finish_segments
 from biaswatch.combine.master_file import MasterInfo
-from biaswatch.combine.planes import Segment
+from biaswatch.combine.planes import SegmentHDU
 from biaswatch.combine.segments import combine_segments
 from biaswatch.config import CameraConfig, ServiceConfig, SiteConfig, load_config
 from biaswatch.errors import CombineFailed, ConfigError
@@ -125,7 +125,7 @@ def combine_once(request: Request) -> str:
     return f"combined {len(inputs)} frames into {request.output} in {seconds:.2f} s"
 
 
-def _geometry(segments: Sequence[Segment]) -> str:
+def _geometry(segments: Sequence[SegmentHDU]) -> str:
     """BWGEOM of a command-line master: ``COLSxROWS``, with ``xN`` segments after it."""
     rows, cols = segments[0].shape
     return f"{cols}x{rows}" if len(segments) == 1 else f"{cols}x{rows}x{len(segments)}"

@@ -46,8 +46,8 @@ from biaswatch.combine.master_file import (
     master_header,
     write_hdus,
 )
-from biaswatch.combine.planes import Combined, Segment
-from biaswatch.combine.segment_qc import SegmentCards, aggregate, as_written, segment_cards
+from biaswatch.combine.planes import Combined, SegmentHDU
+from biaswatch.combine.segment_qc import SegmentCards, aggregate_qc, as_written, segment_cards
 from biaswatch.errors import CombineFailed
 from biaswatch.rules.qc import MasterQC, master_cards
 from biaswatch.system.faults import crash_point, pause_point
@@ -259,11 +259,11 @@ def finish_master(job: CombineJob, data: np.ndarray, start: float) -> CombineRes
     """A one-image master from its image alone (no MASK or UNCERT): see finish_segments."""
     image = np.asarray(data, dtype=np.float32)
     rows, cols = image.shape
-    return finish_segments(job, [(Segment("", 0, (rows, cols)), Combined(image))], start)
+    return finish_segments(job, [(SegmentHDU("", 0, (rows, cols)), Combined(image))], start)
 
 
 def finish_segments(
-    job: CombineJob, segments: Sequence[tuple[Segment, Combined]], start: float
+    job: CombineJob, segments: Sequence[tuple[SegmentHDU, Combined]], start: float
 ) -> CombineResult:
     """Headers, QC cards and the temporary file for combined segments; the result to report.
 
@@ -295,7 +295,7 @@ def finish_segments(
             for segment, combined, qc in measured
         ]
         entries = tuple(entry for segment, _, qc in measured for entry in _entries(segment, qc))
-        quality = as_written(aggregate([qc for _, qc in entries]))
+        quality = as_written(aggregate_qc([qc for _, qc in entries]))
         _put(header, master_cards(quality))
     tmp = write_hdus(master_hdus(header, parts), Path(job.final), job.set_id)
     seconds = time.perf_counter() - start
@@ -304,7 +304,7 @@ def finish_segments(
     )
 
 
-def _entries(segment: Segment, qc: SegmentCards) -> list[tuple[str, MasterQC]]:
+def _entries(segment: SegmentHDU, qc: SegmentCards) -> list[tuple[str, MasterQC]]:
     """A segment's QC entries: itself, or each amplifier region as ``SEGMENT.AMP``."""
     if not qc.amplifiers:
         return [(segment.name, qc.quality)]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from biaswatch.combine.child import CombineJob, CombineResult, finish_segments
-from biaswatch.combine.planes import Combined, concatenate
+from biaswatch.combine.planes import Combined, concatenate_bands
 from biaswatch.errors import CombineFailed
 from biaswatch.system.faults import pause_point
 
@@ -139,7 +139,7 @@ def assemble_task(job: CombineJob, *bands: Combined) -> CombineResult:
     start = time.perf_counter()
     try:
         pause_point("mid_combine")
-        whole = concatenate(list(bands))
+        whole = concatenate_bands(list(bands))
         segment = segments_of(Path(job.inputs[0]))[0]
         result = finish_segments(job, [(segment, whole)], start)
     except Exception as exc:  # the task's one boundary: an answer, never a bare error

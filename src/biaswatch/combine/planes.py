@@ -12,7 +12,7 @@ import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
-class Segment:
+class SegmentHDU:
     """One image HDU of a work file: its name ("" for a lone image), index and shape."""
 
     name: str
@@ -39,7 +39,7 @@ class Combined:
         return sum(p.nbytes for p in planes if p is not None)
 
 
-def concatenate(bands: list[Combined]) -> Combined:
+def concatenate_bands(bands: list[Combined]) -> Combined:
     """Row bands of one image (in order) as one result; planes kept if every band has them."""
     data = np.concatenate([b.data for b in bands], axis=0)
     masks = [b.mask for b in bands if b.mask is not None]

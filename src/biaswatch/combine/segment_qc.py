@@ -72,7 +72,7 @@ def amplifier_cards(i: int, name: str, qc: MasterQC) -> list[tuple[str, float | 
     return cards
 
 
-def aggregate(qcs: Sequence[MasterQC]) -> MasterQC:
+def aggregate_qc(qcs: Sequence[MasterQC]) -> MasterQC:
     """The contract's aggregate of several regions' QC (see the module's docstring)."""
 
     def largest(values: list[float]) -> float:
@@ -178,4 +178,4 @@ def segment_cards(
         (name, as_written(region_qc(data, inputs, hdu, settings, window)))
         for name, window in zip(amplifier_names(header), windows, strict=True)
     )
-    return SegmentCards(as_written(aggregate([qc for _, qc in amps])), amps)
+    return SegmentCards(as_written(aggregate_qc([qc for _, qc in amps])), amps)

@@ -19,14 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from biaswatch.combine.planes import Combined, Segment
+from biaswatch.combine.planes import Combined, SegmentHDU
 from biaswatch.errors import CombineFailed
 
 if TYPE_CHECKING:
     from biaswatch.settings import CombineSettings
 
 
-def segments_of(path: Path) -> tuple[Segment, ...]:
+def segments_of(path: Path) -> tuple[SegmentHDU, ...]:
     """The image segments of a calibrated work file, in file order.
 
     One 2-D image anywhere (the primary, or a lone extension) is one segment with no
@@ -49,11 +49,11 @@ def segments_of(path: Path) -> tuple[Segment, ...]:
         raise CombineFailed(f"{path}: holds no 2-D image to combine")
     if len(found) == 1:
         _, index, shape = found[0]
-        return (Segment("", index, shape),)
-    return tuple(Segment(name, index, shape) for name, index, shape in found)
+        return (SegmentHDU("", index, shape),)
+    return tuple(SegmentHDU(name, index, shape) for name, index, shape in found)
 
 
-def common_segments(paths: Sequence[Path]) -> tuple[Segment, ...]:
+def common_segments(paths: Sequence[Path]) -> tuple[SegmentHDU, ...]:
     """The segments every input shares; CombineFailed naming the first that differs.
 
     A segment missing, renamed, moved or shaped differently in one input makes the set
@@ -67,13 +67,13 @@ def common_segments(paths: Sequence[Path]) -> tuple[Segment, ...]:
         these = segments_of(Path(path))
         if these != first:
             raise CombineFailed(
-                f"segments differ: {paths[0]} has {describe(first)} but {path} has "
-                f"{describe(these)}"
+                f"segments differ: {paths[0]} has {describe_segments(first)} but {path} has "
+                f"{describe_segments(these)}"
             )
     return first
 
 
-def describe(segments: Sequence[Segment]) -> str:
+def describe_segments(segments: Sequence[SegmentHDU]) -> str:
     """A short text of a layout: ``AMP1 2048x4096, AMP2 2048x4096`` (rows x columns)."""
     return ", ".join(
         f"{s.name or 'image'} (HDU {s.hdu}) {s.shape[0]}x{s.shape[1]}" for s in segments
@@ -82,7 +82,7 @@ def describe(segments: Sequence[Segment]) -> str:
 
 def combine_segments(
     paths: Sequence[Path], settings: CombineSettings, mem_limit: int
-) -> list[tuple[Segment, Combined]]:
+) -> list[tuple[SegmentHDU, Combined]]:
     """Combine every segment of the inputs, one after another, within mem_limit.
 
     MASK and UNCERT are computed with each image when ``settings.uncertainty``.
@@ -90,7 +90,7 @@ def combine_segments(
     from biaswatch.combine.engine import combine_planes  # numba: only where combines run
 
     segments = common_segments(paths)
-    done: list[tuple[Segment, Combined]] = []
+    done: list[tuple[SegmentHDU, Combined]] = []
     held = 0
     for segment in segments:
         combined = combine_planes(
