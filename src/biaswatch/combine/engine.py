@@ -21,6 +21,11 @@ reproduces them without masked arrays, per pixel along the frame axis:
 * Median of an even count is ``0.5 * (a + b)`` of the two middle values; deviation 0
   (a constant pixel) clips every value that differs from the centre.
 * Without sigma clipping only NaN is dropped (``nanmean`` semantics: inf propagates).
+* MASK and UNCERT (combine_planes, ``errors``), as ccdproc's Combiner gives them: the
+  mask is 1 where no value was kept; the uncertainty is, over the kept values, the
+  population standard deviation (``np.nanstd``, ddof 0) for average, or
+  ``ccdproc.sigma_func`` (1.482602218505602 x the MAD about their median) for median,
+  divided by sqrt(kept): 0 where one value was kept, NaN where none was.
 
 On finite data this is the seed's result. The seed's callables (``np.ma.median``,
 ``mad_std``) propagate NaN, though: a pixel holding a NaN gets NaN bounds and is not
