@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -11,9 +12,11 @@ from astropy.io import fits
 from astropy.nddata import CCDData
 
 from biaswatch.combine.child import CombineJob, CombineResult, make_master
+from biaswatch.combine.dask_tasks import Split, _bands
 from biaswatch.combine.engine import OUTPUT_BYTES, band_rows, combine_planes
 from biaswatch.combine.master_file import MasterInfo
 from biaswatch.combine.planes import concatenate_bands
+from biaswatch.errors import CombineFailed
 from biaswatch.settings import CombineSettings
 from biaswatch.testing.fits import bias_stack, seed_combined, write_segment_stack, write_stack
 
@@ -211,10 +214,30 @@ def test_the_memory_model_counts_mask_uncert_and_held_segments() -> None:
             try:
                 band_rows(n, shape, mid, "average", **kw)
                 high = mid
-            except Exception:
+            except CombineFailed:
                 low = mid + 1
         return low
 
     base = minimum(out_bytes=4)
     assert minimum(out_bytes=OUTPUT_BYTES) - base == 100 * 2000 * 5
     assert minimum(out_bytes=4, held=12345) - base == 12345
+
+
+def test_dask_splits_one_image_into_bands_but_runs_an_mef_set_as_one_task(tmp_path: Path) -> None:
+    """A one-image stack over budget is split in row bands; an MEF set is one whole task."""
+    (tmp_path / "one").mkdir()
+    (tmp_path / "mef").mkdir()
+    shape = (1000, 300)  # 10 frames: a 12 MB stack per segment
+    one = write_stack(tmp_path / "one", bias_stack(10, shape, seed=1))
+    mef = write_segment_stack(
+        tmp_path / "mef", {n: bias_stack(10, shape, seed=i) for i, n in enumerate(NAMES)}
+    )
+
+    def budget(job: CombineJob) -> CombineJob:
+        """The job with an 8 MB budget: 4 MB reserve, about 265 rows of 9 + 10 x 4 bytes."""
+        return dataclasses.replace(job, info=dataclasses.replace(job.info, mem_limit=8_000_000))
+
+    split = _bands(budget(job_for(tmp_path, one, SEED)))
+    assert len(split.bands) > 1
+    assert split.bands[0][0] == 0 and split.bands[-1][1] == shape[0]
+    assert _bands(budget(job_for(tmp_path, mef, SEED))) == Split(((0, 0),))
