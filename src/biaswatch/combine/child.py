@@ -189,8 +189,9 @@ def _nothing() -> None:
 
 
 def kernel_cache_name() -> str:
-    """A directory name that changes whenever kernel.py does."""
-    source = Path(__file__).with_name("kernel.py").read_bytes()
+    """A directory name that changes whenever kernel.py or kernel_band.py does."""
+    here = Path(__file__)
+    source = b"".join(here.with_name(name).read_bytes() for name in ("kernel.py", "kernel_band.py"))
     return f"kernel-{hashlib.sha256(source).hexdigest()[:16]}"
 
 

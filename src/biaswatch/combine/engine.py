@@ -47,12 +47,11 @@ from biaswatch.combine.kernel import (
     ROW_ARRAYS,
     WORK_ARRAYS,
     Params,
-    Planes,
     Scratch,
-    combine_band,
     sorting_network,
     swap_bytes,
 )
+from biaswatch.combine.kernel_band import Planes, combine_band
 from biaswatch.combine.planes import Combined
 from biaswatch.combine.sources import common_shape, open_image
 from biaswatch.errors import CombineFailed
