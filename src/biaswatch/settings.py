@@ -375,6 +375,9 @@ class CombineSettings(_Frozen):
     center: Literal["median", "mean"] = "median"
     deviation: Literal["mad_std", "std"] = "mad_std"
     maxiters: int = Field(default=1, ge=1, le=100)
+    # The master's MASK and UNCERT extensions, as the seed recipe's CCDData.write
+    # stores ccdproc.combine's result (issue 13); false writes the image only.
+    uncertainty: bool = True
 
 
 class AlertsConfig(_Frozen):

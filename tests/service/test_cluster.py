@@ -31,13 +31,14 @@ from biaswatch.testing.service import catalog_rows, numba_cache_dir, running_ser
 distributed = pytest.importorskip("distributed")
 
 
-# 1024 x 1024 calibrated pixels: 10 frames are a 40 MB stack, and a 12 MB budget
-# holds the 4 MB result, the 4 MB runtime reserve (combine/engine.py) and ~90 rows of it,
-# so the cluster must split it into bands while the local engine loops over them.
+# 1024 x 1024 calibrated pixels: 10 frames are a 40 MB stack, and an 18 MB budget
+# holds the 9.4 MB result (image 4, MASK 1 and UNCERT 4 bytes a pixel), the 4 MB
+# runtime reserve (combine/engine.py) and ~100 rows of it, so the cluster must split
+# it into bands while the local engine loops over them.
 BIG = Geometry(
     rows=1024, cols=1056, biassec=Section(1025, 1056, 1, 1024), trimsec=Section(1, 1024, 1, 1024)
 )
-SMALL_BUDGET = 12_000_000
+SMALL_BUDGET = 18_000_000
 
 
 def start_cluster(
@@ -94,9 +95,11 @@ def run_and_collect(base: Path, raws: dict[str, list[Path]], **service: object) 
 
 
 def same_master(a: Path, b: Path) -> None:
-    """Equal pixels byte for byte, equal header cards but for the write time."""
+    """Equal pixels (image, MASK, UNCERT) byte for byte, equal cards but for the write time."""
     with fits.open(a) as first, fits.open(b) as second:
-        assert first[0].data.tobytes() == second[0].data.tobytes()
+        assert [h.name for h in first] == [h.name for h in second] == ["PRIMARY", "MASK", "UNCERT"]
+        for mine, theirs in zip(first, second, strict=True):
+            assert mine.data.tobytes() == theirs.data.tobytes()
         # DATE is when the file was written, CHECKSUM covers DATE: all else must agree.
         skip = {"DATE", "CHECKSUM"}
         cards_a = [(c.keyword, c.value) for c in first[0].header.cards if c.keyword not in skip]

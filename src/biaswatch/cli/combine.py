@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-from astropy.io import fits
 
 from biaswatch.catalog.rows import FrameRecord
-from biaswatch.combine.engine import combine_files
-from biaswatch.combine.master_file import MasterInfo, master_header, write_temporary
+from biaswatch.combine.child import CombineJob, finish_segments
+from biaswatch.combine.master_file import MasterInfo
+from biaswatch.combine.planes import SegmentHDU
+from biaswatch.combine.segments import combine_segments
 from biaswatch.config import CameraConfig, ServiceConfig, SiteConfig, load_config
 from biaswatch.errors import CombineFailed, ConfigError
 from biaswatch.frames.read import ingest
@@ -103,22 +104,31 @@ def combine_once(request: Request) -> str:
             records = _calibrate(request, Path(work))
             inputs = [Path(str(r.calibrated)) for r in records]
             night, hashes = str(records[0].night), [str(r.sha256) for r in records]
-        data = combine_files(inputs, request.combine, request.mem_limit)
+        segments = combine_segments(inputs, request.combine, request.mem_limit)
         info = MasterInfo(
             camera=request.camera.name,
             night=night,
             sequence=1,
-            geometry=f"{data.shape[1]}x{data.shape[0]}",
+            geometry=_geometry([segment for segment, _ in segments]),
             raw_names=input_names([str(f) for f in request.files]),
             settings=request.combine,
             mem_limit=request.mem_limit,
             input_digest=input_digest(hashes),
         )
-        header = master_header(fits.getheader(inputs[0]), info)
-        request.output.parent.mkdir(parents=True, exist_ok=True)
-        give_final_name(write_temporary(data, header, request.output), request.output)
+        # The service's own header, QC cards and layout (MASK, UNCERT, one HDU per
+        # segment): the job is the child's, with no set behind it.
+        job = CombineJob(0, tuple(str(p) for p in inputs), str(request.output), info)
+        result = finish_segments(job, segments, start)
+        assert result.temporary is not None  # finish_segments raises when it cannot write
+        give_final_name(Path(result.temporary), request.output)
     seconds = time.perf_counter() - start
     return f"combined {len(inputs)} frames into {request.output} in {seconds:.2f} s"
+
+
+def _geometry(segments: Sequence[SegmentHDU]) -> str:
+    """BWGEOM of a command-line master: ``COLSxROWS``, with ``xN`` segments after it."""
+    rows, cols = segments[0].shape
+    return f"{cols}x{rows}" if len(segments) == 1 else f"{cols}x{rows}x{len(segments)}"
 
 
 def _calibrate(request: Request, work: Path) -> list[FrameRecord]:

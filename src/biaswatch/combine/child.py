@@ -22,13 +22,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import math
 import multiprocessing as mp
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing import forkserver, resource_tracker
 from multiprocessing import util as mp_util
@@ -40,16 +39,17 @@ import numpy as np
 import structlog
 from astropy.io import fits
 
-from biaswatch.combine.master_file import MasterInfo, master_header, write_temporary
-from biaswatch.errors import CombineFailed
-from biaswatch.rules.qc import (
-    SAMPLE_PIXELS,
-    MasterQC,
-    clipped_fraction,
-    master_cards,
-    master_qc,
-    master_qc_from_header,
+from biaswatch.combine.master_file import (
+    MasterInfo,
+    MasterPart,
+    master_hdus,
+    master_header,
+    write_hdus,
 )
+from biaswatch.combine.planes import Combined, SegmentHDU
+from biaswatch.combine.segment_qc import SegmentCards, aggregate_qc, as_written, segment_cards
+from biaswatch.errors import CombineFailed
+from biaswatch.rules.qc import MasterQC, master_cards
 from biaswatch.system.faults import crash_point, pause_point
 
 _CONTEXT = mp.get_context("forkserver")
@@ -189,8 +189,9 @@ def _nothing() -> None:
 
 
 def kernel_cache_name() -> str:
-    """A directory name that changes whenever kernel.py does."""
-    source = Path(__file__).with_name("kernel.py").read_bytes()
+    """A directory name that changes whenever kernel.py or kernel_band.py does."""
+    here = Path(__file__)
+    source = b"".join(here.with_name(name).read_bytes() for name in ("kernel.py", "kernel_band.py"))
     return f"kernel-{hashlib.sha256(source).hexdigest()[:16]}"
 
 
@@ -221,6 +222,9 @@ class CombineResult:
     startup: float = 0.0  # from the parent starting the child to the child's first line
     worker: str = ""  # where it ran: "pid N" locally, the worker's address on a cluster
     task: str = "combine"  # which task answered: "combine", or "assemble" after bands
+    # Each segment's (or amplifier region's) QC, in order; empty for a one-segment
+    # master, whose QC is ``quality`` (which otherwise aggregates these).
+    segments: tuple[tuple[str, MasterQC], ...] = ()
 
 
 def run_job(job: CombineJob, conn: Connection, submitted: float) -> None:
@@ -241,66 +245,94 @@ def run_job(job: CombineJob, conn: Connection, submitted: float) -> None:
 def make_master(job: CombineJob) -> CombineResult:
     """Combine the job's inputs and write the temporary master (in a child or on a worker)."""
     # Imported here: the service itself never combines, so it never loads numba.
-    from biaswatch.combine.engine import combine_files
+    from biaswatch.combine.segments import combine_segments
 
     start = time.perf_counter()
     try:
-        data = combine_files([Path(p) for p in job.inputs], job.info.settings, job.info.mem_limit)
+        paths = [Path(p) for p in job.inputs]
+        segments = combine_segments(paths, job.info.settings, job.info.mem_limit)
         pause_point("mid_combine")  # fault tests kill the child here (test_faults.py)
-        return finish_master(job, data, start)
+        return finish_segments(job, segments, start)
     except CombineFailed as exc:
         return CombineResult(job.set_id, None, exc.reason)
 
 
 def finish_master(job: CombineJob, data: np.ndarray, start: float) -> CombineResult:
-    """Header, QC cards and the temporary file for a combined image; the result to report."""
-    header = master_header(fits.getheader(job.inputs[0]), job.info)
-    for key, value, comment in master_cards(_quality(data, job)):
-        header[key] = (value, comment)
-    tmp = write_temporary(data, header, Path(job.final), job.set_id)
-    # The QC as the header rounds it: the catalog then holds what the file says, the
-    # same values a master adopted after a crash gets from its header.
-    quality = master_qc_from_header(header)
-    seconds = time.perf_counter() - start
-    return CombineResult(job.set_id, str(tmp), quality=quality, seconds=seconds)
+    """A one-image master from its image alone (no MASK or UNCERT): see finish_segments."""
+    image = np.asarray(data, dtype=np.float32)
+    rows, cols = image.shape
+    return finish_segments(job, [(SegmentHDU("", 0, (rows, cols)), Combined(image))], start)
 
 
-# Read noise is measured on this many inputs (two pairs): enough for a median of
-# two estimates, and cheap next to the combine (strided reads of local copies).
-QC_INPUTS = 4
+def finish_segments(
+    job: CombineJob, segments: Sequence[tuple[SegmentHDU, Combined]], start: float
+) -> CombineResult:
+    """Headers, QC cards and the temporary file for combined segments; the result to report.
 
-
-def _stride(values: int, budget: int) -> int:
-    """The row and column stride that leaves at most about ``budget`` of ``values``."""
-    return max(1, math.ceil(math.sqrt(values / budget)))
-
-
-def _quality(data: np.ndarray, job: CombineJob) -> MasterQC:
-    inputs = job.inputs
-    stride = _stride(data.size, SAMPLE_PIXELS)
-    # The clipped fraction looks at every input: ~SAMPLE_PIXELS values in all, so
-    # its float64 temporaries stay a few MB however many frames there are.
-    stack_stride = _stride(data.size * len(inputs), SAMPLE_PIXELS)
-    pairs, stack = [], []
-    for index, path in enumerate(inputs):
-        with fits.open(path, memmap=True) as hdul:
-            pixels = hdul[0].data
-            if index < QC_INPUTS:
-                pairs.append(np.array(pixels[::stride, ::stride], dtype=np.float32))
-            stack.append(np.array(pixels[::stack_stride, ::stack_stride], dtype=np.float32))
+    The layout is master_file.master_hdus's; the QC per segment and amplifier region
+    segment_qc's. The QC reported is the header's, rounded as written: the catalog
+    then holds what the file says, the same values a master adopted after a crash gets
+    from its header.
+    """
     settings = job.info.settings
-    rejected = (
-        clipped_fraction(
-            np.stack(stack),
-            settings.sigma_low,
-            settings.sigma_high,
-            settings.center,
-            settings.deviation,
-        )
-        if settings.sigma_clip
-        else 0.0
+    header = master_header(fits.getheader(job.inputs[0]), job.info)
+    measured = [
+        (segment, combined, segment_cards(combined.data, job.inputs, segment.hdu, settings))
+        for segment, combined in segments
+    ]
+    if len(measured) == 1 and not measured[0][0].name:
+        _, combined, qc = measured[0]
+        _put(header, qc.cards())
+        parts = [MasterPart("", header, combined.data, combined.mask, combined.uncertainty)]
+        quality, entries = qc.quality, qc.amplifiers
+    else:
+        parts = [
+            MasterPart(
+                segment.name,
+                segment_header(fits.getheader(job.inputs[0], segment.hdu), qc),
+                combined.data,
+                combined.mask,
+                combined.uncertainty,
+            )
+            for segment, combined, qc in measured
+        ]
+        entries = tuple(entry for segment, _, qc in measured for entry in _entries(segment, qc))
+        quality = as_written(aggregate_qc([qc for _, qc in entries]))
+        _put(header, master_cards(quality))
+    tmp = write_hdus(master_hdus(header, parts), Path(job.final), job.set_id)
+    seconds = time.perf_counter() - start
+    return CombineResult(
+        job.set_id, str(tmp), quality=quality, seconds=seconds, segments=tuple(entries)
     )
-    return master_qc(data, pairs, len(inputs), rejected)
+
+
+def _entries(segment: SegmentHDU, qc: SegmentCards) -> list[tuple[str, MasterQC]]:
+    """A segment's QC entries: itself, or each amplifier region as ``SEGMENT.AMP``."""
+    if not qc.amplifiers:
+        return [(segment.name, qc.quality)]
+    return [(f"{segment.name}.{amp}", amp_qc) for amp, amp_qc in qc.amplifiers]
+
+
+def _put(header: fits.Header, cards: Sequence[tuple[str, object, str]]) -> None:
+    for key, value, comment in cards:
+        header[key] = (value, comment)
+
+
+# Keywords of a calibrated segment's header that do not belong on the master's
+# segment: the structure (astropy writes its own), the name (set from the segment),
+# and per-frame checksums.
+_STRUCTURE = ("XTENSION", "EXTNAME", "PCOUNT", "GCOUNT", "CHECKSUM", "DATASUM")
+
+
+def segment_header(calibrated: fits.Header, qc: SegmentCards) -> fits.Header:
+    """A master segment's header: its first input's, BUNIT and the segment's QC cards."""
+    header = calibrated.copy()
+    for key in _STRUCTURE:
+        header.remove(key, ignore_missing=True, remove_all=True)
+    # CCDData.read(master, hdu=NAME) takes the unit from this header alone.
+    header["BUNIT"] = ("adu", "pixel unit")
+    _put(header, qc.cards())
+    return header
 
 
 class CombineProcess:

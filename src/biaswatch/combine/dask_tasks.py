@@ -17,11 +17,9 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from biaswatch.combine.child import CombineJob, CombineResult, finish_master
+from biaswatch.combine.child import CombineJob, CombineResult, finish_segments
+from biaswatch.combine.planes import Combined, concatenate_bands
 from biaswatch.errors import CombineFailed
 from biaswatch.system.faults import pause_point
 
@@ -70,43 +68,61 @@ def combine_task(job: CombineJob) -> CombineResult | Split:
 
 
 def _combine_whole(job: CombineJob) -> CombineResult:
-    from biaswatch.combine.engine import combine_files
+    from biaswatch.combine.segments import combine_segments
 
     start = time.perf_counter()
     try:
         with _KERNEL:
-            data = combine_files(
+            segments = combine_segments(
                 [Path(p) for p in job.inputs], job.info.settings, job.info.mem_limit
             )
     except CombineFailed as exc:
         return CombineResult(job.set_id, None, exc.reason)
     pause_point("mid_combine")  # fault tests kill the worker here (test_cluster.py)
-    return finish_master(job, data, start)
+    return finish_segments(job, segments, start)
 
 
 def _bands(job: CombineJob) -> Split:
-    from astropy.io import fits
+    """Row bands of a one-segment stack; one task (no split) for several segments.
 
-    from biaswatch.combine.engine import split_rows
+    Several segments (an MEF set) are one task: its combine already goes segment by
+    segment within mem_limit (segments.py), reading each in bands, and spreading
+    every segment's bands over workers would need an assemble per segment for what
+    a 4-extension night (30 x 4 x 2048 x 4096) does in one worker's budget.
+    """
+    from biaswatch.combine.engine import IMAGE_BYTES, OUTPUT_BYTES, split_rows
+    from biaswatch.combine.segments import segments_of
 
+    settings = job.info.settings
     try:
-        header = fits.getheader(job.inputs[0])
-        shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
-        rows = split_rows(len(job.inputs), shape, job.info.mem_limit, job.info.settings.method)
+        segments = segments_of(Path(job.inputs[0]))
+        if len(segments) != 1:
+            return Split(((0, 0),))
+        out_bytes = OUTPUT_BYTES if settings.uncertainty else IMAGE_BYTES
+        shape, n = segments[0].shape, len(job.inputs)
+        rows = split_rows(n, shape, job.info.mem_limit, settings.method, out_bytes)
     except (OSError, KeyError, CombineFailed):  # make_master reports it with its reason
         return Split(((0, 0),))
     return Split(tuple(rows))
 
 
-def band_task(job: CombineJob, rows: tuple[int, int], task: str) -> np.ndarray:
-    """Combine image rows ``rows`` of the job's inputs (float32)."""
-    from biaswatch.combine.engine import combine_files
+def band_task(job: CombineJob, rows: tuple[int, int], task: str) -> Combined:
+    """Combine image rows ``rows`` of the job's inputs (float32, with MASK and UNCERT)."""
+    from biaswatch.combine.engine import combine_planes
+    from biaswatch.combine.segments import segments_of
 
     _announce(job, task, "started")
     try:
+        segment = segments_of(Path(job.inputs[0]))[0]
+        settings = job.info.settings
         with _KERNEL:
-            data = combine_files(
-                [Path(p) for p in job.inputs], job.info.settings, job.info.mem_limit, rows=rows
+            data = combine_planes(
+                [Path(p) for p in job.inputs],
+                settings,
+                job.info.mem_limit,
+                segment.hdu,
+                rows=rows,
+                errors=settings.uncertainty,
             )
     except Exception as exc:
         _announce(job, task, "failed", f"{type(exc).__name__}: {exc}")
@@ -115,13 +131,17 @@ def band_task(job: CombineJob, rows: tuple[int, int], task: str) -> np.ndarray:
     return data
 
 
-def assemble_task(job: CombineJob, *bands: Any) -> CombineResult:
+def assemble_task(job: CombineJob, *bands: Combined) -> CombineResult:
     """The bands, in order, as one master: header, QC and the temporary file."""
+    from biaswatch.combine.segments import segments_of
+
     _announce(job, "assemble", "started")
     start = time.perf_counter()
     try:
         pause_point("mid_combine")
-        result = finish_master(job, np.concatenate(bands, axis=0), start)
+        whole = concatenate_bands(list(bands))
+        segment = segments_of(Path(job.inputs[0]))[0]
+        result = finish_segments(job, [(segment, whole)], start)
     except Exception as exc:  # the task's one boundary: an answer, never a bare error
         result = CombineResult(job.set_id, None, f"{type(exc).__name__}: {exc}")
     _announce(job, "assemble", "done" if result.temporary else "failed", result.reason)

@@ -21,6 +21,11 @@ reproduces them without masked arrays, per pixel along the frame axis:
 * Median of an even count is ``0.5 * (a + b)`` of the two middle values; deviation 0
   (a constant pixel) clips every value that differs from the centre.
 * Without sigma clipping only NaN is dropped (``nanmean`` semantics: inf propagates).
+* MASK and UNCERT (combine_planes, ``errors``), as ccdproc's Combiner gives them: the
+  mask is 1 where no value was kept; the uncertainty is, over the kept values, the
+  population standard deviation (``np.nanstd``, ddof 0) for average, or
+  ``ccdproc.sigma_func`` (1.482602218505602 x the MAD about their median) for median,
+  divided by sqrt(kept): 0 where one value was kept, NaN where none was.
 
 On finite data this is the seed's result. The seed's callables (``np.ma.median``,
 ``mad_std``) propagate NaN, though: a pixel holding a NaN gets NaN bounds and is not
@@ -31,9 +36,7 @@ astropy's built-in ``'median'``/``'mad_std'`` statistics instead, which ignore t
 from __future__ import annotations
 
 import contextlib
-import io
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -45,22 +48,30 @@ from biaswatch.combine.kernel import (
     WORK_ARRAYS,
     Params,
     Scratch,
-    combine_band,
     sorting_network,
     swap_bytes,
 )
+from biaswatch.combine.kernel_band import Planes, combine_band
+from biaswatch.combine.planes import Combined
+from biaswatch.combine.sources import common_shape, open_image
 from biaswatch.errors import CombineFailed
-from biaswatch.fitsbytes import FitsStatus, read_header
 
 if TYPE_CHECKING:  # the combine needs its values, not pydantic's import time
     from biaswatch.settings import CombineSettings
 
 METHODS: Final = ("average", "median")
 RUNTIME_RESERVE: Final = 4_000_000
+# Bytes per result pixel: the float32 image, plus its uint8 MASK and float32 UNCERT.
+IMAGE_BYTES: Final = 4
+OUTPUT_BYTES: Final = 4 + 1 + 4
 
 # Memory model of one combine, in bytes, for n frames of rows x cols pixels of which
 # out_rows are combined (all rows, or the band combine_files(..., rows=) was given):
-#   out_rows * cols * 4             the float32 result, allocated once;
+#   out_rows * cols * out_bytes     the results, allocated once: 4 (the float32 image),
+#                                   9 with the MASK (uint8) and UNCERT (float32) planes
+#                                   (OUTPUT_BYTES);
+#   held                            results already combined and held for the master
+#                                   file (the earlier segments of an MEF set: segments.py);
 #   band_rows * n * cols * 4        one band of every frame, float32, read in place;
 #   threads * (ROW_ARRAYS * n * 4 + WORK_ARRAYS * 8) * cols
 #                                   each kernel thread's scratch: the row's values and
@@ -83,37 +94,45 @@ def band_rows(
     mem_limit: int,
     method: str,
     out_rows: int | None = None,
+    *,
+    out_bytes: int = IMAGE_BYTES,
+    held: int = 0,
 ) -> int:
     """How many image rows to combine at once so the working set stays within mem_limit.
 
     ``out_rows`` is how many result rows the combine holds: None for the whole image,
-    else the height of the band it combines (at most the image's rows). Raise
-    CombineFailed naming the minimum mem_limit (in bytes and MB) when not even one row
-    fits.
+    else the height of the band it combines (at most the image's rows); ``out_bytes``
+    the bytes of results per pixel (IMAGE_BYTES or OUTPUT_BYTES); ``held`` the bytes
+    of earlier results still held. Raise CombineFailed naming the minimum mem_limit
+    (in bytes and MB) when not even one row fits.
     """
     if method not in METHODS:
         raise ValueError(f"unknown combine method {method!r}")
     rows, cols = shape
     if n_frames < 1 or rows < 1 or cols < 1:
         raise ValueError(f"nothing to combine: {n_frames} frames of {rows}x{cols}")
-    held = rows if out_rows is None else out_rows
-    if not 1 <= held <= rows:
+    kept = rows if out_rows is None else out_rows
+    if not 1 <= kept <= rows:
         raise ValueError(f"out_rows must be 1..{rows} for {rows}x{cols} frames, got {out_rows}")
-    fixed = held * cols * 4 + _scratch_bytes(n_frames, cols) + RUNTIME_RESERVE
+    fixed = kept * cols * out_bytes + held + _scratch_bytes(n_frames, cols) + RUNTIME_RESERVE
     per_row = n_frames * cols * 4
     minimum = fixed + per_row
     if mem_limit < minimum:
-        band = "" if out_rows is None else f" in a band of {held} rows"
+        band = "" if out_rows is None else f" in a band of {kept} rows"
         raise CombineFailed(
             f"mem_limit {mem_limit} bytes ({mem_limit / 1e6:.3f} MB) is too small to "
             f"{method}-combine {n_frames} frames of {rows}x{cols} pixels{band}: it needs at "
             f"least {minimum} bytes ({minimum / 1e6:.3f} MB) for one row at a time"
         )
-    return min(held, (mem_limit - fixed) // per_row)
+    return min(kept, (mem_limit - fixed) // per_row)
 
 
 def split_rows(
-    n_frames: int, shape: tuple[int, int], mem_limit: int, method: str
+    n_frames: int,
+    shape: tuple[int, int],
+    mem_limit: int,
+    method: str,
+    out_bytes: int = IMAGE_BYTES,
 ) -> list[tuple[int, int]]:
     """Row bands ``(start, stop)`` for separate tasks to combine_files(..., rows=band).
 
@@ -132,13 +151,13 @@ def split_rows(
     even a one-row band fits (even if the whole stack would: its combine could not run).
     """
     rows, cols = shape
-    band_rows(n_frames, shape, mem_limit, method, out_rows=1)  # raises below one row
+    band_rows(n_frames, shape, mem_limit, method, out_rows=1, out_bytes=out_bytes)
     if n_frames * rows * cols * 4 <= mem_limit:
         return [(0, rows)]
-    # A band of b rows fits in one pass when b * (n_frames + 1) * cols * 4 + scratch +
-    # RUNTIME_RESERVE <= mem_limit: band_rows(..., out_rows=b) == b.
+    # A band of b rows fits in one pass when b * (n_frames * 4 + out_bytes) * cols +
+    # scratch + RUNTIME_RESERVE <= mem_limit: band_rows(..., out_rows=b) == b.
     spare = mem_limit - _scratch_bytes(n_frames, cols) - RUNTIME_RESERVE
-    tallest = spare // ((n_frames + 1) * cols * 4)  # >= 1 (checked), < rows (stack > limit)
+    tallest = spare // ((n_frames * 4 + out_bytes) * cols)  # >= 1 (checked), < rows
     count = -(-rows // tallest)
     short, extra = divmod(rows, count)
     bands, start = [], 0
@@ -154,8 +173,8 @@ def _scratch_bytes(n_frames: int, cols: int) -> int:
     return threads * (ROW_ARRAYS * n_frames * 4 + WORK_ARRAYS * 8) * cols
 
 
-def kernel_params(settings: CombineSettings) -> Params:
-    """The settings as the compiled kernel takes them."""
+def kernel_params(settings: CombineSettings, errors: bool = False) -> Params:
+    """The settings as the compiled kernel takes them (``errors``: MASK and UNCERT too)."""
     return Params(
         average=settings.method == "average",
         clip=settings.sigma_clip,
@@ -164,6 +183,7 @@ def kernel_params(settings: CombineSettings) -> Params:
         sigma_low=float(settings.sigma_low),
         sigma_high=float(settings.sigma_high),
         maxiters=int(settings.maxiters),
+        errors=errors,
     )
 
 
@@ -181,7 +201,8 @@ def combine_stack(stack: np.ndarray, settings: CombineSettings) -> np.ndarray:
         raise ValueError(f"expected a (n_frames >= 1, rows, cols) stack, got {data.shape}")
     out = np.empty(data.shape[1:], dtype=np.float64)
     scratch = Scratch.allocate(data.shape[0], data.shape[2], dtype)
-    combine_band(data, out, sorting_network(data.shape[0]), kernel_params(settings), scratch)
+    pairs, params = sorting_network(data.shape[0]), kernel_params(settings)
+    combine_band(data, out, pairs, params, scratch, Planes.allocate(0, 0))
     return out
 
 
@@ -193,28 +214,48 @@ def combine_files(
     *,
     rows: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """Combine calibrated single-image FITS files band by band; float32 (rows, cols).
+    """The image alone of combine_planes (no MASK or UNCERT computed): float32 (rows, cols)."""
+    return combine_planes(paths, settings, mem_limit, hdu, rows=rows, errors=False).data
+
+
+def combine_planes(
+    paths: Sequence[Path],
+    settings: CombineSettings,
+    mem_limit: int,
+    hdu: int = 0,
+    *,
+    rows: tuple[int, int] | None = None,
+    errors: bool = True,
+    held: int = 0,
+) -> Combined:
+    """Combine calibrated FITS images band by band, with MASK and UNCERT when ``errors``.
 
     Every file's image (HDU ``hdu``) must have the same 2-D shape. Each band of rows is
     read from every file (each file's bytes are read once overall), combined by the
-    compiled kernel and written into the result. With ``rows=(start, stop)`` only image
-    rows start..stop-1 are read and combined, and the result is (stop - start, cols):
-    the same bytes as those rows of the whole-image result (see split_rows), with
-    mem_limit counting only that band's result. Raise ValueError unless
+    compiled kernel, which computes the image and (with ``errors``) the mask and
+    uncertainty in the same pass, and written into the result. With
+    ``rows=(start, stop)`` only image rows start..stop-1 are read and combined, and the
+    result is (stop - start, cols): the same bytes as those rows of the whole-image
+    result (see split_rows), with mem_limit counting only that band's result; ``held``
+    bytes of earlier results are counted too. Raise ValueError unless
     0 <= start < stop <= image rows, and CombineFailed with the reason when a file is
     unreadable, truncated, or shapes differ.
     """
     if not paths:
         raise CombineFailed("no frames to combine")
     with contextlib.ExitStack() as files:
-        sources = [_open_image(files, Path(path), hdu) for path in paths]
-        shape = _common_shape(sources)
+        sources = [open_image(files, Path(path), hdu) for path in paths]
+        shape = common_shape(sources)
         first, end = (0, shape[0]) if rows is None else _check_rows(rows, shape)
         out_rows = None if rows is None else end - first
-        step = band_rows(len(paths), shape, mem_limit, settings.method, out_rows)
+        out_bytes = OUTPUT_BYTES if errors else IMAGE_BYTES
+        step = band_rows(
+            len(paths), shape, mem_limit, settings.method, out_rows, out_bytes=out_bytes, held=held
+        )
         result = np.empty((end - first, shape[1]), dtype=np.float32)
+        planes = Planes.allocate(end - first if errors else 0, shape[1] if errors else 0)
         band = np.empty((len(paths), step, shape[1]), dtype=np.float32)
-        pairs, params = sorting_network(len(paths)), kernel_params(settings)
+        pairs, params = sorting_network(len(paths)), kernel_params(settings, errors)
         scratch = Scratch.allocate(len(paths), shape[1])
         for start in range(first, end, step):
             stop = min(start + step, end)
@@ -224,8 +265,12 @@ def combine_files(
             stack = band.reshape(-1)[:size].reshape(len(paths), stop - start, shape[1])
             for i, source in enumerate(sources):
                 source.read_rows(start, stop, stack[i])
-            combine_band(stack, result[start - first : stop - first], pairs, params, scratch)
-    return result
+            lo, hi = start - first, stop - first
+            part = Planes(planes.mask[lo:hi], planes.unc[lo:hi]) if errors else planes
+            combine_band(stack, result[lo:hi], pairs, params, scratch, part)
+    if not errors:
+        return Combined(result)
+    return Combined(result, planes.mask, planes.unc)
 
 
 def _check_rows(rows: tuple[int, int], shape: tuple[int, int]) -> tuple[int, int]:
@@ -239,126 +284,15 @@ def _check_rows(rows: tuple[int, int], shape: tuple[int, int]) -> tuple[int, int
     return start, stop
 
 
-@dataclass(slots=True)
-class _Source:
-    """One frame's image: raw float32 reads where possible, astropy sections otherwise."""
-
-    path: Path
-    shape: tuple[int, int]
-    raw: io.FileIO | None  # unbuffered file, for plain BITPIX=-32 data
-    offset: int
-    image: Any  # astropy HDU, for anything else
-
-    def read_rows(self, start: int, stop: int, out: np.ndarray) -> None:
-        """Rows start:stop into ``out`` (float32, native byte order)."""
-        try:
-            if self.raw is None:
-                out[...] = self.image.section[start:stop, :]
-            else:
-                self._read_raw(start, out)
-        except (OSError, ValueError, IndexError, TypeError) as exc:
-            reason = (
-                f"{self.path}: cannot read rows {start}-{stop - 1} (truncated or corrupt?): {exc}"
-            )
-            raise CombineFailed(reason) from exc
-
-    def _read_raw(self, start: int, out: np.ndarray) -> None:
-        assert self.raw is not None
-        self.raw.seek(self.offset + start * self.shape[1] * 4)
-        wanted = out.nbytes
-        got = self.raw.readinto(out.data.cast("B"))
-        if got != wanted:
-            raise ValueError(f"file ends after {got} of {wanted} bytes")
-        swap_bytes(out.view(np.uint32))
-
-
-def _open_image(files: contextlib.ExitStack, path: Path, hdu: int) -> _Source:
-    """Open HDU ``hdu`` of ``path`` for band reads; CombineFailed if it is no image.
-
-    A plain float32 primary image (the service's calibrated frames) is located from
-    its header bytes and read raw; anything else goes through astropy, imported only
-    then: the combining process is spared its import time and its header objects
-    (tens of kB per file, which add up against mem_limit for 50 frames).
-    """
-    plain = _plain_float32(path) if hdu == 0 else None
-    if plain is not None:
-        shape, offset = plain
-        # Unbuffered: readinto goes straight into the band, with no copy in between.
-        raw = files.enter_context(path.open("rb", buffering=0))
-        return _Source(path, shape, raw, offset, None)
-    from astropy.io import fits
-
-    try:
-        hdul = fits.open(path, memmap=False)
-    except (OSError, ValueError, TypeError, fits.VerifyError) as exc:
-        raise CombineFailed(f"{path}: cannot read HDU {hdu}: {exc}") from exc
-    try:
-        image = hdul[hdu]
-        shape = _image_shape(path, hdu, image)
-    except CombineFailed:
-        hdul.close()
-        raise
-    except (OSError, ValueError, IndexError, KeyError, TypeError, fits.VerifyError) as exc:
-        hdul.close()
-        raise CombineFailed(f"{path}: cannot read HDU {hdu}: {exc}") from exc
-    files.callback(hdul.close)
-    return _Source(path, shape, None, 0, image)
-
-
-def _plain_float32(path: Path) -> tuple[tuple[int, int], int] | None:
-    """(rows, cols) and data offset of an unscaled 2-D float32 primary image, else None."""
-    try:
-        with path.open("rb") as f:
-            header = read_header(f, first=True)
-    except OSError as exc:
-        raise CombineFailed(f"{path}: cannot read: {exc}") from exc
-    if isinstance(header, FitsStatus):
-        return None  # not FITS, or no END: astropy says why
-    cards, header_bytes = header
-    try:
-        plain = (
-            int(cards.get("BITPIX", "0")) == -32
-            and int(cards.get("NAXIS", "0")) == 2
-            and float(cards.get("BSCALE", "1")) == 1.0
-            and float(cards.get("BZERO", "0")) == 0.0
-        )
-        shape = (int(cards["NAXIS2"]), int(cards["NAXIS1"]))
-    except (KeyError, ValueError):
-        return None
-    return (shape, header_bytes) if plain and min(shape) >= 1 else None
-
-
-def _image_shape(path: Path, hdu: int, image: Any) -> tuple[int, int]:
-    from astropy.io import fits
-
-    if not isinstance(image, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
-        raise CombineFailed(f"{path}: HDU {hdu} is a {type(image).__name__}, not an image")
-    shape = tuple(int(n) for n in image.shape)
-    if len(shape) != 2 or min(shape) < 1:
-        raise CombineFailed(f"{path}: expected a 2-D image, found shape {shape}")
-    return shape[0], shape[1]
-
-
-def _common_shape(sources: Sequence[_Source]) -> tuple[int, int]:
-    """The 2-D shape every image shares; CombineFailed naming the odd one out."""
-    first = sources[0]
-    for source in sources:
-        if source.shape != first.shape:
-            raise CombineFailed(
-                f"frames differ in shape: {first.path} is {first.shape[0]}x{first.shape[1]} "
-                f"but {source.path} is {source.shape[0]}x{source.shape[1]} (rows x columns)"
-            )
-    return first.shape
-
-
 def warm_up() -> None:
     """Compile (or load from NUMBA_CACHE_DIR) the kernel for float32 bands, without running it.
 
     The types are taken from tiny examples of exactly what combine_files passes.
     """
     stack = np.zeros((2, 1, 1), np.float32)
-    params = Params(True, True, True, True, 5.0, 5.0, 1)  # only the types matter here
-    example = (stack, stack[0], sorting_network(2), params, Scratch.allocate(2, 1))
+    params = Params(True, True, True, True, 5.0, 5.0, 1, True)  # only the types matter here
+    planes = Planes.allocate(1, 1)
+    example = (stack, stack[0], sorting_network(2), params, Scratch.allocate(2, 1), planes)
     typeof: Any = numba.typeof  # numba is untyped for mypy (pyproject.toml)
     cast(Any, combine_band).compile(tuple(typeof(x) for x in example))
     cast(Any, swap_bytes).compile((typeof(stack[0].view(np.uint32)),))

@@ -83,6 +83,7 @@ class _Work(NamedTuple):
     kmax: Any
     total: Any
     out: Any
+    unc: Any
 
 
 # Per-column scratch arrays of _Work, for the memory model in combine/engine.py; the first
@@ -103,6 +104,7 @@ class Params(NamedTuple):
     sigma_low: float
     sigma_high: float
     maxiters: int
+    errors: bool = False  # also the MASK and UNCERT planes (ccdproc's combine result)
 
 
 Array = Any  # numba takes numpy arrays; mypy cannot see through the JIT
@@ -341,19 +343,6 @@ def _combine(d: Array, s: Array, w: _Work, p: Params) -> None:
     _mid(s, w.first, w.count, width, w.out)
 
 
-@_jit()
-def _row(d: Array, s: Array, pairs: Array, w: _Work, p: Params) -> None:
-    """One image row: d holds its (n, cols) values; the result lands in w.out."""
-    _load(d, s, w, p.clip)
-    _sort_columns(s, pairs, d.shape[1])
-    if p.clip:
-        for iteration in range(p.maxiters):
-            _bounds(d, s, w, p)
-            if iteration == p.maxiters - 1 or not _narrow(s, w):
-                break
-    _combine(d, s, w, p)
-
-
 class Scratch(NamedTuple):
     """Every thread's working memory, allocated once per combine, outside the kernel.
 
@@ -395,25 +384,8 @@ def _work(ints: Array, floats: Array) -> _Work:
         floats[6],
         floats[7],
         floats[8],
+        floats[9],
     )
-
-
-@_jit(parallel=True)
-def combine_band(stack: Array, out: Array, pairs: Array, p: Params, scratch: Scratch) -> None:
-    """Combine a (n, rows, cols) stack into out (rows, cols), rows spread over threads."""
-    n, rows, cols = stack.shape
-    chunks = min(rows, CHUNKS)
-    for chunk in nb.prange(chunks):
-        slot = nb.get_thread_id()  # < get_num_threads(), the slots allocated
-        d, s = scratch.rows[slot, 0], scratch.rows[slot, 1]
-        w = _work(scratch.ints[slot], scratch.floats[slot])
-        for r in range(chunk * rows // chunks, (chunk + 1) * rows // chunks):
-            for k in range(n):
-                for c in range(cols):
-                    d[k, c] = stack[k, r, c]
-            _row(d, s, pairs, w, p)
-            for c in range(cols):
-                out[r, c] = w.out[c]
 
 
 @_jit(parallel=True)

@@ -18,6 +18,7 @@ import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -101,6 +102,56 @@ def master_header(first_input: fits.Header, info: MasterInfo) -> fits.Header:
 def write_temporary(
     data: np.ndarray, header: fits.Header, final: Path, owner: int | None = None
 ) -> Path:
+    """Write a one-image master (no MASK or UNCERT) next to its final name; see write_hdus."""
+    hdu = fits.PrimaryHDU(data=np.asarray(data, dtype=np.float32), header=header)
+    return write_hdus(fits.HDUList([hdu]), final, owner)
+
+
+@dataclass(frozen=True, slots=True)
+class MasterPart:
+    """One segment of a master: its name ("" for a lone image), header and planes."""
+
+    name: str
+    header: fits.Header
+    data: np.ndarray
+    mask: np.ndarray | None = None  # uint8: 1 where every input value was rejected
+    uncertainty: np.ndarray | None = None  # float32 StdDevUncertainty
+
+
+def master_hdus(primary: fits.Header, parts: list[MasterPart]) -> fits.HDUList:
+    """The master's HDUs, as CCDData.write lays out ccdproc.combine's result.
+
+    One part with no name: the image in the primary HDU (``primary``), then ``MASK``
+    and ``UNCERT``. Several: an empty primary (``primary``), one image extension per
+    segment (its own header, EXTNAME = its name), then ``<NAME>_MASK`` and
+    ``<NAME>_UNCERT`` per segment, so that ``CCDData.read(master, hdu=NAME,
+    hdu_mask=NAME + "_MASK", hdu_uncertainty=NAME + "_UNCERT")`` reads a segment.
+    Parts without planes (``[*.combine] uncertainty = false``) give images only.
+    """
+    if len(parts) == 1 and not parts[0].name:
+        part = parts[0]
+        hdus: list[Any] = [fits.PrimaryHDU(np.asarray(part.data, np.float32), primary)]
+        return fits.HDUList(hdus + _planes(part, "MASK", "UNCERT"))
+    hdus = [fits.PrimaryHDU(header=primary)]
+    for part in parts:
+        hdus.append(fits.ImageHDU(np.asarray(part.data, np.float32), part.header, name=part.name))
+    for part in parts:
+        hdus.extend(_planes(part, f"{part.name}_MASK", f"{part.name}_UNCERT"))
+    return fits.HDUList(hdus)
+
+
+def _planes(part: MasterPart, mask_name: str, unc_name: str) -> list[Any]:
+    """The MASK and UNCERT HDUs of a part, as CCDData.to_hdu writes them (UTYPE names the class)."""
+    if part.mask is None or part.uncertainty is None:
+        return []
+    utype = fits.Header([("UTYPE", "StdDevUncertainty")])
+    return [
+        fits.ImageHDU(np.asarray(part.mask, np.uint8), name=mask_name),
+        fits.ImageHDU(np.asarray(part.uncertainty, np.float32), utype, name=unc_name),
+    ]
+
+
+def write_hdus(hdus: fits.HDUList, final: Path, owner: int | None = None) -> Path:
     """Write the master next to its final name, flushed and fsynced; returns the temp path.
 
     ``owner`` (a set id) goes into the temporary's name, so that clean-up after a
@@ -108,10 +159,9 @@ def write_temporary(
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_name(final, owner)
-    hdu = fits.PrimaryHDU(data=np.asarray(data, dtype=np.float32), header=header)
     try:
         with open(tmp, "wb") as f:
-            hdu.writeto(f, checksum=True)
+            hdus.writeto(f, checksum=True)
             f.flush()
             os.fsync(f.fileno())
     except OSError as exc:

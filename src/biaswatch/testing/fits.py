@@ -29,9 +29,12 @@ __all__ = [
     "bias_stack",
     "fits_bytes",
     "make_bias_fits",
+    "seed_combine",
+    "seed_combined",
     "truncated_copy",
     "write_cryo_raw",
     "write_in_pieces",
+    "write_segment_stack",
     "write_stack",
 ]
 
@@ -204,12 +207,49 @@ def bias_stack(n: int, shape: tuple[int, int] = (40, 50), seed: int = 0) -> npt.
     return stack.astype(np.float32)
 
 
-def write_stack(directory: Path, stack: npt.NDArray[np.float32]) -> list[Path]:
-    """Write each frame of ``stack`` as a single-HDU float32 FITS file (bias_NNN.fits)."""
+def write_stack(
+    directory: Path,
+    stack: npt.NDArray[np.float32],
+    header: Mapping[str, object] | None = None,
+) -> list[Path]:
+    """Write each frame of ``stack`` as a single-HDU float32 FITS file (bias_NNN.fits).
+
+    ``header`` adds cards to every frame (BWNAMP/BWAN<i>/BWAS<i> for amplifiers, say).
+    """
     paths = []
     for i, frame in enumerate(stack):
         path = directory / f"bias_{i:03d}.fits"
-        fits.PrimaryHDU(np.asarray(frame, dtype=np.float32)).writeto(path)
+        hdu = fits.PrimaryHDU(np.asarray(frame, dtype=np.float32))
+        hdu.header.update(dict(header or {}))
+        hdu.writeto(path)
+        paths.append(path)
+    return paths
+
+
+def write_segment_stack(
+    directory: Path,
+    stacks: Mapping[str, npt.NDArray[np.float32]],
+    primary: Mapping[str, object] | None = None,
+) -> list[Path]:
+    """Calibrated MEF work files (issue 13's layout), one per frame: bias_NNN.fits.
+
+    Each file has an empty primary (with ``primary``'s cards) and one float32 image
+    extension per ``stacks`` entry, in order, EXTNAME = its key; every stack is
+    (frames, rows, cols), the same number of frames each.
+    """
+    counts = {len(stack) for stack in stacks.values()}
+    if len(counts) != 1:
+        raise ValueError(f"every segment needs the same number of frames, got {counts}")
+    paths = []
+    for i in range(counts.pop()):
+        path = directory / f"bias_{i:03d}.fits"
+        head = fits.PrimaryHDU()
+        head.header.update(dict(primary or {}))
+        images = [
+            fits.ImageHDU(np.asarray(stack[i], dtype=np.float32), name=name)
+            for name, stack in stacks.items()
+        ]
+        fits.HDUList([head, *images]).writeto(path)
         paths.append(path)
     return paths
 
@@ -266,6 +306,17 @@ class FakeNotifier:
 def seed_combine(
     images: Sequence[Any], mem_limit: float = 350e6, settings: CombineSettings | None = None
 ) -> npt.NDArray[np.float64]:
+    """The image of seed_combined (which see)."""
+    combined = seed_combined(images, mem_limit, settings)
+    return np.asarray(combined.data, dtype=np.float64)
+
+
+def seed_combined(
+    images: Sequence[Any],
+    mem_limit: float = 350e6,
+    settings: CombineSettings | None = None,
+    hdu: int | str | None = None,
+) -> Any:
     """The reference: the seed recipe's ``ccdproc.combine`` call, with mad_std spelt right.
 
     ``images`` are file names or CCDData objects; ``settings`` change the statistics
@@ -273,6 +324,8 @@ def seed_combine(
     The seed passes ``signma_clip_dev_func=mad_std``, which ccdproc ignores (clipping
     with std); this passes ``sigma_clip_dev_func``, which is what the seed meant.
     ``ccdproc.combine`` cannot iterate the clipping, so ``maxiters`` must be 1.
+    Returns ccdproc's CCDData (data, mask, StdDevUncertainty); ``hdu`` reads that HDU
+    (a segment's EXTNAME) of each file.
     """
     import ccdproc
     from astropy.stats import mad_std
@@ -292,5 +345,6 @@ def seed_combine(
         sigma_clip_dev_func=mad_std if settings.deviation == "mad_std" else np.ma.std,
         mem_limit=mem_limit,
         unit="adu",
+        **({} if hdu is None else {"hdu": hdu}),
     )
-    return np.asarray(combined.data, dtype=np.float64)
+    return combined

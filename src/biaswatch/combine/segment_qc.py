@@ -1,0 +1,181 @@
+"""QC of a master per segment and per amplifier region, and their aggregate (issue 13).
+
+Each segment (image HDU) of a master gets today's MasterQC (rules/qc.master_qc on its
+image and strided samples of its inputs). When the first input's segment header
+names amplifier regions (``BWNAMP``, ``BWAN<i>`` name, ``BWAS<i>`` section in the
+calibrated image, FITS 1-based, written by frames/), each region gets its own
+MasterQC too and the segment's is their aggregate. The master's own QC (the primary
+header's QC_* cards, CombineResult.quality) aggregates all of them: level = median
+of the levels, noise, read noise and expected noise = the largest, hot columns
+summed, rejected fraction = the mean (the shared contract of issue 13): one bad
+amplifier shows in the aggregate's noise, and by name in its own cards.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.io import fits
+
+from biaswatch.errors import CombineFailed
+from biaswatch.rules.qc import (
+    SAMPLE_PIXELS,
+    MasterQC,
+    clipped_fraction,
+    master_cards,
+    master_qc,
+    master_qc_from_header,
+)
+from biaswatch.settings import CombineSettings
+
+# Read noise is measured on this many inputs (two pairs): enough for a median of
+# two estimates, and cheap next to the combine (strided reads of local copies).
+QC_INPUTS = 4
+
+Window = tuple[slice, slice]
+_SECTION = re.compile(r"^\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]$")
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentCards:
+    """One segment's QC: its own (aggregate of its amplifiers, if any) and theirs."""
+
+    quality: MasterQC
+    amplifiers: tuple[tuple[str, MasterQC], ...] = ()
+
+    def cards(self) -> list[tuple[str, float | int | str, str]]:
+        """QC_* cards, then QCA<i>NAM/LEV/NOI/RON/REX/HOT/REJ per amplifier region."""
+        cards: list[tuple[str, float | int | str, str]] = list(master_cards(self.quality))
+        for i, (name, qc) in enumerate(self.amplifiers, start=1):
+            cards.extend(amplifier_cards(i, name, qc))
+        return cards
+
+
+def amplifier_cards(i: int, name: str, qc: MasterQC) -> list[tuple[str, float | int | str, str]]:
+    """The QCA<i>* cards of amplifier region ``i`` (non-finite values left out)."""
+    values: list[tuple[str, float | int, str]] = [
+        ("LEV", round(qc.level, 4), "[adu] median level"),
+        ("NOI", round(qc.noise, 4), "[adu] master robust noise"),
+        ("RON", round(qc.read_noise, 4), "[adu] read noise from input pairs"),
+        ("REX", round(qc.expected_noise, 4), "[adu] read noise / sqrt(NCOMBINE)"),
+        ("HOT", qc.hot_columns, "hot columns"),
+        ("REJ", round(qc.rejected_fraction, 6), "fraction of input pixels clipped"),
+    ]
+    cards: list[tuple[str, float | int | str, str]] = [
+        (f"QCA{i}NAM", name, f"amplifier {i} (BWAN{i})")
+    ]
+    cards.extend((f"QCA{i}{key}", v, f"{name}: {c}") for key, v, c in values if math.isfinite(v))
+    return cards
+
+
+def aggregate_qc(qcs: Sequence[MasterQC]) -> MasterQC:
+    """The contract's aggregate of several regions' QC (see the module's docstring)."""
+
+    def largest(values: list[float]) -> float:
+        finite = [v for v in values if math.isfinite(v)]
+        return max(finite) if finite else math.nan
+
+    return MasterQC(
+        level=float(np.median([q.level for q in qcs])),
+        noise=largest([q.noise for q in qcs]),
+        read_noise=largest([q.read_noise for q in qcs]),
+        expected_noise=largest([q.expected_noise for q in qcs]),
+        hot_columns=sum(q.hot_columns for q in qcs),
+        rejected_fraction=float(np.mean([q.rejected_fraction for q in qcs])),
+    )
+
+
+def as_written(qc: MasterQC) -> MasterQC:
+    """The QC as its header cards round it (what a master adopted later reads back)."""
+    read = master_qc_from_header({key: value for key, value, _ in master_cards(qc)})
+    assert read is not None  # master_cards always writes QC_LEVEL
+    return read
+
+
+def amplifier_windows(header: Mapping[str, object], shape: tuple[int, int]) -> list[Window]:
+    """The (rows, cols) slices of the BWAS<i> sections of a calibrated header, in order.
+
+    Empty when the header names no amplifiers. CombineFailed for a section that is not
+    ``[x1:x2,y1:y2]`` inside the image: the work file's writer and reader disagree.
+    """
+    count = header.get("BWNAMP", 0)
+    windows = []
+    for i in range(1, int(count) + 1 if isinstance(count, int) else 1):
+        text = str(header.get(f"BWAS{i}", ""))
+        match = _SECTION.match(text)
+        if not match:
+            raise CombineFailed(f"amplifier section BWAS{i} = {text!r} is not [x1:x2,y1:y2]")
+        x1, x2, y1, y2 = (int(g) for g in match.groups())
+        if not (1 <= x1 <= x2 <= shape[1] and 1 <= y1 <= y2 <= shape[0]):
+            raise CombineFailed(f"amplifier section BWAS{i} = {text} is outside {shape}")
+        windows.append((slice(y1 - 1, y2), slice(x1 - 1, x2)))
+    return windows
+
+
+def amplifier_names(header: Mapping[str, object]) -> list[str]:
+    """BWAN<i> of a calibrated header, i = 1..BWNAMP."""
+    count = header.get("BWNAMP", 0)
+    n = int(count) if isinstance(count, int) else 0
+    return [str(header.get(f"BWAN{i}", f"AMP{i}")).strip() for i in range(1, n + 1)]
+
+
+def _stride(values: int, budget: int) -> int:
+    """The row and column stride that leaves at most about ``budget`` of ``values``."""
+    return max(1, math.ceil(math.sqrt(values / budget)))
+
+
+def region_qc(
+    data: np.ndarray,
+    inputs: Sequence[str],
+    hdu: int,
+    settings: CombineSettings,
+    window: Window | None = None,
+) -> MasterQC:
+    """MasterQC of ``data`` (the combined region) from strided samples of its inputs.
+
+    ``window`` selects the same region of each input's HDU ``hdu``; None the whole.
+    """
+    where = window or (slice(None), slice(None))
+    region = data[where]
+    stride = _stride(region.size, SAMPLE_PIXELS)
+    # The clipped fraction looks at every input: ~SAMPLE_PIXELS values in all, so
+    # its float64 temporaries stay a few MB however many frames there are.
+    stack_stride = _stride(region.size * len(inputs), SAMPLE_PIXELS)
+    pairs, stack = [], []
+    for index, path in enumerate(inputs):
+        with fits.open(path, memmap=True) as hdul:
+            pixels = hdul[hdu].data[where]
+            if index < QC_INPUTS:
+                pairs.append(np.array(pixels[::stride, ::stride], dtype=np.float32))
+            stack.append(np.array(pixels[::stack_stride, ::stack_stride], dtype=np.float32))
+    rejected = (
+        clipped_fraction(
+            np.stack(stack),
+            settings.sigma_low,
+            settings.sigma_high,
+            settings.center,
+            settings.deviation,
+        )
+        if settings.sigma_clip
+        else 0.0
+    )
+    return master_qc(region, pairs, len(inputs), rejected)
+
+
+def segment_cards(
+    data: np.ndarray, inputs: Sequence[str], hdu: int, settings: CombineSettings
+) -> SegmentCards:
+    """One segment's QC, per amplifier region when its first input's header names them."""
+    header = fits.getheader(inputs[0], hdu)
+    windows = amplifier_windows(header, data.shape)
+    if not windows:
+        return SegmentCards(as_written(region_qc(data, inputs, hdu, settings)))
+    amps = tuple(
+        (name, as_written(region_qc(data, inputs, hdu, settings, window)))
+        for name, window in zip(amplifier_names(header), windows, strict=True)
+    )
+    return SegmentCards(as_written(aggregate_qc([qc for _, qc in amps])), amps)

@@ -1,0 +1,155 @@
+"""Reading calibrated images band by band for the combine: raw float32 reads where possible.
+
+A plain float32 image (the service's calibrated work files: the primary, or each
+segment's extension) is located from its header bytes and read straight into the
+band; anything else goes through astropy's sections. Split from engine.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from biaswatch.combine.kernel import swap_bytes
+from biaswatch.errors import CombineFailed, FrameRejected
+from biaswatch.fitsbytes import BLOCK, FitsStatus, data_bytes, read_header
+
+
+@dataclass(slots=True)
+class Source:
+    """One frame's image: raw float32 reads where possible, astropy sections otherwise."""
+
+    path: Path
+    shape: tuple[int, int]
+    raw: io.FileIO | None  # unbuffered file, for plain BITPIX=-32 data
+    offset: int
+    image: Any  # astropy HDU, for anything else
+
+    def read_rows(self, start: int, stop: int, out: np.ndarray) -> None:
+        """Rows start:stop into ``out`` (float32, native byte order)."""
+        try:
+            if self.raw is None:
+                out[...] = self.image.section[start:stop, :]
+            else:
+                self._read_raw(start, out)
+        except (OSError, ValueError, IndexError, TypeError) as exc:
+            reason = (
+                f"{self.path}: cannot read rows {start}-{stop - 1} (truncated or corrupt?): {exc}"
+            )
+            raise CombineFailed(reason) from exc
+
+    def _read_raw(self, start: int, out: np.ndarray) -> None:
+        assert self.raw is not None
+        self.raw.seek(self.offset + start * self.shape[1] * 4)
+        wanted = out.nbytes
+        got = self.raw.readinto(out.data.cast("B"))
+        if got != wanted:
+            raise ValueError(f"file ends after {got} of {wanted} bytes")
+        swap_bytes(out.view(np.uint32))
+
+
+def open_image(files: contextlib.ExitStack, path: Path, hdu: int) -> Source:
+    """Open HDU ``hdu`` of ``path`` for band reads; CombineFailed if it is no image.
+
+    A plain float32 image (the service's calibrated frames: the primary, or each
+    segment's extension) is located from its header bytes and read raw; anything
+    else goes through astropy, imported only then: the combining process is spared
+    its import time and its header objects (tens of kB per file, which add up against
+    mem_limit for 50 frames).
+    """
+    plain = _plain_float32(path, hdu)
+    if plain is not None:
+        shape, offset = plain
+        # Unbuffered: readinto goes straight into the band, with no copy in between.
+        raw = files.enter_context(path.open("rb", buffering=0))
+        return Source(path, shape, raw, offset, None)
+    from astropy.io import fits
+
+    try:
+        hdul = fits.open(path, memmap=False)
+    except (OSError, ValueError, TypeError, fits.VerifyError) as exc:
+        raise CombineFailed(f"{path}: cannot read HDU {hdu}: {exc}") from exc
+    try:
+        image = hdul[hdu]
+        shape = _image_shape(path, hdu, image)
+    except CombineFailed:
+        hdul.close()
+        raise
+    except (OSError, ValueError, IndexError, KeyError, TypeError, fits.VerifyError) as exc:
+        hdul.close()
+        raise CombineFailed(f"{path}: cannot read HDU {hdu}: {exc}") from exc
+    files.callback(hdul.close)
+    return Source(path, shape, None, 0, image)
+
+
+def _plain_float32(path: Path, hdu: int = 0) -> tuple[tuple[int, int], int] | None:
+    """(rows, cols) and data offset of an unscaled 2-D float32 image HDU ``hdu``, else None."""
+    try:
+        with path.open("rb") as f:
+            located = _hdu_cards(f, hdu)
+    except OSError as exc:
+        raise CombineFailed(f"{path}: cannot read: {exc}") from exc
+    if located is None:
+        return None  # not FITS, no END, no such HDU: astropy says why
+    cards, offset = located
+    try:
+        plain = (
+            int(cards.get("BITPIX", "0")) == -32
+            and int(cards.get("NAXIS", "0")) == 2
+            and float(cards.get("BSCALE", "1")) == 1.0
+            and float(cards.get("BZERO", "0")) == 0.0
+            and cards.get("ZIMAGE", "F") != "T"
+        )
+        shape = (int(cards["NAXIS2"]), int(cards["NAXIS1"]))
+    except (KeyError, ValueError):
+        return None
+    return (shape, offset) if plain and min(shape) >= 1 else None
+
+
+def _hdu_cards(f: BinaryIO, hdu: int) -> tuple[dict[str, str], int] | None:
+    """HDU ``hdu``'s cards and the offset of its data, walking the headers before it."""
+    offset = 0
+    for index in range(hdu + 1):
+        f.seek(offset)
+        header = read_header(f, first=index == 0)
+        if isinstance(header, FitsStatus):
+            return None
+        cards, header_bytes = header
+        offset += header_bytes
+        if index == hdu:
+            return cards, offset
+        try:
+            size = data_bytes(cards)
+        except FrameRejected:
+            return None
+        offset += -(-size // BLOCK) * BLOCK  # data are padded to whole 2880-byte blocks
+    return None
+
+
+def _image_shape(path: Path, hdu: int, image: Any) -> tuple[int, int]:
+    from astropy.io import fits
+
+    if not isinstance(image, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU):
+        raise CombineFailed(f"{path}: HDU {hdu} is a {type(image).__name__}, not an image")
+    shape = tuple(int(n) for n in image.shape)
+    if len(shape) != 2 or min(shape) < 1:
+        raise CombineFailed(f"{path}: expected a 2-D image, found shape {shape}")
+    return shape[0], shape[1]
+
+
+def common_shape(sources: Sequence[Source]) -> tuple[int, int]:
+    """The 2-D shape every image shares; CombineFailed naming the odd one out."""
+    first = sources[0]
+    for source in sources:
+        if source.shape != first.shape:
+            raise CombineFailed(
+                f"frames differ in shape: {first.path} is {first.shape[0]}x{first.shape[1]} "
+                f"but {source.path} is {source.shape[0]}x{source.shape[1]} (rows x columns)"
+            )
+    return first.shape
