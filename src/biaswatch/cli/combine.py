@@ -98,18 +98,20 @@ def combine_once(request: Request) -> str:
         raise CombineFailed(f"{request.output} exists; biaswatch never overwrites a master")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="biaswatch-combine-") as work:
+        label: str | None = None  # the service's configuration label, known from raw frames
         if request.calibrated:
             inputs, night, hashes = list(request.files), "-", [_sha256(f) for f in request.files]
         else:
             records = _calibrate(request, Path(work))
             inputs = [Path(str(r.calibrated)) for r in records]
             night, hashes = str(records[0].night), [str(r.sha256) for r in records]
+            label = _one_configuration(records)
         segments = combine_segments(inputs, request.combine, request.mem_limit)
         info = MasterInfo(
             camera=request.camera.name,
             night=night,
             sequence=1,
-            geometry=_geometry([segment for segment, _ in segments]),
+            geometry=label or _geometry([segment for segment, _ in segments]),
             raw_names=input_names([str(f) for f in request.files]),
             settings=request.combine,
             mem_limit=request.mem_limit,
@@ -125,8 +127,20 @@ def combine_once(request: Request) -> str:
     return f"combined {len(inputs)} frames into {request.output} in {seconds:.2f} s"
 
 
+def _one_configuration(records: list[FrameRecord]) -> str:
+    """The configuration label the service gives these frames; they must share one.
+
+    The service never combines frames of two configurations (segments, binning,
+    group_by values): neither does the command.
+    """
+    labels = sorted({str(r.geometry) for r in records})
+    if len(labels) > 1:
+        raise CombineFailed(f"the frames are of {len(labels)} configurations: {', '.join(labels)}")
+    return labels[0]
+
+
 def _geometry(segments: Sequence[SegmentHDU]) -> str:
-    """BWGEOM of a command-line master: ``COLSxROWS``, with ``xN`` segments after it."""
+    """BWGEOM of a master of calibrated files (no raw header to label them by): the shape."""
     rows, cols = segments[0].shape
     return f"{cols}x{rows}" if len(segments) == 1 else f"{cols}x{rows}x{len(segments)}"
 

@@ -217,7 +217,6 @@ class CombineResult:
     temporary: str | None
     reason: str | None = None
     quality: MasterQC | None = None  # the master's QC, with the temporary
-    segments: tuple[tuple[str, MasterQC], ...] = ()
     seconds: float = 0.0  # the child's own combine and write, for the log
     startup: float = 0.0  # from the parent starting the child to the child's first line
     worker: str = ""  # where it ran: "pid N" locally, the worker's address on a cluster

@@ -14,7 +14,6 @@ amplifier shows in the aggregate's noise, and by name in its own cards.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +29,8 @@ from biaswatch.rules.qc import (
     master_qc,
     master_qc_from_header,
 )
+from biaswatch.rules.segment_cards import amplifier_qc_cards
+from biaswatch.sections import Section
 from biaswatch.settings import CombineSettings
 
 # Read noise is measured on this many inputs (two pairs): enough for a median of
@@ -37,7 +38,6 @@ from biaswatch.settings import CombineSettings
 QC_INPUTS = 4
 
 Window = tuple[slice, slice]
-_SECTION = re.compile(r"^\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,29 +47,16 @@ class SegmentCards:
     quality: MasterQC
     amplifiers: tuple[tuple[str, MasterQC], ...] = ()
 
-    def cards(self) -> list[tuple[str, float | int | str, str]]:
-        """QC_* cards, then QCA<i>NAM/LEV/NOI/RON/REX/HOT/REJ per amplifier region."""
-        cards: list[tuple[str, float | int | str, str]] = list(master_cards(self.quality))
+    def cards(self) -> list[tuple[str, object, str]]:
+        """QC_* cards, then QCA<i>NAM/LEV/NOI/RON/REX/HOT/REJ per amplifier region.
+
+        The amplifier cards come from rules.segment_cards, whose reader gives them
+        back after a crash: one writer, one reader.
+        """
+        cards: list[tuple[str, object, str]] = list(master_cards(self.quality))
         for i, (name, qc) in enumerate(self.amplifiers, start=1):
-            cards.extend(amplifier_cards(i, name, qc))
+            cards.extend(amplifier_qc_cards(i, name, qc))
         return cards
-
-
-def amplifier_cards(i: int, name: str, qc: MasterQC) -> list[tuple[str, float | int | str, str]]:
-    """The QCA<i>* cards of amplifier region ``i`` (non-finite values left out)."""
-    values: list[tuple[str, float | int, str]] = [
-        ("LEV", round(qc.level, 4), "[adu] median level"),
-        ("NOI", round(qc.noise, 4), "[adu] master robust noise"),
-        ("RON", round(qc.read_noise, 4), "[adu] read noise from input pairs"),
-        ("REX", round(qc.expected_noise, 4), "[adu] read noise / sqrt(NCOMBINE)"),
-        ("HOT", qc.hot_columns, "hot columns"),
-        ("REJ", round(qc.rejected_fraction, 6), "fraction of input pixels clipped"),
-    ]
-    cards: list[tuple[str, float | int | str, str]] = [
-        (f"QCA{i}NAM", name, f"amplifier {i} (BWAN{i})")
-    ]
-    cards.extend((f"QCA{i}{key}", v, f"{name}: {c}") for key, v, c in values if math.isfinite(v))
-    return cards
 
 
 def aggregate_qc(qcs: Sequence[MasterQC]) -> MasterQC:
@@ -106,13 +93,13 @@ def amplifier_windows(header: Mapping[str, object], shape: tuple[int, int]) -> l
     windows = []
     for i in range(1, int(count) + 1 if isinstance(count, int) else 1):
         text = str(header.get(f"BWAS{i}", ""))
-        match = _SECTION.match(text)
-        if not match:
-            raise CombineFailed(f"amplifier section BWAS{i} = {text!r} is not [x1:x2,y1:y2]")
-        x1, x2, y1, y2 = (int(g) for g in match.groups())
-        if not (1 <= x1 <= x2 <= shape[1] and 1 <= y1 <= y2 <= shape[0]):
-            raise CombineFailed(f"amplifier section BWAS{i} = {text} is outside {shape}")
-        windows.append((slice(y1 - 1, y2), slice(x1 - 1, x2)))
+        try:  # the one section parser (sections.py), as the work file's writer used
+            section = Section.parse(text)
+        except ValueError as exc:
+            raise CombineFailed(f"amplifier section BWAS{i}: {exc}") from None
+        if (problem := section.problem_with(shape)) is not None:
+            raise CombineFailed(f"amplifier section BWAS{i}: {problem}")
+        windows.append(section.slices(shape))
     return windows
 
 
