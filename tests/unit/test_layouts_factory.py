@@ -79,3 +79,22 @@ def test_binned_and_keywords(tmp_path: Path) -> None:
     assert "EXPTIME" not in header and header["CCDSPEED"] == "FAST"
     data = fits.getdata(path).astype(float)
     assert np.median(data[:, :24]) - np.median(data[:, 24:]) > 450
+
+
+def test_simulated_layout_frames_satisfy_the_cameras_bias_when(tmp_path: Path) -> None:
+    """simulate --layout labels frames by the camera's bias_when, so its own camera takes them."""
+    from biaswatch.config import CameraConfig
+    from biaswatch.frames.readiness import classify, read_frame
+    from biaswatch.testing.layouts import simulate_layout
+
+    camera = CameraConfig.model_validate(
+        {
+            "name": "echelle",
+            "watch": [str(tmp_path)],
+            "bias_when": {"OBSTYPE": "bias", "EXPTIME": 0},
+            "calibrate": {"overscan": "auto", "trim": "header:DATASEC"},
+        }
+    )
+    (path,) = simulate_layout(camera, "extensions", frames=1, interval=0, piece_delay=0)
+    kind = classify(read_frame(path, camera).header, camera)
+    assert kind.is_bias, kind.reason

@@ -285,7 +285,7 @@ def camera_header(
     header["NAXIS2"] = geometry.rows
     header["BZERO"] = (32768, "unsigned 16-bit data")
     header["BSCALE"] = 1
-    header[camera.imagetyp_keyword] = (_bias_value(camera), "type of image")
+    header[camera.imagetyp_keyword] = (bias_value(camera), "type of image")
     header["EXPTIME"] = (0.0, "[s] exposure time")
     header["DATE-OBS"] = (_utc_iso(date_obs), "UTC start of readout")
     header["INSTRUME"] = (camera.name, "camera")
@@ -295,18 +295,19 @@ def camera_header(
     header["GAIN"] = (gain, "[e-/ADU]")
     header["RDNOISE"] = (round(read_noise * gain, 2), "[e-] read noise")
     header["FRAMENO"] = (index, "frame number in this sequence")
-    for keyword, value in _bias_when_cards(camera):
+    for keyword, value in bias_when_cards(camera):
         header[keyword] = value  # after EXPTIME: a rule on it wins
     _add_section_keywords(header, camera, geometry)
     return header
 
 
-def _bias_value(camera: CameraConfig) -> str:
-    # Cameras write upper case ('BIAS', 'ZERO'); the service compares lower case.
+def bias_value(camera: CameraConfig) -> str:
+    """The imagetyp_keyword value a camera writes on a bias: upper case, as cameras do."""
+    # The service compares lower case, so 'BIAS' and 'ZERO' match bias_values as given.
     return "BIAS" if "bias" in camera.bias_values else camera.bias_values[0].upper()
 
 
-def _bias_when_cards(camera: CameraConfig) -> list[tuple[str, object]]:
+def bias_when_cards(camera: CameraConfig) -> list[tuple[str, object]]:
     """A card per bias_when rule holding its first value, as a camera would write it."""
     cards: list[tuple[str, object]] = []
     for rule in camera.bias_when or ():

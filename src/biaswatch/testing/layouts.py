@@ -34,7 +34,13 @@ from astropy.io import fits
 
 from biaswatch.config import CameraConfig
 from biaswatch.sections import Section
-from biaswatch.testing.camera import frame_name, section_slices, write_in_pieces
+from biaswatch.testing.camera import (
+    bias_value,
+    bias_when_cards,
+    frame_name,
+    section_slices,
+    write_in_pieces,
+)
 
 LayoutKind = Literal["single", "extensions", "amplifiers", "binned"]
 LAYOUT_KINDS: tuple[LayoutKind, ...] = ("single", "extensions", "amplifiers", "binned")
@@ -362,7 +368,12 @@ def simulate_layout(
     for number in range(1, frames + 1):
         time.sleep(max(0.0, start + (number - 1) * interval - time.monotonic()))
         when = now()
-        cards = {camera.imagetyp_keyword: _bias_label(camera), **date_cards(when)}
+        # The labels the camera's rules look for: IMAGETYP, or every bias_when rule.
+        cards = {
+            camera.imagetyp_keyword: bias_value(camera),
+            **dict(bias_when_cards(camera)),
+            **date_cards(when),
+        }
         payload = layout_bytes(
             layout, seed=int(rng.integers(2**31)), noise=_SIMULATED_NOISE, header=cards
         )
@@ -372,8 +383,3 @@ def simulate_layout(
         if on_frame is not None:
             on_frame(path)
     return paths
-
-
-def _bias_label(camera: CameraConfig) -> str:
-    # Cameras write upper case ('BIAS', 'ZERO'); the service compares lower case.
-    return "BIAS" if "bias" in camera.bias_values else camera.bias_values[0].upper()
