@@ -26,7 +26,7 @@ from biaswatch.sections import Section
 from biaswatch.system.faults import PAUSE_AT, PAUSE_SECONDS
 from biaswatch.testing.camera import Geometry
 from biaswatch.testing.helpers import free_port, run_cli, wait_until, write_config, write_frames
-from biaswatch.testing.service import catalog_rows, numba_cache_dir, running_service
+from biaswatch.testing.service import catalog_rows, masters_in, numba_cache_dir, running_service
 
 distributed = pytest.importorskip("distributed")
 
@@ -153,7 +153,7 @@ def test_killing_a_worker_mid_combine_leaves_exactly_one_master(tmp_path: Path) 
     finally:
         for key in pause:
             os.environ.pop(key, None)
-    masters = [p for p in (tmp_path / "masters").rglob("*.fits") if p.name != "latest.fits"]
+    masters = masters_in(tmp_path / "masters")
     assert masters == [Path(published["path"])]
     assert not [p for p in (tmp_path / "masters").rglob("*") if ".partial-" in p.name]
     assert len(catalog_rows(config, "SELECT * FROM masters")) == 1
@@ -264,7 +264,7 @@ def test_a_lost_scheduler_is_waited_for_and_the_set_combined_once(tmp_path: Path
         for proc in started:
             proc.wait(timeout=30)
         log.close()
-    masters = [p for p in (tmp_path / "masters").rglob("*.fits") if p.name != "latest.fits"]
+    masters = masters_in(tmp_path / "masters")
     assert masters == [Path(published["path"])]
     assert len(catalog_rows(config, "SELECT * FROM masters")) == 1
     attempts = catalog_rows(config, "SELECT worker, outcome FROM attempts ORDER BY id")

@@ -20,7 +20,7 @@ from biaswatch.sections import Section
 from biaswatch.testing.camera import Geometry
 from biaswatch.testing.fits import DType, fits_bytes, write_in_pieces
 from biaswatch.testing.helpers import CRYO_GEOMETRY, wait_until, write_config, write_frames
-from biaswatch.testing.service import catalog_rows, master_data, running_service
+from biaswatch.testing.service import catalog_rows, master_data, masters_in, running_service
 
 # Every frame is dated in one night that has not ended whenever the suite runs, so
 # sets complete on expected_frames and never on the clock. (A real "tonight" has
@@ -100,11 +100,6 @@ def judged(config: Path, count: int) -> None:
 def by_name(config: Path) -> dict[str, sqlite3.Row]:
     """The frames table keyed by file name."""
     return {Path(r["path"]).name: r for r in catalog_rows(config, "SELECT * FROM frames")}
-
-
-def masters_in(directory: Path) -> list[Path]:
-    """Master files below ``directory`` (the latest.fits links left out)."""
-    return sorted(p for p in directory.rglob("*.fits") if p.is_file() and not p.is_symlink())
 
 
 def inputs_of(master: Path) -> list[str]:
@@ -450,6 +445,7 @@ def test_path_like_header_strings_write_nothing_outside_masters_and_state(
     assert tree(masters) == {
         "cryo",
         "cryo/latest.fits",
+        f"cryo/latest-{CRYO_LABEL}.fits",  # the current master of its configuration
         f"cryo/{NIGHT}",
         f"cryo/{NIGHT}/{master.name}",
         f"cryo/{NIGHT}/{master.with_suffix('.png').name}",  # its preview

@@ -34,7 +34,9 @@ def test_status_shows_the_service_open_sets_masters_and_rejections(tmp_path: Pat
             "three frames judged",
         )
         during = status_json(config)
-        write_frames(config, "cryo", 3, interval=0.0, seed=2)
+        # Its own subdirectory (watched recursively): names carry the second they were
+        # written in, and a fast status can leave both batches in one second.
+        write_frames(config, "cryo", 3, interval=0.0, seed=2, out_dir=incoming / "later")
         service.wait_event("master.published", timeout=120)
         assert service.stop()[0] == 0
     assert (during["service"]["running"], during["service"]["pid"]) == (True, service.proc.pid)

@@ -63,7 +63,9 @@ def test_engine_failure_is_a_reason(tmp_path: Path) -> None:
     result = wait(CombineProcess(job_for(tmp_path, [(6, 8), (6, 8), (5, 8)])))
     assert result.temporary is None
     assert result.reason is not None
-    assert "frames differ in shape" in result.reason
+    # The shapes per segment (issue 13): which file, which segment, both shapes.
+    assert "segments differ" in result.reason
+    assert "cal2.fits has image (HDU 0) 5x8" in result.reason and "6x8" in result.reason
 
 
 def test_killed_child_is_reported(tmp_path: Path) -> None:

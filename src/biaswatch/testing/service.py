@@ -176,6 +176,11 @@ def rows_in(state: Path, sql: str, *args: object) -> list[sqlite3.Row]:
         db.close()
 
 
+def masters_in(directory: Path) -> list[Path]:
+    """Master files below ``directory``: the latest.fits and latest-<label>.fits links left out."""
+    return sorted(p for p in directory.rglob("*.fits") if p.is_file() and not p.is_symlink())
+
+
 def master_data(path: str | Path) -> np.ndarray:
     """A master's pixels as float64."""
     with fits.open(path) as hdul:
