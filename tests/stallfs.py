@@ -71,4 +71,16 @@ class StallFS(Operations):  # type: ignore[misc]
 
 if __name__ == "__main__":
     backing, mountpoint, control = (Path(a).absolute() for a in sys.argv[1:4])
-    FUSE(StallFS(backing, control), str(mountpoint), foreground=True, ro=True)
+    # No kernel caching of names and attributes (libfuse caches both for 1 s by
+    # default): a lookup made just after hang() must reach this daemon and hang, as
+    # every call on a dead NFS server does. The service now starts in well under a
+    # second (issue 12), within a cached lookup of the mount's root.
+    FUSE(
+        StallFS(backing, control),
+        str(mountpoint),
+        foreground=True,
+        ro=True,
+        attr_timeout=0,
+        entry_timeout=0,
+        negative_timeout=0,
+    )
