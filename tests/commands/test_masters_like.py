@@ -2,31 +2,34 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
 from astropy.io import fits
 
-from biaswatch.testing.fits import write_cryo_raw
 from biaswatch.testing.helpers import run_cli, write_config
+from biaswatch.testing.layouts import binned_layout, date_cards, single_layout, write_layout_frame
 from biaswatch.testing.service import catalog_rows, numba_cache_dir
 
 NIGHT = "2025-03-10"  # 03:00 UTC on 2025-03-11 is this evening in Chicago
 
 
 def write_configuration(directory: Path, xbin: int, seed: int) -> list[Path]:
-    """Three cryo biases of one evening binned ``xbin`` x 1 (written here, the camera's copy).
-
-    TODO(lead): use testing.layouts (a binned layout) when it is merged.
-    """
+    """Three cryo biases of one evening binned ``xbin`` x 1 (CCDSUM), from testing.layouts."""
     directory.mkdir(parents=True)
-    frames = []
-    for i in range(3):
-        path = write_cryo_raw(directory / f"b{i}.fits", seed + i, date_obs=f"2025-03-11T03:00:0{i}")
-        with fits.open(path, mode="update") as hdus:  # our own test file, not a camera's
-            hdus[0].header["XBINNING"] = xbin
-        frames.append(path)
-    return frames
+    shape = {"rows": 40, "data_cols": 48, "overscan_cols": 8}
+    layout = single_layout(**shape) if xbin == 1 else binned_layout(**shape, ccdsum=f"{xbin} 1")
+    first = dt.datetime(2025, 3, 11, 3, 0, tzinfo=dt.UTC)
+    return [
+        write_layout_frame(
+            directory / f"b{i}.fits",
+            layout,
+            seed=seed + i,
+            header=date_cards(first + dt.timedelta(seconds=i)),
+        )
+        for i in range(3)
+    ]
 
 
 def reduction_finds(config: Path, frame: Path) -> Path:

@@ -25,6 +25,7 @@ from biaswatch.sections import Section
 from biaswatch.settings import DateRange, parse_date_range
 from biaswatch.testing.camera import Geometry, camera_header, frame_bytes
 from biaswatch.testing.fits import make_bias_fits
+from biaswatch.testing.layouts import extensions_layout, write_layout_frame
 
 Write = Callable[..., Path]
 WIDE = parse_date_range(["1980-01-01", "2100-01-01"])
@@ -312,21 +313,18 @@ def test_group_by_unsafe_values_stay_distinct(tmp_path: Path, write_config: Writ
 # --- segments in the label ---------------------------------------------------------
 
 
-def segments_of(path: Path) -> list[tuple[str, tuple[int, int]]]:
-    """Each image HDU's EXTNAME and (rows, cols), as helper A2's reader gives them."""
-    # TODO(lead): use testing.layouts and the reader's own segments.
-    with fits.open(path) as hdul:
-        return [(h.name, h.data.shape) for h in hdul if h.data is not None]
+def segments_of(path: Path, camera: CameraConfig) -> list[tuple[str, tuple[int, int]]]:
+    """Each image HDU's segment name and raw (rows, cols), as the reader gives them."""
+    return [(part.name, part.image.shape) for part in read_frame(path, camera).images()]
 
 
 def mef(path: Path, names: list[str], shape: tuple[int, int] = (16, 12)) -> Path:
-    """A raw frame of one image HDU per name."""
-    # TODO(lead): use testing.layouts
-    hdus = [fits.PrimaryHDU()] + [
-        fits.ImageHDU(np.full(shape, 1000, np.uint16), name=n) for n in names
-    ]
-    fits.HDUList(hdus).writeto(path)
-    return path
+    """A raw frame of one image HDU per name (testing.layouts), each ``shape`` (rows, cols)."""
+    rows, cols = shape
+    layout = extensions_layout(
+        len(names), rows=rows, data_cols=cols - 4, overscan_cols=4, names=names
+    )
+    return write_layout_frame(path, layout)
 
 
 def test_segments_make_readable_distinct_labels(tmp_path: Path, camera: CameraConfig) -> None:
@@ -335,7 +333,7 @@ def test_segments_make_readable_distinct_labels(tmp_path: Path, camera: CameraCo
     def mef_label(name: str, names: list[str], shape: tuple[int, int] = (16, 12)) -> str:
         path = mef(tmp_path / name, names, shape)
         raw = read_frame(path, camera)
-        return geometry(raw.header, segments_of(path), camera).label()
+        return geometry(raw.header, segments_of(path, camera), camera).label()
 
     three = mef_label("a.fits", ["CCD1", "CCD2", "CCD3"])
     assert three == "3x12x16-1x1-CCD1.CCD2.CCD3"
