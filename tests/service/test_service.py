@@ -325,7 +325,9 @@ def test_polling_cameras_find_new_frames(tmp_path: Path) -> None:
     # Every camera polls, so no inotify watch exists: only the PollingObserver can see them.
     config = write_config(tmp_path, polling=True, poll_interval_seconds=0.5)
     with running_service(config) as service:
-        assert service.events("watch.scanned")[0]["new"] == 0
+        # The start scan runs on the camera's lane thread, after READY=1 (a hung mount
+        # must not hold the start): wait for it, as the other scan tests do.
+        assert service.wait_event("watch.scanned")[0]["new"] == 0
         write_frames(config, "cryo", 5)
         (published,) = service.wait_event("master.published")
         assert service.stop()[0] == 0
