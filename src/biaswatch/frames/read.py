@@ -28,7 +28,6 @@ from biaswatch.frames.readiness import (
     type_keyword,
 )
 from biaswatch.frames.segments import (
-    CalibratedImage,
     calibrate_frame,
     raw_segments,
     segment_qc,
@@ -92,7 +91,7 @@ def _examine(
     if note is not None:
         bound.warning("frame.date_fallback", note=note, night=night)
     images = calibrate_frame(frame, camera.calibrate, camera.name)
-    geom = configuration_label(frame, images, camera)
+    geom = configuration_label(frame, camera)
     quality, each = segment_qc(
         images,
         saturation=camera.qc.saturation,
@@ -120,21 +119,18 @@ def _examine(
     )
 
 
-def configuration_label(
-    frame: RawFrame, images: list[CalibratedImage], camera: CameraConfig
-) -> str:
+def configuration_label(frame: RawFrame, camera: CameraConfig) -> str:
     """The geometry label of a frame: its raw segments, binning and group_by values.
 
     The one place the service, backfill and ``masters --like`` label a frame, so a
     frame always finds the masters of its own configuration.
     """
-    return geometry(frame.header, raw_segments(images), camera).label()
+    return geometry(frame.header, raw_segments(frame, camera.calibrate), camera).label()
 
 
 def label_of(path: Path, camera: CameraConfig) -> str:
     """The geometry label the service gives the frame at ``path`` (read-only, no record)."""
-    frame = read_frame(path, camera)
-    return configuration_label(frame, calibrate_frame(frame, camera.calibrate, camera.name), camera)
+    return configuration_label(read_frame(path, camera), camera)
 
 
 def _number(value: object) -> float | None:

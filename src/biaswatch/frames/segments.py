@@ -24,7 +24,7 @@ from astropy.io import fits
 
 from biaswatch.errors import FrameRejected
 from biaswatch.frames.amplifiers import AmplifierRegion, amplifier_cards, calibrate_amplifiers
-from biaswatch.frames.calibrate import calibrate_image, calibrated_header
+from biaswatch.frames.calibrate import calibrate_image, calibrated_header, resolve_section
 from biaswatch.frames.readiness import RawFrame, SegmentImage
 from biaswatch.rules.qc import FrameQC, frame_qc
 from biaswatch.settings import CalibrateSettings
@@ -71,15 +71,25 @@ def _check_finite(name: str, image: np.ndarray) -> None:
             raise FrameRejected(f"{bad} of {image.size} pixels{where} are NaN or infinite")
 
 
-def raw_segments(images: list[CalibratedImage]) -> list[tuple[str, tuple[int, int]]]:
-    """Each segment's name and RAW shape (rows, cols): an HDU's image, or an amplifier's data."""
+def raw_segments(frame: RawFrame, settings: CalibrateSettings) -> list[tuple[str, tuple[int, int]]]:
+    """Each segment's name and RAW shape (rows, cols): an HDU's image, or an amplifier's data.
+
+    From the raw frame and the camera's sections alone, with no calibration, so that
+    ``masters --like`` labels a science frame as cheaply as the service labels a bias.
+
+    Raises:
+        FrameRejected: an amplifier's data section does not fit the image.
+    """
     shapes: list[tuple[str, tuple[int, int]]] = []
-    for image in images:
-        if not image.amplifiers:
-            shapes.append((image.name, (int(image.raw.shape[0]), int(image.raw.shape[1]))))
-        for region in image.amplifiers:
-            rows, cols = region.raw.shape
-            shapes.append((_joined(image.name, region.name), (int(rows), int(cols))))
+    for part in frame.images():
+        shape = (int(part.image.shape[0]), int(part.image.shape[1]))
+        if not settings.amplifiers:
+            shapes.append((part.name, shape))
+        for amp in settings.amplifiers:
+            data = resolve_section(amp.data, part.header, shape, f"amplifier {amp.name} data")
+            if data is None:  # an amplifier's data is never "none" (settings.py)
+                raise FrameRejected(f"amplifier {amp.name} has no data section")
+            shapes.append((_joined(part.name, amp.name), data.shape()))
     return shapes
 
 
