@@ -76,7 +76,7 @@ def master_header(first_input: fits.Header, info: MasterInfo) -> fits.Header:
         ("BWCAMERA", info.camera, "biaswatch camera name"),
         ("BWNIGHT", info.night, "observing night (local evening date)"),
         ("BWSEQ", info.sequence, "master sequence number within the night"),
-        ("BWGEOM", info.geometry, "raw geometry: cols x rows - xbin x ybin"),
+        ("BWGEOM", info.geometry, "configuration: segments, binning, group_by"),
         ("BWMETHOD", settings.method, "combine method"),
         ("BWSCLIP", settings.sigma_clip, "sigma clipping applied"),
         ("BWSLOW", settings.sigma_low, "sigma clip low threshold"),
