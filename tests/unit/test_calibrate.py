@@ -147,3 +147,42 @@ def test_calibrated_file_header_drops_raw_layout(tmp_path: Path) -> None:
     assert "TRIMSEC" not in written
     assert written["INSTRUME"] == "cryo"
     assert written["BITPIX"] == -32
+
+
+def ccdproc_recipe(image: np.ndarray, overscan: str, trim: str | None, axis: int) -> np.ndarray:
+    """ccdproc's subtract_overscan (median) and trim_image on the float32 image."""
+    ccd = CCDData(image.astype(np.float32), unit=u.adu)
+    ccd = ccdproc.subtract_overscan(
+        ccd, fits_section=overscan, overscan_axis=axis, median=True, model=None
+    )
+    if trim is not None:
+        ccd = ccdproc.trim_image(ccd, fits_section=trim)
+    return np.asarray(ccd.data)
+
+
+@pytest.mark.parametrize(
+    ("overscan", "trim", "axis"),
+    [
+        ("[41:48,1:40]", "[1:40,1:40]", 1),
+        ("[48:41,40:1]", "[40:1,1:40]", 1),  # reversed: ccdproc reads them backwards
+        ("[41:48,*]", "[3:38,5:36]", 1),
+        ("[41:48,1:40]", None, 1),
+        ("[1:48,33:40]", "[1:40,1:32]", 0),  # a parallel overscan: one value per column
+        ("[*,40:33]", "[40:1,32:1]", 0),
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.float32, np.float64])
+def test_numpy_calibration_is_bit_identical_to_ccdproc(
+    overscan: str, trim: str | None, axis: int, dtype: type[np.generic]
+) -> None:
+    """The numpy median overscan and trim give exactly ccdproc's float32 pixels."""
+    image = raw_image(3).astype(dtype)
+    image[::7, 42] += 9  # an odd overscan column: the median must ignore it as ccdproc's
+    settings = CalibrateSettings.model_validate(
+        {"overscan": overscan, "trim": trim or "none", "overscan_axis": axis}
+    )
+    out = calibrate_image(image, fits.Header(), settings)
+    expected = ccdproc_recipe(image, overscan, trim, axis)
+    assert out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, expected.astype(np.float32))
+    assert expected.dtype == np.float32
