@@ -8,8 +8,6 @@ the frame is that frame's error, naming the setting or keyword, never a crash.
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +17,7 @@ from astropy.io import fits
 
 from biaswatch.errors import FrameRejected
 from biaswatch.frames.readiness import header_value
+from biaswatch.frames.workfile import write_images
 from biaswatch.sections import Section, SectionSource
 from biaswatch.settings import CalibrateSettings
 
@@ -218,8 +217,4 @@ def _kept(card: fits.Card) -> bool:
 
 def write_calibrated(data: np.ndarray, header: fits.Header, path: Path) -> Path:
     """Write a calibrated frame to the work area (temporary name, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{socket.gethostname()}-{os.getpid()}")
-    fits.PrimaryHDU(data=data, header=header).writeto(tmp, overwrite=True)
-    os.replace(tmp, path)
-    return path
+    return write_images(path, [fits.PrimaryHDU(data=data, header=header)])

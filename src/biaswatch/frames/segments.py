@@ -14,8 +14,6 @@ amplifiers, each image carries BWNAMP, BWAN<i> and BWAS<i> (frames/amplifiers.py
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from biaswatch.errors import FrameRejected
 from biaswatch.frames.amplifiers import AmplifierRegion, amplifier_cards, calibrate_amplifiers
 from biaswatch.frames.calibrate import calibrate_image, calibrated_header, resolve_section
 from biaswatch.frames.readiness import RawFrame, SegmentImage
+from biaswatch.frames.workfile import write_images
 from biaswatch.rules.qc import FrameQC, frame_qc
 from biaswatch.settings import CalibrateSettings
 
@@ -149,8 +148,6 @@ def _saturation(raw: np.ndarray, configured: float | None) -> float:
 
 def write_work_file(frame: RawFrame, images: list[CalibratedImage], path: Path) -> Path:
     """Write the calibrated work file (temporary name, then rename) in the shared layout."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{socket.gethostname()}-{os.getpid()}")
     if len(images) == 1:
         hdus: list[fits.PrimaryHDU | fits.ImageHDU] = [
             fits.PrimaryHDU(data=images[0].data, header=images[0].header)
@@ -159,6 +156,4 @@ def write_work_file(frame: RawFrame, images: list[CalibratedImage], path: Path) 
         primary = calibrated_header(frame.primary if frame.primary is not None else frame.header)
         hdus = [fits.PrimaryHDU(header=primary)]
         hdus += [fits.ImageHDU(data=i.data, header=i.header, name=i.name) for i in images]
-    fits.HDUList(hdus).writeto(tmp, overwrite=True)
-    os.replace(tmp, path)
-    return path
+    return write_images(path, hdus)
