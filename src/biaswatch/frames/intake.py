@@ -19,7 +19,7 @@ from biaswatch.config import CameraConfig, SiteConfig
 from biaswatch.errors import FrameRejected
 from biaswatch.fitsbytes import file_status
 from biaswatch.frames.opening import check_budget, holes, open_frame
-from biaswatch.frames.read import examine, read, rejected_record
+from biaswatch.frames.read import examine_bytes, read, rejected_record
 from biaswatch.frames.readiness import Readiness
 from biaswatch.watch.scan import scan_dir
 
@@ -227,7 +227,9 @@ class Intake:
             if isinstance(frame, FrameRecord):
                 self._finished.append(frame)
                 return
-            future = self._calibrator.submit(examine, frame, camera, self._site, self._work_dir)
+            future = self._calibrator.submit(
+                examine_bytes, frame, camera, self._site, self._work_dir
+            )
             self._calibrating[path] = future
             # Wake the main loop as soon as the frame is done, not at its next poll.
             future.add_done_callback(lambda _done: self._wake())

@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -71,6 +72,36 @@ def open_frame(path: Path, camera: CameraConfig) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+@dataclass(frozen=True, slots=True)
+class FileBytes:
+    """A camera's file read whole: its bytes and identity, not parsed yet.
+
+    The one step on the camera's disk (a lane's thread); parsing, hashing and
+    calibrating them happen on the calibration workers (frames/read.py).
+    """
+
+    path: Path
+    content: bytes
+    size: int
+    mtime_ns: int
+
+
+def read_bytes(path: Path, camera: CameraConfig) -> FileBytes:
+    """Read ``path`` once (read-only) if the camera may open it and it is within budget.
+
+    Raises:
+        FrameRejected: not a regular file, over budget, or sparse.
+        OSError: it vanished or cannot be read.
+    """
+    with open_frame(path, camera) as f:
+        told = check_budget(f, camera)  # before a byte of data is read
+        sparse = holes(f, told)
+        if sparse is not None:
+            raise FrameRejected(sparse)
+        st = os.fstat(f.fileno())
+        return FileBytes(path, f.read(), st.st_size, st.st_mtime_ns)
 
 
 def check_budget(f: BinaryIO, camera: CameraConfig) -> Announced:

@@ -23,7 +23,6 @@ import copy
 import datetime as dt
 import hashlib
 import io
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from biaswatch.config import CameraConfig
 from biaswatch.errors import FrameRejected
 from biaswatch.fitsbytes import content_status, pad_last_block
-from biaswatch.frames.opening import check_budget, holes, open_frame
+from biaswatch.frames.opening import FileBytes, read_bytes
 from biaswatch.rules.nights import TimeUnparsable, header_instant
 from biaswatch.rules.sets import BINNING_KEYWORDS, FrameGeometry, binning_from, mode_value
 from biaswatch.settings import (
@@ -168,13 +167,16 @@ def read_frame(path: Path, camera: CameraConfig) -> RawFrame:
     Raises:
         FrameRejected: unreadable or corrupt FITS, or no 2-D image.
     """
-    with open_frame(path, camera) as f:
-        told = check_budget(f, camera)  # before a byte of data is read (frames/opening.py)
-        sparse = holes(f, told)
-        if sparse is not None:
-            raise FrameRejected(sparse)
-        st = os.fstat(f.fileno())
-        content = f.read()
+    return parse_frame(read_bytes(path, camera), camera)
+
+
+def parse_frame(raw: FileBytes, camera: CameraConfig) -> RawFrame:
+    """A file's bytes as a frame: hashed, its image HDUs picked (CPU only, no disk).
+
+    Raises:
+        FrameRejected: corrupt FITS, or no 2-D image.
+    """
+    content = raw.content
     readable = content
     if content_status(content).state == "complete":
         # Every HDU's data is there; only the last block's padding may be missing,
@@ -191,16 +193,16 @@ def read_frame(path: Path, camera: CameraConfig) -> RawFrame:
         raise
     except Exception as exc:
         raise FrameRejected(f"corrupt FITS: {type(exc).__name__}: {exc}") from None
-    digest = hashlib.sha256(content).hexdigest()
+    digest = hashlib.sha256(content).hexdigest()  # releases the GIL: the lane reads on
     first = images[0]
     several = len(images) > 1
     return RawFrame(
-        path,
+        raw.path,
         first.image,
         first.header,
         digest,
-        st.st_size,
-        st.st_mtime_ns,
+        raw.size,
+        raw.mtime_ns,
         tuple(images) if several else (),
         primary,
     )
