@@ -44,6 +44,11 @@ class Inbox:
         with self._lock:
             return {e.path for e in self._events}
 
+    def events(self) -> list[PathEvent]:
+        """The events received so far."""
+        with self._lock:
+            return list(self._events)
+
     def wait_for(self, path: Path) -> None:
         """Block until an event for ``path`` arrived."""
         wait_until(lambda: path in self.paths(), DEADLINE_SECONDS, f"an event for {path}")
@@ -126,6 +131,26 @@ def test_new_files_reach_the_sink(camera: CameraConfig) -> None:
         assert watcher.alive()
         assert watcher.degraded == ()
         assert watcher.check() == []
+
+
+def test_a_file_renamed_in_from_outside_arrives_whole(camera: CameraConfig, tmp_path: Path) -> None:
+    """A file renamed in from an unwatched directory reaches the sink marked whole (closed).
+
+    And one renamed out to an unwatched directory sends nothing: it is gone from the camera.
+    """
+    inbox = Inbox()
+    root = camera.watch[0]
+    outside = tmp_path / "staging"
+    outside.mkdir()
+    (outside / "a.fits").write_bytes(b"a")
+    (root / "b.fits").write_bytes(b"b")
+    with started(Watcher([camera], inbox)):
+        (root / "b.fits").rename(outside / "b.fits")
+        (outside / "a.fits").rename(root / "a.fits")
+        inbox.wait_for(root / "a.fits")
+        events = inbox.events()
+    assert [e.closed for e in events if e.path == root / "a.fits"] == [True]
+    assert {e.path for e in events} == {root / "a.fits"}
 
 
 @pytest.mark.parametrize(

@@ -62,6 +62,8 @@ class PathHandler(FileSystemEventHandler):
         if event.event_type in ("deleted", "opened", "closed_no_write"):
             return
         raw = event.dest_path if event.event_type == "moved" else event.src_path
+        if not raw:  # moved out to an unwatched directory (full move events): gone here
+            return
         path = Path(os.fsdecode(raw))
         if event.is_directory:
             # A directory moved in (or created with files already in it) is scanned.
@@ -70,4 +72,8 @@ class PathHandler(FileSystemEventHandler):
                     self._sink(PathEvent(self._camera.name, found))
             return
         if is_candidate(path, self._camera.patterns):
-            self._sink(PathEvent(self._camera.name, path, event.event_type == "closed"))
+            # A file renamed in is whole: writers that rename write elsewhere first. It is
+            # taken at once, as a closed one, not after settle_seconds (2 s by default);
+            # fits_status still checks its length.
+            whole = event.event_type in ("closed", "moved")
+            self._sink(PathEvent(self._camera.name, path, whole))

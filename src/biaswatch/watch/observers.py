@@ -24,6 +24,11 @@ from pathlib import Path
 import structlog
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
+
+try:
+    from watchdog.observers.inotify import InotifyObserver
+except ImportError:  # not Linux: no inotify, and no unpaired moves to mend
+    InotifyObserver = None  # type: ignore[assignment,misc]
 from watchdog.observers.polling import PollingObserver
 
 from biaswatch.config import CameraConfig
@@ -66,6 +71,20 @@ _REARM_ACTION = "looked for again every 30 s, and scanned when it is back"
 
 class WatcherFailing(Exception):
     """The observers keep dying; the service should exit so systemd restarts it."""
+
+
+def native_observer() -> BaseObserver:
+    """The platform's observer; on inotify, with full move events.
+
+    Without them watchdog reports a file renamed in from an unwatched directory (a
+    camera program's ``rename(tmp, final)`` across directories, a mosaic's readout
+    moved in) as ``created`` (watchdog inotify.py: an unpaired IN_MOVED_TO), which
+    looks like a file still being written and waits settle_seconds; with them it is
+    ``moved``, which the handler treats as whole (watch/handler.py).
+    """
+    if Observer is InotifyObserver:
+        return InotifyObserver(generate_full_events=True)
+    return Observer()
 
 
 def _polling_observer(interval: float) -> BaseObserver:
@@ -131,7 +150,7 @@ class Watcher:
         cameras: Sequence[CameraConfig],
         sink: Callable[[PathEvent], None],
         *,
-        native: Callable[[], BaseObserver] = Observer,
+        native: Callable[[], BaseObserver] = native_observer,
         polling: Callable[[float], BaseObserver] = _polling_observer,
         monotonic: Callable[[], float] = time.monotonic,
         mounts: Sequence[Mount] | None = None,
