@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
 import json
 import os
 import shutil
@@ -38,7 +37,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
@@ -51,7 +49,7 @@ from biaswatch.sections import Section
 from biaswatch.testing.camera import Geometry, camera_header, frame_bytes, make_raw_bias
 
 sys.path.insert(0, str(Path(__file__).parent))
-from latency import CONFIG, _command, _script_of
+from latency import CONFIG, _command, _script_of, checkout_of
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -176,20 +174,6 @@ def recipe(staged: list[Path], out: Path) -> dict[str, float]:
     wall = time.perf_counter() - begin
     shutil.rmtree(out)
     return {"ingest": wall, "rate": len(staged) / wall}
-
-
-def checkout_of(before: str, root: Path) -> Path:
-    """A directory holding the code of ``before``: a path as it is, a git revision extracted."""
-    if Path(before).is_dir():
-        return Path(before).resolve()
-    target = root / f"checkout-{before}"
-    target.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", before], check=True, capture_output=True
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(target, filter="data")
-    return target
 
 
 def summary(values: list[float], unit: str) -> str:

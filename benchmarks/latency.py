@@ -2,7 +2,10 @@
 
 Usage:
     .venv/bin/python benchmarks/latency.py [--frames 10] [--size 4096] [--runs 3]
-        [--interval 1.0]
+        [--interval 1.0] [--before 3e7d728]
+
+Issue 14 runs it twice: ``--size 2048 --interval 1`` (a frame a second) and
+``--size 4096 --interval 0`` (10 frames of 4096 x 4128 back to back).
 
 Starts the real service (``biaswatch run``, the console script, as systemd does;
 ``--via module`` for ``python -m biaswatch``) on a temporary config, writes the
@@ -12,22 +15,27 @@ out, 0 writes back to back), and notes when the last one is closed. The service'
 ``master.published`` event carries ``combine_seconds``, the combine child's own
 time (reading, combining, writing the master), and the two other parts of the
 difference: ``startup_seconds`` (starting the child) and ``publish_seconds``. The
-rest is the last frame's ingest. The issue's target: the time
-from the last frame closed to ``master.published`` is at most that plus 1 s.
+rest is the last frame's ingest. Issue 14's target: the time from the last frame
+closed to ``master.published`` is at most the combine's own time plus 0.3 s.
 Each run after the first adds a set to the same service, so the first shows a
 fresh service (the fork server may still be loading the kernel) and the others
-the steady state.
+the steady state. ``--before`` (a git revision, extracted with ``git archive`` into a
+temporary directory, or a checkout's path) starts a second service on that code, and
+each set is written to one service, then the other, so that both see the same load.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import tomllib
@@ -125,8 +133,55 @@ def _script_of(checkout: Path, bin_dir: Path) -> list[str]:
     return [str(script)]
 
 
+def checkout_of(before: str, root: Path) -> Path:
+    """A directory holding the code of ``before``: a path as it is, a git revision extracted."""
+    if Path(before).is_dir():
+        return Path(before).resolve()
+    target = root / f"checkout-{before}"
+    target.mkdir(parents=True)
+    repo = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", before], check=True, capture_output=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
+    return target
+
+
+def start(base: Path, frames: int, via: str, checkout: Path | None) -> subprocess.Popen[bytes]:
+    """The service on a fresh config in ``base``: this checkout's, or ``checkout``'s code."""
+    config = base / "config.toml"
+    (base / "incoming").mkdir(parents=True)
+    config.write_text(CONFIG.replace("{frames}", str(frames)))
+    command, env = _command(via), dict(os.environ)
+    if checkout is not None:
+        command = _script_of(checkout, base / "bin")
+        env["PYTHONPATH"] = str(checkout / "src")
+    return subprocess.Popen(
+        [*command, "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        # A cache that outlives the run, as the service's state directory does: the
+        # kernel is compiled once per install (~10 s), not once per measurement.
+        env={**env, "NUMBA_CACHE_DIR": str(Path(__file__).parent / "out" / "numba")},
+    )
+
+
+def one_set(base: Path, args: argparse.Namespace, run: int) -> dict[str, float]:
+    """Write set ``run`` to the service in ``base``; its latency and the event's parts."""
+    closed = write_set(base / "config.toml", args.frames, args.size, run, args.interval)
+    event = published(base / "log" / "biaswatch.jsonl", run)
+    stamp = dt.datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00"))
+    return {
+        "latency": closed_to_event(closed, stamp),
+        "combine": float(str(event["combine_seconds"])),
+        "startup": float(str(event["startup_seconds"])),
+        "publish": float(str(event["publish_seconds"])),
+    }
+
+
 def main() -> None:
-    """Run the measurement and print one line per set."""
+    """Run the measurement and print one line per set, then each way's median (range)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=10)
     parser.add_argument("--size", type=int, default=4096)
@@ -141,23 +196,14 @@ def main() -> None:
     parser.add_argument(
         "--checkout", type=Path, help="measure another checkout's code (its script, its src)"
     )
+    parser.add_argument("--before", help="also measure this git revision (or checkout), beside")
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="biaswatch-latency-"))
-    config = base / "config.toml"
-    config.write_text(CONFIG.replace("{frames}", str(args.frames)))
-    (base / "incoming").mkdir()
-    command, env = _command(args.via), dict(os.environ)
-    if args.checkout is not None:
-        command = _script_of(args.checkout.resolve(), base / "bin")
-        env["PYTHONPATH"] = str(args.checkout.resolve() / "src")
-    service = subprocess.Popen(
-        [*command, "run", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        # A cache that outlives the run, as the service's state directory does: the
-        # kernel is compiled once per install (~10 s), not once per measurement.
-        env={**env, "NUMBA_CACHE_DIR": str(Path(__file__).parent / "out" / "numba")},
-    )
+    root = Path(tempfile.mkdtemp(prefix="biaswatch-latency-"))
+    ways: dict[str, Path | None] = {"now": args.checkout.resolve() if args.checkout else None}
+    if args.before:
+        ways["before"] = checkout_of(args.before, root)
+    services = {way: start(root / way, args.frames, args.via, code) for way, code in ways.items()}
+    rows: dict[str, list[dict[str, float]]] = {way: [] for way in ways}
     try:
         time.sleep(3)
         print(
@@ -165,25 +211,38 @@ def main() -> None:
             f"one every {args.interval:g} s"
         )
         print(
-            "| set | last frame closed -> master.published | combine's own time | difference "
-            "| of which: child start-up | publication |"
+            "| way | set | last frame closed -> master.published | combine's own time "
+            "| difference | of which: child start-up | publication |"
         )
-        print("| --- | --- | --- | --- | --- | --- |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
         for run in range(1, args.runs + 1):
-            closed = write_set(config, args.frames, args.size, run, args.interval)
-            event = published(base / "log" / "biaswatch.jsonl", run)
-            stamp = dt.datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00"))
-            latency = closed_to_event(closed, stamp)
-            own = float(str(event["combine_seconds"]))
-            startup = float(str(event["startup_seconds"]))
-            publication = float(str(event["publish_seconds"]))
-            print(
-                f"| {run} | {latency:.2f} s | {own:.2f} s | {latency - own:+.2f} s "
-                f"| {startup:.3f} s | {publication:.3f} s |"
-            )
+            for way in ways:
+                got = one_set(root / way, args, run)
+                rows[way].append(got)
+                print(
+                    f"| {way} | {run} | {got['latency']:.2f} s | {got['combine']:.2f} s "
+                    f"| {got['latency'] - got['combine']:+.2f} s | {got['startup']:.3f} s "
+                    f"| {got['publish']:.3f} s |",
+                    flush=True,
+                )
     finally:
-        service.send_signal(signal.SIGTERM)
-        service.wait(timeout=30)
+        for service in services.values():
+            service.send_signal(signal.SIGTERM)
+            service.wait(timeout=30)
+    summarize(rows)
+
+
+def summarize(rows: dict[str, list[dict[str, float]]]) -> None:
+    """Each way's difference (latency - combine): median (min-max), against the 0.3 s target."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\nload average at the end: {load}")
+    for way, sets in rows.items():
+        over = [s["latency"] - s["combine"] for s in sets]
+        print(
+            f"{way}: last frame closed -> published minus the combine: "
+            f"{statistics.median(over):+.2f} s ({min(over):+.2f} to {max(over):+.2f}); "
+            f"target +0.30 s: {'met' if max(over) <= 0.3 else 'not met'}"
+        )
 
 
 def closed_to_event(closed_monotonic: float, event_time: dt.datetime) -> float:

@@ -8,7 +8,9 @@ from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from astropy.io import fits
 from structlog.testing import capture_logs
 
 from biaswatch.catalog.rows import FrameRecord
@@ -227,3 +229,33 @@ def test_a_calibration_lost_on_the_cluster_is_done_again(
     assert intake.poll(4.0) == []  # back-off: settle_seconds * 2 after the loss
     (record,) = intake.poll(6.0)
     assert record.status == "valid" and cluster.calls == 2
+
+
+def test_a_burst_of_closed_frames_is_recorded_once_each(
+    tmp_path: Path, camera: CameraConfig
+) -> None:
+    """Twelve closed frames noted at once, a dark among them, come back once each.
+
+    The lane reads, the two workers parse, hash and calibrate in parallel: every frame is
+    one record, each bias valid with a work file of its own that holds its own pixels.
+    """
+    (tmp_path / "in").mkdir()
+    paths = [make_bias_fits(tmp_path / "in" / f"f{i:02d}.fits", seed=i) for i in range(12)]
+    dark = make_bias_fits(tmp_path / "in" / "dark.fits", imagetyp="DARK")
+    intake = intake_for(camera, tmp_path)
+    for path in [*paths, dark]:
+        assert intake.note("cryo", path, now=0.0, closed=True)
+    records: list[FrameRecord] = []
+    deadline = time.monotonic() + 60
+    while (len(records) < 13 or intake.busy_cameras()) and time.monotonic() < deadline:
+        records += intake.poll(0.0)
+        time.sleep(0.02)
+    assert sorted(r.path for r in records) == sorted(str(p) for p in [*paths, dark])
+    valid = [r for r in records if r.status == "valid"]
+    assert len(valid) == 12
+    assert len({r.sha256 for r in valid}) == 12 == len({r.calibrated for r in valid})
+    for record in valid:
+        raw = fits.getdata(record.path).astype(np.float32)
+        expected = raw[:, :40] - np.median(raw[:, 40:], axis=1)[:, np.newaxis]
+        np.testing.assert_array_equal(fits.getdata(record.calibrated), expected)
+    assert [r.status for r in records if r.path == str(dark)] == ["ignored"]
