@@ -36,6 +36,7 @@ from biaswatch.config import CameraConfig
 from biaswatch.errors import FrameRejected
 from biaswatch.fitsbytes import content_status, pad_last_block
 from biaswatch.frames.opening import FileBytes, read_bytes
+from biaswatch.frames.pixels import plain_unsigned
 from biaswatch.rules.nights import TimeUnparsable, header_instant
 from biaswatch.rules.sets import BINNING_KEYWORDS, FrameGeometry, binning_from, mode_value
 from biaswatch.settings import (
@@ -187,7 +188,7 @@ def parse_frame(raw: FileBytes, camera: CameraConfig) -> RawFrame:
             # astropy only warns on truncation (astropy#13356); that is an error here.
             warnings.simplefilter("error", AstropyUserWarning)
             with fits.open(io.BytesIO(readable), memmap=False) as hdul:
-                images = _pick_images(hdul, camera.hdu)
+                images = _plain_images(hdul, readable, camera.hdu) or _pick_images(hdul, camera.hdu)
                 primary = hdul[0].header.copy() if len(images) > 1 else None
     except FrameRejected:
         raise
@@ -206,6 +207,18 @@ def parse_frame(raw: FileBytes, camera: CameraConfig) -> RawFrame:
         tuple(images) if several else (),
         primary,
     )
+
+
+def _plain_images(
+    hdul: fits.HDUList, readable: bytes, hdu: int | str | None
+) -> list[SegmentImage] | None:
+    """The one plain unsigned 16-bit primary image, read in place (frames/pixels.py); else None."""
+    if hdu not in (None, 0):
+        return None
+    image = plain_unsigned(hdul, readable)
+    if image is None:
+        return None
+    return [SegmentImage("", image, _merged_header(hdul[0].header, hdul[0].header))]
 
 
 def _pick_images(hdul: fits.HDUList, hdu: int | str | None) -> list[SegmentImage]:
