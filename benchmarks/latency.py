@@ -31,6 +31,7 @@ import datetime as dt
 import io
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -197,6 +198,7 @@ def main() -> None:
         "--checkout", type=Path, help="measure another checkout's code (its script, its src)"
     )
     parser.add_argument("--before", help="also measure this git revision (or checkout), beside")
+    parser.add_argument("--keep", action="store_true", help="keep the services' directories")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="biaswatch-latency-"))
     ways: dict[str, Path | None] = {"now": args.checkout.resolve() if args.checkout else None}
@@ -229,6 +231,8 @@ def main() -> None:
         for service in services.values():
             service.send_signal(signal.SIGTERM)
             service.wait(timeout=30)
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)  # GBs of raw frames and work files
     summarize(rows)
 
 
