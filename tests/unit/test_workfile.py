@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from biaswatch.combine.engine import combine_files
+from biaswatch.errors import CombineFailed
 from biaswatch.fitsbytes import fits_status
 from biaswatch.frames import workfile
 from biaswatch.frames.workfile import write_images
+from biaswatch.settings import CombineSettings
 
 
 def _image(rows: int, cols: int, seed: int = 0) -> np.ndarray:
@@ -70,3 +73,21 @@ def test_unwritable_card_is_refused_as_writeto_refuses_it(tmp_path: Path) -> Non
     header.append(fits.Card.fromstring("BAD     = 'unclosed"))
     with pytest.raises(fits.VerifyError):
         write_images(tmp_path / "w.fits", [fits.PrimaryHDU(data=_image(4, 4), header=header)])
+
+
+@pytest.mark.parametrize("kept", [0, 2880, 2880 + 37 * 53 * 2])
+def test_a_work_file_cut_by_a_crash_fails_its_combine_naming_it(tmp_path: Path, kept: int) -> None:
+    """A work file left short (no fsync, then a power cut) fails the combine, never adds zeros.
+
+    Empty, header only, or half its pixels: what delayed allocation can leave under the
+    final name after a crash. The combine refuses it with its path in the reason.
+    """
+    paths = [
+        write_images(tmp_path / f"w{i}.fits", [fits.PrimaryHDU(data=_image(37, 53, i))])
+        for i in range(3)
+    ]
+    cut = paths[1]
+    cut.write_bytes(cut.read_bytes()[:kept])
+    with pytest.raises(CombineFailed) as failure:
+        combine_files(paths, CombineSettings(), 10**9)
+    assert str(cut) in failure.value.reason
