@@ -137,8 +137,8 @@ def region_qc(
     pairs, stack = [], []
     for index, path in enumerate(inputs):
         if index < QC_INPUTS:
-            pairs.append(_sample(path, hdu, where, stride))
-        stack.append(_sample(path, hdu, where, stack_stride))
+            pairs.append(_input_sample(path, hdu, where, stride))
+        stack.append(_input_sample(path, hdu, where, stack_stride))
     rejected = (
         clipped_fraction(
             np.stack(stack),
@@ -153,7 +153,7 @@ def region_qc(
     return master_qc(region, pairs, len(inputs), rejected)
 
 
-def _sample(path: str, hdu: int, where: Window, stride: int) -> np.ndarray:
+def _input_sample(path: str, hdu: int, where: Window, stride: int) -> np.ndarray:
     """``image[where][::stride, ::stride]`` of an input's HDU ``hdu``, float32.
 
     Plain float32 images (the service's work files) are read row by row (sample_rows);

@@ -95,7 +95,9 @@ def read_band(
         read.result()  # CombineFailed of the first file that failed, in file order
     from biaswatch.combine.kernel import swap_bytes  # numba: see sample_rows
 
-    swap_bytes(stack.reshape(-1).view(np.uint32))
+    # 2-D, as one frame's band: the layout engine.warm_up compiles swap_bytes for, so the
+    # service's preloaded kernel serves it with no compile or cache load in the child.
+    swap_bytes(stack.reshape(-1, stack.shape[-1]).view(np.uint32))
 
 
 def open_image(files: contextlib.ExitStack, path: Path, hdu: int) -> Source:
