@@ -11,7 +11,12 @@ the other, on the same files:
 
 * ccdproc.combine with the seed recipe's parameters (average, 5/5 sigma clipping
   around the median with mad_std, mem_limit);
-* biaswatch.combine.engine.combine_files with the same statistics (CombineSettings());
+* the command a user runs, ``biaswatch combine --calibrated --mem-limit ... -o ...``
+  (the console script next to this interpreter, as a whole process: imports, input
+  hashing, combine, QC and the master's write), the headline row; and the same command
+  on 3 frames of 64 x 64, its fixed cost;
+* biaswatch.combine.engine.combine_files with the same statistics (CombineSettings()),
+  in a bare child that has loaded the kernel: the engine alone, a secondary row;
 * IRAF 2.17 imcombine (average, sigclip 5/5, median centre, no scaling);
 * Siril 1.0.6 stack (average, sigma clipping 5/5, no normalisation, all cores).
 
@@ -44,7 +49,12 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).parent))
 import external  # a sibling file, not a package
 
-ENGINES = ("ccdproc", "biaswatch", "iraf", "siril")
+ENGINES = ("ccdproc", "command", "tiny", "biaswatch", "iraf", "siril")
+# Issue 14's targets for the command (whole process): at least this many times faster
+# than ccdproc.combine, and at most this fraction of Siril's wall time.
+TARGET_VS_CCDPROC = 15.0
+TARGET_VS_SIRIL = 0.6
+TINY_FRAMES, TINY_SIZE = 3, 64  # the fixed-cost run: interpreter, imports, kernel load
 FRAMES_VERSION = 2  # bump when make_frames changes what it writes: cached frames are redone
 MIB = 1024 * 1024
 CLOSE_ADU = 0.01  # "off" means a difference larger than this
@@ -105,7 +115,16 @@ def child(engine: str, paths: list[str], mem_limit: int, result: str, report: st
     Everything the combine needs is imported first, so that the RSS read before the
     combine (the baseline) holds the interpreter, numpy, astropy and the engine's code.
     """
-    if engine == "ccdproc":
+    if engine == "recipe":
+        import ccdproc  # imported by recipe_master; here so that the baseline holds it
+
+        from biaswatch.testing.reference import recipe_master
+
+        segment = raw_segment(Path(paths[0]))
+
+        def combine() -> Any:
+            return recipe_master([Path(p) for p in paths], [segment], mem_limit)[""].data
+    elif engine == "ccdproc":
         import ccdproc  # noqa: F401  (imported by seed_combine; here so the baseline has it)
 
         from biaswatch.testing.fits import seed_combine
@@ -211,6 +230,50 @@ def run_python_engine(
     row.reports.append(json.loads(report.read_text()))
 
 
+def biaswatch_script() -> str:
+    """The installed console script beside this interpreter (what a user runs)."""
+    script = Path(sys.executable).with_name("biaswatch")
+    if not script.exists():
+        raise SystemExit(f"no console script {script}: pip install -e . in this environment")
+    return str(script)
+
+
+def tiny_frames(out: Path) -> list[Path]:
+    """TINY_FRAMES calibrated float32 frames of TINY_SIZE x TINY_SIZE (written once)."""
+    from astropy.io import fits
+
+    paths = []
+    for i in range(TINY_FRAMES):
+        paths.append(out / f"tiny_{TINY_SIZE}_{i}.fits")
+        if not paths[-1].exists():
+            data = np.random.default_rng([TINY_SIZE, i]).normal(0.0, 8.0, (TINY_SIZE,) * 2)
+            fits.writeto(paths[-1], data.astype(np.float32))
+    return paths
+
+
+def run_command(
+    row: Row, name: str, paths: Sequence[Path], args: argparse.Namespace, calibrated: bool = True
+) -> None:
+    """``biaswatch combine [--calibrated]`` as a user runs it, measured as a process tree.
+
+    PYTHONPATH and the rest of the environment pass through (a worktree's sources win).
+    """
+    work = args.out / "work"
+    master, log = work / f"{name}.fits", work / f"{name}.log"
+    master.unlink(missing_ok=True)  # the command never overwrites a master
+    argv = [biaswatch_script(), "combine", *(["--calibrated"] if calibrated else [])]
+    argv += ["--mem-limit", args.mem_limit, "-o", str(master), *map(str, paths)]
+    run = external.run_tree(argv, log=log)
+    if run.exit_code != 0 or not master.exists():
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+        row.error = f"exit {run.exit_code}; log {log}:\n{tail}"
+        return
+    row.runs.append(run)
+    row.image = external.read_image(master)
+    row.command = " ".join(["biaswatch", *argv[1 : 5 + calibrated], f"... ({len(paths)} files)"])
+    row.notes = [log.read_text(errors="replace").strip().splitlines()[-1]]
+
+
 def run_external(row: Row, engine: str, paths: Sequence[Path], args: argparse.Namespace) -> None:
     """Run IRAF or Siril through benchmarks/external.py."""
     try:
@@ -247,7 +310,10 @@ def engine_label(engine: str) -> str:
     """The engine's name and version, as printed in the tables (versions looked up once)."""
     if not _LABELS:
         _LABELS["ccdproc"] = f"ccdproc {importlib.metadata.version('ccdproc')} `combine`"
-        _LABELS["biaswatch"] = f"biaswatch {importlib.metadata.version('biaswatch')} engine"
+        version = importlib.metadata.version("biaswatch")
+        _LABELS["command"] = f"`biaswatch combine --calibrated` {version} (whole process)"
+        _LABELS["tiny"] = f"the same on {TINY_FRAMES} frames of {TINY_SIZE}² (fixed cost)"
+        _LABELS["biaswatch"] = f"biaswatch {version} engine alone (bare child, kernel loaded)"
         iraf = _version([external.IRAF_CL, "-v"], r"V?(\d[\w.]*)")
         _LABELS["iraf"] = f"IRAF {iraf} `imcombine`"
         siril = _version([external.SIRIL_CLI, "--version"], r"siril (\S+)")
@@ -310,7 +376,11 @@ def run_count(paths: Sequence[Path], args: argparse.Namespace) -> dict[str, Row]
         row = rows[engine] = Row(engine_label(engine))
         for attempt in range(args.repeat):
             print(f"  {engine} run {attempt + 1} ...", file=sys.stderr, flush=True)
-            if engine in ("ccdproc", "biaswatch"):
+            if engine == "command":
+                run_command(row, engine, paths, args)
+            elif engine == "tiny":
+                run_command(row, engine, tiny_frames(args.out), args)
+            elif engine in ("ccdproc", "biaswatch"):
                 run_python_engine(row, engine, paths, args)
             else:
                 run_external(row, engine, paths, args)
@@ -325,7 +395,8 @@ def print_count_table(rows: dict[str, Row], frames: int, args: argparse.Namespac
     size = args.size
     reference_name = "ccdproc" if "ccdproc" in rows and rows["ccdproc"].ok else "biaswatch"
     reference = rows[reference_name].image if reference_name in rows else None
-    base = rows.get("biaswatch")
+    base_name = "command" if "command" in rows and rows["command"].ok else "biaswatch"
+    base = rows.get(base_name)
     base_wall = base.wall if base and base.ok else None
     runs = f", median of {args.repeat} runs (min-max)" if args.repeat > 1 else ""
     print(
@@ -333,7 +404,7 @@ def print_count_table(rows: dict[str, Row], frames: int, args: argparse.Namespac
         f"({frames * size * size * 4 / 1e6:.0f} MB of files), mem_limit {args.mem_limit}{runs}\n"
     )
     print(
-        f"| engine | wall time | peak RSS | RSS above baseline | time / biaswatch "
+        f"| engine | wall time | peak RSS | RSS above baseline | time / {base_name} "
         f"| max abs diff vs {reference_name} | pixels off > {CLOSE_ADU} ADU "
         f"| NaN (result / {reference_name}) |"
     )
@@ -344,7 +415,7 @@ def print_count_table(rows: dict[str, Row], frames: int, args: argparse.Namespac
             continue
         above = row.above_baseline_mib
         ratio = f"{row.wall / base_wall:.2f}x" if base_wall else "-"
-        if reference is None:
+        if reference is None or engine == "tiny":
             diff_cells = "- | - | -"
         elif engine == reference_name:
             nan = int(np.count_nonzero(np.isnan(row.image)))
@@ -357,9 +428,42 @@ def print_count_table(rows: dict[str, Row], frames: int, args: argparse.Namespac
             f"| {'-' if above is None else f'{above:.0f} MiB'} | {ratio} | {diff_cells} |"
         )
     print()
+    for line in target_lines(rows, args):
+        print(f"- {line}")
     for engine, row in rows.items():
         for line in details(engine, row, reference, args):
             print(f"- {line}")
+
+
+def target_lines(rows: dict[str, Row], args: argparse.Namespace) -> list[str]:
+    """Issue 14's targets for the command: against ccdproc and Siril, and its memory."""
+    command = rows.get("command")
+    if command is None or not command.ok:
+        return []
+    lines = []
+    ccdproc, siril, tiny = rows.get("ccdproc"), rows.get("siril"), rows.get("tiny")
+    if ccdproc is not None and ccdproc.ok:
+        ratio = ccdproc.wall / command.wall
+        met = "met" if ratio >= TARGET_VS_CCDPROC else "NOT met"
+        lines.append(
+            f"target 1: the command is {ratio:.1f}x faster than ccdproc.combine "
+            f"(at least {TARGET_VS_CCDPROC:g}x: {met})"
+        )
+    if siril is not None and siril.ok:
+        ratio = command.wall / siril.wall
+        met = "met" if ratio <= TARGET_VS_SIRIL else "NOT met"
+        lines.append(
+            f"target 1: the command takes {ratio:.2f}x Siril's wall time "
+            f"(at most {TARGET_VS_SIRIL:g}x: {met})"
+        )
+    if tiny is not None and tiny.ok:
+        above = command.peak_rss_mib - tiny.peak_rss_mib
+        holds = "holds" if above * MIB <= args.mem_limit_bytes else "EXCEEDED"
+        lines.append(
+            f"memory: the command's peak RSS is {above:.0f} MiB above the tiny run's "
+            f"(mem_limit {args.mem_limit} = {args.mem_limit_bytes / MIB:.0f} MiB: {holds})"
+        )
+    return lines
 
 
 def details(engine: str, row: Row, reference: Image | None, args: argparse.Namespace) -> list[str]:
@@ -386,18 +490,19 @@ def details(engine: str, row: Row, reference: Image | None, args: argparse.Names
 
 
 def print_summary(results: dict[int, dict[str, Row]], args: argparse.Namespace) -> None:
-    """Frames x pixels vs time for biaswatch and ccdproc, and biaswatch's memory check."""
+    """Frames x pixels vs time for the command, the engine and ccdproc; the memory check."""
     megapixels = args.size * args.size / 1e6
     print(f"\n### Scaling: {args.size} x {args.size} frames ({megapixels:.1f} MP each)\n")
     print(
-        "| frames | frames x MP | biaswatch wall | biaswatch combine | biaswatch ms / (frame x MP) "
+        "| frames | frames x MP | command wall | command (wall - fixed) ms / (frame x MP) "
+        "| biaswatch wall | biaswatch combine | biaswatch ms / (frame x MP) "
         "| biaswatch RSS above baseline | <= mem_limit | ccdproc wall | ccdproc combine "
         "| ccdproc ms / (frame x MP) |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: | ---: | ---: |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: | ---: | ---: |")
     for frames, rows in results.items():
         units = frames * megapixels
-        cells = [str(frames), f"{units:.0f}"]
+        cells = [str(frames), f"{units:.0f}", *_command_cells(rows, units)]
         for engine in ("biaswatch", "ccdproc"):
             row = rows.get(engine)
             if row is None or not row.ok:
@@ -411,10 +516,144 @@ def print_summary(results: dict[int, dict[str, Row]], args: argparse.Namespace) 
                 cells += [f"{above:.0f} MiB", holds]
         print(f"| {' | '.join(cells)} |")
     print(
-        f"\nms / (frame x MP) is the in-process combine time (no interpreter start-up) per "
-        f"frame and megapixel: constant when the time is linear. mem_limit {args.mem_limit} "
-        f"= {args.mem_limit_bytes / MIB:.0f} MiB."
+        f"\nms / (frame x MP): the command's wall time less its fixed cost (the same command "
+        f"on {TINY_FRAMES} tiny frames), and the engine's in-process combine time (no "
+        f"interpreter start-up), per frame and megapixel: constant when the time is linear. "
+        f"mem_limit {args.mem_limit} = {args.mem_limit_bytes / MIB:.0f} MiB."
     )
+
+
+def _command_cells(rows: dict[str, Row], units: float) -> list[str]:
+    """The command's wall time and its cost per frame x MP above the fixed cost."""
+    command, tiny = rows.get("command"), rows.get("tiny")
+    if command is None or not command.ok:
+        return ["-", "-"]
+    if tiny is None or not tiny.ok:
+        return [command.wall_text(), "-"]
+    return [command.wall_text(), f"{(command.wall - tiny.wall) * 1e3 / units:.1f}"]
+
+
+# --- raw frames: the command with its calibration, against the seed's whole recipe ----
+
+RAW_SHAPE_COLS_EXTRA = 32  # overscan columns right of the image (BIASSEC), as testing writes
+RAW_ENGINES = ("recipe", "raw")
+
+
+def make_raw_frames(out: Path, frames: int, size: int) -> list[Path]:
+    """Write (or reuse) N raw uint16 frames of size x (size + 32): image, then overscan.
+
+    biaswatch.testing's writer (BIASSEC and TRIMSEC in the header, level 1000 ADU, read
+    noise 8 ADU, rounded to whole ADU), one night, no DATE card: the same bytes each time.
+    """
+    from biaswatch.testing.fits import fits_bytes
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(frames):
+        path = out / f"raw_{size}_{i:03d}.fits"
+        paths.append(path)
+        if not path.exists():
+            shape = (size, size + RAW_SHAPE_COLS_EXTRA)
+            data = fits_bytes(
+                shape=shape,
+                overscan_cols=RAW_SHAPE_COLS_EXTRA,
+                noise=8.0,
+                seed=2026 + i,
+                header={"DATE": None},
+            )
+            partial = path.with_suffix(".partial")
+            partial.write_bytes(data)
+            partial.rename(path)  # a run stopped mid-write leaves no short frame behind
+    return paths
+
+
+def raw_segment(path: Path) -> Any:
+    """The seed recipe's one segment of a raw frame: BIASSEC overscan, TRIMSEC data."""
+    from astropy.io import fits
+
+    from biaswatch.testing.reference import RecipeSegment
+
+    header = fits.getheader(path)
+    return RecipeSegment("", 0, overscan=header["BIASSEC"], data=header["TRIMSEC"])
+
+
+def run_raw_count(paths: Sequence[Path], args: argparse.Namespace) -> dict[str, Row]:
+    """The seed's recipe (one Python process) and ``biaswatch combine`` on the raw frames."""
+    (args.out / "work").mkdir(parents=True, exist_ok=True)
+    warm_cache(paths)
+    labels = {
+        "recipe": "seed recipe: ccdproc subtract_overscan + trim_image per frame, then combine",
+        "raw": "`biaswatch combine` on raw frames (whole process, calibration included)",
+    }
+    rows = {}
+    for engine in RAW_ENGINES:
+        if skipped(engine, len(paths), args.skip):
+            continue
+        row = rows[engine] = Row(labels[engine])
+        for attempt in range(args.repeat):
+            print(f"  {engine} run {attempt + 1} ...", file=sys.stderr, flush=True)
+            if engine == "raw":
+                run_command(row, engine, paths, args, calibrated=False)
+            else:
+                run_python_engine(row, engine, paths, args)
+            if row.error:
+                print(f"  {engine} FAILED: {row.error}", file=sys.stderr)
+                break
+    return rows
+
+
+def print_raw_table(rows: dict[str, Row], frames: int, args: argparse.Namespace) -> None:
+    """The raw frames' table: wall, peak RSS, the ratio to the recipe, the difference."""
+    cols = args.size + RAW_SHAPE_COLS_EXTRA
+    runs = f", median of {args.repeat} runs (min-max)" if args.repeat > 1 else ""
+    print(
+        f"\n### {frames} raw frames of {args.size} x {cols} uint16 "
+        f"({frames * args.size * cols * 2 / 1e6:.0f} MB of files), "
+        f"mem_limit {args.mem_limit}{runs}\n"
+    )
+    print("| what runs | wall time | peak RSS | recipe / this | max abs diff vs recipe |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    recipe = rows.get("recipe")
+    for row in rows.values():
+        if not row.ok or row.image is None:
+            print(f"| {row.label} | failed | | | |")
+            continue
+        ratio = f"{recipe.wall / row.wall:.1f}x" if recipe and recipe.ok else "-"
+        diff = "-"
+        if recipe is not None and recipe.image is not None and row is not recipe:
+            diff = f"{compare(row.image, recipe.image).max_abs:.3g} ADU"
+        print(
+            f"| {row.label} | {row.wall_text()} | {row.peak_rss_mib:.0f} MiB | {ratio} | {diff} |"
+        )
+    raw = rows.get("raw")
+    if recipe is not None and recipe.ok and raw is not None and raw.ok:
+        ratio = recipe.wall / raw.wall
+        met = "met" if ratio >= TARGET_VS_CCDPROC else "NOT met"
+        print(
+            f"\n- target 1 (raw): the command is {ratio:.1f}x faster than the seed's whole "
+            f"recipe (at least {TARGET_VS_CCDPROC:g}x: {met})"
+        )
+    for row in rows.values():
+        if row.error:
+            print(f"- {row.label}: FAILED: {row.error.splitlines()[0]}")
+        elif row.notes:
+            print(f"- {row.label}: {row.notes[-1]}")
+
+
+def main_raw(args: argparse.Namespace) -> None:
+    """``--raw``: one table per frame count, the recipe and the command on raw frames."""
+    counts = sorted(set(args.frames))
+    print(f"writing or checking {max(counts)} raw frames in {args.out} ...", file=sys.stderr)
+    all_paths = make_raw_frames(args.out, max(counts), args.size)
+    failed = False
+    for frames in counts:
+        print(f"{frames} raw frames:", file=sys.stderr, flush=True)
+        rows = run_raw_count(all_paths[:frames], args)
+        print_raw_table(rows, frames, args)
+        sys.stdout.flush()
+        failed |= any(row.error for row in rows.values())
+    if failed:
+        raise SystemExit("some runs failed; see above")
 
 
 # --- command line ------------------------------------------------------------------------
@@ -428,8 +667,9 @@ def skipped(engine: str, frames: int, skips: Sequence[tuple[str, int]]) -> bool:
 def parse_skip(value: str) -> tuple[str, int]:
     """``iraf`` (always) or ``ccdproc:50`` (from 50 frames up) -> (engine, minimum frames)."""
     name, _, minimum = value.partition(":")
-    if name not in ENGINES:
-        raise argparse.ArgumentTypeError(f"unknown engine {name!r}; one of {', '.join(ENGINES)}")
+    if name not in (*ENGINES, *RAW_ENGINES):
+        known = ", ".join((*ENGINES, *RAW_ENGINES))
+        raise argparse.ArgumentTypeError(f"unknown engine {name!r}; one of {known}")
     try:
         return name, int(minimum) if minimum else 0
     except ValueError:
@@ -462,7 +702,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="s",
         help="Siril rejection type: s (sigma, default), a (k-MAD), w (winsorized)...",
     )
-    parser.add_argument("--child", choices=["ccdproc", "biaswatch"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="raw uint16 frames: biaswatch combine (calibration included) vs the seed recipe",
+    )
+    parser.add_argument(
+        "--child", choices=["ccdproc", "biaswatch", "recipe"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--report", help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
@@ -489,6 +736,9 @@ def main() -> None:
     args = parse_args()
     if args.child:
         child(args.child, args.paths, args.mem_limit_bytes, args.result, args.report)
+        return
+    if args.raw:
+        main_raw(args)
         return
     counts = sorted(set(args.frames))
     print(f"writing or checking {max(counts)} frames in {args.out} ...", file=sys.stderr)

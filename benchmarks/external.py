@@ -278,7 +278,7 @@ def _fresh_dir(path: Path) -> Path:
     return path
 
 
-def _read_image(path: Path) -> Image:
+def read_image(path: Path) -> Image:
     """The primary image of a FITS file as native-endian float32."""
     import numpy as np  # here, not at the top: the launcher runs without them
     from astropy.io import fits
@@ -360,7 +360,7 @@ def run_imcombine(paths: Sequence[Path], workdir: Path, maxmemory: int | None) -
     run = run_tree([IRAF_CL], log=log, cwd=workdir, env=env, stdin=script)
     _check(run, log, workdir / "out.fits", "IRAF imcombine")
     notes = (f"IRAF imcombine_maxmemory: {maxmemory or 'default (250000000)'}",)
-    return ExternalResult(run, _read_image(workdir / "out.fits"), command, notes)
+    return ExternalResult(run, read_image(workdir / "out.fits"), command, notes)
 
 
 # --- Siril --------------------------------------------------------------------------
@@ -444,7 +444,7 @@ def run_siril(
     _check(run, log, result, "Siril")
     notes = siril_log_facts(log.read_text(errors="replace"))
     command = f"stack {SIRIL_PREFIX} rej {rejection} {sigma[0]:g} {sigma[1]:g} -nonorm -out=result"
-    return ExternalResult(run, _read_image(result), command, notes)
+    return ExternalResult(run, read_image(result), command, notes)
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--measure"]:

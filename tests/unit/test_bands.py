@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pytest
+from astropy.io import fits
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_combine import SEED
 
 from biaswatch.combine.engine import band_rows, combine_files, split_rows
+from biaswatch.combine.sources import open_image, read_band, sample_rows
 from biaswatch.errors import CombineFailed
 from biaswatch.settings import CombineSettings
-from biaswatch.testing.fits import bias_stack, write_stack
+from biaswatch.testing.fits import (
+    bias_stack,
+    make_bias_fits,
+    truncated_copy,
+    write_segment_stack,
+    write_stack,
+)
 
 BAND_VARIANTS = {
     "average-clip": SEED,  # average, 5/5 sigma clip around the median with mad_std
@@ -170,3 +180,55 @@ def test_too_small_mem_limit_names_the_minimum(tmp_path: Path) -> None:
     assert band.tobytes() == whole[4:5].tobytes()
     with pytest.raises(CombineFailed):
         combine_files(paths, CombineSettings(method="median"), minimum)
+
+
+def test_a_band_read_on_threads_equals_one_read_file_by_file(tmp_path: Path) -> None:
+    """read_band on a thread pool (one swap per band) gives the rows a plain read does."""
+
+    stack = bias_stack(5, (23, 17), seed=4)
+    paths = write_stack(tmp_path, stack)
+    with contextlib.ExitStack() as files, ThreadPoolExecutor(2) as pool:
+        sources = [open_image(files, path, 0) for path in paths]
+        threaded = np.empty((5, 9, 17), np.float32)
+        plain = np.empty_like(threaded)
+        read_band(sources, 7, 16, threaded, pool)
+        read_band(sources, 7, 16, plain, None)
+    assert np.array_equal(threaded, stack[:, 7:16]) and np.array_equal(plain, threaded)
+
+
+def test_a_truncated_frame_fails_a_threaded_band_read_by_name(tmp_path: Path) -> None:
+    """A frame cut short fails read_band on threads with CombineFailed naming that file."""
+
+    paths = write_stack(tmp_path, bias_stack(3, (40, 50), seed=2))
+    short = truncated_copy(paths[1], tmp_path / "short.fits", 2880 + 20 * 50 * 4)
+    with contextlib.ExitStack() as files, ThreadPoolExecutor(2) as pool:
+        sources = [open_image(files, path, 0) for path in (paths[0], short, paths[2])]
+        with pytest.raises(CombineFailed, match=r"short\.fits: cannot read rows 30-39"):
+            read_band(sources, 30, 40, np.empty((3, 10, 50), np.float32), pool)
+
+
+@pytest.mark.parametrize(
+    ("where", "stride"),
+    [
+        ((slice(None), slice(None)), 1),
+        ((slice(None), slice(None)), 3),
+        ((slice(5, 31), slice(2, 15)), 4),
+    ],
+)
+def test_a_qc_sample_read_by_rows_equals_astropys(
+    tmp_path: Path, where: tuple[slice, slice], stride: int
+) -> None:
+    """sample_rows gives image[where][::stride, ::stride] of an MEF segment as astropy does."""
+    stacks = {"AMP1": bias_stack(1, (37, 19), seed=6), "AMP2": bias_stack(1, (37, 19), seed=7)}
+    stacks["AMP2"][0, 4, 5] = np.nan
+    (path,) = write_segment_stack(tmp_path, stacks)
+    expected = np.array(fits.getdata(path, 2)[where][::stride, ::stride], dtype=np.float32)
+    sampled = sample_rows(path, 2, where, stride)
+    assert sampled is not None and sampled.dtype == np.float32
+    assert np.array_equal(sampled, expected, equal_nan=True)
+
+
+def test_a_qc_sample_of_a_scaled_image_is_left_to_astropy(tmp_path: Path) -> None:
+    """sample_rows answers None for an image that is not plain float32 (uint16 with BZERO)."""
+    path = make_bias_fits(tmp_path / "raw.fits")
+    assert sample_rows(path, 0, (slice(None), slice(None)), 2) is None

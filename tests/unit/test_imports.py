@@ -81,6 +81,54 @@ def test_the_combine_child_loads_no_catalog() -> None:
     assert loaded_packages(modules, ("sqlite3", "biaswatch.catalog")) == []
 
 
+# What `biaswatch combine --calibrated` must not load (issue 14): the raw frames' ingest
+# (ccdproc, and astropy's nddata, modeling, wcs and coordinates that it brings), the
+# plotting and the service's catalog side beyond publish.master. astropy.units does load:
+# astropy.io.fits imports it (astropy/utils/data.py), and the master file needs io.fits.
+CALIBRATED_UNWANTED = (
+    *HEAVY,
+    "astropy.nddata",
+    "astropy.modeling",
+    "astropy.wcs",
+    "astropy.coordinates",
+    "biaswatch.frames",
+    "biaswatch.service",
+)
+
+
+def test_the_calibrated_combine_command_loads_no_ingest_or_plotting(tmp_path: Path) -> None:
+    """`biaswatch combine --calibrated` on three tiny frames loads no ccdproc, nddata or frames/.
+
+    Run as a user runs it, in a fresh interpreter, so imports made inside functions count.
+    scipy only as far as numba takes it (see the combine child's test above).
+    """
+    import numpy as np
+    from astropy.io import fits
+
+    frames = []
+    for i in range(3):
+        frames.append(str(tmp_path / f"cal{i}.fits"))
+        fits.writeto(frames[-1], np.full((8, 8), float(i), np.float32))
+    code = (
+        "import json, sys\n"
+        "from biaswatch.cli.main import main\n"
+        f"args = ['combine', '--calibrated', '-o', {str(tmp_path / 'm.fits')!r}, *{frames!r}]\n"
+        "status = main(args)\n"
+        "print(json.dumps([status, sorted(sys.modules)]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    status, names = json.loads(result.stdout.splitlines()[-1])
+    modules = frozenset(names)
+    assert status == 0
+    assert loaded_packages(modules, tuple(u for u in CALIBRATED_UNWANTED if u != "scipy")) == []
+    scipy_parts = {".".join(m.split(".")[:2]) for m in modules if m.startswith("scipy.")}
+    numbas_own = {"scipy.linalg", "scipy.version", "scipy.__config__"}
+    assert sorted(p for p in scipy_parts - numbas_own if not p.startswith("scipy._")) == []
+    assert {"numpy", "astropy.io.fits", "biaswatch.combine.engine"} <= modules
+
+
 def test_a_child_of_the_installed_script_does_not_run_the_script_again(tmp_path: Path) -> None:
     """A script that runs cli.main is named biaswatch.__main__, so children skip re-running it."""
     # The installed console script as pip writes it (from ... import main; main()),

@@ -8,6 +8,7 @@ import pytest
 from biaswatch.rules.qc import (
     FrameQC,
     clipped_fraction,
+    column_medians,
     frame_qc,
     hot_columns,
     master_cards,
@@ -119,6 +120,29 @@ def test_hot_columns_are_counted() -> None:
     assert hot_columns(master) == 3
     cards = dict((k, v) for k, v, _ in master_cards(master_qc(master, [], frames=1)))
     assert cards["QC_HOTCO"] == 3
+
+
+@pytest.mark.parametrize("rows", [1, 2, 37, 64, 301])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+def test_column_medians_equal_numpys_median_of_float64(rows: int, dtype: type) -> None:
+    """column_medians gives np.median(float64 image, axis=0) bit for bit, NaN columns too."""
+    image = (RNG.normal(0.0, 8.0, (rows, 53)) * 1000).astype(dtype)
+    image[:, 3] = image[0, 3]  # a constant column: equal middle values
+    if np.issubdtype(dtype, np.floating):
+        image[rows // 2, 7] = np.nan
+        image[:, 9] = np.inf
+    expected = np.median(np.asarray(image, dtype=np.float64), axis=0)
+    assert np.array_equal(column_medians(image), expected, equal_nan=True)
+
+
+def test_hot_columns_of_a_float32_master_match_the_float64_definition() -> None:
+    """hot_columns on a float32 master counts what the plain float64 median would."""
+    master = RNG.normal(0.0, 1.0, (256, 300)).astype(np.float32)
+    master[:, [4, 44, 144]] += np.float32(10.0)
+    medians = np.median(master.astype(np.float64), axis=0)
+    centre = np.median(medians)
+    spread = 1.482602218505602 * np.median(np.abs(medians - centre))
+    assert hot_columns(master) == int(np.count_nonzero(medians - centre > 5.0 * spread)) == 3
 
 
 def test_clipped_fraction_matches_astropy_sigma_clip() -> None:

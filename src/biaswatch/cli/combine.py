@@ -4,34 +4,40 @@ Raw frames go through the same ingest as in the service (read, classify, date,
 calibrate with the camera's settings); ``--calibrated`` frames go straight to the
 combine. The combine, the master's header and the never-overwriting write are the
 service's own functions; only the catalog is left out.
+
+What the command imports is chosen for its wall time (issue 14): the modules of the
+combine, the master file and the configuration are imported inside the functions,
+after the inputs' digests have started on a thread (InputDigests), so hashing 10 x 67 MB
+(0.4-0.5 s of sha256) overlaps the imports and the combine's band reads instead of
+preceding them; the raw frames' ingest (ccdproc, astropy.nddata) loads only without
+``--calibrated``. tests/unit/test_imports.py guards what ``--calibrated`` loads.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import logging
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
-from biaswatch.catalog.rows import FrameRecord
-from biaswatch.combine.child import CombineJob, finish_segments
-from biaswatch.combine.master_file import MasterInfo
-from biaswatch.combine.planes import SegmentHDU
-from biaswatch.combine.segments import combine_segments
-from biaswatch.config import CameraConfig, ServiceConfig, SiteConfig, load_config
 from biaswatch.errors import CombineFailed, ConfigError
-from biaswatch.frames.read import ingest
-from biaswatch.names import for_terminal
-from biaswatch.publish.master import give_final_name, input_names
-from biaswatch.rules.sets import input_digest
-from biaswatch.settings import CombineSettings, parse_size
+
+if TYPE_CHECKING:  # imported where used: see the module's docstring
+    from biaswatch.catalog.rows import FrameRecord
+    from biaswatch.combine.planes import SegmentHDU
+    from biaswatch.config import CameraConfig, SiteConfig
+    from biaswatch.settings import CombineSettings
 
 
 def combine_command(args: argparse.Namespace) -> int:
@@ -42,16 +48,24 @@ def combine_command(args: argparse.Namespace) -> int:
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
+    # Calibrated inputs are hashed as they are (raw ones by their ingest): started first.
+    digests = InputDigests(args.files) if args.calibrated else None
     try:
-        print(combine_once(_request(args)))
+        print(combine_once(_request(args), digests))
     except (CombineFailed, ValueError) as exc:
         print(f"biaswatch combine: {getattr(exc, 'reason', exc)}", file=sys.stderr)
         return 1
+    finally:
+        if digests is not None:
+            digests.close()
     return 0
 
 
 def _request(args: argparse.Namespace) -> Request:
     """The options as a request; ValueError for a bad size or setting."""
+    from biaswatch.config import ServiceConfig, SiteConfig, load_config
+    from biaswatch.settings import CombineSettings, parse_size
+
     config = load_config(args.config) if args.config is not None else None
     if args.camera is not None and config is None:
         raise ConfigError(["--camera needs --config"])
@@ -88,25 +102,37 @@ class Request:
     calibrated: bool
 
 
-def combine_once(request: Request) -> str:
+def combine_once(request: Request, digests: InputDigests | None = None) -> str:
     """Combine and write the master; returns a one-line summary.
+
+    ``digests`` of the calibrated inputs, when already started; else hashed here.
 
     Raises:
         CombineFailed: a frame cannot be used, the output exists, or the combine fails.
     """
+    from biaswatch.combine.child import CombineJob, finish_segments
+    from biaswatch.combine.master_file import MasterInfo
+    from biaswatch.combine.segments import combine_segments
+    from biaswatch.publish.master import give_final_name, input_names
+    from biaswatch.rules.sets import input_digest
+
     if request.output.exists():
         raise CombineFailed(f"{request.output} exists; biaswatch never overwrites a master")
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="biaswatch-combine-") as work:
+    with contextlib.ExitStack() as stack:
+        work = stack.enter_context(tempfile.TemporaryDirectory(prefix="biaswatch-combine-"))
         label: str | None = None  # the service's configuration label, known from raw frames
+        records: list[FrameRecord] = []
         if request.calibrated:
-            inputs, night, hashes = list(request.files), "-", [_sha256(f) for f in request.files]
+            inputs, night = list(request.files), "-"
+            pending = digests or stack.enter_context(closing(InputDigests(request.files)))
         else:
             records = _calibrate(request, Path(work))
             inputs = [Path(str(r.calibrated)) for r in records]
-            night, hashes = str(records[0].night), [str(r.sha256) for r in records]
-            label = _one_configuration(records)
+            night, label = str(records[0].night), _one_configuration(records)
         segments = combine_segments(inputs, request.combine, request.mem_limit)
+        # Raw frames were hashed by their ingest; calibrated ones meanwhile, on a thread.
+        hashes = [str(r.sha256) for r in records] if records else pending.hexdigests()
         info = MasterInfo(
             camera=request.camera.name,
             night=night,
@@ -146,6 +172,9 @@ def _geometry(segments: Sequence[SegmentHDU]) -> str:
 
 
 def _calibrate(request: Request, work: Path) -> list[FrameRecord]:
+    from biaswatch.frames.read import ingest  # ccdproc and astropy.nddata: raw frames only
+    from biaswatch.names import for_terminal
+
     records = [ingest(f, request.camera, request.site, work) for f in request.files]
     unusable = [r for r in records if r.status != "valid"]
     if unusable:
@@ -154,16 +183,46 @@ def _calibrate(request: Request, work: Path) -> list[FrameRecord]:
     return records
 
 
-def _sha256(path: Path) -> str:
+class InputDigests:
+    """The sha256 of each input file, computed on one background thread, in order.
+
+    Why a thread: hashlib and file reads release the GIL, so the hashing runs on the
+    second core while the main thread imports and reads bands (the combine's kernel
+    takes both cores only for a third of the command). One thread, not one per file:
+    on 2 cores a second hashing thread would only take the kernel's core.
+    """
+
+    def __init__(self, files: Sequence[Path]) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="input-digest")
+        self._futures: list[Future[str]] = [self._pool.submit(file_sha256, f) for f in files]
+
+    def hexdigests(self) -> list[str]:
+        """Every input's digest, waiting for the thread; CombineFailed if one cannot be read."""
+        try:
+            return [future.result() for future in self._futures]
+        except OSError as exc:
+            raise CombineFailed(f"cannot read {exc.filename}: {exc.strerror}") from exc
+
+    def close(self) -> None:
+        """Stop hashing the files not started yet (after a failure) and end the thread."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks (a few MB of memory at most)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    with open(path, "rb", buffering=0) as f:
+        block = bytearray(1 << 20)
+        view = memoryview(block)
+        while count := f.readinto(block):
+            digest.update(view[:count])
     return digest.hexdigest()
 
 
 def camera_for(config_camera: CameraConfig | None, files: Sequence[Path]) -> CameraConfig:
     """The configured camera, or one with every default (watching the files' directory)."""
+    from biaswatch.config import CameraConfig
+
     if config_camera is not None:
         return config_camera
     return CameraConfig(name="cli", watch=(files[0].parent.absolute(),))

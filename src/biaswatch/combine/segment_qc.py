@@ -16,10 +16,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 
+from biaswatch.combine.sources import sample_rows
 from biaswatch.errors import CombineFailed
 from biaswatch.rules.qc import (
     SAMPLE_PIXELS,
@@ -134,11 +136,9 @@ def region_qc(
     stack_stride = _stride(region.size * len(inputs), SAMPLE_PIXELS)
     pairs, stack = [], []
     for index, path in enumerate(inputs):
-        with fits.open(path, memmap=True) as hdul:
-            pixels = hdul[hdu].data[where]
-            if index < QC_INPUTS:
-                pairs.append(np.array(pixels[::stride, ::stride], dtype=np.float32))
-            stack.append(np.array(pixels[::stack_stride, ::stack_stride], dtype=np.float32))
+        if index < QC_INPUTS:
+            pairs.append(_input_sample(path, hdu, where, stride))
+        stack.append(_input_sample(path, hdu, where, stack_stride))
     rejected = (
         clipped_fraction(
             np.stack(stack),
@@ -151,6 +151,19 @@ def region_qc(
         else 0.0
     )
     return master_qc(region, pairs, len(inputs), rejected)
+
+
+def _input_sample(path: str, hdu: int, where: Window, stride: int) -> np.ndarray:
+    """``image[where][::stride, ::stride]`` of an input's HDU ``hdu``, float32.
+
+    Plain float32 images (the service's work files) are read row by row (sample_rows);
+    anything else through astropy's memmap.
+    """
+    sampled = sample_rows(Path(path), hdu, where, stride)
+    if sampled is not None:
+        return sampled
+    with fits.open(path, memmap=True) as hdul:
+        return np.array(hdul[hdu].data[where][::stride, ::stride], dtype=np.float32)
 
 
 def segment_cards(

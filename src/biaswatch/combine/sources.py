@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from biaswatch.combine.kernel import swap_bytes
 from biaswatch.errors import CombineFailed, FrameRejected
 from biaswatch.fitsbytes import BLOCK, FitsStatus, data_bytes, read_header
 
@@ -31,27 +32,72 @@ class Source:
     offset: int
     image: Any  # astropy HDU, for anything else
 
-    def read_rows(self, start: int, stop: int, out: np.ndarray) -> None:
-        """Rows start:stop into ``out`` (float32, native byte order)."""
+    def read_rows(self, start: int, stop: int, out: np.ndarray, *, swap: bool = True) -> None:
+        """Rows start:stop into ``out`` (float32, native byte order).
+
+        ``swap=False`` leaves a raw read's bytes as the file holds them (big-endian), for
+        a caller that swaps a whole band at once (sources read on threads: see
+        read_band); astropy sections are always native.
+        """
         try:
             if self.raw is None:
                 out[...] = self.image.section[start:stop, :]
             else:
-                self._read_raw(start, out)
+                self._read_raw(start, out, swap)
         except (OSError, ValueError, IndexError, TypeError) as exc:
             reason = (
                 f"{self.path}: cannot read rows {start}-{stop - 1} (truncated or corrupt?): {exc}"
             )
             raise CombineFailed(reason) from exc
 
-    def _read_raw(self, start: int, out: np.ndarray) -> None:
+    def _read_raw(self, start: int, out: np.ndarray, swap: bool) -> None:
         assert self.raw is not None
-        self.raw.seek(self.offset + start * self.shape[1] * 4)
         wanted = out.nbytes
-        got = self.raw.readinto(out.data.cast("B"))
+        # pread: no shared file position, so threads may read different files at once.
+        got = os.preadv(
+            self.raw.fileno(), [out.data.cast("B")], self.offset + start * self.shape[1] * 4
+        )
         if got != wanted:
             raise ValueError(f"file ends after {got} of {wanted} bytes")
-        swap_bytes(out.view(np.uint32))
+        if swap:
+            from biaswatch.combine.kernel import swap_bytes  # numba: see sample_rows
+
+            swap_bytes(out.view(np.uint32))
+
+
+# Threads reading a band's files at once. Why: a read from the page cache is a copy
+# that releases the GIL, and by the time the bands are read the inputs' hashing thread
+# (cli/combine.py) has mostly finished, so the second core is idle; why not more: the
+# machine this was measured on has 2 cores. combine_planes on 10 x 4096^2 float32 in
+# 4 bands, in process: 0.99-1.10 s with one reading thread, 0.70-0.80 s with two
+# (2 runs each, warm page cache, load average ~2.6 from other work).
+READ_THREADS = 2
+
+
+def read_band(
+    sources: Sequence[Source], start: int, stop: int, stack: np.ndarray, pool: Executor | None
+) -> None:
+    """Rows start:stop of every source into ``stack[i]``, native float32.
+
+    With a pool and only raw sources, the files are read on its threads and the band's
+    bytes swapped once afterwards, from this thread (numba's workqueue layer must not
+    run parallel code from two threads at once: kernel.py). Otherwise one by one.
+    """
+    if pool is None or any(source.raw is None for source in sources):
+        for i, source in enumerate(sources):
+            source.read_rows(start, stop, stack[i])
+        return
+    reads = [
+        pool.submit(source.read_rows, start, stop, stack[i], swap=False)
+        for i, source in enumerate(sources)
+    ]
+    for read in reads:
+        read.result()  # CombineFailed of the first file that failed, in file order
+    from biaswatch.combine.kernel import swap_bytes  # numba: see sample_rows
+
+    # 2-D, as one frame's band: the layout engine.warm_up compiles swap_bytes for, so the
+    # service's preloaded kernel serves it with no compile or cache load in the child.
+    swap_bytes(stack.reshape(-1, stack.shape[-1]).view(np.uint32))
 
 
 def open_image(files: contextlib.ExitStack, path: Path, hdu: int) -> Source:
@@ -86,6 +132,38 @@ def open_image(files: contextlib.ExitStack, path: Path, hdu: int) -> Source:
         raise CombineFailed(f"{path}: cannot read HDU {hdu}: {exc}") from exc
     files.callback(hdul.close)
     return Source(path, shape, None, 0, image)
+
+
+def sample_rows(path: Path, hdu: int, where: tuple[slice, slice], stride: int) -> np.ndarray | None:
+    """``image[where][::stride, ::stride]`` of a plain float32 HDU as float32; else None.
+
+    For the QC's samples of the inputs (segment_qc.region_qc): only the sampled rows are
+    read, with pread, from the offset the header bytes give. Why not astropy's memmap:
+    opening each input's HDU through astropy parsed every header before it and the
+    strided copy faulted in mapped pages, 0.78 s + 0.47 s for 30 MEF frames of 4
+    segments (cProfile, loaded machine); the values are the same (tests/unit/test_bands.py).
+    None when the HDU is not plain float32: the caller reads it through astropy.
+    This module imports the kernel (numba) only inside the band reads: segment_qc, and
+    through it the service's import of child.py, use this function without it.
+    """
+    plain = _plain_float32(path, hdu)
+    if plain is None:
+        return None
+    (rows, cols), offset = plain
+    wanted = range(rows)[where[0]][::stride]
+    columns = where[1]
+    out = np.empty((len(wanted), len(range(cols)[columns][::stride])), dtype=np.float32)
+    line = np.empty(cols, dtype=">f4")
+    try:
+        with path.open("rb", buffering=0) as f:
+            for i, row in enumerate(wanted):
+                got = os.preadv(f.fileno(), [line.data.cast("B")], offset + row * cols * 4)
+                if got != line.nbytes:
+                    raise ValueError(f"file ends after {got} of {line.nbytes} bytes of row {row}")
+                out[i] = line[columns][::stride]
+    except (OSError, ValueError) as exc:
+        raise CombineFailed(f"{path}: cannot read its QC sample: {exc}") from exc
+    return out
 
 
 def _plain_float32(path: Path, hdu: int = 0) -> tuple[tuple[int, int], int] | None:

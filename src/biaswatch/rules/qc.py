@@ -285,11 +285,47 @@ def pair_read_noise(frames: Sequence[npt.NDArray[np.floating]]) -> float:
 
 def hot_columns(master: npt.NDArray[np.floating], sigma: float = 5.0) -> int:
     """Columns whose median is more than ``sigma`` robust sigmas above the others'."""
-    medians = np.median(np.asarray(master, dtype=np.float64), axis=0)
+    medians = column_medians(master)
     centre, spread = _spread(list(medians))
     if spread == 0:
         return 0
     return int(np.count_nonzero(medians - centre > sigma * spread))
+
+
+# Rows per tile of the transposed copy in column_medians: numpy's plain ``.T`` copy of a
+# 4096 x 4096 float32 image took 131 ms (every write strided), tiles of 8/16/32/64 rows
+# 37/25/46/58 ms (best of 3, this 2-core machine): 16 rows of 4 bytes fill a 64-byte
+# cache line of each output row.
+_TILE_ROWS = 16
+
+
+def column_medians(image: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
+    """``np.median(image as float64, axis=0)``: the same values, in a quarter of the time.
+
+    Why not that line: its median along axis 0 selects through strided columns of a
+    float64 copy (0.47-1.2 s for a 4096 x 4096 master, the QC's largest cost: issue 14).
+    Here the columns become contiguous rows of one transposed copy in the image's own
+    float32 (exact: a float32 value is exactly a float64), selected in place, and the
+    two middle values of an even count are averaged in float64 as np.median does; a
+    column holding a NaN is NaN, as there. 4096 x 4096 float32: 25 ms copy + 110 ms
+    selection. tests/unit/test_qc.py compares it with np.median.
+    """
+    values = np.asarray(image)
+    dtype = np.float32 if values.dtype == np.float32 else np.float64
+    rows, cols = values.shape
+    if rows == 0:
+        return np.median(np.asarray(values, dtype=np.float64), axis=0)
+    columns = np.empty((cols, rows), dtype=dtype)
+    for start in range(0, rows, _TILE_ROWS):
+        columns[:, start : start + _TILE_ROWS] = values[start : start + _TILE_ROWS].T
+    middle = rows // 2
+    columns.partition(middle, axis=1)
+    medians = columns[:, middle].astype(np.float64)
+    if rows % 2 == 0:  # the largest of the lower half is the other middle value
+        lower = columns[:, :middle].max(axis=1).astype(np.float64)
+        medians = (lower + medians) / 2
+    medians[np.isnan(columns).any(axis=1)] = np.nan
+    return medians
 
 
 def clipped_fraction(
