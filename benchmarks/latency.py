@@ -154,9 +154,7 @@ def main() -> None:
         [*command, "run", "--config", str(config)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        # A cache that outlives the run, as the service's state directory does: the
-        # kernel is compiled once per install (~10 s), not once per measurement.
-        env={**env, "NUMBA_CACHE_DIR": str(Path(__file__).parent / "out" / "numba")},
+        env=env,
     )
     try:
         time.sleep(3)
