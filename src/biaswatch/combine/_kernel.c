@@ -40,10 +40,12 @@
 
 /* SIMD clones of the hot loops for the CPU the code runs on, picked once at load time
  * (GCC's ifunc dispatch); the default clone runs anywhere. */
+#ifndef HOT /* -DHOT= builds the default clone alone */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define HOT
+#endif
 #endif
 
 typedef struct {
@@ -193,6 +195,31 @@ typedef struct {
     Py_ssize_t slot;
 } Worker;
 
+/* Row r's result, and with p.errors its MASK (no value kept) and UNCERT, from w. */
+HOT static void store_row(Band *b, const Work *w, Py_ssize_t r)
+{
+    Py_ssize_t cols = b->cols;
+    if (b->out_f64) {
+        memcpy((double *)b->out + r * cols, w->out, (size_t)cols * sizeof(double));
+    } else {
+        float *restrict o = (float *)b->out + r * cols;
+        const double *restrict v = w->out;
+        for (Py_ssize_t c = 0; c < cols; c++) {
+            o[c] = (float)v[c];
+        }
+    }
+    if (b->p.errors) {
+        uint8_t *restrict m = b->mask + r * cols;
+        float *restrict u = b->unc + r * cols;
+        const int64_t *restrict count = w->count;
+        const double *restrict unc = w->unc;
+        for (Py_ssize_t c = 0; c < cols; c++) {
+            m[c] = count[c] == 0 ? 1 : 0;
+            u[c] = (float)unc[c];
+        }
+    }
+}
+
 /* Rows r0..r1-1 with the scratch of `slot`. */
 static void band_rows(Band *b, Py_ssize_t slot, Py_ssize_t r0, Py_ssize_t r1)
 {
@@ -211,22 +238,7 @@ static void band_rows(Band *b, Py_ssize_t slot, Py_ssize_t r0, Py_ssize_t r1)
         } else {
             row_f32((const float *)d, (float *)s, b->pairs, b->npairs, &w, &b->p, n, cols);
         }
-        if (b->out_f64) {
-            memcpy((double *)b->out + r * cols, w.out, (size_t)cols * sizeof(double));
-        } else {
-            float *o = (float *)b->out + r * cols;
-            for (Py_ssize_t c = 0; c < cols; c++) {
-                o[c] = (float)w.out[c];
-            }
-        }
-        if (b->p.errors) { /* kernel_band.py _store_planes */
-            uint8_t *m = b->mask + r * cols;
-            float *u = b->unc + r * cols;
-            for (Py_ssize_t c = 0; c < cols; c++) {
-                m[c] = w.count[c] == 0 ? 1 : 0;
-                u[c] = (float)w.unc[c];
-            }
-        }
+        store_row(b, &w, r);
     }
 }
 
@@ -848,11 +860,19 @@ HOT static void F(std_error)(const T *d, Work *w, int clip, Py_ssize_t n, Py_ssi
     }
     for (Py_ssize_t k = 0; k < n; k++) {
         const T *restrict dk = d + k * width;
-        for (Py_ssize_t c = 0; c < width; c++) {
-            double x = (double)dk[c];
-            int use = clip ? ((fabs(x) < INFINITY) & !(x < lo[c]) & !(x > hi[c])) : x == x;
-            double y = (x - mean[c]) * (x - mean[c]);
-            total[c] += use ? y : 0.0;
+        if (clip) { /* two loops, not a test per value: the test kept it from vectorising well */
+            for (Py_ssize_t c = 0; c < width; c++) {
+                double x = (double)dk[c];
+                int use = (fabs(x) < INFINITY) & !(x < lo[c]) & !(x > hi[c]);
+                double y = (x - mean[c]) * (x - mean[c]);
+                total[c] += use ? y : 0.0;
+            }
+        } else {
+            for (Py_ssize_t c = 0; c < width; c++) {
+                double x = (double)dk[c];
+                double y = (x - mean[c]) * (x - mean[c]);
+                total[c] += x == x ? y : 0.0;
+            }
         }
     }
     for (Py_ssize_t c = 0; c < width; c++) {
