@@ -549,7 +549,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_kernel", "The compiled combine kernel (see kernel.py).", -1,
-    methods,
+    methods, NULL, NULL, NULL, NULL,
 };
 
 #ifndef KERNEL_SOURCE_SHA256
