@@ -19,11 +19,17 @@ SOURCE = "src/biaswatch/combine/_kernel.c"
 # target has one, which rounds once instead of twice and changes bits; the kernel must
 # give numpy's and ccdproc's results exactly. No -ffast-math for the same reason.
 # -fno-math-errno lets sqrt() inline as one instruction; its result is the same
-# (correctly rounded either way). C11 for <stdatomic.h>; -pthread for the row threads.
+# (correctly rounded either way). -fno-trapping-math: no FP operation traps here (no
+# FP exceptions are enabled), so GCC may compute a division or sqrt for every column
+# and select, which it vectorises (the UNCERT pass's last loop ran scalar); values are
+# the same IEEE results. C11 for <stdatomic.h>; -pthread for the row threads.
 KERNEL = Extension(
     "biaswatch.combine._kernel",
     sources=[SOURCE],
-    extra_compile_args=["-std=c11", "-O3", "-ffp-contract=off", "-fno-math-errno", "-pthread"],
+    extra_compile_args=[
+        *("-std=c11", "-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"),
+        "-pthread",
+    ],
     extra_link_args=["-pthread"],  # glibc before 2.34 keeps pthread_create in libpthread
     # The source's hash, built in: kernel.py refuses a kernel built from another
     # _kernel.c than the one beside it (an editable install after a pull, say).
