@@ -11,7 +11,8 @@ BIN := $(VENV)/bin
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# setup.py compiles the combine kernel into the checkout: a changed source builds again.
+$(VENV)/.installed: pyproject.toml setup.py src/biaswatch/combine/_kernel.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'

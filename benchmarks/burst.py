@@ -4,11 +4,11 @@ Usage:
     .venv/bin/python benchmarks/burst.py [--scenario cameras|one-dir|both]
         [--cameras 8] [--frames 50] [--files 2000] [--dir DIR] [--keep]
 
-A load measurement, not a test: it starts the real service (``python -m biaswatch run``,
-NUMBA_CACHE_DIR=benchmarks/out/numba) on a temporary config in a fresh work directory,
-waits for ``service.started`` and ``combine.server_ready`` in its JSON log (so the
-kernel's compilation on a cold cache is not timed), then writes a burst of frames all at
-once and measures the service until every file has a catalog row and every set is done
+A load measurement, not a test: it starts the real service (``python -m biaswatch run``)
+on a temporary config in a fresh work directory, waits for ``service.started`` and
+``combine.server_ready`` in its JSON log (so the fork server's start is not timed), then
+writes a burst of frames all at once and measures the service until every file has a
+catalog row and every set is done
 (at most 15 minutes). Two scenarios, both by default:
 
 - ``cameras``: --cameras cameras (cam1, cam2, ...), --frames raw biases each, one writer
@@ -131,7 +131,7 @@ SEED = 1
 
 SETTLE_TIMEOUT = 15 * 60.0
 START_TIMEOUT = 60.0
-SERVER_READY_TIMEOUT = 300.0  # the kernel compiles in about 10 s on a cold numba cache
+SERVER_READY_TIMEOUT = 300.0  # generous: about a second on an idle machine
 SERVICE_SAMPLE_SECONDS = 0.5
 CHILD_SAMPLE_SECONDS = 0.02
 PROGRESS_SECONDS = 10.0

@@ -6,8 +6,8 @@ Usage:
 
 A throughput measurement, not a test. It starts a ``distributed.LocalCluster`` of
 --workers worker processes (one thread each, resource MEMORY = mem_limit), listening on
-127.0.0.1 only, without dashboards, and loads the engine on every worker (the kernel
-from NUMBA_CACHE_DIR=benchmarks/out/numba, as the service's fork server does). Then it
+127.0.0.1 only, without dashboards, and loads the engine on every worker, as the
+service's fork server does. Then it
 runs the same burst twice through the real service, with burst.py's machinery
 (``python -m biaswatch run`` on a fresh work directory and config, writer threads,
 waiting until settled, the audit):
@@ -94,7 +94,6 @@ from burst import (  # sibling scripts, not a package
     write_config,
 )
 from soak import (
-    NUMBA_CACHE,
     CatalogState,
     Ledger,
     Report,
@@ -132,15 +131,12 @@ def start_cluster(workers: int, mem_limit: int) -> Any:
     """A LocalCluster on 127.0.0.1: ``workers`` processes of one thread, MEMORY = mem_limit.
 
     As tests/service/test_cluster.py: one thread per worker (combine/dask_tasks.py's kernel
-    lock allows no more), and NUMBA_CACHE_DIR in this process's environment, which the
-    workers inherit, so they load the kernel the service's fork server compiled. The
-    scheduler's HTTP server (the dashboard's pages need bokeh, not installed) on any free
-    loopback port:
+    lock allows no more). The scheduler's HTTP server (the dashboard's pages need bokeh,
+    not installed) on any free loopback port:
     its default, 8787, may be a real scheduler's. Typed Any: distributed is not.
     """
     from distributed import LocalCluster
 
-    os.environ["NUMBA_CACHE_DIR"] = str(NUMBA_CACHE)
     return LocalCluster(  # type: ignore[no-untyped-call]
         n_workers=workers,
         threads_per_worker=1,
@@ -162,14 +158,12 @@ def load_engine(log_dir: str) -> str:
     """
     import importlib
 
-    import numba
-
     from biaswatch.logs import configure
 
     configure(Path(log_dir) / f"worker-{os.getpid()}.jsonl", "info", console=False)
     for module in WORKER_MODULES:
         importlib.import_module(module)
-    return f"pid {os.getpid()}, numba cache {numba.config.CACHE_DIR}"
+    return f"pid {os.getpid()}"
 
 
 def warm_workers(cluster: Any, log_dir: Path, report: Report) -> None:

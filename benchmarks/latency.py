@@ -162,8 +162,8 @@ def start(base: Path, frames: int, via: str, checkout: Path | None) -> subproces
         [*command, "run", "--config", str(config)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        # A cache that outlives the run, as the service's state directory does: the
-        # kernel is compiled once per install (~10 s), not once per measurement.
+        # A --before checkout older than the C kernel (issue 14) compiles its numba
+        # kernel (~10 s): a cache that outlives the run, as its state directory did.
         env={**env, "NUMBA_CACHE_DIR": str(Path(__file__).parent / "out" / "numba")},
     )
 

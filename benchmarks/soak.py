@@ -142,7 +142,6 @@ from soak_odd import (
     OddContext,
     safe_text,
 )
-from soak_service import NUMBA_CACHE as NUMBA_CACHE  # re-exported: executors.py
 from soak_service import (
     ServiceRunner,
     command_line,
@@ -178,8 +177,8 @@ GAP_SECONDS = (0.1, 3.0)
 # "second-run" starts a second `biaswatch run` on the same config, which must be refused.
 KILL_WEIGHTS = {"SIGKILL": 6, "SIGTERM": 2, "child-kill": 2, "second-run": 1}
 TERM_TIMEOUT = 30.0
-# A start must reach READY=1 within this; the first one may compile the kernel on a
-# cold numba cache (about 10 s, burst.py), on 2 busy cores.
+# A start must reach READY=1 within this, on 2 busy cores (generous: a start takes
+# seconds).
 READY_TIMEOUT = 120.0
 GROUP_GONE_TIMEOUT = 10.0
 

@@ -19,10 +19,6 @@ from typing import IO, Any
 
 from soak_chaos import MemoryCgroup, NotifySocket
 
-# One numba cache for every service the benchmarks start (the kernel compiles in
-# about 10 s on a cold cache: burst.py).
-NUMBA_CACHE = Path(__file__).parent / "out" / "numba"
-
 # --- processes --------------------------------------------------------------
 
 
@@ -103,7 +99,7 @@ class ServiceRunner:
 
     def environment(self) -> dict[str, str]:
         """The service's environment, without the notify socket."""
-        env = {**os.environ, "NUMBA_CACHE_DIR": str(NUMBA_CACHE)}
+        env = dict(os.environ)
         env.pop("NOTIFY_SOCKET", None)
         return env
 

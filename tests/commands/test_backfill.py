@@ -9,7 +9,7 @@ from astropy.io import fits
 
 from biaswatch.testing.fits import write_cryo_raw
 from biaswatch.testing.helpers import run_cli, write_config
-from biaswatch.testing.service import catalog_rows, numba_cache_dir
+from biaswatch.testing.service import catalog_rows
 
 # Two past nights (03:00 UTC is the evening before in Chicago): 2025-03-09 and -10.
 NIGHTS = ("2025-03-10", "2025-03-11")
@@ -17,10 +17,7 @@ NIGHTS = ("2025-03-10", "2025-03-11")
 
 def backfill(config: Path, archive: Path) -> subprocess.CompletedProcess[str]:
     """Run ``biaswatch backfill`` for camera cryo on ``archive``."""
-    return run_cli(
-        *("backfill", "--config", config, "--camera", "cryo", archive),
-        env={"NUMBA_CACHE_DIR": numba_cache_dir()},  # the session's compiled kernel
-    )
+    return run_cli(*("backfill", "--config", config, "--camera", "cryo", archive))
 
 
 def test_backfill_combines_past_nights_once_and_resumes_without_duplicates(

@@ -6,14 +6,11 @@ import subprocess
 from pathlib import Path
 
 from biaswatch.testing.helpers import run_cli, write_config
-from biaswatch.testing.service import numba_cache_dir
 
 
 def run_once(config: Path) -> subprocess.CompletedProcess[str]:
     """`biaswatch run` that is expected to stop at start."""
-    return run_cli(
-        "run", "--config", config, timeout=120, env={"NUMBA_CACHE_DIR": numba_cache_dir()}
-    )
+    return run_cli("run", "--config", config, timeout=120)
 
 
 def test_run_with_an_incomplete_tls_config_exits_78(tmp_path: Path) -> None:

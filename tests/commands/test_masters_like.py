@@ -10,7 +10,7 @@ from astropy.io import fits
 
 from biaswatch.testing.helpers import run_cli, write_config
 from biaswatch.testing.layouts import binned_layout, date_cards, single_layout, write_layout_frame
-from biaswatch.testing.service import catalog_rows, numba_cache_dir
+from biaswatch.testing.service import catalog_rows
 
 NIGHT = "2025-03-10"  # 03:00 UTC on 2025-03-11 is this evening in Chicago
 
@@ -50,7 +50,6 @@ def test_each_configuration_has_its_link_and_masters_like_finds_it(tmp_path: Pat
     binned = write_configuration(archive / "binned", 2, 20)
     done = run_cli(
         *("backfill", "--config", config, "--camera", "cryo", archive),
-        env={"NUMBA_CACHE_DIR": numba_cache_dir()},  # the session's compiled kernel
         check=True,
     )
     assert "2 master(s)" in done.stdout

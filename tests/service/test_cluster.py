@@ -26,7 +26,7 @@ from biaswatch.sections import Section
 from biaswatch.system.faults import PAUSE_AT, PAUSE_SECONDS
 from biaswatch.testing.camera import Geometry
 from biaswatch.testing.helpers import free_port, run_cli, wait_until, write_config, write_frames
-from biaswatch.testing.service import catalog_rows, masters_in, numba_cache_dir, running_service
+from biaswatch.testing.service import catalog_rows, masters_in, running_service
 
 distributed = pytest.importorskip("distributed")
 
@@ -45,7 +45,7 @@ def start_cluster(
     workers: int, env: dict[str, str] | None = None, memory: int | None = 2_000_000_000
 ) -> distributed.LocalCluster:
     """A LocalCluster of worker processes, one thread each, with a combine budget (or none)."""
-    os.environ.update({"NUMBA_CACHE_DIR": numba_cache_dir(), **(env or {})})
+    os.environ.update(env or {})
     return distributed.LocalCluster(
         n_workers=workers,
         threads_per_worker=1,
@@ -205,7 +205,6 @@ def test_a_lost_scheduler_is_waited_for_and_the_set_combined_once(tmp_path: Path
         free_port(),
         {
             **os.environ,
-            "NUMBA_CACHE_DIR": numba_cache_dir(),
             PAUSE_AT: "mid_combine",
             PAUSE_SECONDS: "8",
         },

@@ -10,7 +10,6 @@ certificate the cluster does not trust.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import pytest
 from astropy.io import fits
 
 from biaswatch.testing.helpers import run_cli, write_config, write_frames
-from biaswatch.testing.service import catalog_rows, numba_cache_dir, running_service
+from biaswatch.testing.service import catalog_rows, running_service
 
 distributed = pytest.importorskip("distributed")
 security = pytest.importorskip("distributed.security")
@@ -66,7 +65,6 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Certs, Certs]:
 def tls_cluster(certs: tuple[Certs, Certs]) -> Iterator[distributed.LocalCluster]:
     """A LocalCluster that speaks only TLS: one worker process offering MEMORY."""
     mine = certs[0]
-    os.environ["NUMBA_CACHE_DIR"] = numba_cache_dir()
     tls = security.Security(
         tls_ca_file=str(mine.ca),
         tls_scheduler_cert=str(mine.cert),
@@ -102,9 +100,7 @@ def tls_service(address: str, certs: Certs) -> dict[str, object]:
 
 def run_once(config: Path) -> subprocess.CompletedProcess[str]:
     """`biaswatch run` that is expected to stop at start."""
-    return run_cli(
-        "run", "--config", config, timeout=120, env={"NUMBA_CACHE_DIR": numba_cache_dir()}
-    )
+    return run_cli("run", "--config", config, timeout=120)
 
 
 def logged(config: Path, name: str) -> list[dict[str, object]]:

@@ -31,7 +31,6 @@ from biaswatch.testing.service import (
     as_uid,
     catalog_rows,
     inotify_instances,
-    numba_cache_dir,
     running_service,
 )
 
@@ -162,14 +161,10 @@ def test_inotify_instance_limit_degrades_to_polling_and_frames_still_combine(
 ) -> None:
     """At the inotify instance limit every camera polls, says so, and new frames combine."""
     config = write_config(work, expected_frames=3, poll_interval_seconds=POLL_SECONDS)
-    # A numba cache of UID's own, from the session's: the kernel need not compile again.
-    numba_cache = work / "numba"
-    shutil.copytree(numba_cache_dir(), numba_cache)
     chown_tree(work, UID)
     with running_service(
         config,
         prefix=(*SERVICE_PREFIX, *AS_UID),
-        numba_cache=str(numba_cache),
         env={"HOME": str(work)},
     ) as service:
         pid = service.proc.pid

@@ -40,7 +40,7 @@ PEAK_GROWTH_LIMIT = 100 * MIB
 SERVICE = {"mem_limit": "64MB", "max_combine_memory": "128MB"}  # two combines at once
 
 # Generous: a loaded 2-core CI machine; an idle one needs a tenth of these.
-READY_TIMEOUT = 120.0  # combine.server_ready: the kernel compiles on a cold numba cache
+READY_TIMEOUT = 120.0  # combine.server_ready, on a loaded machine
 SETTLE_TIMEOUT = 360.0  # with READY=1's 60 s, within the 600 s of pytestmark
 
 

@@ -18,6 +18,7 @@ import pytest
 from astropy.io import fits
 from astropy.nddata import CCDData
 
+from biaswatch.system.faults import PAUSE_AT, PAUSE_SECONDS
 from biaswatch.testing.fits import fits_bytes, seed_combine, truncated_copy
 from biaswatch.testing.helpers import run_cli, wait_until, write_config, write_frames
 from biaswatch.testing.service import catalog_rows, master_data, running_service
@@ -226,20 +227,21 @@ def test_sigterm_during_a_combine_leaves_no_partial_file_then_resumes(tmp_path: 
     assert fits.getheader(published["path"])["NCOMBINE"] == 8
 
 
-def test_first_start_stays_responsive_while_the_kernel_compiles(tmp_path: Path) -> None:
-    """On a cold numba cache, a set waits for the fork server and SIGTERM still stops at once."""
+def test_first_start_stays_responsive_while_the_fork_server_preloads(tmp_path: Path) -> None:
+    """While the fork server preloads, a set waits for it and SIGTERM still stops at once."""
     config = write_config(tmp_path, expected_frames=3)
-    cold = tmp_path / "cold-numba-cache"  # nothing compiled: as after an install
-    with running_service(config, numba_cache=str(cold)) as service:
+    # A fork server that takes 30 s to preload, as a cold numba cache did before issue 14.
+    slow = {PAUSE_AT: "preload", PAUSE_SECONDS: "30"}
+    with running_service(config, env=slow) as service:
         write_frames(config, "cryo", 3, interval=0.0)
         service.wait_event("set.completed", timeout=60)
-        compiling = not service.events("combine.server_ready")
+        preloading = not service.events("combine.server_ready")
         status, seconds = service.stop()
         started = service.events("combine.started")
-    assert compiling, "the kernel was compiled before the set completed: nothing was tested"
+    assert preloading, "the server was ready before the set completed: nothing was tested"
     assert (status, started) == (0, [])
     assert seconds < 5
-    with running_service(config, numba_cache=str(cold)) as service:
+    with running_service(config, env={PAUSE_AT: "preload", PAUSE_SECONDS: "2"}) as service:
         (published,) = service.wait_event("master.published", timeout=120)
         (ready,) = service.events("combine.server_ready")
         assert service.stop()[0] == 0

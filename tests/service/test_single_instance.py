@@ -154,13 +154,14 @@ def forkserver_of(pid: int) -> int | None:
 def test_fork_server_killed_while_preloading_is_retried_before_ready(tmp_path: Path) -> None:
     """A fork server killed mid-preload: logged, retried after a pause, ready once, published."""
     config = write_config(tmp_path, expected_frames=3)
-    cold = tmp_path / "cold-numba-cache"  # the preload compiles the kernel: seconds to kill it
-    with running_service(config, numba_cache=str(cold)) as service:
+    # A preload of 10 s (as the numba kernel's compile before issue 14): time to kill it.
+    slow = {PAUSE_AT: "preload", PAUSE_SECONDS: "10"}
+    with running_service(config, env=slow) as service:
         wait_until(lambda: forkserver_of(service.proc.pid) is not None, 30, "the fork server")
         server = forkserver_of(service.proc.pid)
         assert server is not None
         preloading = not service.events("combine.server_ready")
-        os.kill(server, signal.SIGKILL)  # as the OOM killer would, while numba compiles
+        os.kill(server, signal.SIGKILL)  # as the OOM killer would, mid-preload
         (failed,) = service.wait_event("combine.server_failed", timeout=60)
         write_frames(config, "cryo", 3, interval=0.0)
         (published,) = service.wait_event("master.published", timeout=240)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from biaswatch.combine import kernel
+from biaswatch.combine import kernel, kernel_band
 
 
 def sorted_columns(n: int, cols: int, dtype: type, seed: int) -> np.ndarray:
@@ -69,3 +69,63 @@ def test_sorting_network_sorts_every_column(n: int) -> None:
     s = values.copy()
     kernel._sort_columns(s, kernel.sorting_network(n), 257)
     np.testing.assert_array_equal(s, np.sort(values, axis=0))
+
+
+def test_kernel_threads_are_the_cpus_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without BIASWATCH_THREADS the kernel runs one thread per CPU in the affinity mask."""
+    monkeypatch.delenv(kernel.THREADS_VARIABLE, raising=False)
+    monkeypatch.setattr(kernel.os, "sched_getaffinity", lambda _pid: {0, 3, 5})
+    assert kernel.kernel_threads() == 3
+    assert kernel.Scratch.allocate(4, 8).rows.shape[0] == 3  # a scratch slot per thread
+
+
+@pytest.mark.parametrize(("value", "threads"), [("1", 1), ("7", 7), (" 2 ", 2)])
+def test_biaswatch_threads_overrides_the_kernel_threads(
+    monkeypatch: pytest.MonkeyPatch, value: str, threads: int
+) -> None:
+    """BIASWATCH_THREADS, when set, is the kernel's thread count, whatever the affinity."""
+    monkeypatch.setenv(kernel.THREADS_VARIABLE, value)
+    monkeypatch.setattr(kernel.os, "sched_getaffinity", lambda _pid: {0, 1})
+    assert kernel.kernel_threads() == threads
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_a_bad_biaswatch_threads_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """A BIASWATCH_THREADS that is not a positive integer raises ValueError naming it."""
+    monkeypatch.setenv(kernel.THREADS_VARIABLE, value)
+    with pytest.raises(ValueError, match="BIASWATCH_THREADS"):
+        kernel.kernel_threads()
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_the_result_does_not_depend_on_the_thread_count(
+    monkeypatch: pytest.MonkeyPatch, threads: str
+) -> None:
+    """Rows spread over any number of threads combine to the one-thread bytes."""
+    rng = np.random.default_rng(14)
+    stack = rng.normal(0.0, 8.0, (7, 130, 33)).astype(np.float32)
+    stack[rng.random(stack.shape) < 0.05] = np.nan
+    p = kernel.Params(True, True, True, True, 3.0, 3.0, 5, True)
+    results = []
+    for count in ("1", threads):
+        monkeypatch.setenv(kernel.THREADS_VARIABLE, count)
+        out, planes = np.empty((130, 33), np.float32), kernel_band.Planes.allocate(130, 33)
+        scratch = kernel.Scratch.allocate(7, 33)
+        kernel_band.combine_band(stack, out, kernel.sorting_network(7), p, scratch, planes)
+        results.append((out.tobytes(), planes.mask.tobytes(), planes.unc.tobytes()))
+    assert results[0] == results[1]
+
+
+def test_swap_bytes_reverses_each_word_like_numpy() -> None:
+    """swap_bytes turns big-endian float32 words into the native values, in place."""
+    values = np.arange(-5, 1000, 0.75, dtype=np.float32)
+    words = values.astype(">f4").view(np.uint32).copy()
+    kernel.swap_bytes(words)
+    np.testing.assert_array_equal(words.view(np.float32), values)
+
+
+def test_a_stale_kernel_build_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compiled kernel whose recorded source hash is not _kernel.c's raises ImportError."""
+    monkeypatch.setattr(kernel._kernel, "SOURCE_SHA256", "0" * 64)
+    with pytest.raises(ImportError, match="rebuild"):
+        kernel._check_build()

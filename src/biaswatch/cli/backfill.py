@@ -112,7 +112,7 @@ def _combine_closed(config: Config, catalog: Catalog, closed: list[int]) -> None
         retry_at=lambda _set, _when: None,  # a failed set stays closed: run backfill again
         alarm=Alarms(config.alerts),
     )
-    start_server(config.service.state_dir / "cache" / "numba", lambda _seconds: ready.set())
+    start_server(lambda _seconds: ready.set())
     ready.wait()
     combines.server_ready()
     for set_id in closed:

@@ -7,9 +7,9 @@ child combines, writes the temporary master (combine/master_file.py) and reports
 its path and QC through a pipe; the parent gives it its final name, judges and
 records it (publish/master.py). The child imports no catalog module.
 
-Children are forked from a ``forkserver`` that has imported the engine and
-compiled its kernel (combine/preload.py): a spawned child spent about 2 s importing
-numpy, astropy and numba and loading the kernel before its first row, which
+Children are forked from a ``forkserver`` that has imported the engine and run
+its kernel once (combine/preload.py): a spawned child spent about 2 s importing
+numpy, astropy and (then) numba and loading the kernel before its first row, which
 the issue's latency target (last frame to master within the combine's time
 plus 1 s) does not allow. If the server dies, multiprocessing starts a new one.
 The service starts no combine before a probe child has run (start_server; a failed
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import multiprocessing as mp
 import os
 import signal
@@ -62,33 +61,28 @@ _CONTEXT.set_forkserver_preload(["biaswatch.combine.preload"])
 
 
 # After a failed start (the server died preloading: killed by the OOM killer while
-# numba compiles, say), the next try comes this long after, doubling up to the cap:
+# it imports, say), the next try comes this long after, doubling up to the cap:
 # soon for a one-off, at most one log line per 5 min for a lasting fault (our choice).
 RETRY_FIRST_SECONDS = 5.0
 RETRY_MAX_SECONDS = 300.0
 # At a stop, multiprocessing's resource tracker leaves within this once its pipe closes
 # (it first removes what children leaked); if it stays longer it is killed. The fork
 # server is killed at once: it holds nothing, and its interpreter took 2 s to exit on
-# its own (numba and astropy loaded), time a stop under systemd should not spend.
+# its own (numba and astropy loaded, before issue 14), time a stop under systemd should
+# not spend.
 STOP_SECONDS = 5.0
 
 
-def start_server(numba_cache: Path, ready: Callable[[float], None]) -> ForkServer:
+def start_server(ready: Callable[[float], None]) -> ForkServer:
     """Start the fork server in the background; call ``ready(seconds)`` once it forks.
 
-    The server imports the engine and compiles (or loads) the kernel before it serves
-    its first child: about 10 s on a cold numba cache. Starting a process meanwhile
+    The server imports the engine (numpy, astropy) and runs the kernel once before it
+    serves its first child: about a second, more on a cold disk. Starting a process meanwhile
     blocks the caller until then (Popen waits for the child's pid), so a probe child is
     started from a thread here, and the service starts no combine before ``ready``:
-    its main loop keeps answering SIGTERM and the watchdog while the kernel compiles.
+    its main loop keeps answering SIGTERM and the watchdog meanwhile.
     A probe that fails is logged and tried again later; ``ready`` waits for one that ran.
     """
-    # Under systemd the installed package is read-only, so numba cannot cache the
-    # compiled kernel next to its source: keep it in the service's state directory,
-    # one directory per kernel source. numba keys its cache by the source's path and
-    # mtime only, and a cache left by an earlier kernel.py once crashed (SIGSEGV) a
-    # process here after an edit; a new kernel now never meets an old cache.
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_cache / kernel_cache_name()))
     server = ForkServer(ready)
     server.start()
     return server
@@ -188,13 +182,6 @@ def _nothing() -> None:
     """The probe child's work: none. That it ran shows the server has preloaded."""
 
 
-def kernel_cache_name() -> str:
-    """A directory name that changes whenever kernel.py or kernel_band.py does."""
-    here = Path(__file__)
-    source = b"".join(here.with_name(name).read_bytes() for name in ("kernel.py", "kernel_band.py"))
-    return f"kernel-{hashlib.sha256(source).hexdigest()[:16]}"
-
-
 @dataclass(frozen=True, slots=True)
 class CombineJob:
     """What the child needs: inputs, settings, the final name, the header facts."""
@@ -243,7 +230,7 @@ def run_job(job: CombineJob, conn: Connection, submitted: float) -> None:
 
 def make_master(job: CombineJob) -> CombineResult:
     """Combine the job's inputs and write the temporary master (in a child or on a worker)."""
-    # Imported here: the service itself never combines, so it never loads numba.
+    # Imported here: the service itself never combines, so it never loads the engine.
     from biaswatch.combine.segments import combine_segments
 
     start = time.perf_counter()

@@ -102,7 +102,7 @@ class DaskExecutor:
         self._capacity: tuple[float, Capacity] | None = None
         log.info("executor.connected", scheduler=self.address, workers=self._workers())
         if self.fallback_local:  # combines may run here: preload the engine (child.py)
-            start_server(service.state_dir / "cache" / "numba", lambda _seconds: None)
+            start_server(lambda _seconds: None)
         self.check_capacity("start")
 
     # --- connection ---------------------------------------------------------

@@ -26,8 +26,9 @@ from biaswatch.system.faults import pause_point
 TOPIC = "biaswatch-attempts"
 MEMORY = "MEMORY"  # the worker resource a combine asks for, in bytes ([service] mem_limit)
 
-# numba's workqueue threading layer must not run parallel code from two threads of
-# one process at once (kernel.py); a worker started with --nthreads > 1 would do so.
+# One combine at a time in a worker process (one started with --nthreads > 1 would run
+# several): each already spreads its rows over every core the worker may use
+# (kernel.kernel_threads), and its memory model (engine.py) assumes it runs alone.
 _KERNEL = threading.Lock()
 
 

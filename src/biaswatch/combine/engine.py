@@ -39,9 +39,8 @@ import contextlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Final
 
-import numba
 import numpy as np
 
 from biaswatch.combine.kernel import (
@@ -49,6 +48,7 @@ from biaswatch.combine.kernel import (
     WORK_ARRAYS,
     Params,
     Scratch,
+    kernel_threads,
     sorting_network,
     swap_bytes,
 )
@@ -79,12 +79,12 @@ OUTPUT_BYTES: Final = 4 + 1 + 4
 #                                   their sorted copy (float32), plus the float64
 #                                   per-column work arrays (kernel.py).
 #   RUNTIME_RESERVE                 headroom for what the process's RSS grows by around
-#                                   that (thread stacks, the interpreter). Measured with
-#                                   /proc/self/status VmHWM, 50 frames of 384 x 2048 at
-#                                   24 MB: 0.5 MB below the terms above with numba's
-#                                   workqueue threads; up to 4.5 MB above with TBB's
-#                                   allocator caches (see kernel.py). 4 MB is reserved.
-# The kernel allocates nothing else. Files are not memory-mapped: mapped pages would
+#                                   that (the kernel's thread stacks, the interpreter).
+#                                   Measured with /proc/self/status VmHWM, 50 frames of
+#                                   384 x 2048 at 24 MB: 0.5 MB below the terms above
+#                                   (numba's kernel, before issue 14). 4 MB is reserved.
+# The kernel (_kernel.c) allocates nothing else: its threads start and end with each
+# band and use only their scratch slot. Files are not memory-mapped: mapped pages would
 # count in the process's RSS and its cgroup. tests/service/test_combine_memory.py checks the peak
 # RSS above the process's RSS before the combine against mem_limit in a child process.
 
@@ -170,7 +170,7 @@ def split_rows(
 
 
 def _scratch_bytes(n_frames: int, cols: int) -> int:
-    threads = int(numba.get_num_threads())
+    threads = kernel_threads()
     return threads * (ROW_ARRAYS * n_frames * 4 + WORK_ARRAYS * 8) * cols
 
 
@@ -286,14 +286,16 @@ def _check_rows(rows: tuple[int, int], shape: tuple[int, int]) -> tuple[int, int
 
 
 def warm_up() -> None:
-    """Compile (or load from NUMBA_CACHE_DIR) the kernel for float32 bands, without running it.
+    """Run the kernel once on a tiny float32 band, as combine_files would, with MASK and UNCERT.
 
-    The types are taken from tiny examples of exactly what combine_files passes.
+    The kernel is compiled at install time, so this only maps its code and numpy's
+    into the calling process (the fork server's preload): its children then touch no
+    new page of them before their first row. It starts and ends its threads before it
+    returns, so a process may fork after it.
     """
     stack = np.zeros((2, 1, 1), np.float32)
-    params = Params(True, True, True, True, 5.0, 5.0, 1, True)  # only the types matter here
+    params = Params(True, True, True, True, 5.0, 5.0, 1, True)
     planes = Planes.allocate(1, 1)
-    example = (stack, stack[0], sorting_network(2), params, Scratch.allocate(2, 1), planes)
-    typeof: Any = numba.typeof  # numba is untyped for mypy (pyproject.toml)
-    cast(Any, combine_band).compile(tuple(typeof(x) for x in example))
-    cast(Any, swap_bytes).compile((typeof(stack[0].view(np.uint32)),))
+    scratch = Scratch.allocate(2, 1)
+    combine_band(stack, np.empty((1, 1), np.float32), sorting_network(2), params, scratch, planes)
+    swap_bytes(stack[0].view(np.uint32))

@@ -1,7 +1,10 @@
 """The compiled combine kernel: sigma clipping and averaging across frames, a row at a time.
 
-numba compiles it (``cache=True``: once per machine and version, kept under
-``NUMBA_CACHE_DIR``); ``prange`` spreads rows over every core with the GIL released.
+The statistics run in C (_kernel.c), compiled when the package is installed (setup.py),
+for the interpreter that installs it: nothing is compiled, cached or written at run
+time, so the first combine after an install is as fast as any, a read-only install
+works, and an upgrade can never load a kernel built from other code. This module and
+kernel_band.py are its typed Python face.
 
 Why it is fast: it works on whole image rows ("vertically") instead of pixel by
 pixel. The values of each column are sorted with a Batcher odd-even merge network
@@ -18,33 +21,58 @@ The statistics are described in combine/engine.py's docstring.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar, cast
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
 
-import numba as nb
 import numpy as np
 
-# numba's built-in "workqueue" threads, not TBB: with TBB the combine's peak RSS
-# wandered 0-4.5 MB above the memory model from run to run (its scalable allocator
-# caches), with workqueue it stays below it (50 x 384 x 2048 at 24 MB: 19.3-19.4 MB
-# against a 19.9 MB model), at the same speed. workqueue must not run parallel code
-# from two threads at once: each combine runs in its own process, from one thread.
-nb.config.THREADING_LAYER = "workqueue"
-
-_F = TypeVar("_F", bound=Callable[..., Any])
+from biaswatch.combine import _kernel
 
 
-def _jit(*, parallel: bool = False) -> Callable[[_F], _F]:
-    """numba.njit, cached on disk and without the GIL, typed for mypy."""
-    return cast(Callable[[_F], _F], nb.njit(cache=True, nogil=True, parallel=parallel))
+def _check_build() -> None:
+    """ImportError if the compiled kernel was built from another _kernel.c than the one here.
 
+    Where the source sits beside the module (a checkout with an editable install, whose
+    extension is built once, in place), a pull that changes _kernel.c leaves the old
+    build behind until the next install: it must not run. A wheel install holds the
+    build of its own source.
+    """
+    source = Path(__file__).with_name("_kernel.c")
+    if not source.is_file():
+        return
+    if hashlib.sha256(source.read_bytes()).hexdigest() != _kernel.SOURCE_SHA256:
+        raise ImportError(
+            f"{_kernel.__file__} was built from another version of {source}: "
+            "rebuild it (`make setup`, or pip install -e . again)"
+        )
+
+
+_check_build()
 
 MAD_TO_STD = 1.482602218505602  # astropy's mad_std factor, 1 / Phi^-1(3/4)
-INF = np.inf
 # Rows are handed out to threads in this many chunks: enough for an even load on a
-# few cores.
+# few cores. _kernel.c uses the same number.
 CHUNKS = 64
+# The environment variable that sets the kernel's thread count (default: every CPU
+# this process may run on).
+THREADS_VARIABLE = "BIASWATCH_THREADS"
+
+
+def kernel_threads() -> int:
+    """How many threads a combine spreads its rows over: one scratch slot each.
+
+    ``BIASWATCH_THREADS`` when set (a positive integer), else the CPUs in this
+    process's affinity mask (what taskset, cgroup cpusets and systemd's CPUAffinity=
+    leave it), which os.cpu_count() would overstate.
+    """
+    override = os.environ.get(THREADS_VARIABLE, "").strip()
+    if override:
+        if not override.isdigit() or int(override) < 1:
+            raise ValueError(f"{THREADS_VARIABLE} must be a positive integer, got {override!r}")
+        return int(override)
+    return len(os.sched_getaffinity(0))
 
 
 def sorting_network(n: int) -> np.ndarray:
@@ -70,7 +98,7 @@ def sorting_network(n: int) -> np.ndarray:
 
 
 class _Work(NamedTuple):
-    """One thread's per-column scratch arrays."""
+    """One thread's per-column scratch arrays (the C kernel's Work, in this order)."""
 
     first: Any
     count: Any
@@ -95,7 +123,7 @@ ROW_ARRAYS = 2
 
 
 class Params(NamedTuple):
-    """The combine settings as the plain scalars the compiled code takes."""
+    """The combine settings as the plain scalars the compiled code takes (in this order)."""
 
     average: bool
     clip: bool
@@ -107,247 +135,13 @@ class Params(NamedTuple):
     errors: bool = False  # also the MASK and UNCERT planes (ccdproc's combine result)
 
 
-Array = Any  # numba takes numpy arrays; mypy cannot see through the JIT
-
-
-@_jit()
-def _finite(x: float) -> bool:
-    """math.isfinite, written so that loops calling it vectorise.
-
-    Conditions inside the kernel's column loops are combined with & rather than
-    ``and``: short-circuiting becomes branches, which keep the compiler from emitting
-    SIMD code (the final average pass measured 1.1 against 0.5 ns per value).
-    """
-    return abs(x) < INF
-
-
-@_jit()
-def _sort_columns(s: Array, pairs: Array, width: int) -> None:
-    """Sort every column of s (the frame axis) with the comparator network."""
-    for p in range(pairs.shape[0]):
-        si = s[pairs[p, 0]]
-        sj = s[pairs[p, 1]]
-        for c in range(width):
-            a = si[c]
-            b = sj[c]
-            # np.minimum/np.maximum, not selects (a if a < b else b) or min()/max():
-            # only these become SIMD min/max when both rows are updated in place
-            # (measured on 4096 float32 columns: 0.15 against 0.5 ns per column and
-            # comparator). s holds no NaN (invalid values are +inf), where they differ.
-            si[c] = np.minimum(a, b)
-            sj[c] = np.maximum(a, b)
-
-
-@_jit()
-def _mid(s: Array, first: Array, count: Array, width: int, out: Array) -> None:
-    """Median of each column's sorted range s[first:first+count]; NaN when empty."""
-    for c in range(width):
-        k = count[c]
-        if k == 0:
-            out[c] = np.nan
-        else:
-            # float64 before adding: s may be float32, and numpy's median of the
-            # float64 stack averages the two middle values in float64.
-            lo = np.float64(s[first[c] + (k - 1) // 2, c])
-            hi = np.float64(s[first[c] + k // 2, c])
-            out[c] = lo if k % 2 == 1 else 0.5 * (lo + hi)
-
-
-@_jit()
-def _range_sum(d: Array, w: _Work, centre: Array, square: bool) -> None:
-    """Frame-order sum of the values in [kmin, kmax] (or of their squared deviations)."""
-    n, width = d.shape
-    total = w.total
-    for c in range(width):
-        total[c] = 0.0
-    for k in range(n):
-        dk = d[k]
-        for c in range(width):
-            x = dk[c]
-            inside = (x >= w.kmin[c]) & (x <= w.kmax[c])
-            y = (x - centre[c]) * (x - centre[c]) if square else x
-            total[c] += y if inside else 0.0
-
-
-@_jit()
-def _load(d: Array, s: Array, w: _Work, clip: bool) -> None:
-    """Valid values into s (+inf for the rest), counted; bounds start as NaN."""
-    n, width = d.shape
-    for c in range(width):
-        w.count[c] = 0
-        w.first[c] = 0
-        w.lo[c] = np.nan
-        w.hi[c] = np.nan
-    for k in range(n):
-        dk = d[k]
-        sk = s[k]
-        for c in range(width):
-            x = dk[c]
-            # Clipping ignores NaN and inf (astropy masks invalid values); without it
-            # only NaN is dropped, as np.nanmean and np.nanmedian do.
-            ok = _finite(x) if clip else x == x
-            sk[c] = x if ok else INF
-            w.count[c] += 1 if ok else 0
-
-
-@_jit()
-def _mad(s: Array, w: _Work, width: int) -> None:
-    """mad_std of each column's sorted range s[first:first+count] about w.med.
-
-    The absolute deviations of a sorted range are two sorted runs: those left of the
-    middle grow leftwards, those right of it grow rightwards (rounding is monotonic, so
-    this holds for the float64 differences too). Their median is a selection from two
-    sorted runs, O(count) per pixel, instead of a sort of the deviations.
-    """
-    n = s.shape[0]
-    uniform = True
-    for c in range(width):
-        uniform = uniform and w.first[c] == 0 and w.count[c] == n
-    if uniform:  # every value kept: the first iteration on finite data
-        _kth_deviation(s, w.med, (n - 1) // 2, w.dev, width)
-        _kth_deviation(s, w.med, n // 2, w.total, width)
-        for c in range(width):
-            mad = w.dev[c] if n % 2 == 1 else 0.5 * (w.dev[c] + w.total[c])
-            w.dev[c] = mad * MAD_TO_STD
-        return
-    for c in range(width):
-        w.dev[c] = _merged_deviation(s, c, w.first[c], w.count[c], w.med[c]) * MAD_TO_STD
-
-
-@_jit()
-def _kth_deviation(s: Array, med: Array, k: int, out: Array, width: int) -> None:
-    """The k-th smallest |s - med| (0-based) of each column of s, all rows sorted and kept.
-
-    Left run A_i = |s[a - i] - med| (i = 1..a), right run B_j = |s[a + j - 1] - med|
-    (j = 1..b), both ascending. The (k+1)-th smallest of their union is the smallest
-    max(A_i, B_(k+1-i)) over the splits i (with A_0 = B_0 = -inf): whole-row min/max,
-    which the compiler vectorises, where a merge would step each column on its own.
-    """
-    n = s.shape[0]
-    a = n // 2
-    b = n - a
-    rank = k + 1
-    for c in range(width):
-        out[c] = INF
-    for i in range(max(0, rank - b), min(a, rank) + 1):
-        j = rank - i
-        left = s[a - i] if i > 0 else s[0]
-        right = s[a + j - 1] if j > 0 else s[0]
-        for c in range(width):
-            dl = abs(np.float64(left[c]) - med[c]) if i > 0 else -INF
-            dr = abs(np.float64(right[c]) - med[c]) if j > 0 else -INF
-            out[c] = np.minimum(out[c], np.maximum(dl, dr))
-
-
-@_jit()
-def _merged_deviation(s: Array, c: int, first: int, m: int, med: float) -> float:
-    """Median |s - med| of column c's sorted range s[first:first+m]: a merge to the middle."""
-    if m == 0:
-        return np.nan
-    left, right, stop = first + m // 2 - 1, first + m // 2, first + m
-    lower = upper = 0.0
-    for rank in range(m // 2 + 1):
-        dl = abs(np.float64(s[left, c]) - med) if left >= first else INF
-        dr = abs(np.float64(s[right, c]) - med) if right < stop else INF
-        take_left = dl < dr
-        upper = dl if take_left else dr
-        left -= 1 if take_left else 0
-        right += 0 if take_left else 1
-        lower = upper if rank == (m - 1) // 2 else lower
-    return lower if m % 2 == 1 else 0.5 * (lower + upper)
-
-
-@_jit()
-def _deviation(d: Array, s: Array, w: _Work, dev_mad: bool) -> None:
-    """mad_std (about the median) or std (about the mean) of each pixel's kept values."""
-    width = d.shape[1]
-    if dev_mad:
-        _mad(s, w, width)
-    else:
-        _range_sum(d, w, w.mean, True)
-        for c in range(width):
-            w.dev[c] = math.sqrt(w.total[c] / w.count[c]) if w.count[c] > 0 else np.nan
-
-
-@_jit()
-def _bounds(d: Array, s: Array, w: _Work, p: Params) -> None:
-    """Clipping bounds from the kept values, the range s[first:first+count]."""
-    width = d.shape[1]
-    for c in range(width):
-        kept = w.count[c] > 0
-        w.kmin[c] = s[w.first[c], c] if kept else INF
-        w.kmax[c] = s[w.first[c] + w.count[c] - 1, c] if kept else -INF
-    if p.center_median or p.dev_mad:
-        _mid(s, w.first, w.count, width, w.med)
-    if not (p.center_median and p.dev_mad):
-        _range_sum(d, w, w.mean, False)
-        for c in range(width):
-            w.mean[c] = w.total[c] / w.count[c] if w.count[c] > 0 else np.nan
-    _deviation(d, s, w, p.dev_mad)
-    for c in range(width):
-        if w.count[c] > 0:  # an emptied pixel keeps the bounds that emptied it
-            centre = w.med[c] if p.center_median else w.mean[c]
-            w.lo[c] = centre - p.sigma_low * w.dev[c]
-            w.hi[c] = centre + p.sigma_high * w.dev[c]
-
-
-@_jit()
-def _narrow(s: Array, w: _Work) -> bool:
-    """Drop kept values outside the bounds (a range shrinks from both ends); changed?"""
-    changed = False
-    for c in range(s.shape[1]):
-        a = w.first[c]
-        b = a + w.count[c]
-        start, stop = a, b
-        while start < stop and s[start, c] < w.lo[c]:
-            start += 1
-        while stop > start and s[stop - 1, c] > w.hi[c]:
-            stop -= 1
-        changed = changed or start != a or stop != b
-        w.first[c] = start
-        w.count[c] = stop - start
-    return changed
-
-
-@_jit()
-def _combine(d: Array, s: Array, w: _Work, p: Params) -> None:
-    """Average or median of every valid value within the last bounds, into w.out."""
-    n, width = d.shape
-    total, count, lo, hi = w.total, w.count, w.lo, w.hi
-    for c in range(width):
-        total[c] = 0.0
-        count[c] = 0
-    for k in range(n):
-        dk = d[k]
-        if p.clip:
-            for c in range(width):
-                x = dk[c]
-                use = _finite(x) & (not (x < lo[c])) & (not (x > hi[c]))
-                total[c] += x if use else 0.0
-                count[c] += 1 if use else 0
-        else:
-            for c in range(width):
-                x = dk[c]
-                use = x == x  # not NaN
-                total[c] += x if use else 0.0
-                count[c] += 1 if use else 0
-    if p.average:
-        for c in range(width):
-            w.out[c] = w.total[c] / w.count[c] if w.count[c] > 0 else np.nan
-        return
-    for c in range(width):
-        start = 0
-        while p.clip and start < n and s[start, c] < w.lo[c]:
-            start += 1
-        w.first[c] = start
-    _mid(s, w.first, w.count, width, w.out)
-
-
 class Scratch(NamedTuple):
     """Every thread's working memory, allocated once per combine, outside the kernel.
 
-    Allocating inside the parallel loop made glibc keep freed blocks in each thread's
-    arena (its mmap threshold adapts upwards), which showed as RSS above the model.
+    Allocated here, not in C, so that the memory model in combine/engine.py counts all
+    of it; allocating inside the threads also made glibc keep freed blocks in each
+    thread's arena (its mmap threshold adapts upwards), which showed as RSS above the
+    model. The kernel runs one thread per slot.
     """
 
     rows: Any  # (threads, ROW_ARRAYS, n, cols), the stack's dtype
@@ -361,7 +155,7 @@ class Scratch(NamedTuple):
         dtype is the stack's: float32 values are sorted as float32 (twice the SIMD
         width of float64, and exact); every statistic is still computed in float64.
         """
-        threads = nb.get_num_threads()
+        threads = kernel_threads()
         return cls(
             np.empty((threads, ROW_ARRAYS, n_frames, cols), dtype),
             np.zeros((threads, INT_ARRAYS, cols), np.int64),
@@ -369,29 +163,40 @@ class Scratch(NamedTuple):
         )
 
 
-@_jit()
-def _work(ints: Array, floats: Array) -> _Work:
+def _work(ints: np.ndarray, floats: np.ndarray) -> _Work:
     """One thread's per-column work arrays, as views of its scratch slot."""
-    return _Work(
-        ints[0],
-        ints[1],
-        floats[0],
-        floats[1],
-        floats[2],
-        floats[3],
-        floats[4],
-        floats[5],
-        floats[6],
-        floats[7],
-        floats[8],
-        floats[9],
-    )
+    return _Work(ints[0], ints[1], *(floats[i] for i in range(WORK_ARRAYS - INT_ARRAYS)))
 
 
-@_jit(parallel=True)
-def swap_bytes(words: Array) -> None:
-    """Reverse the bytes of every 32-bit word in place (FITS data are big-endian)."""
-    flat = words.reshape(-1)
-    for i in nb.prange(flat.size):
-        x = flat[i]
-        flat[i] = ((x >> 24) & 0xFF) | ((x >> 8) & 0xFF00) | ((x << 8) & 0xFF0000) | (x << 24)
+def _sort_columns(s: np.ndarray, pairs: np.ndarray, width: int) -> None:
+    """Sort every column of s (n, width) in place with the comparator network."""
+    _kernel.sort_columns(s, pairs, width)
+
+
+def _mid(s: np.ndarray, first: np.ndarray, count: np.ndarray, width: int, out: np.ndarray) -> None:
+    """Median of each column's sorted range s[first:first+count] into out; NaN when empty."""
+    if width != s.shape[1]:
+        raise ValueError(f"width {width} is not s's {s.shape[1]} columns")
+    _kernel.mid(s, first, count, out)
+
+
+def _mad(s: np.ndarray, w: _Work, width: int) -> None:
+    """mad_std of each column's sorted range s[first:first+count] about w.med, into w.dev.
+
+    The absolute deviations of a sorted range are two sorted runs: those left of the
+    middle grow leftwards, those right of it grow rightwards (rounding is monotonic, so
+    this holds for the float64 differences too). Their median is a selection from two
+    sorted runs, O(count) per pixel, instead of a sort of the deviations. w.total is
+    overwritten.
+    """
+    if width != s.shape[1]:
+        raise ValueError(f"width {width} is not s's {s.shape[1]} columns")
+    _kernel.mad(s, w.first, w.count, w.med, w.dev, w.total)
+
+
+def swap_bytes(words: np.ndarray) -> None:
+    """Reverse the bytes of every 32-bit word of a C-contiguous array in place.
+
+    FITS data are big-endian; the kernel runs on little-endian machines.
+    """
+    _kernel.swap_bytes(words)

@@ -1,7 +1,7 @@
-"""What a combine produces, per segment: plain data, importable without numba.
+"""What a combine produces, per segment: plain data, importable without the engine.
 
 The service imports the combine child's module (child.py) without ever combining,
-so these types live apart from the engine, which loads numba.
+so these types live apart from the engine, which loads the compiled kernel.
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ def combine_segments(
 
     MASK and UNCERT are computed with each image when ``settings.uncertainty``.
     """
-    from biaswatch.combine.engine import combine_planes  # numba: only where combines run
+    from biaswatch.combine.engine import combine_planes  # the kernel: only where combines run
 
     segments = common_segments(paths)
     done: list[tuple[SegmentHDU, Combined]] = []

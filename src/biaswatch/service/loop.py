@@ -170,8 +170,7 @@ class Service:
         self._remove_temporaries()
         mark_service()
         if self.executor.name == "local":
-            cache = self.config.service.state_dir / "cache" / "numba"
-            self._server = start_server(cache, self._server_ready)
+            self._server = start_server(self._server_ready)
         else:  # the cluster's workers combine: no fork server here
             self._combine_ready.set()
         self.combines.recover()

@@ -48,10 +48,12 @@ def crash_point(name: str) -> None:
 def pause_point(name: str) -> None:
     """Sleep BIASWATCH_PAUSE_SECONDS if BIASWATCH_PAUSE_AT names this point.
 
-    The one pause point, ``mid_combine`` (a combine child or a cluster task has
-    combined the pixels and not yet written the master), holds it still long enough
-    for a test to kill it or its worker at a known moment instead of racing a combine
-    of a few milliseconds.
+    ``mid_combine`` (a combine child or a cluster task has combined the pixels and not
+    yet written the master) holds it still long enough for a test to kill it or its
+    worker at a known moment instead of racing a combine of a few milliseconds.
+    ``preload`` holds the combine fork server in its preload (combine/preload.py), as
+    a slow first start would (a cold disk; the numba kernel compiled there for ~10 s
+    before issue 14), so that tests can see the service wait for it or kill it there.
     """
     if os.environ.get(PAUSE_AT) == name:
         time.sleep(float(os.environ.get(PAUSE_SECONDS, "5")))

@@ -139,7 +139,7 @@ class FakeExecutor:
 
 
 def _mean_of(inputs: tuple[str, ...]) -> np.ndarray:
-    """The inputs' mean image: a real master of real pixels, with no numba kernel."""
+    """The inputs' mean image: a real master of real pixels, with no combine kernel."""
     stack = [np.asarray(fits.getdata(path), dtype=np.float32) for path in inputs]
     return np.asarray(np.mean(stack, axis=0), dtype=np.float32)
 

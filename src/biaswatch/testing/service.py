@@ -7,7 +7,6 @@ they are sent, and reads the JSON log the service writes.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
@@ -29,16 +28,6 @@ from astropy.io import fits
 from biaswatch.testing.helpers import wait_until
 
 
-@functools.cache
-def numba_cache_dir() -> str:
-    """One numba cache for every service a test session starts, made on first use.
-
-    Each service would otherwise compile the combine kernel afresh in its own state
-    directory (~10 s); made lazily so that importing this module creates nothing.
-    """
-    return tempfile.mkdtemp(prefix="bw-numba-")
-
-
 class ServiceProcess:
     """``biaswatch run`` in a child process with a notify socket and log reader."""
 
@@ -48,7 +37,6 @@ class ServiceProcess:
         *,
         watchdog_usec: int | None = None,
         prefix: tuple[str, ...] = (),
-        numba_cache: str | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
         self.config = config
@@ -65,7 +53,6 @@ class ServiceProcess:
         env = {
             **os.environ,
             "NOTIFY_SOCKET": str(Path(self._sockdir) / "notify"),
-            "NUMBA_CACHE_DIR": numba_cache or numba_cache_dir(),
             **(env or {}),
         }
         if watchdog_usec is not None:
