@@ -32,25 +32,20 @@ class Source:
     offset: int
     image: Any  # astropy HDU, for anything else
 
-    def read_rows(self, start: int, stop: int, out: np.ndarray, *, swap: bool = True) -> None:
-        """Rows start:stop into ``out`` (float32, native byte order).
-
-        ``swap=False`` leaves a raw read's bytes as the file holds them (big-endian), for
-        a caller that swaps a whole band at once (sources read on threads: see
-        read_band); astropy sections are always native.
-        """
+    def read_rows(self, start: int, stop: int, out: np.ndarray) -> None:
+        """Rows start:stop into ``out`` (float32, native byte order); safe on any thread."""
         try:
             if self.raw is None:
                 out[...] = self.image.section[start:stop, :]
             else:
-                self._read_raw(start, out, swap)
+                self._read_raw(start, out)
         except (OSError, ValueError, IndexError, TypeError) as exc:
             reason = (
                 f"{self.path}: cannot read rows {start}-{stop - 1} (truncated or corrupt?): {exc}"
             )
             raise CombineFailed(reason) from exc
 
-    def _read_raw(self, start: int, out: np.ndarray, swap: bool) -> None:
+    def _read_raw(self, start: int, out: np.ndarray) -> None:
         assert self.raw is not None
         wanted = out.nbytes
         # pread: no shared file position, so threads may read different files at once.
@@ -59,10 +54,9 @@ class Source:
         )
         if got != wanted:
             raise ValueError(f"file ends after {got} of {wanted} bytes")
-        if swap:
-            from biaswatch.combine.kernel import swap_bytes  # numba: see sample_rows
+        from biaswatch.combine.kernel import swap_bytes  # see open_image
 
-            swap_bytes(out.view(np.uint32))
+        swap_bytes(out.view(np.uint32))
 
 
 # Threads reading a band's files at once. Why: a read from the page cache is a copy
@@ -79,25 +73,18 @@ def read_band(
 ) -> None:
     """Rows start:stop of every source into ``stack[i]``, native float32.
 
-    With a pool and only raw sources, the files are read on its threads and the band's
-    bytes swapped once afterwards, from this thread (numba's workqueue layer must not
-    run parallel code from two threads at once: kernel.py). Otherwise one by one.
+    With a pool and only raw sources, the files are read and byte-swapped on its
+    threads (the C kernel's swap_bytes releases the GIL). Otherwise one by one.
     """
     if pool is None or any(source.raw is None for source in sources):
         for i, source in enumerate(sources):
             source.read_rows(start, stop, stack[i])
         return
     reads = [
-        pool.submit(source.read_rows, start, stop, stack[i], swap=False)
-        for i, source in enumerate(sources)
+        pool.submit(source.read_rows, start, stop, stack[i]) for i, source in enumerate(sources)
     ]
     for read in reads:
         read.result()  # CombineFailed of the first file that failed, in file order
-    from biaswatch.combine.kernel import swap_bytes  # numba: see sample_rows
-
-    # 2-D, as one frame's band: the layout engine.warm_up compiles swap_bytes for, so the
-    # service's preloaded kernel serves it with no compile or cache load in the child.
-    swap_bytes(stack.reshape(-1, stack.shape[-1]).view(np.uint32))
 
 
 def open_image(files: contextlib.ExitStack, path: Path, hdu: int) -> Source:
@@ -143,8 +130,8 @@ def sample_rows(path: Path, hdu: int, where: tuple[slice, slice], stride: int) -
     strided copy faulted in mapped pages, 0.78 s + 0.47 s for 30 MEF frames of 4
     segments (cProfile, loaded machine); the values are the same (tests/unit/test_bands.py).
     None when the HDU is not plain float32: the caller reads it through astropy.
-    This module imports the kernel (numba) only inside the band reads: segment_qc, and
-    through it the service's import of child.py, use this function without it.
+    This module imports the kernel only inside the band reads: segment_qc, and through
+    it the service's import of child.py, use this function without it.
     """
     plain = _plain_float32(path, hdu)
     if plain is None:
