@@ -6,7 +6,8 @@ Usage:
 Writes one realistic raw bias of size x (size + 32) uint16 (BZERO 32768, a
 32-column overscan strip, BIASSEC/TRIMSEC in the header), then times, in this
 process, the median of --repeat runs of:
-- calibrate_image: ccdproc subtract_overscan (median) and trim_image, float32;
+- calibrate_image: the median overscan subtracted per row and the trim, in numpy with
+  ccdproc's values (subtract_overscan and trim_image), float32;
 - ingest: read and hash the file, classify, date, calibrate and write the
   calibrated copy, which is what the service does as each frame lands.
 The issue's target is calibration well under 0.3 s for 4096 x 4128. The first row,
