@@ -68,7 +68,10 @@ def _request(args: argparse.Namespace) -> Request:
 
     config = load_config(args.config) if args.config is not None else None
     if args.camera is not None and config is None:
-        raise ConfigError(["--camera needs --config"])
+        # combine does not try ./config.toml (cli/common.py config_option): name the ways.
+        raise ConfigError(
+            ["--camera needs a config: --config, $BIASWATCH_CONFIG or /etc/biaswatch/config.toml"]
+        )
     configured = config.camera(args.camera) if config and args.camera else None
     camera = camera_for(configured, args.files)
     overrides: dict[str, object] = {}

@@ -13,12 +13,12 @@ RestartPreventExitStatus=78 so a broken config does not restart-loop).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from biaswatch.errors import ConfigError
+from biaswatch.errors import ConfigError
 
 EX_CONFIG = 78
 EX_UNAVAILABLE = 69  # sysexits.h: the Dask scheduler did not answer; systemd retries
@@ -29,18 +29,92 @@ EX_UNAVAILABLE = 69  # sysexits.h: the Dask scheduler did not answer; systemd re
 EX_TEMPFAIL = 75
 
 
-def config_option(parser: argparse.ArgumentParser) -> None:
-    """The ``--config`` option every command that reads the configuration takes."""
+# Where the installed service's config lives (the shipped systemd unit passes it as
+# --config too); tried when neither --config nor $BIASWATCH_CONFIG says otherwise.
+SYSTEM_CONFIG = Path("/etc/biaswatch/config.toml")
+ENVIRONMENT_VARIABLE = "BIASWATCH_CONFIG"
+BUILT_IN = "built-in defaults"
+
+
+class NoConfig(ConfigError):
+    """The config file chosen (by --config, $BIASWATCH_CONFIG or the default) is not there."""
+
+
+def config_option(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
+    """The ``--config`` and ``--verbose`` options of every command that reads the configuration.
+
+    With ``optional`` (``combine``), ./config.toml is not tried: built-in defaults instead.
+    """
     parser.add_argument(
         "--config",
         type=Path,
-        default=Path("config.toml"),
-        help="TOML file (default: ./config.toml)",
+        default=None,
+        help=f"TOML file (default: ${ENVIRONMENT_VARIABLE}, else {SYSTEM_CONFIG} if it "
+        f"exists, else {'built-in defaults' if optional else './config.toml'})",
     )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="say which config is used and why"
+    )
+    parser.set_defaults(config_optional=optional)
 
 
-def print_problems(exc: ConfigError) -> None:
-    """Every problem of a configuration error, one a line, on stderr."""
-    print("biaswatch: configuration error:", file=sys.stderr)
+def config_path(
+    args: argparse.Namespace,
+    environ: Mapping[str, str] = os.environ,
+    system: Path = SYSTEM_CONFIG,
+) -> tuple[Path, str]:
+    """The config file to use and how it was chosen (the first that applies wins).
+
+    ``--config PATH``; else ``$BIASWATCH_CONFIG`` (if set and not empty); else the
+    system config if it exists; else ``./config.toml``. ``environ`` and ``system``
+    are parameters so tests can point them elsewhere than the real ones.
+    """
+    if args.config is not None:
+        return Path(args.config), "--config"
+    if environ.get(ENVIRONMENT_VARIABLE):
+        return Path(environ[ENVIRONMENT_VARIABLE]), f"${ENVIRONMENT_VARIABLE}"
+    if system.is_file():
+        return system, str(system)
+    return Path("config.toml"), "./config.toml"
+
+
+def resolve_config(args: argparse.Namespace) -> None:
+    """Set ``args.config`` (None: built-in defaults) and ``args.config_source``; say so if verbose.
+
+    Raises:
+        NoConfig: the chosen file does not exist (and the command needs one).
+    """
+    path, source = config_path(args)
+    path = path.absolute()
+    if source == "./config.toml" and args.config_optional:
+        # combine never read ./config.toml: a stray one in the working directory (the
+        # repository's example) must not change a one-off combine behind the user's back.
+        args.config, args.config_source = None, BUILT_IN
+    elif not path.exists():
+        args.config = None
+        raise NoConfig([f"no config at {path} (from {_why(source)})"])
+    else:
+        args.config, args.config_source = path, source
+    if args.verbose:
+        shown = BUILT_IN if args.config is None else f"config {args.config}"
+        print(f"biaswatch: using {shown} (from {_why(args.config_source)})", file=sys.stderr)
+
+
+def _why(source: str) -> str:
+    """How the config was chosen, in words; the last resorts say what was not there."""
+    if source in ("./config.toml", BUILT_IN):
+        return f"{source}: no --config, ${ENVIRONMENT_VARIABLE} unset, no {SYSTEM_CONFIG}"
+    return source
+
+
+def print_problems(exc: ConfigError, args: argparse.Namespace | None = None) -> None:
+    """Every problem of a configuration error, one a line, on stderr, naming the file used."""
+    if isinstance(exc, NoConfig):
+        print(f"biaswatch: {exc.problems[0]}", file=sys.stderr)
+        return
+    where = ""
+    if args is not None and getattr(args, "config", None) is not None:
+        where = f" in {args.config} (from {_why(args.config_source)})"
+    print(f"biaswatch: configuration error{where}:", file=sys.stderr)
     for problem in exc.problems:
         print(f"  {problem}", file=sys.stderr)

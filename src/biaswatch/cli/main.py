@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from biaswatch import __version__
 from biaswatch.cli import options
-from biaswatch.cli.common import EX_CONFIG, print_problems
+from biaswatch.cli.common import EX_CONFIG, print_problems, resolve_config
 from biaswatch.errors import ConfigError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -106,10 +106,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     name_the_main_script()
     args = build_parser().parse_args(argv)
     try:
+        if hasattr(args, "config_optional"):  # the commands that read a config (config_option)
+            resolve_config(args)
         return command_handler(COMMANDS[args.command])(args)
     except ConfigError as exc:
-        print_problems(exc)
-        return EX_CONFIG
+        print_problems(exc, args)
+        # check-config exits 2 on every problem of its config, a missing file included.
+        status: int = getattr(args, "config_error_status", EX_CONFIG)
+        return status
 
 
 def name_the_main_script() -> None:

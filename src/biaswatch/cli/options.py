@@ -77,6 +77,7 @@ def add_attempts_options(parser: argparse.ArgumentParser) -> None:
 def add_check_config_options(parser: argparse.ArgumentParser) -> None:
     """The ``check-config`` command's options."""
     config_option(parser)
+    parser.set_defaults(config_error_status=2)  # check_config.EXIT_INVALID, kept light here
 
 
 def add_log_options(parser: argparse.ArgumentParser) -> None:
@@ -128,7 +129,7 @@ def add_simulate_options(parser: argparse.ArgumentParser) -> None:
 
 def add_combine_options(parser: argparse.ArgumentParser) -> None:
     """The ``combine`` command's options."""
-    parser.add_argument("--config", type=Path, help="TOML file (default: built-in defaults)")
+    config_option(parser, optional=True)
     parser.add_argument("--camera", help="use this camera's settings from --config")
     parser.add_argument(
         "--calibrated", action="store_true", help="the files are calibrated already"
