@@ -1,5 +1,9 @@
 """What the commands share: exit statuses, the ``--config`` option, how config errors print.
 
+Which config a command reads: ``--config PATH``, else ``$BIASWATCH_CONFIG``, else
+/etc/biaswatch/config.toml if it exists, else ./config.toml (config_path); cli/main.py
+resolves it before the command's handler runs, so handlers read ``args.config``.
+
 Cheap on purpose (argparse and the standard library only): cli/main.py imports
 it for every command, ``biaswatch --help`` included.
 
