@@ -3,7 +3,9 @@
 ``--like FRAME`` keeps the masters of that frame's configuration (the geometry label
 the service gives it), so ``--for TIME --camera X --like FRAME`` is the master to
 subtract from FRAME. The current master of each configuration is also linked as
-``<masters_dir>/<camera>/latest-<label>.fits`` (publish/master.py).
+``<masters_dir>/<camera>/latest-<label>.fits`` (publish/master.py). ``--for`` never
+picks a master further than the camera's ``max_age_days`` from TIME; ``--explain``
+prints every candidate's decision (rules/matching.py decides, this module prints).
 
 It reads the catalog directly and needs no running service: SQLite's WAL mode
 lets it run beside the service. Accepting and rejecting: cli/verdict.py.
