@@ -208,6 +208,12 @@ class CameraSettings(_Frozen):
     # Header keywords whose values also split sets (readout speed, gain): the bias
     # level depends on them. Binning always splits sets.
     group_by: Keywords = ()
+    # `masters --for` never picks a master whose night began further than this from
+    # the frame's time. Gemini's calibration association caps bias age at 90 days and
+    # ESO's widens from 1 day to 1 week (issue 15); 30 days lies between: a camera
+    # making biases nightly has a month of masters to choose from, and one whose last
+    # bias is older is a fault to see ("no master: ...") rather than silently bridge.
+    max_age_days: float = Field(default=30.0, gt=0)
     calibrate: CalibrateSettings = CalibrateSettings()
     combine: CombineSettings = CombineSettings()
     qc: QcSettings = QcSettings()

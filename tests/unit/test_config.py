@@ -372,3 +372,19 @@ class TestAlerts:
             write_config, "[alerts]\nmax_running = 0\nmax_queued = 0\n" + MINIMAL
         )
         assert [p.split("] ")[1].split(":")[0] for p in problems] == ["max_running", "max_queued"]
+
+
+class TestMaxAgeDays:
+    def test_default_is_thirty_days_and_a_camera_may_set_its_own(self, write_config: Write) -> None:
+        """max_age_days defaults to 30; a camera's table overrides [defaults]."""
+        text = "[defaults]\nmax_age_days = 60\n" + MINIMAL + "max_age_days = 7\n"
+        text += '[cameras.te]\nwatch = ["incoming/te"]\n'
+        config = load_config(write_config(text))
+        assert config.camera("cryo").max_age_days == 7
+        assert config.camera("te").max_age_days == 60
+        assert load_config(write_config(MINIMAL)).camera("cryo").max_age_days == 30
+
+    def test_max_age_days_must_be_positive(self, write_config: Write) -> None:
+        """A zero max_age_days is refused, naming the key."""
+        problems = problems_of(write_config, MINIMAL + "max_age_days = 0\n")
+        assert any("max_age_days" in p for p in problems)

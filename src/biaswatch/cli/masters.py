@@ -3,7 +3,9 @@
 ``--like FRAME`` keeps the masters of that frame's configuration (the geometry label
 the service gives it), so ``--for TIME --camera X --like FRAME`` is the master to
 subtract from FRAME. The current master of each configuration is also linked as
-``<masters_dir>/<camera>/latest-<label>.fits`` (publish/master.py).
+``<masters_dir>/<camera>/latest-<label>.fits`` (publish/master.py). ``--for`` never
+picks a master further than the camera's ``max_age_days`` from TIME; ``--explain``
+prints every candidate's decision (rules/matching.py decides, this module prints).
 
 It reads the catalog directly and needs no running service: SQLite's WAL mode
 lets it run beside the service. Accepting and rejecting: cli/verdict.py.
@@ -21,7 +23,15 @@ from pathlib import Path
 from biaswatch.catalog.rows import MasterRow
 from biaswatch.catalog.store import Catalog
 from biaswatch.config import load_config
-from biaswatch.rules.nights import night_label
+from biaswatch.rules.matching import (
+    MatchCandidate,
+    MatchDecision,
+    MatchRequest,
+    chosen_of,
+    explain_match,
+    nearest_too_old,
+)
+from biaswatch.rules.nights import night_label, night_start
 
 
 def existing_catalog(config_path: Path) -> Catalog | None:
@@ -32,6 +42,8 @@ def existing_catalog(config_path: Path) -> Catalog | None:
 
 def list_masters(args: argparse.Namespace) -> int:
     """``biaswatch masters``: the table, JSON, or with --for one path."""
+    if args.explain and args.for_time is None:
+        raise SystemExit("biaswatch masters: --explain needs --for")
     like = None if args.like is None else configuration_of(args.config, args.camera, args.like)
     catalog = existing_catalog(args.config)
     rows = [] if catalog is None else catalog.masters(args.camera, args.night)
@@ -44,10 +56,12 @@ def list_masters(args: argparse.Namespace) -> int:
         catalog.close()
         if args.current:
             rows = [r for r in rows if r.path in current]
+    if args.for_time is not None:
+        # Every configuration's masters go to the matcher: --explain names those of
+        # another configuration as such.
+        return _print_for(args, rows, like)
     if like is not None:
         rows = [r for r in rows if r.geometry == like]
-    if args.for_time is not None:
-        return _print_for(args, rows)
     if args.json:
         print(json.dumps([master_json(r) for r in rows], indent=2))
         return 0
@@ -94,32 +108,101 @@ def configuration_of(config_path: Path, camera_name: str | None, frame_path: Pat
         raise SystemExit(f"biaswatch masters: --like {frame_path}: {exc}") from None
 
 
-def _print_for(args: argparse.Namespace, rows: list[MasterRow]) -> int:
+def _print_for(args: argparse.Namespace, rows: list[MasterRow], like: str | None) -> int:
+    """``--for``: the chosen master's path; ``--explain`` adds every candidate's decision.
+
+    With ``--json``, one object (the request, the chosen path or null, every decision)
+    and nothing else; the exit status is 1 when no master fits, either way.
+    """
     if args.camera is None:
         raise SystemExit("biaswatch masters: --for needs --camera")
-    site = load_config(args.config).site
+    config = load_config(args.config)
+    site, camera = config.site, config.camera(args.camera)
     when = dt.datetime.fromisoformat(args.for_time)
     when = when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
-    chosen = nearest(rows, night_label(when, site.zone, site.night_rollover))
+    request = MatchRequest(
+        when, night_label(when, site.zone, site.night_rollover), like, camera.max_age_days
+    )
+    candidates = [
+        MatchCandidate(
+            r.path,
+            dt.date.fromisoformat(r.night),
+            r.sequence,
+            r.state,
+            r.geometry,
+            night_start(dt.date.fromisoformat(r.night), site.zone, site.night_rollover),
+        )
+        for r in rows
+    ]
+    decisions = explain_match(candidates, request)
+    chosen = chosen_of(decisions)
+    if args.json:
+        print(json.dumps(explanation_json(decisions, request), indent=2))
+    elif args.explain:
+        print_explanation(decisions, request, args.camera)
     if chosen is None:
-        like = "" if args.like is None else f" of {args.like.name}'s configuration"
-        print(f"no accepted master for camera {args.camera}{like}", flush=True)
+        if not args.json:
+            print(_no_master(args, decisions, request), flush=True)
         return 1
-    print(chosen.path)
+    if not args.json:
+        print(chosen.candidate.path)
     return 0
 
 
-def nearest(rows: Sequence[MasterRow], night: dt.date) -> MasterRow | None:
-    """The accepted master nearest the night; an earlier one wins a tie, then the latest made.
+def _no_master(
+    args: argparse.Namespace, decisions: Sequence[MatchDecision], request: MatchRequest
+) -> str:
+    """Why no master fits: the nearest one refused only for its age, if any."""
+    old = nearest_too_old(decisions)
+    if old is not None:
+        side = "older" if old.age_days > 0 else "newer"
+        return (
+            f"no master: the newest usable one, {old.candidate.path}, is "
+            f"{abs(old.age_days):.1f} days {side} than {args.for_time} "
+            f"(max_age_days = {request.max_age_days:g})"
+        )
+    like = "" if args.like is None else f" of {args.like.name}'s configuration"
+    return f"no accepted master for camera {args.camera}{like}"
 
-    A master from before the frame is the usual choice when two nights are as far.
-    """
-    accepted = [r for r in rows if r.state == "accepted"]
-    if not accepted:
-        return None
 
-    def distance(row: MasterRow) -> tuple[int, int, int]:
-        gap = (dt.date.fromisoformat(row.night) - night).days
-        return abs(gap), gap > 0, -row.sequence
+def print_explanation(
+    decisions: Sequence[MatchDecision], request: MatchRequest, camera: str
+) -> None:
+    """One line per candidate: the outcome, the master, and why."""
+    like = "" if request.configuration is None else f", configuration {request.configuration}"
+    print(
+        f"candidates for camera {camera} at {request.when.isoformat()} (night "
+        f"{request.night}{like}, max_age_days = {request.max_age_days:g}):"
+    )
+    if not decisions:
+        print("  (no masters)")
+    for d in decisions:
+        c = d.candidate
+        print(f"  {d.outcome:<19} {c.path}  (night {c.night} #{c.sequence}): {d.reason}")
 
-    return min(accepted, key=distance)
+
+def explanation_json(
+    decisions: Sequence[MatchDecision], request: MatchRequest
+) -> dict[str, object]:
+    """``--for --explain --json``: the request, the chosen path (or null), every decision."""
+    chosen = chosen_of(decisions)
+    return {
+        "for": request.when.isoformat(),
+        "night": request.night.isoformat(),
+        "configuration": request.configuration,
+        "max_age_days": request.max_age_days,
+        "chosen": None if chosen is None else chosen.candidate.path,
+        "candidates": [
+            {
+                "path": d.candidate.path,
+                "night": d.candidate.night.isoformat(),
+                "sequence": d.candidate.sequence,
+                "state": d.candidate.state,
+                "configuration": d.candidate.configuration,
+                "outcome": d.outcome,
+                "reason": d.reason,
+                "age_days": round(d.age_days, 3),
+            }
+            for d in decisions
+        ],
+    }

@@ -46,7 +46,17 @@ def add_masters_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--current", action="store_true", help="only each camera's current master (latest.fits)"
     )
-    parser.add_argument("--json", action="store_true", help="print a JSON array")
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="with --for: list every candidate and why it was or was not chosen (verdict, "
+        "configuration, age against the camera's max_age_days, distance in time)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON array (with --for: an object, the chosen path and every decision)",
+    )
 
 
 def add_accept_options(parser: argparse.ArgumentParser) -> None:
