@@ -12,6 +12,7 @@ import pytest
 
 from biaswatch.catalog.rows import MasterRow
 from biaswatch.catalog.store import Catalog
+from biaswatch.cli.main import build_parser
 from biaswatch.cli.masters import list_masters
 from biaswatch.cli.status import gather, render_status
 from biaswatch.config import load_config
@@ -41,15 +42,9 @@ def config_with_master(tmp_path: Path, segments: tuple[tuple[str, MasterQC], ...
 
 
 def masters_args(config: Path, *, as_json: bool) -> argparse.Namespace:
-    """``biaswatch masters`` options: everything listed."""
-    return argparse.Namespace(
-        config=config,
-        camera=None,
-        night=None,
-        for_time=None,
-        like=None,
-        current=False,
-        json=as_json,
+    """``biaswatch masters`` options, from the real parser: everything listed."""
+    return build_parser().parse_args(
+        ["masters", "--config", str(config), *(["--json"] if as_json else [])]
     )
 
 
