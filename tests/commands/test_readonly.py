@@ -166,3 +166,24 @@ def test_reading_commands_on_a_fresh_setup_create_nothing(tree: Path) -> None:
     catalog = tree / "state" / "catalog.sqlite"
     assert results["attempts"].stdout == f"no catalog yet at {catalog}\n"
     assert results["report"].stdout == f"no catalog yet at {catalog}\n"
+
+
+def test_a_write_ahead_log_left_without_its_shm_is_refused_not_read_stale(tree: Path) -> None:
+    """A -wal with no -shm (a crash) may hold commits: the reader is told to start the service."""
+    config = backfilled(tree)
+    database = tree / "state" / "catalog.sqlite"
+    writer = sqlite3.connect(database, isolation_level=None)
+    try:
+        writer.execute("PRAGMA wal_autocheckpoint = 0")  # keep the commit in the WAL
+        writer.execute("UPDATE masters SET state = 'rejected', judged_by = 'test'")
+        kept = {suffix: Path(f"{database}{suffix}").read_bytes() for suffix in ("", "-wal")}
+    finally:
+        writer.close()  # checkpoints, and deletes the -wal and -shm
+    for suffix, content in kept.items():  # as a crash leaves them, but for the -shm
+        Path(f"{database}{suffix}").write_bytes(content)
+    before = listing(tree, tree / "reader")
+    result = as_reader("masters", "--config", config)
+    assert listing(tree, tree / "reader") == before
+    assert result.returncode == 78, result.stderr
+    assert "catalog.sqlite-wal has no -shm beside it" in result.stderr
+    assert "start the service once" in result.stderr

@@ -114,3 +114,13 @@ def test_the_read_only_catalog_refuses_writes(tmp_path: Path) -> None:
             catalog.flag_set(1, "warm")
     finally:
         catalog.close()
+
+
+def test_a_file_that_is_no_database_is_one_clear_line(tmp_path: Path) -> None:
+    """A catalog path holding something else is refused naming the file, not with a traceback."""
+    path = tmp_path / "catalog.sqlite"
+    path.write_bytes(b"not a database" * 100)
+    with pytest.raises(
+        ConfigError, match=r"catalog\.sqlite: cannot be read \(file is not a database"
+    ):
+        open_reading(path)

@@ -64,11 +64,6 @@ def newer_schema(path: Path, version: int) -> str | None:
     )
 
 
-# SQLite's SQLITE_READONLY_DIRECTORY, (6 << 8) | SQLITE_READONLY 8 (sqlite.org/rescode.html):
-# a WAL database whose -shm file does not exist and cannot be created.
-_READONLY_DIRECTORY = 1544
-
-
 def open_reading(path: Path) -> Catalog | None:
     """The catalog read-only, for the reading commands; None when there is none yet.
 
@@ -105,26 +100,44 @@ def _connect_reading(path: Path) -> sqlite3.Connection:
     main file and deleted both (sqlite.org/wal.html, "Checkpointing"), so the main
     file holds everything and ``immutable=1`` (sqlite.org/uri.html) reads it without
     the -shm. A -wal left without a -shm (a crash) may hold commits the main file lacks:
-    refused, rather than shown stale.
+    refused, rather than shown stale. Were the service to start between the two tries, it
+    writes only its -wal until its first checkpoint (1000 pages by default,
+    sqlite.org/wal.html "Automatic Checkpoint"), so the main file read stays whole.
     """
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, detect_types=DETECT_TYPES)
     try:
-        db.execute("PRAGMA user_version").fetchone()
-        return db
-    except sqlite3.OperationalError as exc:
-        db.close()
-        if getattr(exc, "sqlite_errorcode", 0) != _READONLY_DIRECTORY:
-            raise
-    if Path(f"{path}-wal").exists():
+        return _probed(f"file:{path}?mode=ro")
+    except sqlite3.OperationalError:
+        # SQLITE_READONLY_DIRECTORY with no -wal, SQLITE_CANTOPEN with one (SQLite 3.40):
+        # with a -shm there, the failure is something else and is reported below.
+        if Path(f"{path}-shm").exists():
+            return _probed(f"file:{path}?mode=ro", path)
+    except sqlite3.Error as exc:  # "file is not a database": no other open would help
+        raise ConfigError([f"{path}: cannot be read ({exc})"]) from None
+    wal = Path(f"{path}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
         raise ConfigError(
             [
-                f"{path}: its write-ahead log {path.name}-wal has no -shm beside it and this user"
+                f"{path}: its write-ahead log {wal.name} has no -shm beside it and this user"
                 " may not create one: start the service once (as its user) to checkpoint it"
             ]
         )
-    return sqlite3.connect(
-        f"file:{path}?immutable=1", uri=True, timeout=30, detect_types=DETECT_TYPES
-    )
+    return _probed(f"file:{path}?immutable=1", path)
+
+
+def _probed(uri: str, path: Path | None = None) -> sqlite3.Connection:
+    """A connection to ``uri`` that has read the header; with ``path``, a failure is one line.
+
+    SQLite opens lazily: only the first read finds out whether the file can be read.
+    """
+    db = sqlite3.connect(uri, uri=True, timeout=30, detect_types=DETECT_TYPES)
+    try:
+        db.execute("PRAGMA user_version").fetchone()
+    except sqlite3.Error as exc:
+        db.close()
+        if path is None:
+            raise
+        raise ConfigError([f"{path}: cannot be read ({exc})"]) from None
+    return db
 
 
 def schema_problem(path: Path, db: sqlite3.Connection) -> str | None:
