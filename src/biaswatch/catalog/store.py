@@ -39,6 +39,12 @@ from biaswatch.catalog.rows import (
 from biaswatch.names import DETECT_TYPES, bound
 from biaswatch.rules.qc import FrameQC
 
+# The catalog's schema version, kept in SQLite's PRAGMA user_version (sqlite.org/pragma.html
+# #pragma_user_version: an integer at offset 60 of the header, free for the application).
+# Catalogs made before it was kept read 0. Raise it whenever SCHEMA or migrate changes, so
+# a reading command of an older biaswatch refuses a catalog it cannot read (catalog/open.py).
+SCHEMA_VERSION = 1
+
 
 def utc_now() -> dt.datetime:
     """The real time, aware UTC (the default clock)."""
@@ -93,6 +99,21 @@ class Catalog(MasterQueries, AttemptQueries):
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
         migrate(self._db)
+        # Only ever raised: a newer catalog is refused before this (catalog/open.py).
+        if self._db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @classmethod
+    def reading(cls, db: sqlite3.Connection, now: Callable[[], dt.datetime] = utc_now) -> Catalog:
+        """The catalog over a connection catalog/open.py opened read-only: no pragma, no migration.
+
+        Only the queries work on it; a write fails with SQLite's "readonly database".
+        """
+        catalog = cls.__new__(cls)
+        catalog._clock = now
+        db.row_factory = sqlite3.Row
+        catalog._db = db
+        return catalog
 
     def close(self) -> None:
         """Close the database."""

@@ -10,17 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from biaswatch.catalog.store import Catalog
+from biaswatch.catalog.open import open_reading
 from biaswatch.config import load_config
 
 
 def list_attempts(args: argparse.Namespace) -> int:
     """Print the attempts, oldest first, as a table or JSON."""
     database = load_config(args.config).service.state_dir / "catalog.sqlite"
-    if not database.exists():
-        print("no catalog yet")
+    catalog = open_reading(database)
+    if catalog is None:
+        print(f"no catalog yet at {database}")
         return 0
-    catalog = Catalog(database)
     try:
         rows = [dict(row) for row in catalog.attempts(args.set_id, args.night)]
     finally:

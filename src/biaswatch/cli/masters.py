@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from biaswatch.catalog.open import open_reading
 from biaswatch.catalog.rows import MasterRow
 from biaswatch.catalog.store import Catalog
 from biaswatch.config import load_config
@@ -35,9 +36,8 @@ from biaswatch.rules.nights import night_label, night_start
 
 
 def existing_catalog(config_path: Path) -> Catalog | None:
-    """The configured catalog, or None before the service has made one."""
-    database = load_config(config_path).service.state_dir / "catalog.sqlite"
-    return Catalog(database) if database.exists() else None
+    """The configured catalog, read-only, or None before the service has made one."""
+    return open_reading(load_config(config_path).service.state_dir / "catalog.sqlite")
 
 
 def list_masters(args: argparse.Namespace) -> int:

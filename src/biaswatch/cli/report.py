@@ -16,5 +16,9 @@ from biaswatch.publish.report import write_report
 def write_report_command(args: argparse.Namespace) -> int:
     """Write the night's page and print where it went."""
     config = load_config(args.config)
+    database = config.service.state_dir / "catalog.sqlite"
+    if not database.exists():  # before, an empty catalog was made here: now nothing is
+        print(f"no catalog yet at {database}")
+        return 0
     print(write_report(config, args.night, args.output, dt.datetime.now(dt.UTC)))
     return 0

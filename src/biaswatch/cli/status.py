@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from biaswatch.catalog.open import open_reading
 from biaswatch.catalog.store import Catalog
 from biaswatch.config import CameraConfig, Config, load_config
 from biaswatch.names import for_terminal
@@ -39,8 +40,7 @@ def show_status(args: argparse.Namespace) -> int:
 def gather(config: Config, now: dt.datetime) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data."""
     service = _service(config)
-    database = config.service.state_dir / "catalog.sqlite"
-    catalog = Catalog(database) if database.exists() else None
+    catalog = open_reading(config.service.state_dir / "catalog.sqlite")
     try:
         cameras = [_camera_status(config, camera, catalog, now) for camera in config.cameras]
     finally:

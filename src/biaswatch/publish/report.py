@@ -24,6 +24,7 @@ from matplotlib.dates import DateFormatter, DayLocator
 from matplotlib.figure import Figure
 
 from biaswatch import __version__
+from biaswatch.catalog.open import open_reading
 from biaswatch.catalog.rows import MasterRow
 from biaswatch.catalog.store import Catalog
 from biaswatch.config import Config
@@ -60,7 +61,12 @@ def write_night_report(config: Config, night: dt.date, now: dt.datetime) -> None
 
 def write_report(config: Config, night: dt.date, out: Path, now: dt.datetime) -> Path:
     """Build the night's page from the catalog and write it (whole, or not at all)."""
-    catalog = Catalog(config.service.state_dir / "catalog.sqlite")
+    database = config.service.state_dir / "catalog.sqlite"
+    # Read-only: the report command may run as a user who may not write the state
+    # directory, and must not create a catalog where there is none.
+    catalog = open_reading(database)
+    if catalog is None:
+        raise FileNotFoundError(f"no catalog yet at {database}")
     try:
         sections = [_camera(catalog, camera.name, night) for camera in config.cameras]
     finally:
