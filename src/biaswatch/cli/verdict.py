@@ -12,13 +12,14 @@ import getpass
 import os
 from pathlib import Path
 
-from biaswatch.cli.masters import existing_catalog
+from biaswatch.catalog.store import Catalog
+from biaswatch.config import load_config
 from biaswatch.publish.master import point_latest, repair_latest
 
 
 def record_verdict(args: argparse.Namespace) -> int:
     """Record the operator's verdict and point latest.fits at the newest accepted master."""
-    catalog = existing_catalog(args.config)
+    catalog = catalog_to_judge(args.config)
     if catalog is None:
         raise SystemExit("biaswatch: no catalog yet")
     who = os.environ.get("SUDO_USER") or getpass.getuser()
@@ -43,3 +44,12 @@ def record_verdict(args: argparse.Namespace) -> int:
         f"{newest.path if newest else 'nothing accepted'}"
     )
     return 0
+
+
+def catalog_to_judge(config_path: Path) -> Catalog | None:
+    """The configured catalog opened for writing (a verdict is a write), or None if none yet.
+
+    Not cli.masters.existing_catalog: the reading commands open it read-only (issue 15).
+    """
+    database = load_config(config_path).service.state_dir / "catalog.sqlite"
+    return Catalog(database) if database.exists() else None
