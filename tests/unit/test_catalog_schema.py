@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from biaswatch.catalog.open import open_catalog, open_reading
-from biaswatch.catalog.store import SCHEMA_VERSION, utc_now
+from biaswatch.catalog.store import SCHEMA_VERSION, Catalog, utc_now
 from biaswatch.errors import ConfigError
 from biaswatch.system.mounts import Mount
 from biaswatch.testing.helpers import catalog_in
@@ -73,6 +73,15 @@ def test_the_service_refuses_a_newer_catalog_and_leaves_its_version(tmp_path: Pa
     set_user_version(path, SCHEMA_VERSION + 1)
     with pytest.raises(ConfigError, match="is newer than this biaswatch"):
         open_catalog(path, utc_now, LOCAL)
+    assert user_version(path) == SCHEMA_VERSION + 1
+
+
+def test_a_writing_command_refuses_a_newer_catalog_too(tmp_path: Path) -> None:
+    """Catalog() itself (accept/reject, backfill) refuses a newer catalog, version unchanged."""
+    path = made_catalog(tmp_path)
+    set_user_version(path, SCHEMA_VERSION + 1)
+    with pytest.raises(ConfigError, match="is newer than this biaswatch"):
+        Catalog(path)
     assert user_version(path) == SCHEMA_VERSION + 1
 
 

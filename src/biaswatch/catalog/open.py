@@ -19,7 +19,7 @@ from pathlib import Path
 import structlog
 
 from biaswatch.catalog.rows import SCHEMA, migrate
-from biaswatch.catalog.store import SCHEMA_VERSION, Catalog
+from biaswatch.catalog.store import SCHEMA_VERSION, Catalog, newer_schema
 from biaswatch.errors import ConfigError
 from biaswatch.names import DETECT_TYPES
 from biaswatch.system.mounts import Mount, check_state_dir
@@ -43,25 +43,7 @@ def open_catalog(
     if aside is not None:
         action = "rebuilding from a full scan; masters already on disk are adopted"
         log.error("catalog.corrupt", moved_to=str(aside), action=action)
-    if path.exists():
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            too_new = newer_schema(path, int(db.execute("PRAGMA user_version").fetchone()[0]))
-        finally:
-            db.close()
-        if too_new is not None:  # migrating it "down" could lose what the newer one keeps
-            raise ConfigError([too_new])
-    return Catalog(path, now=now)
-
-
-def newer_schema(path: Path, version: int) -> str | None:
-    """The refusal of a catalog made by a newer biaswatch, or None."""
-    if version <= SCHEMA_VERSION:
-        return None
-    return (
-        f"{path}: catalog schema {version} is newer than this biaswatch ({SCHEMA_VERSION}):"
-        " upgrade biaswatch"
-    )
+    return Catalog(path, now=now)  # refuses a catalog of a newer biaswatch itself
 
 
 def open_reading(path: Path) -> Catalog | None:

@@ -36,6 +36,7 @@ from biaswatch.catalog.rows import (
     migrate,
     segments_json,
 )
+from biaswatch.errors import ConfigError
 from biaswatch.names import DETECT_TYPES, bound
 from biaswatch.rules.qc import FrameQC
 
@@ -82,6 +83,16 @@ def _is_known(db: sqlite3.Connection, path: Path, size: int, mtime_ns: int) -> b
     return row is not None and (row["size"], row["mtime_ns"]) == (size, mtime_ns)
 
 
+def newer_schema(path: Path, version: int) -> str | None:
+    """The refusal of a catalog made by a newer biaswatch, or None."""
+    if version <= SCHEMA_VERSION:
+        return None
+    return (
+        f"{path}: catalog schema {version} is newer than this biaswatch ({SCHEMA_VERSION}):"
+        " upgrade biaswatch"
+    )
+
+
 class Catalog(MasterQueries, AttemptQueries):
     """The catalog database; one instance per process, used from one thread."""
 
@@ -94,12 +105,18 @@ class Catalog(MasterQueries, AttemptQueries):
             path, isolation_level=None, timeout=30, detect_types=DETECT_TYPES
         )
         self._db.row_factory = sqlite3.Row
+        # Every writer (the service, backfill, accept/reject) refuses a newer catalog
+        # before touching it: migrating it "down" could lose what the newer one keeps.
+        too_new = newer_schema(path, int(self._db.execute("PRAGMA user_version").fetchone()[0]))
+        if too_new is not None:
+            self._db.close()
+            raise ConfigError([too_new])
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
         migrate(self._db)
-        # Only ever raised: a newer catalog is refused before this (catalog/open.py).
+        # Only ever raised: a newer catalog was refused above.
         if self._db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
