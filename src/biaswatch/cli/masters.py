@@ -23,7 +23,7 @@ from pathlib import Path
 from biaswatch.catalog.open import open_reading
 from biaswatch.catalog.rows import MasterRow
 from biaswatch.catalog.store import Catalog
-from biaswatch.config import load_config
+from biaswatch.config import Config, load_config
 from biaswatch.rules.matching import (
     MatchCandidate,
     MatchDecision,
@@ -35,31 +35,30 @@ from biaswatch.rules.matching import (
 from biaswatch.rules.nights import night_label, night_start
 
 
-def existing_catalog(config_path: Path) -> Catalog | None:
+def existing_catalog(config: Config) -> Catalog | None:
     """The configured catalog, read-only, or None before the service has made one."""
-    return open_reading(load_config(config_path).service.state_dir / "catalog.sqlite")
+    return open_reading(config.service.state_dir / "catalog.sqlite")
 
 
 def list_masters(args: argparse.Namespace) -> int:
     """``biaswatch masters``: the table, JSON, or with --for one path."""
     if args.explain and args.for_time is None:
         raise SystemExit("biaswatch masters: --explain needs --for")
-    like = None if args.like is None else configuration_of(args.config, args.camera, args.like)
-    catalog = existing_catalog(args.config)
+    config = load_config(args.config)  # once: --like and --for read it too
+    like = None if args.like is None else configuration_of(config, args.camera, args.like)
+    catalog = existing_catalog(config)
     rows = [] if catalog is None else catalog.masters(args.camera, args.night)
     if catalog is not None:
-        # What latest.fits points at (each camera's newest accepted master), or with
-        # --like what latest-<label>.fits points at (each configuration's).
-        current = set(catalog.latest_paths().values())
-        if like is not None:
-            current = set(catalog.latest_by_configuration().values())
-        catalog.close()
         if args.current:
-            rows = [r for r in rows if r.path in current]
+            # What latest.fits points at (each camera's newest accepted master), or
+            # with --like what latest-<label>.fits points at (each configuration's).
+            links = catalog.latest_by_configuration() if like else catalog.latest_paths()
+            rows = [r for r in rows if r.path in set(links.values())]
+        catalog.close()
     if args.for_time is not None:
         # Every configuration's masters go to the matcher: --explain names those of
         # another configuration as such.
-        return _print_for(args, rows, like)
+        return _print_for(args, config, rows, like)
     if like is not None:
         rows = [r for r in rows if r.geometry == like]
     if args.json:
@@ -88,7 +87,7 @@ def master_json(row: MasterRow) -> dict[str, object]:
     return shown
 
 
-def configuration_of(config_path: Path, camera_name: str | None, frame_path: Path) -> str:
+def configuration_of(config: Config, camera_name: str | None, frame_path: Path) -> str:
     """The geometry label the service gives ``frame_path`` of this camera (frames/read.py).
 
     The frame is read as the service reads it (read-only, the camera's settings), so
@@ -101,14 +100,16 @@ def configuration_of(config_path: Path, camera_name: str | None, frame_path: Pat
     from biaswatch.errors import FrameRejected
     from biaswatch.frames.read import label_of
 
-    camera = load_config(config_path).camera(camera_name)
+    camera = config.camera(camera_name)
     try:
         return label_of(frame_path, camera)
     except (OSError, FrameRejected) as exc:
         raise SystemExit(f"biaswatch masters: --like {frame_path}: {exc}") from None
 
 
-def _print_for(args: argparse.Namespace, rows: list[MasterRow], like: str | None) -> int:
+def _print_for(
+    args: argparse.Namespace, config: Config, rows: list[MasterRow], like: str | None
+) -> int:
     """``--for``: the chosen master's path; ``--explain`` adds every candidate's decision.
 
     With ``--json``, one object (the request, the chosen path or null, every decision)
@@ -116,7 +117,6 @@ def _print_for(args: argparse.Namespace, rows: list[MasterRow], like: str | None
     """
     if args.camera is None:
         raise SystemExit("biaswatch masters: --for needs --camera")
-    config = load_config(args.config)
     site, camera = config.site, config.camera(args.camera)
     when = dt.datetime.fromisoformat(args.for_time)
     when = when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)

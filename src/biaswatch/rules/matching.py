@@ -58,12 +58,12 @@ def explain_match(
     candidates: Sequence[MatchCandidate], request: MatchRequest
 ) -> tuple[MatchDecision, ...]:
     """Every candidate's decision, in the order given; at most one is ``chosen``."""
-    usable = [c for c in candidates if _refusal(c, request) is None]
+    refusals = [_refusal(c, request) for c in candidates]
+    usable = [c for c, refusal in zip(candidates, refusals, strict=True) if refusal is None]
     chosen = min(usable, key=lambda c: _distance(c, request.night), default=None)
     decisions = []
-    for candidate in candidates:
+    for candidate, refusal in zip(candidates, refusals, strict=True):
         age = _age_days(candidate, request.when)
-        refusal = _refusal(candidate, request)
         if refusal is not None:
             decisions.append(MatchDecision(candidate, refusal[0], refusal[1], age))
         elif candidate is chosen:
