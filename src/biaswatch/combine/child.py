@@ -261,9 +261,16 @@ def finish_segments(
     from its header.
     """
     settings = job.info.settings
-    header = master_header(fits.getheader(job.inputs[0]), job.info)
+    # The first input's headers, read once: the master's, each segment's and its QC's.
+    with fits.open(job.inputs[0]) as first:
+        header = master_header(first[0].header.copy(), job.info)
+        headers = {segment.hdu: first[segment.hdu].header.copy() for segment, _ in segments}
     measured = [
-        (segment, combined, segment_cards(combined.data, job.inputs, segment.hdu, settings))
+        (
+            segment,
+            combined,
+            segment_cards(combined.data, job.inputs, headers[segment.hdu], segment.hdu, settings),
+        )
         for segment, combined in segments
     ]
     if len(measured) == 1 and not measured[0][0].name:
@@ -275,7 +282,7 @@ def finish_segments(
         parts = [
             MasterPart(
                 segment.name,
-                segment_header(fits.getheader(job.inputs[0], segment.hdu), qc),
+                segment_header(headers[segment.hdu], qc),
                 combined.data,
                 combined.mask,
                 combined.uncertainty,

@@ -167,10 +167,13 @@ def _input_sample(path: str, hdu: int, where: Window, stride: int) -> np.ndarray
 
 
 def segment_cards(
-    data: np.ndarray, inputs: Sequence[str], hdu: int, settings: CombineSettings
+    data: np.ndarray,
+    inputs: Sequence[str],
+    header: fits.Header,
+    hdu: int,
+    settings: CombineSettings,
 ) -> SegmentCards:
-    """One segment's QC, per amplifier region when its first input's header names them."""
-    header = fits.getheader(inputs[0], hdu)
+    """One segment's QC, per amplifier region when its first input's ``header`` names them."""
     windows = amplifier_windows(header, data.shape)
     if not windows:
         return SegmentCards(as_written(region_qc(data, inputs, hdu, settings)))
