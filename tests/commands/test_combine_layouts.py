@@ -8,10 +8,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from biaswatch.combine.child import CombineJob, make_master
-from biaswatch.combine.master_file import MasterInfo
-from biaswatch.settings import CombineSettings
-from biaswatch.testing.fits import bias_stack, write_segment_stack, write_stack
+from biaswatch.testing.fits import bias_stack, service_master, write_segment_stack, write_stack
 from biaswatch.testing.helpers import run_cli
 
 # Cards that differ between any two writes (time of writing, checksums) or say
@@ -32,16 +29,6 @@ def inputs_for(tmp_path: Path, layout: str) -> list[Path]:
     amps = {"BWNAMP": 2, "BWAN1": "A", "BWAS1": "[1:12,1:16]"}
     header = {**amps, "BWAN2": "B", "BWAS2": "[13:24,1:16]"} if layout == "amps" else None
     return write_stack(frames, stack, header)
-
-
-def service_master(tmp_path: Path, inputs: list[Path]) -> Path:
-    """The master the service's combine child writes for these inputs."""
-    names = tuple(p.name for p in inputs)
-    info = MasterInfo("cli", "-", 1, "g", names, CombineSettings(), 350_000_000, "0" * 64)
-    job = CombineJob(1, tuple(str(p) for p in inputs), str(tmp_path / "svc" / "m.fits"), info)
-    result = make_master(job)
-    assert result.temporary is not None, result.reason
-    return Path(result.temporary)
 
 
 @pytest.mark.parametrize("layout", ["one", "mef", "amps"])

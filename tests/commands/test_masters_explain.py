@@ -103,7 +103,7 @@ def test_for_never_returns_a_master_older_than_max_age_days_and_says_so(tmp_path
     # Night 2025-03-08 began at its noon rollover, 12:00 CST = 18:00 UTC (DST began on
     # 03-09), 42 days and 9 hours before 2025-04-20T03:00Z: 42.4 days.
     newest = masters[("2025-03-08", "56x40-1x1")]
-    assert found.stdout.startswith(f"no master: the newest usable one, {newest}, is 42.4 ")
+    assert found.stdout.startswith(f"no master: the nearest accepted one, {newest}, is 42.4 ")
     assert f"days older than {late} (max_age_days = 30)" in found.stdout
 
 

@@ -16,7 +16,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,26 +23,21 @@ import pytest
 
 from biaswatch.testing.fits import write_cryo_raw
 from biaswatch.testing.helpers import run_cli, write_config
-from biaswatch.testing.service import as_uid
+from biaswatch.testing.service import READER, as_uid, searchable_tree
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to run commands as another uid"),
     pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)"),
 ]
 
-READER = 65534  # nobody
 NIGHT = "2025-03-10"  # the evening of the frames below (03:00 UTC is the evening before, Chicago)
 
 
 @pytest.fixture
 def tree() -> Iterator[Path]:
     """A new folder under the system's temporary folder that every user may search."""
-    root = Path(tempfile.mkdtemp(prefix="biaswatch-readonly-"))
-    root.chmod(0o755)
-    try:
+    with searchable_tree("biaswatch-readonly-") as root:
         yield root
-    finally:
-        shutil.rmtree(root)
 
 
 def as_reader(*args: str | Path) -> subprocess.CompletedProcess[str]:

@@ -1,7 +1,8 @@
 """What the commands share: exit statuses, the ``--config`` option, how config errors print.
 
-Which config a command reads: ``--config PATH``, else ``$BIASWATCH_CONFIG``, else
-/etc/biaswatch/config.toml if it exists, else ./config.toml (config_path); cli/main.py
+Which config a command reads: biaswatch.discovery's rule (``--config PATH``, else
+``$BIASWATCH_CONFIG``, else /etc/biaswatch/config.toml if it exists, else ./config.toml),
+the same as the Python API's (biaswatch.calibrations); cli/main.py
 resolves it before the command's handler runs, so handlers read ``args.config``.
 
 Cheap on purpose (argparse and the standard library only): cli/main.py imports
@@ -22,6 +23,15 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from biaswatch.discovery import (
+    BUILT_IN,
+    ENVIRONMENT_VARIABLE,
+    LOCAL,
+    SYSTEM_CONFIG,
+    NoConfig,
+    discover_config,
+    why_chosen,
+)
 from biaswatch.errors import ConfigError
 
 EX_CONFIG = 78
@@ -31,17 +41,6 @@ EX_UNAVAILABLE = 69  # sysexits.h: the Dask scheduler did not answer; systemd re
 # 75) the unit tries again every RestartSec= up to StartLimitBurst=, so it takes over
 # if the other one (a hand-started run, a predecessor stuck in a hung mount) ends soon.
 EX_TEMPFAIL = 75
-
-
-# Where the installed service's config lives (the shipped systemd unit passes it as
-# --config too); tried when neither --config nor $BIASWATCH_CONFIG says otherwise.
-SYSTEM_CONFIG = Path("/etc/biaswatch/config.toml")
-ENVIRONMENT_VARIABLE = "BIASWATCH_CONFIG"
-BUILT_IN = "built-in defaults"
-
-
-class NoConfig(ConfigError):
-    """The config file chosen (by --config, $BIASWATCH_CONFIG or the default) is not there."""
 
 
 def config_option(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
@@ -67,19 +66,8 @@ def config_path(
     environ: Mapping[str, str] = os.environ,
     system: Path = SYSTEM_CONFIG,
 ) -> tuple[Path, str]:
-    """The config file to use and how it was chosen (the first that applies wins).
-
-    ``--config PATH``; else ``$BIASWATCH_CONFIG`` (if set and not empty); else the
-    system config if it exists; else ``./config.toml``. ``environ`` and ``system``
-    are parameters so tests can point them elsewhere than the real ones.
-    """
-    if args.config is not None:
-        return Path(args.config), "--config"
-    if environ.get(ENVIRONMENT_VARIABLE):
-        return Path(environ[ENVIRONMENT_VARIABLE]), f"${ENVIRONMENT_VARIABLE}"
-    if system.is_file():
-        return system, str(system)
-    return Path("config.toml"), "./config.toml"
+    """The config file to use and how it was chosen: biaswatch.discovery's rule on ``args``."""
+    return discover_config(args.config, environ, system)
 
 
 def resolve_config(args: argparse.Namespace) -> None:
@@ -90,25 +78,18 @@ def resolve_config(args: argparse.Namespace) -> None:
     """
     path, source = config_path(args)
     path = path.absolute()
-    if source == "./config.toml" and args.config_optional:
+    if source == LOCAL and args.config_optional:
         # combine never read ./config.toml: a stray one in the working directory (the
         # repository's example) must not change a one-off combine behind the user's back.
         args.config, args.config_source = None, BUILT_IN
     elif not path.exists():
         args.config = None
-        raise NoConfig([f"no config at {path} (from {_why(source)})"])
+        raise NoConfig([f"no config at {path} (from {why_chosen(source)})"])
     else:
         args.config, args.config_source = path, source
     if args.verbose:
         shown = BUILT_IN if args.config is None else f"config {args.config}"
-        print(f"biaswatch: using {shown} (from {_why(args.config_source)})", file=sys.stderr)
-
-
-def _why(source: str) -> str:
-    """How the config was chosen, in words; the last resorts say what was not there."""
-    if source in ("./config.toml", BUILT_IN):
-        return f"{source}: no --config, ${ENVIRONMENT_VARIABLE} unset, no {SYSTEM_CONFIG}"
-    return source
+        print(f"biaswatch: using {shown} (from {why_chosen(args.config_source)})", file=sys.stderr)
 
 
 def print_problems(exc: ConfigError, args: argparse.Namespace | None = None) -> None:
@@ -118,7 +99,7 @@ def print_problems(exc: ConfigError, args: argparse.Namespace | None = None) -> 
         return
     where = ""
     if args is not None and getattr(args, "config", None) is not None:
-        where = f" in {args.config} (from {_why(args.config_source)})"
+        where = f" in {args.config} (from {why_chosen(args.config_source)})"
     print(f"biaswatch: configuration error{where}:", file=sys.stderr)
     for problem in exc.problems:
         print(f"  {problem}", file=sys.stderr)

@@ -16,23 +16,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from biaswatch.calibrations import match_rows
 from biaswatch.catalog.open import open_reading
 from biaswatch.catalog.rows import MasterRow
 from biaswatch.catalog.store import Catalog
 from biaswatch.config import Config, load_config
-from biaswatch.rules.matching import (
-    MatchCandidate,
-    MatchDecision,
-    MatchRequest,
-    chosen_of,
-    explain_match,
-    nearest_too_old,
-)
-from biaswatch.rules.nights import night_label, night_start
 
 
 def existing_catalog(config: Config) -> Catalog | None:
@@ -113,96 +104,24 @@ def _print_for(
     """``--for``: the chosen master's path; ``--explain`` adds every candidate's decision.
 
     With ``--json``, one object (the request, the chosen path or null, every decision)
-    and nothing else; the exit status is 1 when no master fits, either way.
+    and nothing else; the exit status is 1 when no master fits, either way. The
+    decisions are the Python API's (biaswatch.calibrations.match_rows).
     """
     if args.camera is None:
         raise SystemExit("biaswatch masters: --for needs --camera")
-    site, camera = config.site, config.camera(args.camera)
+    camera = config.camera(args.camera)
     when = dt.datetime.fromisoformat(args.for_time)
     when = when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
-    request = MatchRequest(
-        when, night_label(when, site.zone, site.night_rollover), like, camera.max_age_days
-    )
-    candidates = [
-        MatchCandidate(
-            r.path,
-            dt.date.fromisoformat(r.night),
-            r.sequence,
-            r.state,
-            r.geometry,
-            night_start(dt.date.fromisoformat(r.night), site.zone, site.night_rollover),
-        )
-        for r in rows
-    ]
-    decisions = explain_match(candidates, request)
-    chosen = chosen_of(decisions)
+    match = match_rows(config, args.camera, rows, when, like, camera.max_age_days)
     if args.json:
-        print(json.dumps(explanation_json(decisions, request), indent=2))
+        print(json.dumps(match.as_json(), indent=2))
     elif args.explain:
-        print_explanation(decisions, request, args.camera)
-    if chosen is None:
+        print("\n".join(match.lines()))
+    if match.chosen is None:
         if not args.json:
-            print(_no_master(args, decisions, request), flush=True)
+            like_name = None if args.like is None else args.like.name
+            print(match.why_none(args.for_time, like_name), flush=True)
         return 1
     if not args.json:
-        print(chosen.candidate.path)
+        print(match.chosen)
     return 0
-
-
-def _no_master(
-    args: argparse.Namespace, decisions: Sequence[MatchDecision], request: MatchRequest
-) -> str:
-    """Why no master fits: the nearest one refused only for its age, if any."""
-    old = nearest_too_old(decisions)
-    if old is not None:
-        side = "older" if old.age_days > 0 else "newer"
-        return (
-            f"no master: the newest usable one, {old.candidate.path}, is "
-            f"{abs(old.age_days):.1f} days {side} than {args.for_time} "
-            f"(max_age_days = {request.max_age_days:g})"
-        )
-    like = "" if args.like is None else f" of {args.like.name}'s configuration"
-    return f"no accepted master for camera {args.camera}{like}"
-
-
-def print_explanation(
-    decisions: Sequence[MatchDecision], request: MatchRequest, camera: str
-) -> None:
-    """One line per candidate: the outcome, the master, and why."""
-    like = "" if request.configuration is None else f", configuration {request.configuration}"
-    print(
-        f"candidates for camera {camera} at {request.when.isoformat()} (night "
-        f"{request.night}{like}, max_age_days = {request.max_age_days:g}):"
-    )
-    if not decisions:
-        print("  (no masters)")
-    for d in decisions:
-        c = d.candidate
-        print(f"  {d.outcome:<19} {c.path}  (night {c.night} #{c.sequence}): {d.reason}")
-
-
-def explanation_json(
-    decisions: Sequence[MatchDecision], request: MatchRequest
-) -> dict[str, object]:
-    """``--for --explain --json``: the request, the chosen path (or null), every decision."""
-    chosen = chosen_of(decisions)
-    return {
-        "for": request.when.isoformat(),
-        "night": request.night.isoformat(),
-        "configuration": request.configuration,
-        "max_age_days": request.max_age_days,
-        "chosen": None if chosen is None else chosen.candidate.path,
-        "candidates": [
-            {
-                "path": d.candidate.path,
-                "night": d.candidate.night.isoformat(),
-                "sequence": d.candidate.sequence,
-                "state": d.candidate.state,
-                "configuration": d.candidate.configuration,
-                "outcome": d.outcome,
-                "reason": d.reason,
-                "age_days": round(d.age_days, 3),
-            }
-            for d in decisions
-        ],
-    }

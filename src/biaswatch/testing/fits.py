@@ -348,3 +348,17 @@ def seed_combined(
         **({} if hdu is None else {"hdu": hdu}),
     )
     return combined
+
+
+def service_master(directory: Path, inputs: Sequence[Path], camera: str = "cli") -> Path:
+    """The master the service's combine child writes for calibrated ``inputs`` (in-process)."""
+    from biaswatch.combine.child import CombineJob, make_master
+    from biaswatch.combine.master_file import MasterInfo
+    from biaswatch.settings import CombineSettings
+
+    names = tuple(p.name for p in inputs)
+    info = MasterInfo(camera, "-", 1, "g", names, CombineSettings(), 350_000_000, "0" * 64)
+    job = CombineJob(1, tuple(str(p) for p in inputs), str(directory / "svc" / "m.fits"), info)
+    result = make_master(job)
+    assert result.temporary is not None, result.reason
+    return Path(result.temporary)

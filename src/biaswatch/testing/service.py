@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -205,3 +206,23 @@ def as_uid(uid: int) -> tuple[str, ...]:
         "--inh-caps=+dac_read_search",
         "--ambient-caps=+dac_read_search",
     )
+
+
+# The user the read-only tests run commands as: nobody (tests/commands/test_readonly.py).
+READER = 65534
+
+
+@contextmanager
+def searchable_tree(prefix: str) -> Iterator[Path]:
+    """A new folder under the system's temporary folder that every user may search.
+
+    Not root's 0700 pytest folder: SQLite checks the -shm with access(2), which ignores
+    capabilities for a non-root uid, and an operator reads a state directory they can
+    reach, not one a capability alone lets them open.
+    """
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root)
