@@ -242,7 +242,7 @@ def read_master(master: PathLike | MasterRecord, segment: str | None = None) -> 
 
     path = master.path if isinstance(master, MasterRecord) else Path(master)
     with fits.open(path, memmap=False, lazy_load_hdus=False) as hdus:
-        images = _segment_names(hdus)
+        images = _image_extensions(hdus)
     if not images:
         if segment is not None:
             raise ValueError(f"{path} is a master of one image: it has no segment {segment!r}")
@@ -346,7 +346,7 @@ def _record(row: MasterRow) -> MasterRecord:
     )
 
 
-def _segment_names(hdus: Any) -> list[str]:
+def _image_extensions(hdus: Any) -> list[str]:
     """The image extensions of a master of several segments ([] for one image)."""
     names = [str(h.name) for h in hdus[1:] if getattr(h, "is_image", False)]
     planes = {"MASK", "UNCERT"}
