@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,20 +240,23 @@ def read_master(master: PathLike | MasterRecord, segment: str | None = None) -> 
     """
     from astropy.io import fits  # here: listing and matching need no astropy
     from astropy.nddata import CCDData
+    from astropy.wcs import FITSFixedWarning
 
     path = master.path if isinstance(master, MasterRecord) else Path(master)
     with fits.open(path, memmap=False, lazy_load_hdus=False) as hdus:
         images = _image_extensions(hdus)
-    if not images:
-        if segment is not None:
-            raise ValueError(f"{path} is a master of one image: it has no segment {segment!r}")
-        return CCDData.read(path, hdu=0, hdu_mask="MASK", hdu_uncertainty="UNCERT")
-    if segment not in images:
+    if images and segment not in images:
         wanted = "name one with segment=" if segment is None else f"it has no {segment!r}"
         raise ValueError(f"{path} has segments {', '.join(images)}: {wanted}")
-    return CCDData.read(
-        path, hdu=segment, hdu_mask=f"{segment}_MASK", hdu_uncertainty=f"{segment}_UNCERT"
-    )
+    if not images and segment is not None:
+        raise ValueError(f"{path} is a master of one image: it has no segment {segment!r}")
+    hdu = segment or 0
+    planes = (f"{segment}_MASK", f"{segment}_UNCERT") if segment else ("MASK", "UNCERT")
+    with warnings.catch_warnings():
+        # CCDData.read parses a WCS from the header and warns that it set MJD-OBS from the
+        # DATE-OBS the master keeps of its first input: noise in a reduction script's output.
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        return CCDData.read(path, hdu=hdu, hdu_mask=planes[0], hdu_uncertainty=planes[1])
 
 
 def match_rows(
