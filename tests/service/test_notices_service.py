@@ -17,7 +17,7 @@ from test_faults import wait_until_dead
 from biaswatch import __version__
 from biaswatch.system.faults import CRASH_AT
 from biaswatch.testing.helpers import run_cli, wait_until, write_config, write_frames
-from biaswatch.testing.service import running_service
+from biaswatch.testing.service import catalog_rows, running_service
 
 PUBLISHED = ["master.published", "latest.moved", "latest.moved"]
 REJECTED = ["master.verdict", "latest.moved", "latest.moved"]
@@ -93,9 +93,12 @@ def command_lines(out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
 
 
-def notify_config(tmp_path: Path, url: str, command: list[str] | None = None) -> Path:
+def notify_config(
+    tmp_path: Path, url: str, command: list[str] | None = None, max_tries: int = 8
+) -> Path:
     """The harness config with a [notify] table (quick retries) and 3 frames a set."""
     table = f"[notify]\nurl = {json.dumps(url)}\nretry_seconds = 0.2\ntimeout_seconds = 5\n"
+    table += f"max_tries = {max_tries}\n"
     if command is not None:
         table += f"command = {json.dumps(command)}\n"
     return write_config(tmp_path, extra=table, expected_frames=3)
@@ -205,3 +208,28 @@ def test_an_alarm_reaches_the_alerts_url(tmp_path: Path) -> None:
     assert [a["alarm"] for a in alarms] == ["alarm.set_failed"]
     assert alarms[0]["camera"] == "cryo"
     assert receiver.headers[0]["X-Biaswatch-Event"] == "alarm.set_failed"
+
+
+def test_notices_wait_in_the_catalog_while_the_service_is_stopped(tmp_path: Path) -> None:
+    """Pending notices survive a stop; a reject made meanwhile is sent, after them, at start."""
+    with receiving(failures=10**6) as receiver:
+        config = notify_config(tmp_path, receiver.url, max_tries=100)
+        with running_service(config) as service:
+            write_frames(config, "cryo", 3, interval=0.0)
+            (published,) = service.wait_event("master.published", timeout=120)
+            service.wait_event("notice.retry", count=2, timeout=30)
+            status, seconds = service.stop()
+        assert status == 0 and seconds < 10
+        rows = catalog_rows(config, "SELECT url_state, url_tries, url_next FROM notices")
+        assert [r["url_state"] for r in rows] == ["pending"] * 3
+        assert rows[0]["url_tries"] >= 2 and rows[0]["url_next"] is not None
+        run_cli("reject", "--config", config, published["path"], "--why", "test", check=True)
+        with receiver.lock:
+            receiver.failures = 0
+        with running_service(config) as service:
+            wait_until(lambda: len(receiver.bodies) >= 6, 60, "six notices received")
+            service.wait_event("notice.sent", count=6, timeout=10)
+            assert service.stop()[0] == 0
+        notices = receiver.bodies
+    assert events_of(notices) == PUBLISHED + REJECTED
+    assert_once_each_in_order(notices)
