@@ -161,7 +161,7 @@ def test_each_target_gets_every_notice_in_id_order(
     delivery(queue, clock, command=command, url=url).deliver_due()
     delivery(queue, clock, command=command, url=url).deliver_due()
     assert command.delivered == url.delivered == [1, 2, 3]
-    assert [state for _, state, _ in queue.states("url")] == ["sent"] * 3
+    assert [state for _, state, _ in queue.target_states("url")] == ["sent"] * 3
 
 
 def test_a_failed_try_waits_its_back_off_and_holds_the_notices_behind(
@@ -207,7 +207,7 @@ def test_after_max_tries_the_notice_fails_and_the_next_is_sent(
         sender.deliver_due()
         clock.advance(600)
     assert url.delivered == [2]
-    assert queue.states("url") == [(1, "failed", NOTIFY.max_tries), (2, "sent", 1)]
+    assert queue.target_states("url") == [(1, "failed", NOTIFY.max_tries), (2, "sent", 1)]
 
 
 def test_a_failing_url_does_not_hold_the_command(
@@ -230,7 +230,7 @@ def test_an_unset_target_marks_its_notices_none(
     command = FakeTarget()
     delivery(queue, clock, command=command).deliver_due()
     assert command.delivered == [1]
-    assert queue.states("url") == [(1, "none", 0)]
+    assert queue.target_states("url") == [(1, "none", 0)]
 
 
 def test_pending_notices_and_their_schedule_survive_a_reopen(
@@ -251,7 +251,7 @@ def test_pending_notices_and_their_schedule_survive_a_reopen(
         clock.advance(NOTIFY.retry_seconds)
         sender.deliver_due()
         assert url.delivered == [1]
-        assert reopened.states("url") == [(1, "sent", 2)]
+        assert reopened.target_states("url") == [(1, "sent", 2)]
     finally:
         reopened.close()
         reopened_catalog.close()
@@ -318,7 +318,7 @@ def test_a_version_1_catalog_is_migrated_without_announcing_its_links(tmp_path: 
     first.close()
     migrated = catalog_in(tmp_path)
     try:
-        assert migrated.announced() == {
+        assert migrated.announced_links() == {
             ("cryo", ""): "/m/bias_cryo_2026-11-24_001.fits",
             ("cryo", "48x40-1x1"): "/m/bias_cryo_2026-11-24_001.fits",
         }

@@ -2,7 +2,7 @@
 ``master.verdict`` and ``latest.moved``.
 
 A notice is written in the same transaction as the change it announces (record_master,
-judge_master, :meth:`NoticeQueries.announce_latest`), so a SIGKILL can never keep one
+judge_master, :meth:`NoticeQueries.queue_latest_moves`), so a SIGKILL can never keep one
 without the other. The service's sender (service/notices.py) then delivers each to each
 target (the ``[notify]`` command and url) strictly in id order, retrying with back-off;
 each target's state, tries, next try and last error live in the row, so a restart keeps
@@ -92,12 +92,12 @@ class NoticeQueries:
     def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         raise NotImplementedError
 
-    def announced(self) -> dict[tuple[str, str], str]:
+    def announced_links(self) -> dict[tuple[str, str], str]:
         """(camera, configuration) -> the master path the last latest.moved named."""
         rows = self._db.execute("SELECT camera, configuration, path FROM announced")
         return {(str(r[0]), str(r[1])): str(r[2]) for r in rows}
 
-    def announce_latest(self, moves: list[LatestMove]) -> list[int]:
+    def queue_latest_moves(self, moves: list[LatestMove]) -> list[int]:
         """One transaction: a latest.moved notice per move, and the moves remembered."""
         if not moves:
             return []
@@ -168,7 +168,7 @@ class NoticeQueue:
             (state, tries, error, notice_id),
         )
 
-    def retry_at(
+    def schedule_retry(
         self, target: str, notice_id: int, tries: int, when: dt.datetime, error: str
     ) -> None:
         """A failed try: counted, its error kept, the next try's time stored."""
@@ -179,7 +179,7 @@ class NoticeQueue:
             (tries, when.isoformat(timespec="milliseconds"), error, notice_id),
         )
 
-    def states(self, target: str) -> list[tuple[int, str, int]]:
+    def target_states(self, target: str) -> list[tuple[int, str, int]]:
         """(id, state, tries) of every notice for ``target``, in id order."""
         column = _column(target)
         rows = self._db.execute(

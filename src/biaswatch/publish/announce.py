@@ -34,7 +34,7 @@ def announce_links(catalog: Catalog, link_of: LinkOf) -> list[int]:
     wanted = {(camera, ""): path for camera, path in catalog.latest_paths().items()}
     for (camera, geometry), path in catalog.latest_by_configuration().items():
         wanted[(camera, geometry)] = path
-    announced = catalog.announced()
+    announced = catalog.announced_links()
     changed = [
         key
         for key, path in wanted.items()
@@ -49,7 +49,7 @@ def announce_links(catalog: Catalog, link_of: LinkOf) -> list[int]:
         for key in changed
     ]
     moves += [_move(key, None, announced[key], link_of(*key), None) for key in removed]
-    return catalog.announce_latest(moves)
+    return catalog.queue_latest_moves(moves)
 
 
 def _points_at(link: Path, target: Path) -> bool:

@@ -95,7 +95,7 @@ class Alarms:
         if self._alerts.url:
             self._post(self._alerts.url, event, payload)
         if self._alerts.command:
-            self._run(event, payload)
+            self._run_command(event, payload)
 
     def _post(self, url: str, event: str, payload: str) -> None:
         """POST the alarm once (best effort, as the command: alarms are not queued)."""
@@ -106,7 +106,7 @@ class Alarms:
             return
         log.info("alert.sent", alarm=event, url=url)
 
-    def _run(self, event: str, payload: str) -> None:
+    def _run_command(self, event: str, payload: str) -> None:
         alerts = self._alerts
         command = list(alerts.command)
         try:

@@ -164,7 +164,7 @@ class Delivery:
                 return True
             wait = back_off(self._notify, tries)
             when = self._now() + dt.timedelta(seconds=wait)
-            self._queue.retry_at(target, notice.id, tries, when, error)
+            self._queue.schedule_retry(target, notice.id, tries, when, error)
             bound.warning("notice.retry", tries=tries, error=error, retry_seconds=wait)
             return False
         self._queue.settle(target, notice.id, "sent", tries, None)
@@ -193,7 +193,9 @@ class NoticeSender:
 
     def start(self) -> None:
         """Start the thread: notices queued while the service was stopped go first."""
-        self._thread = threading.Thread(target=self._run, name="notices", daemon=True)
+        self._thread = threading.Thread(
+            target=self._deliver_until_stopped, name="notices", daemon=True
+        )
         self._thread.start()
 
     def wake(self) -> None:
@@ -210,7 +212,7 @@ class NoticeSender:
         if self._thread.is_alive():
             log.warning("notice.stop_late", action="left running; its notice stays pending")
 
-    def _run(self) -> None:
+    def _deliver_until_stopped(self) -> None:
         queue = NoticeQueue(self._catalog)
         try:
             delivery = Delivery(queue, configured_targets(self._notify), self._notify, self._now)
