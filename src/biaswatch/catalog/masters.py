@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from contextlib import AbstractContextManager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from biaswatch.catalog.notices import queue_notice
 from biaswatch.catalog.rows import MasterRow, master_segments, segments_json
@@ -177,17 +177,16 @@ class MasterQueries:
     def judge_master(self, path: str, state: str, by: str, why: str) -> MasterRow:
         """Record a person's verdict on a master; returns it. Raises KeyError if unknown."""
         with self._transaction() as db:
-            before = db.execute("SELECT state FROM masters WHERE path = ?", (path,)).fetchone()
+            before = self.masters(path=path)
             done = db.execute(
                 "UPDATE masters SET state = ?, judged_by = ?, judgement = ? WHERE path = ?",
                 (state, by, why, path),
             )
-            if before is not None and before["state"] != state:
-                (row,) = self.masters(path=path)
-                change = {"previous_state": before["state"], "judged_by": by, "reason": why}
-                queue_notice(
-                    db, self._now(), "master.verdict", row.camera, _announced(row) | change
-                )
+            # Only a change of state is news downstream; in this transaction, as the change.
+            if before and before[0].state != state:
+                after = replace(before[0], state=state, judged_by=by, judgement=why)
+                change = _announced(after) | {"previous_state": before[0].state}
+                queue_notice(db, self._now(), "master.verdict", after.camera, change)
         if done.rowcount == 0:
             raise KeyError(path)
         (master,) = [m for m in self.masters() if m.path == path]

@@ -43,13 +43,17 @@ def announce_links(catalog: Catalog, link_of: LinkOf) -> list[int]:
     removed = [key for key in announced if key not in wanted]
     if not changed and not removed:
         return []
-    rows = {m.path: m for m in catalog.masters()}
     moves = [
-        _move(key, wanted[key], announced.get(key), link_of(*key), rows[wanted[key]])
+        _move(key, wanted[key], announced.get(key), link_of(*key), _row(catalog, wanted[key]))
         for key in changed
     ]
     moves += [_move(key, None, announced[key], link_of(*key), None) for key in removed]
     return catalog.queue_latest_moves(moves)
+
+
+def _row(catalog: Catalog, path: str) -> MasterRow | None:
+    rows = catalog.masters(path=path)
+    return rows[0] if rows else None
 
 
 def _points_at(link: Path, target: Path) -> bool:
