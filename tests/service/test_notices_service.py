@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +32,8 @@ class Receiver:
         self.bodies: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.answered_500 = 0
+        self.hang = 0.0  # seconds each POST waits before it is read: a hung receiver
+        self.asked = 0  # POSTs begun
         self.lock = threading.Lock()
         self.url = ""
 
@@ -42,6 +45,9 @@ def receiving(failures: int = 0) -> Iterator[Receiver]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
+            with receiver.lock:
+                receiver.asked += 1
+            time.sleep(receiver.hang)
             body = self.rfile.read(int(self.headers["Content-Length"]))
             with receiver.lock:
                 if receiver.failures > 0:
@@ -94,10 +100,14 @@ def command_lines(out: Path) -> list[dict[str, Any]]:
 
 
 def notify_config(
-    tmp_path: Path, url: str, command: list[str] | None = None, max_tries: int = 8
+    tmp_path: Path,
+    url: str,
+    command: list[str] | None = None,
+    max_tries: int = 8,
+    timeout: float = 5,
 ) -> Path:
     """The harness config with a [notify] table (quick retries) and 3 frames a set."""
-    table = f"[notify]\nurl = {json.dumps(url)}\nretry_seconds = 0.2\ntimeout_seconds = 5\n"
+    table = f"[notify]\nurl = {json.dumps(url)}\nretry_seconds = 0.2\ntimeout_seconds = {timeout}\n"
     table += f"max_tries = {max_tries}\n"
     if command is not None:
         table += f"command = {json.dumps(command)}\n"
@@ -233,3 +243,20 @@ def test_notices_wait_in_the_catalog_while_the_service_is_stopped(tmp_path: Path
         notices = receiver.bodies
     assert events_of(notices) == PUBLISHED + REJECTED
     assert_once_each_in_order(notices)
+
+
+def test_a_hung_receiver_delays_the_stop_by_at_most_timeout_seconds(tmp_path: Path) -> None:
+    """A receiver that never answers holds the stop at most timeout_seconds; all stay pending."""
+    with receiving() as receiver:
+        receiver.hang = 60.0
+        config = notify_config(tmp_path, receiver.url, timeout=2)
+        with running_service(config) as service:
+            write_frames(config, "cryo", 3, interval=0.0)
+            service.wait_event("master.published", timeout=120)
+            wait_until(lambda: receiver.asked >= 1, 30, "the first POST begun")
+            status, seconds = service.stop(timeout=20)
+        assert status == 0
+        # timeout_seconds, plus the service's own stop (its fork server, the catalog).
+        assert seconds < 2 + 5, seconds
+        rows = catalog_rows(config, "SELECT url_state FROM notices")
+        assert [r["url_state"] for r in rows] == ["pending"] * 3
