@@ -40,6 +40,7 @@ from biaswatch.settings import (
     DateKeywords,
     DateRangeSetting,
     Keywords,
+    NotifyConfig,
     QcSettings,
     _Frozen,
 )
@@ -261,6 +262,7 @@ class Config(_Frozen):
     service: ServiceConfig
     site: SiteConfig
     alerts: AlertsConfig = AlertsConfig()
+    notify: NotifyConfig = NotifyConfig()
     cameras: tuple[CameraConfig, ...]
 
     def camera(self, name: str) -> CameraConfig:
@@ -278,7 +280,7 @@ class Config(_Frozen):
 
 
 _M = TypeVar("_M", bound=BaseModel)
-_TOP_LEVEL = {"service", "site", "alerts", "defaults", "cameras"}
+_TOP_LEVEL = {"service", "site", "alerts", "notify", "defaults", "cameras"}
 
 
 def load_config(path: Path | str) -> Config:
@@ -307,6 +309,7 @@ def _build(raw: dict[str, Any], path: Path, problems: list[str]) -> Config | Non
     service = _validate(ServiceConfig, raw.get("service", {}), "service", problems)
     site = _validate(SiteConfig, raw.get("site", {}), "site", problems)
     alerts = _validate(AlertsConfig, raw.get("alerts", {}), "alerts", problems)
+    notify = _validate(NotifyConfig, raw.get("notify", {}), "notify", problems)
     defaults_raw = raw.get("defaults", {})
     defaults_problems: list[str] = []
     _validate(CameraSettings, defaults_raw, "defaults", defaults_problems)
@@ -314,7 +317,7 @@ def _build(raw: dict[str, Any], path: Path, problems: list[str]) -> Config | Non
     cameras = _build_cameras(raw.get("cameras"), defaults_raw, camera_problems)
     problems.extend(defaults_problems)
     problems.extend(_not_inherited(camera_problems, defaults_problems))
-    if service is None or site is None or alerts is None or problems:
+    if service is None or site is None or alerts is None or notify is None or problems:
         return None
     base = path.parent
     service = service.model_copy(
@@ -347,7 +350,14 @@ def _build(raw: dict[str, Any], path: Path, problems: list[str]) -> Config | Non
     problems.extend(_overlaps(service, cameras))
     if problems:
         return None
-    return Config(path=path, service=service, site=site, alerts=alerts, cameras=tuple(cameras))
+    return Config(
+        path=path,
+        service=service,
+        site=site,
+        alerts=alerts,
+        notify=notify,
+        cameras=tuple(cameras),
+    )
 
 
 def _unreadable_tls_files(service: ServiceConfig) -> list[str]:

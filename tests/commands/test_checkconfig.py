@@ -41,10 +41,13 @@ def test_valid_config_prints_settings_that_load_back_the_same(tmp_path: Path) ->
     original, again = load_config(config), load_config(printed)
     assert again.cameras == original.cameras
     assert (again.service, again.site) == (original.service, original.site)
-    assert again.alerts == original.alerts
-    assert "[alerts]\ncommand = []\ntimeout_seconds = 30.0\nmax_output_bytes = 4096\n" in (
-        result.stdout
+    assert (again.alerts, again.notify) == (original.alerts, original.notify)
+    alerts = (
+        "[alerts]\ncommand = []\n# url is unset\ntimeout_seconds = 30.0\nmax_output_bytes = 4096\n"
     )
+    assert alerts in result.stdout
+    notify = "[notify]\ncommand = []\n# url is unset\ntimeout_seconds = 10.0\nmax_tries = 8\n"
+    assert notify + "retry_seconds = 5.0\n" in result.stdout
     assert "max_running = 2\nmax_queued = 100\n" in result.stdout
     assert again.camera("cryo").expected_frames == 7
     assert again.camera("cryo").qc.ccd_temp_setpoint == -100

@@ -117,3 +117,35 @@ def test_dask_unit_sandbox_gives_up_only_network_and_proc(path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout
     assert re.search(rf"Overall exposure level for {re.escape(path.name)}: ", result.stdout)
+
+
+NOTIFY_DROP_IN = UNIT.parent / "biaswatch.service.d" / "notify-url.conf.example"
+
+
+@needs_systemd_analyze
+def test_notify_url_drop_in_opens_only_the_network_and_verifies(tmp_path: Path) -> None:
+    """With the notify-url drop-in, verify is clean and only the network findings are added."""
+    text = UNIT.read_text(encoding="utf-8")
+    replacement = f"ExecStart={shlex.join(current_command())} "
+    copy = tmp_path / UNIT.name
+    copy.write_text(text.replace(f"ExecStart={PRODUCTION_EXEC} ", replacement), encoding="utf-8")
+    drop_in = tmp_path / f"{UNIT.name}.d" / "notify-url.conf"
+    drop_in.parent.mkdir()
+    shutil.copyfile(NOTIFY_DROP_IN, drop_in)
+
+    result = run("systemd-analyze", "verify", str(copy))
+
+    assert result.returncode == 0, result.stderr
+    assert "biaswatch" not in result.stdout + result.stderr, result.stderr
+    # security --offline reads the drop-in beside the copy: the host's network, IP sockets
+    # and an allow list are the only new exposures (no /proc one, unlike the Dask units).
+    extra = security_findings(copy) - security_findings(UNIT)
+    assert extra == NETWORK_AND_PROC_FINDINGS - {"ProcSubset="}, extra
+    settings = [
+        line for line in drop_in.read_text(encoding="utf-8").splitlines() if "=" in line[:40]
+    ]
+    assert [s for s in settings if not s.startswith("#")] == [
+        "PrivateNetwork=no",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "IPAddressAllow=192.0.2.10",
+    ]

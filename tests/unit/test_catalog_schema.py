@@ -133,3 +133,29 @@ def test_a_file_that_is_no_database_is_one_clear_line(tmp_path: Path) -> None:
         ConfigError, match=r"catalog\.sqlite: cannot be read \(file is not a database"
     ):
         open_reading(path)
+
+
+def test_a_version_1_catalog_is_read_as_it_is_and_migrated_by_the_writer(tmp_path: Path) -> None:
+    """A schema-1 catalog (no notices tables) is read unchanged; the writer's open makes it 2."""
+    path = made_catalog(tmp_path)
+    db = sqlite3.connect(path)
+    try:
+        db.execute("DROP TABLE notices")
+        db.execute("DROP TABLE announced")
+        db.execute("PRAGMA user_version = 1")
+    finally:
+        db.close()
+    catalog = open_reading(path)
+    assert catalog is not None
+    try:
+        assert catalog.masters() == []
+    finally:
+        catalog.close()
+    assert user_version(path) == 1
+    catalog_in(tmp_path).close()
+    assert user_version(path) == SCHEMA_VERSION == 2
+    writer = catalog_in(tmp_path)
+    try:
+        assert writer.notice_events() == []
+    finally:
+        writer.close()

@@ -357,6 +357,7 @@ class TestAlerts:
         """[alerts] limits default to 30 s, 4 KiB, 2 running, 100 queued; sizes take units."""
         assert load_config(write_config(MINIMAL)).alerts.model_dump() == {
             "command": (),
+            "url": None,
             "timeout_seconds": 30.0,
             "max_output_bytes": 4096,
             "max_running": 2,

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from contextlib import AbstractContextManager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
+from biaswatch.catalog.notices import queue_notice
 from biaswatch.catalog.rows import MasterRow, master_segments, segments_json
 from biaswatch.rules.qc import MasterQC
 
@@ -128,6 +129,10 @@ class MasterQueries:
                 "UPDATE frames SET status = 'combined' WHERE set_id = ? AND status = 'valid'",
                 (set_id,),
             )
+            # In this transaction: a SIGKILL never keeps the master without its notice.
+            # A master biaswatch rejected is announced too: downstream must not wait for it.
+            event = "master.published" if master.state == "accepted" else "master.rejected"
+            queue_notice(db, self._now(), event, master.camera, _announced(master))
 
     def newest_masters(self) -> dict[str, MasterRow]:
         """Each camera's most recent accepted master (latest night, highest sequence)."""
@@ -172,19 +177,27 @@ class MasterQueries:
     def judge_master(self, path: str, state: str, by: str, why: str) -> MasterRow:
         """Record a person's verdict on a master; returns it. Raises KeyError if unknown."""
         with self._transaction() as db:
+            before = self.masters(path=path)
             done = db.execute(
                 "UPDATE masters SET state = ?, judged_by = ?, judgement = ? WHERE path = ?",
                 (state, by, why, path),
             )
+            # Only a change of state is news downstream; in this transaction, as the change.
+            if before and before[0].state != state:
+                after = replace(before[0], state=state, judged_by=by, judgement=why)
+                change = _announced(after) | {"previous_state": before[0].state}
+                queue_notice(db, self._now(), "master.verdict", after.camera, change)
         if done.rowcount == 0:
             raise KeyError(path)
         (master,) = [m for m in self.masters() if m.path == path]
         return master
 
-    def masters(self, camera: str | None = None, night: str | None = None) -> list[MasterRow]:
+    def masters(
+        self, camera: str | None = None, night: str | None = None, path: str | None = None
+    ) -> list[MasterRow]:
         """Published masters, oldest first, optionally filtered."""
         clauses, args = [], []
-        for column, value in (("camera", camera), ("night", night)):
+        for column, value in (("camera", camera), ("night", night), ("path", path)):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 args.append(value)
@@ -229,3 +242,17 @@ def _taken(db: sqlite3.Connection, camera: str, night: str, sequence: int, set_i
         (camera, night, sequence, set_id),
     ).fetchone()
     return row is not None
+
+
+def _announced(master: MasterRow) -> dict[str, object]:
+    """A master's part of a notice's payload (catalog/notices.py)."""
+    return {
+        "night": master.night,
+        "sequence": master.sequence,
+        "path": master.path,
+        "state": master.state,
+        "configuration": master.geometry,
+        "judged_by": master.judged_by,
+        "reason": master.judgement,
+        "ncombine": master.ncombine,
+    }

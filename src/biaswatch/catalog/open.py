@@ -18,7 +18,7 @@ from pathlib import Path
 
 import structlog
 
-from biaswatch.catalog.rows import SCHEMA, migrate
+from biaswatch.catalog.rows import SCHEMA, WRITER_TABLES, migrate
 from biaswatch.catalog.store import SCHEMA_VERSION, Catalog, newer_schema
 from biaswatch.errors import ConfigError
 from biaswatch.names import DETECT_TYPES
@@ -136,6 +136,7 @@ def schema_problem(path: Path, db: sqlite3.Connection) -> str | None:
     missing = sorted(
         f"{table}.{column}"
         for table, columns in expected_columns().items()
+        if table not in WRITER_TABLES
         for column in columns - have.get(table, set())
     )
     if not missing:

@@ -89,7 +89,42 @@ CREATE TABLE IF NOT EXISTS attempts (
     reason TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_set ON attempts(set_id);
+CREATE TABLE IF NOT EXISTS notices (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created TEXT NOT NULL,
+    event TEXT NOT NULL,
+    camera TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    command_state TEXT NOT NULL DEFAULT 'pending'
+        CHECK (command_state IN ('pending', 'sent', 'failed', 'none')),
+    command_tries INTEGER NOT NULL DEFAULT 0,
+    command_next TEXT,
+    command_error TEXT,
+    url_state TEXT NOT NULL DEFAULT 'pending'
+        CHECK (url_state IN ('pending', 'sent', 'failed', 'none')),
+    url_tries INTEGER NOT NULL DEFAULT 0,
+    url_next TEXT,
+    url_error TEXT
+);
+CREATE INDEX IF NOT EXISTS notices_command ON notices(command_state, id);
+CREATE INDEX IF NOT EXISTS notices_url ON notices(url_state, id);
+CREATE TABLE IF NOT EXISTS announced (
+    camera TEXT NOT NULL,
+    configuration VARCHAR NOT NULL,
+    path TEXT NOT NULL,
+    PRIMARY KEY (camera, configuration)
+);
 """
+
+# notices: what downstream is told (catalog/notices.py), queued in the transaction of the
+# change it announces; AUTOINCREMENT so that an id is never used twice, even after rows
+# are deleted (sqlite.org/autoinc.html): receivers drop duplicates by it. announced: what
+# the last latest.moved said each link (configuration '' = latest.fits) points at; declared
+# VARCHAR (TEXT affinity): names.py's converter is for TEXT columns, and sqlite3 hands a
+# converted column's empty value back as None, not ''.
+# Tables only the service and accept/reject use: a reading command never reads them, so a
+# catalog without them (schema 1) is still read (catalog/open.py schema_problem).
+WRITER_TABLES = frozenset({"notices", "announced", "sqlite_sequence"})
 
 
 # Columns added since the first release: a catalog made before gets them at open,

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from biaswatch.catalog.attempts import AttemptQueries
 from biaswatch.catalog.masters import MasterQueries
+from biaswatch.catalog.notices import NoticeQueries, seed_announced
 from biaswatch.catalog.rows import (
     SCHEMA,
     FrameRecord,
@@ -44,7 +45,8 @@ from biaswatch.rules.qc import FrameQC
 # #pragma_user_version: an integer at offset 60 of the header, free for the application).
 # Catalogs made before it was kept read 0. Raise it whenever SCHEMA or migrate changes, so
 # a reading command of an older biaswatch refuses a catalog it cannot read (catalog/open.py).
-SCHEMA_VERSION = 1
+# 2: the notices and announced tables (catalog/notices.py; issue 15, item 7).
+SCHEMA_VERSION = 2
 
 
 def utc_now() -> dt.datetime:
@@ -93,7 +95,7 @@ def newer_schema(path: Path, version: int) -> str | None:
     )
 
 
-class Catalog(MasterQueries, AttemptQueries):
+class Catalog(MasterQueries, AttemptQueries, NoticeQueries):
     """The catalog database; one instance per process, used from one thread."""
 
     def __init__(self, path: Path, now: Callable[[], dt.datetime] = utc_now) -> None:
@@ -107,7 +109,8 @@ class Catalog(MasterQueries, AttemptQueries):
         self._db.row_factory = sqlite3.Row
         # Every writer (the service, backfill, accept/reject) refuses a newer catalog
         # before touching it: migrating it "down" could lose what the newer one keeps.
-        too_new = newer_schema(path, int(self._db.execute("PRAGMA user_version").fetchone()[0]))
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        too_new = newer_schema(path, version)
         if too_new is not None:
             self._db.close()
             raise ConfigError([too_new])
@@ -117,8 +120,10 @@ class Catalog(MasterQueries, AttemptQueries):
         self._db.executescript(SCHEMA)
         migrate(self._db)
         # Only ever raised: a newer catalog was refused above.
-        if self._db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        if version < SCHEMA_VERSION:
+            with self._transaction() as db:
+                seed_announced(db)  # 1 -> 2: today's links are no news
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @classmethod
     def reading(cls, db: sqlite3.Connection, now: Callable[[], dt.datetime] = utc_now) -> Catalog:

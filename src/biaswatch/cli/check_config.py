@@ -47,6 +47,7 @@ def render_settings(config: Config) -> str:
     lines += _table("service", config.service)
     lines += _table("site", config.site)
     lines += _table("alerts", config.alerts)
+    lines += _table("notify", config.notify)
     for camera in config.cameras:
         lines += _directories(camera)
         lines += _table(f"cameras.{camera.name}", camera, skip={"name"}, notes=_meanings(camera))

@@ -30,6 +30,7 @@ from biaswatch.catalog.rows import MasterRow
 from biaswatch.catalog.store import Catalog
 from biaswatch.combine.master_file import MasterInfo
 from biaswatch.names import shown
+from biaswatch.publish.announce import announce_links
 from biaswatch.rules.acceptance import BASELINE, Verdict, judge
 from biaswatch.rules.qc import MasterQC, master_qc_from_header
 from biaswatch.rules.segment_cards import segments_qc_from_headers
@@ -101,6 +102,7 @@ def publish_master(
     if verdict.state == "accepted":
         point_latest(latest_link(masters_dir, info.camera), final)
         point_latest(latest_link(masters_dir, info.camera, info.geometry), final)
+        announce_latest(catalog, masters_dir)
     else:
         details = {"camera": info.camera, "night": info.night, "set": master.set_id}
         details |= {"path": str(final), "reason": verdict.reason}
@@ -267,6 +269,12 @@ def repair_latest(catalog: Catalog, masters_dir: Path, missing: set[str]) -> Non
         if stale.is_symlink() and stale not in wanted:
             stale.unlink(missing_ok=True)
             log.warning("master.latest_removed", link=str(stale), reason=_STALE)
+    announce_latest(catalog, masters_dir)
+
+
+def announce_latest(catalog: Catalog, masters_dir: Path) -> None:
+    """Queue ``latest.moved`` for each link moved since its last notice (publish/announce.py)."""
+    announce_links(catalog, lambda camera, label: latest_link(masters_dir, camera, label or None))
 
 
 def _repair_link(link: Path, camera: str, newest: str, missing: set[str]) -> None:

@@ -2,7 +2,8 @@
 
 Each alarm is a ``warning`` log event with a stable name (``alarm.no_master``,
 ``alarm.camera_silent``, ``alarm.master_rejected``, ``alarm.set_failed``,
-``alarm.set_insufficient``) and its details. When ``[alerts] command`` is set,
+``alarm.set_insufficient``) and its details. When ``[alerts] url`` is set, the alarm
+is POSTed there as JSON (system/httppost.py, as notices are). When ``[alerts] command`` is set,
 that program is run with the alarm as one JSON object on its standard input
 and ``BIASWATCH_ALARM=<name>`` in its environment, off the main loop, within
 bounds (system/runbounded.py): ``max_running`` at once, ``max_queued`` waiting (more are
@@ -24,7 +25,9 @@ import structlog
 from biaswatch.catalog.store import Catalog
 from biaswatch.config import Config
 from biaswatch.rules.nights import night_label
+from biaswatch.service.notices import post_headers
 from biaswatch.settings import AlertsConfig
+from biaswatch.system.httppost import PostFailed, post_json
 from biaswatch.system.runbounded import run_bounded
 
 log = structlog.get_logger(__name__)
@@ -47,7 +50,7 @@ class Alarms:
         """Log ``alarm.<name>`` with ``details``, and queue it for the alert command if any."""
         event = f"alarm.{name}"
         log.warning(event, **details)
-        if self._alerts.command:
+        if self._alerts.command or self._alerts.url:
             payload = json.dumps({"alarm": event, **details}, default=str)
             self._enqueue(event, payload)
 
@@ -89,6 +92,21 @@ class Alarms:
                 self._queue.task_done()
 
     def _send(self, event: str, payload: str) -> None:
+        if self._alerts.url:
+            self._post(self._alerts.url, event, payload)
+        if self._alerts.command:
+            self._run_command(event, payload)
+
+    def _post(self, url: str, event: str, payload: str) -> None:
+        """POST the alarm once (best effort, as the command: alarms are not queued)."""
+        try:
+            post_json(url, payload.encode(), post_headers(0, event), self._alerts.timeout_seconds)
+        except PostFailed as exc:
+            log.error("alert.failed", alarm=event, url=url, error=str(exc))
+            return
+        log.info("alert.sent", alarm=event, url=url)
+
+    def _run_command(self, event: str, payload: str) -> None:
         alerts = self._alerts
         command = list(alerts.command)
         try:

@@ -39,6 +39,7 @@ from biaswatch.service.alarms import NIGHT_CHECK, Alarms, night_end_check
 from biaswatch.service.combines import Combines
 from biaswatch.service.health import Health
 from biaswatch.service.inbox import WAKE, Inbox, NightEnded, Overflowed, RetryDue, SetDue
+from biaswatch.service.notices import NoticeSender
 from biaswatch.service.screening import screen
 from biaswatch.system.clock import Clock, SystemClock
 from biaswatch.system.faults import mark_service
@@ -101,6 +102,9 @@ class Service:
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
         self.alarms = Alarms(config.alerts)
+        self.notices = NoticeSender(
+            config.service.state_dir / "catalog.sqlite", config.notify, self.clock.now
+        )
         self.health = Health(self.notifier, config.service.stall_seconds)
         self.combines = Combines(
             config,
@@ -173,7 +177,8 @@ class Service:
             self._server = start_server(self._server_ready)
         else:  # the cluster's workers combine: no fork server here
             self._combine_ready.set()
-        self.combines.recover()
+        self.combines.recover()  # its repair_latest queues a latest.moved a crash left out
+        self.notices.start()
         self.lanes.start(PROBE_SECONDS)
         self._unlisten = listen_for_overflows(lambda: self.inbox.put(Overflowed()))
         self.watcher.start()
@@ -207,6 +212,7 @@ class Service:
         if self._server is not None:  # its children were stopped just above
             self._server.stop()
         self.executor.close()
+        self.notices.stop()  # before the catalog: the last connection closed checkpoints
         self.catalog.close()
         log.info("service.stopped")
 
@@ -236,6 +242,7 @@ class Service:
         if self._combine_ready.is_set():
             self.combines.server_ready()
         self.combines.step()
+        self.notices.wake()  # a master published or a link moved queues notices
         self._supervise_watches(now)
         self.health.ping(now, watchers_alive=self.watcher.alive())
 
