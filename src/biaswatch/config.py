@@ -28,10 +28,10 @@ from pydantic import (
 )
 
 from biaswatch.errors import ConfigError
+from biaswatch.hooks import AlertsConfig, NotifyConfig
 from biaswatch.settings import (
     DEFAULT_DATE_KEYWORDS,
     DEFAULT_DATE_RANGE,
-    AlertsConfig,
     BiasWhen,
     Bytes,
     CalibrateSettings,
@@ -40,7 +40,6 @@ from biaswatch.settings import (
     DateKeywords,
     DateRangeSetting,
     Keywords,
-    NotifyConfig,
     QcSettings,
     _Frozen,
 )

@@ -11,8 +11,8 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
+from biaswatch.hooks import AlertsConfig
 from biaswatch.service.alarms import Alarms
-from biaswatch.settings import AlertsConfig
 
 
 def wait_for_file(path: Path, timeout: float = 20) -> str:

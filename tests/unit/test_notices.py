@@ -15,9 +15,9 @@ from astropy.io import fits
 from biaswatch.catalog.notices import Notice, NoticeQueue
 from biaswatch.catalog.rows import MasterRow
 from biaswatch.catalog.store import Catalog
+from biaswatch.hooks import NotifyConfig
 from biaswatch.publish.master import latest_link, point_latest, repair_latest
 from biaswatch.service.notices import Delivery, DeliveryFailed, back_off
-from biaswatch.settings import NotifyConfig
 from biaswatch.testing.fits import FakeClock
 from biaswatch.testing.helpers import catalog_in, valid_frame
 

@@ -24,9 +24,9 @@ import structlog
 
 from biaswatch.catalog.store import Catalog
 from biaswatch.config import Config
+from biaswatch.hooks import AlertsConfig
 from biaswatch.rules.nights import night_label
 from biaswatch.service.notices import post_headers
-from biaswatch.settings import AlertsConfig
 from biaswatch.system.httppost import PostFailed, post_json
 from biaswatch.system.runbounded import run_bounded
 

@@ -32,7 +32,7 @@ import structlog
 from biaswatch import __version__
 from biaswatch.catalog.notices import TARGETS, Notice, NoticeQueue
 from biaswatch.catalog.store import utc_now
-from biaswatch.settings import RETRY_CAP_SECONDS, NotifyConfig
+from biaswatch.hooks import RETRY_CAP_SECONDS, NotifyConfig
 from biaswatch.system.httppost import PostFailed, post_json
 from biaswatch.system.runbounded import run_bounded
 
