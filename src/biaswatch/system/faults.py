@@ -11,7 +11,9 @@ The points, in the order a master is published:
 
 * ``after_temporary``: the combine child has written and fsynced the temporary master;
 * ``after_rename``: the master has its final name, the catalog does not know it yet;
-* ``after_commit``: the catalog records it, ``latest.fits`` does not point at it yet.
+* ``after_commit``: the catalog records it, ``latest.fits`` does not point at it yet;
+* ``after_verdict_commit``: ``biaswatch accept``/``reject`` has recorded a verdict and
+  its file's new path, the file is not moved yet (publish/placement.py).
 
 ``pause_point`` holds a combine still instead, so a test can kill its local child or
 its Dask worker.
@@ -27,7 +29,7 @@ CRASH_AT = "BIASWATCH_CRASH_AT"
 PAUSE_AT = "BIASWATCH_PAUSE_AT"
 PAUSE_SECONDS = "BIASWATCH_PAUSE_SECONDS"
 SERVICE_PID = "BIASWATCH_SERVICE_PID"
-POINTS = ("after_temporary", "after_rename", "after_commit")
+POINTS = ("after_temporary", "after_rename", "after_commit", "after_verdict_commit")
 
 
 def mark_service() -> None:
