@@ -16,6 +16,8 @@ import os
 import sys
 from pathlib import Path
 
+import structlog
+
 from biaswatch.catalog.store import Catalog
 from biaswatch.config import load_config
 from biaswatch.publish.index import index_settings, write_index
@@ -27,6 +29,8 @@ from biaswatch.rules.places import other_state, path_for_state, place_of
 def record_verdict(args: argparse.Namespace) -> int:
     """Record the operator's verdict, move the file, its links and the camera's index."""
     config = load_config(args.config)
+    # What moved is logged on stderr: stdout keeps the one-line answer scripts read.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     database = config.service.state_dir / "catalog.sqlite"
     if not database.exists():
         raise SystemExit("biaswatch: no catalog yet")
