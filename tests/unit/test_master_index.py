@@ -153,3 +153,16 @@ def test_an_index_that_cannot_be_written_is_logged_and_nothing_raises(
     (failed,) = [e for e in logs if e["event"] == "index.write_failed"]
     assert failed["camera"] == "cryo" and "FileExistsError" in failed["error"]
     assert index_path(masters, "cryo") == masters / "cryo" / "index.json"
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_write(
+    catalog: Catalog, tmp_path: Path
+) -> None:
+    """A .index.json.*.tmp left by a SIGKILLed writer goes at the next write, under the lock."""
+    masters = tmp_path / "masters"
+    leftover = masters / "cryo" / ".index.json.k1ll3d.tmp"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_text('{"partial": ')
+    assert write_index(catalog, masters, "cryo", SETTINGS, NOW) == masters / "cryo" / "index.json"
+    assert sorted(p.name for p in leftover.parent.iterdir()) == ["index.json"]
+    assert read_index(masters)["masters"] == []

@@ -107,6 +107,7 @@ def test_accept_then_reject_then_accept_moves_the_file_each_time(
     rejected = published(catalog, masters, "2026-11-24", qc_of(1300.0))
     accepted = path_for_state(rejected, "accepted")
     content = rejected.read_bytes()
+    rejected.with_suffix(".png").write_bytes(b"its preview")
     for state, there, gone in (
         ("accepted", accepted, rejected),
         ("rejected", rejected, accepted),
@@ -115,6 +116,7 @@ def test_accept_then_reject_then_accept_moves_the_file_each_time(
         row = judge_and_move(catalog, str(gone), state, "someone", f"now {state}")
         assert (row.state, row.path, row.judged_by) == (state, str(there), "someone")
         assert there.read_bytes() == content and not gone.exists()
+        assert there.with_suffix(".png").read_bytes() == b"its preview"  # it follows
         (stored,) = catalog.masters(night="2026-11-24")
         assert (stored.state, stored.path, stored.judgement) == (state, str(there), f"now {state}")
 

@@ -45,10 +45,13 @@ Fields (format version 1; a reader should check both ``format`` and ``version``)
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -153,11 +156,14 @@ def write_index(
     """
     path = index_path(masters_dir, camera)
     try:
-        rows = catalog.masters(camera)
-        latest = catalog.latest_paths().get(camera)
-        when = dt.datetime.now(dt.UTC) if now is None else now
-        content = index_content(camera, rows, latest, settings, path.parent, when)
-        write_json_atomically(path, content)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _folder_lock(path.parent):
+            _remove_leftovers(path)
+            rows = catalog.masters(camera)
+            latest = catalog.latest_paths().get(camera)
+            when = dt.datetime.now(dt.UTC) if now is None else now
+            content = index_content(camera, rows, latest, settings, path.parent, when)
+            write_json_atomically(path, content)
     except Exception as exc:  # one index's boundary: the masters are published all the same
         log.error(
             "index.write_failed",
@@ -168,6 +174,31 @@ def write_index(
         )
         return None
     return path
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s flock while its index is read from the catalog and written.
+
+    The service and a verdict command may rewrite one index at once; each reads the
+    catalog inside the lock, so the last to write has read the newest catalog. A file
+    system without flock (ENOLCK, some network mounts) is written unlocked.
+    """
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            log.info("index.unlocked", folder=str(folder), error=str(exc))
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Temporaries of this index a killed writer left (under the lock: none is in use)."""
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
 
 
 def _umask() -> int:
