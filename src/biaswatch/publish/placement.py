@@ -84,6 +84,11 @@ def _move_preview(source: Path, destination: Path) -> None:
         log.warning("master.preview_not_moved", file=str(preview), error=str(exc))
 
 
+def either_place_taken(accepted: Path) -> bool:
+    """Whether a file holds this accepted master name or its rejected counterpart."""
+    return accepted.exists() or path_for_state(accepted, "rejected").exists()
+
+
 def judge_and_move(catalog: Catalog, path: str, state: str, by: str, why: str) -> MasterRow:
     """A person's verdict: catalog state and path in one transaction, then the file moves.
 

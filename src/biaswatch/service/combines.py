@@ -53,7 +53,7 @@ from biaswatch.publish.master import (
     repair_latest,
     report_orphans,
 )
-from biaswatch.publish.placement import reconcile
+from biaswatch.publish.placement import either_place_taken, reconcile
 from biaswatch.publish.previews import Previews
 from biaswatch.rules.places import path_for_state
 from biaswatch.rules.sets import input_digest
@@ -174,9 +174,7 @@ class Combines:
         queued, or set aside with the reason, and the next one is looked at.
         """
         cameras = {camera.name for camera in self._config.cameras}
-        # First every recorded master where its verdict says (a verdict's move cut
-        # short, or a master rejected before the rejected folder existed).
-        indexed = cameras | reconcile(self._catalog)
+        indexed = cameras | self._reconcile()
         for set_id in self._catalog.requeue_interrupted():
             try:
                 if self._camera_removed(set_id, cameras):
@@ -216,6 +214,14 @@ class Combines:
             self._catalog.set_state(set_id, "failed", reason)
         except Exception:  # the catalog itself refuses: the log says it all
             log.exception("combine.set_aside_failed", set=set_id)
+
+    def _reconcile(self) -> set[str]:
+        """Each master's file to where its row says (publish/placement.py); cameras moved."""
+        try:
+            return reconcile(self._catalog)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("master.reconcile_failed", error=str(exc))
+            return set()
 
     def _report_orphans(self) -> None:
         try:
@@ -260,7 +266,7 @@ class Combines:
             # The reserved name taken already: an earlier try of this set got as far as
             # the final name (adopt it), or the file is not this set's (take a new number).
             # Only then are the night's master headers read (rare).
-            if _name_taken(Path(job.final)):
+            if either_place_taken(Path(job.final)):
                 if self._adopt(set_id):
                     return
                 job = self._renumbered(job)
@@ -389,11 +395,6 @@ _ACTIONS = {
 
 _SET_ASIDE = "marked failed with the reason; it is tried again at the next start"
 _ADOPTED = "found on disk for exactly these inputs after an interrupted publication"
-
-
-def _name_taken(final: Path) -> bool:
-    """Whether a master file holds this accepted name or its rejected counterpart."""
-    return final.exists() or path_for_state(final, "rejected").exists()
 
 
 def action_for(reason: str) -> str:
