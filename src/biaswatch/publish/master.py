@@ -1,16 +1,19 @@
-"""Publishing a master, the main loop's side: final name, verdict, catalog, ``latest``.
+"""Publishing a master, the main loop's side: verdict, final name, catalog, ``latest``.
 
 The combine (combine/master_file.py, in a child process or on a Dask worker)
 writes the master under a temporary name and answers with its path and QC. Here
 the main loop follows the rest of the sequence in reliability.md 2.4 (Pillai et
-al., OSDI '14): give the flushed temporary its final name, fsync the directory,
-judge the master, record it, move ``latest``. The final name is made with
-``os.link``, which fails if the name exists, so an existing master is never
-overwritten, even by a second service pointed at the same directory.
+al., OSDI '14): judge the master (the catalog is only read), give the flushed
+temporary the final name of its verdict's place (rules/places.py: a rejected
+master has its own folder and name), fsync the directory, record it, move
+``latest``. The final name is made with ``os.link``, which fails if the name
+exists, so an existing master is never overwritten, even by a second service
+pointed at the same directory.
 
-A master found on disk after a crash (final name given, catalog row lost) is
-judged and recorded by the same :func:`record_published` as a fresh one; its QC
-comes from its header (:func:`quality_on_disk`), the one record left of it.
+A master found on disk after a crash (final name given, catalog row lost), in
+either place, is judged and recorded by the same :func:`record_published` as a
+fresh one, and filed where its verdict says; its QC comes from its header
+(:func:`quality_on_disk`), the one record left of it.
 """
 
 from __future__ import annotations
