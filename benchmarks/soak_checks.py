@@ -275,6 +275,8 @@ def check_masters_dir(
             continue
         elif path.name.startswith("latest-") and path.is_symlink():
             continue  # a configuration's current master (publish/master.py latest_link)
+        elif path.name == "index.json" and path.parent.parent == masters_dir:
+            continue  # a camera's index of its masters (publish/index.py)
         elif path.suffix == ".png" and str(path.with_suffix(".fits")) in recorded:
             continue  # a recorded master's preview
         elif path.parent == masters_dir and path.name == TmpfsDisk.BALLAST:

@@ -56,7 +56,13 @@ def backfilled(tmp_path: Path) -> tuple[Path, Path, dict[tuple[str, str], str]]:
     assert states == {"accepted"}
     rejected = masters[("2025-03-10", "56x40-1x1")]
     run_cli("reject", "--config", config, rejected, "--why", "light leak", check=True)
-    return config, like, masters
+    # The rejected master now lives in its own folder, under its own name.
+    moved = masters_of(config)
+    assert moved[("2025-03-10", "56x40-1x1")] != rejected
+    assert {k: v for k, v in moved.items() if v != moved[("2025-03-10", "56x40-1x1")]} == {
+        k: v for k, v in masters.items() if v != rejected
+    }
+    return config, like, moved
 
 
 def test_explain_names_each_candidates_reason(tmp_path: Path) -> None:

@@ -19,9 +19,13 @@ from biaswatch.testing.service import ServiceProcess, catalog_rows, running_serv
 
 
 def masters_on_disk(base: Path) -> list[Path]:
-    """Every file under the masters directory, temporaries included; links, previews excluded."""
+    """Every file under the masters directory, temporaries included; no link, preview or index."""
     files = (base / "masters").rglob("*")
-    return sorted(p for p in files if p.is_file() and not p.is_symlink() and p.suffix != ".png")
+    return sorted(
+        p
+        for p in files
+        if p.is_file() and not p.is_symlink() and p.suffix != ".png" and p.name != "index.json"
+    )
 
 
 def assert_one_master_per_set(config: Path, ncombine: int) -> Path:

@@ -77,7 +77,7 @@ def biaswatch(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_drifted_master_is_rejected_latest_stays_and_a_person_can_overrule(
     tmp_path: Path,
 ) -> None:
-    """A master 30 ADU off four good ones is rejected; latest.fits stays; accept moves it."""
+    """A master 30 ADU off four good ones is filed as rejected; latest stays; accept moves it."""
     alert = tmp_path / "alert.json"
     script = f"import sys; open({str(alert)!r}, 'w').write(sys.stdin.read())"
     extra = f"[alerts]\ncommand = {json.dumps([sys.executable, '-c', script])}\n"
@@ -106,7 +106,21 @@ def test_drifted_master_is_rejected_latest_stays_and_a_person_can_overrule(
     moved = re.match(r"level (-?[0-9.]+) ADU is \+[0-9.]+ robust sigma", rejected["reason"])
     assert moved is not None and 28.0 < float(moved.group(1)) < 32.0, rejected["reason"]
     drifted = Path(rejected["path"])
-    latest = tmp_path / "masters" / "cryo" / "latest.fits"
+    masters = tmp_path / "masters" / "cryo"
+    # Judged before its final name: it lands in the rejected folder under its own name,
+    # out of every bias_*.fits glob (night 2030-01-14: 03:00 UTC is the evening before).
+    assert drifted.parent == masters / "rejected" / "2030-01-14"
+    assert drifted.name.startswith("rejected_cryo_2030-01-14_01_")
+    assert published[4]["path"] == str(drifted)
+    assert drifted not in set(masters.glob("**/bias_*.fits"))
+    assert list((masters / "2030-01-14").glob("*.fits")) == []
+    index = json.loads((masters / "index.json").read_text())
+    assert [(m["night"], m["state"], m["latest"]) for m in index["masters"]] == [
+        *[(f"2030-01-{day}", "accepted", day == 13) for day in range(10, 14)],
+        ("2030-01-14", "rejected", False),
+    ]
+    assert index["masters"][4]["file"] == f"rejected/2030-01-14/{drifted.name}"
+    latest = masters / "latest.fits"
     assert latest.resolve() == Path(published[3]["path"]).resolve()
     assert drifted.exists()  # kept on disk, never deleted
     # Downstream asks which master to use for a frame of 2030-01-15 (night -14): the
@@ -117,22 +131,30 @@ def test_drifted_master_is_rejected_latest_stays_and_a_person_can_overrule(
     assert current["path"] == published[3]["path"]
     accepted = biaswatch(config, "accept", str(drifted), "--why", "new controller, new level")
     assert accepted.returncode == 0, accepted.stderr
-    assert latest.resolve() == drifted.resolve()
-    prints = {fits.getheader(e["path"])["BWFPRINT"] for e in published}
+    # Accepted, it moves to its night folder under the accepted name.
+    usable = masters / "2030-01-14" / drifted.name.replace("rejected_", "bias_", 1)
+    assert accepted.stdout.startswith(f"{usable}: accepted by ")
+    assert usable.is_file() and not drifted.exists()
+    assert latest.resolve() == usable.resolve()
+    index = json.loads((masters / "index.json").read_text())
+    assert (index["masters"][4]["path"], index["masters"][4]["state"]) == (str(usable), "accepted")
+    prints = {fits.getheader(e["path"])["BWFPRINT"] for e in published[:4]}
+    prints.add(fits.getheader(usable)["BWFPRINT"])
     assert len(prints) == 5 and all(len(p) == 16 for p in prints)  # five different makings
     # Three frames per pixel make a MAD from three values: the clip is loose and
     # leaves out a few per cent of them, as ccdproc's would.
-    assert 0.0 < fits.getheader(drifted)["QC_REJFR"] < 0.2
+    assert 0.0 < fits.getheader(usable)["QC_REJFR"] < 0.2
     listing = json.loads(biaswatch(config, "masters", "--json").stdout)
-    (row,) = [m for m in listing if m["path"] == str(drifted)]
+    (row,) = [m for m in listing if m["path"] == str(usable)]
     assert (row["state"], row["judgement"]) == ("accepted", "new controller, new level")
     assert row["judged_by"]
     chosen = biaswatch(config, "masters", "--camera", "cryo", "--for", "2030-01-15T04:00:00")
-    assert chosen.stdout.strip() == str(drifted)
+    assert chosen.stdout.strip() == str(usable)
     # By its latest.fits link, which now names the drifted master.
     rejected_again = biaswatch(config, "reject", str(latest), "--why", "controller swapped back")
     assert rejected_again.returncode == 0, rejected_again.stderr
     assert latest.resolve() == Path(published[3]["path"]).resolve()
+    assert drifted.is_file() and not usable.exists()  # back in the rejected folder
     listing = json.loads(biaswatch(config, "masters", "--json").stdout)
     (row,) = [m for m in listing if m["path"] == str(drifted)]
     assert (row["state"], row["judgement"]) == ("rejected", "controller swapped back")

@@ -8,6 +8,7 @@ the service's stop and recovery after a crash.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from biaswatch.catalog.store import Catalog
 from biaswatch.combine.master_file import temporary_name
 from biaswatch.config import Config, load_config
 from biaswatch.publish.master import give_final_name, quality_on_disk
+from biaswatch.rules.places import path_for_state
 from biaswatch.rules.qc import MasterQC
 from biaswatch.service.combines import LATEST_CHECK_SECONDS, MAX_TRIES, Combines
 from biaswatch.testing.fakes import FakeExecutor, FakePreviews
@@ -291,6 +293,51 @@ def test_recover_adopts_a_master_named_but_not_recorded(harness: Harness) -> Non
     assert restarted.executor.jobs == []
     latest = restarted.config.service.masters_dir / "cryo" / "latest.fits"
     assert latest.resolve() == Path(job.final).resolve()  # mended by check_latest
+
+
+def index_of(harness: Harness, camera: str) -> list[tuple[str, str]]:
+    """A camera's index.json read with json alone: (file, state) per master."""
+    path = harness.config.service.masters_dir / camera / "index.json"
+    return [(m["file"], m["state"]) for m in json.loads(path.read_text())["masters"]]
+
+
+def test_recover_files_a_master_found_in_the_rejected_place_by_its_verdict(
+    harness: Harness,
+) -> None:
+    """Named rejected before a crash, judged accepted at adoption: moved and recorded there."""
+    set_id = harness.closed_set()
+    harness.combines.queue(set_id)
+    harness.combines.step()
+    (job,) = harness.executor.jobs
+    rejected_place = path_for_state(Path(job.final), "rejected")
+    give_final_name(harness.executor.succeed(set_id), rejected_place)
+    restarted = harness.restarted()
+    restarted.combines.recover()
+    (master,) = restarted.masters()
+    # No baseline yet: the first masters of a camera are accepted (rules/acceptance.py).
+    assert (master.state, master.path) == ("accepted", job.final)
+    assert Path(job.final).is_file() and not rejected_place.exists()
+    assert index_of(restarted, "cryo") == [(f"{NIGHT}/{Path(job.final).name}", "accepted")]
+
+
+def test_recover_finishes_a_verdicts_move_and_writes_every_cameras_index(
+    harness: Harness,
+) -> None:
+    """A verdict recorded but its rename lost: the start moves the file, then writes each index."""
+    set_id = harness.closed_set()
+    harness.combines.queue(set_id)
+    harness.combines.step()
+    (job,) = harness.executor.jobs
+    harness.executor.succeed(set_id)
+    harness.combines.step()
+    final, rejected_place = Path(job.final), path_for_state(Path(job.final), "rejected")
+    harness.catalog.judge_master(job.final, "rejected", "someone", "leak", str(rejected_place))
+    restarted = harness.restarted()
+    restarted.combines.recover()
+    assert rejected_place.is_file() and not final.exists()
+    assert index_of(restarted, "cryo") == [(f"rejected/{NIGHT}/{rejected_place.name}", "rejected")]
+    assert index_of(restarted, "te") == []  # configured, no master yet: an index all the same
+    assert not (restarted.config.service.masters_dir / "cryo" / "latest.fits").is_symlink()
 
 
 def test_recover_requeues_an_interrupted_set_under_its_number(harness: Harness) -> None:

@@ -13,7 +13,7 @@ from astropy.io import fits
 
 from biaswatch.catalog.rows import FrameRecord, MasterRow
 from biaswatch.catalog.store import Catalog, stored_segments_qc
-from biaswatch.combine.master_file import MasterInfo
+from biaswatch.combine.master_file import MasterInfo, master_path
 from biaswatch.config import CameraConfig
 from biaswatch.publish.master import NewMaster, adopt_master, record_published, segments_on_disk
 from biaswatch.rules.acceptance import judge
@@ -166,13 +166,19 @@ def test_an_adopted_master_is_judged_and_recorded_per_segment(
         master = NewMaster(set_id, info, tmp_path / f"{sequence}.fits", amp_master(900.0), good)
         assert record_published(catalog, master, NOW).state == "accepted"
     bad = (good[0], ("CCD2", amp_master(900.0, 9.0)), good[2])
-    write_mef_master(tmp_path / "4.fits", ((bad[0][0], amp_master(900.0)), *bad[1:]))
-    primary = fits.getheader(tmp_path / "4.fits")
+    found = master_path(tmp_path, replace(INFO, sequence=4))
+    found.parent.mkdir(parents=True)
+    write_mef_master(found, ((bad[0][0], amp_master(900.0)), *bad[1:]))
+    primary = fits.getheader(found)
     assert primary["QC_RON"] == 5.0  # the aggregate alone would pass
     set_id = catalog.add_to_set(valid_frame("f4.fits", night="2026-11-24"))
-    verdict = adopt_master(catalog, set_id, replace(INFO, sequence=4), tmp_path / "4.fits", NOW)
+    verdict = adopt_master(catalog, set_id, replace(INFO, sequence=4), found, NOW)
     assert verdict.state == "rejected" and verdict.reason.startswith("segment CCD2: read noise")
-    assert catalog.masters(night="2026-11-24")[0].segments[1][0] == "CCD2"
+    (adopted,) = catalog.masters(night="2026-11-24")
+    assert adopted.segments[1][0] == "CCD2"
+    # Recorded, and moved, where a rejected master lives (rules/places.py).
+    assert adopted.path == str(master_path(tmp_path, replace(INFO, sequence=4), "rejected"))
+    assert Path(adopted.path).is_file() and not found.exists()
 
 
 def stub_record(path: str) -> FrameRecord:

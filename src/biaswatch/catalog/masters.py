@@ -174,23 +174,42 @@ class MasterQueries:
         ).fetchall()
         return [dict(master_segments(r["segments"])) for r in rows]
 
-    def judge_master(self, path: str, state: str, by: str, why: str) -> MasterRow:
-        """Record a person's verdict on a master; returns it. Raises KeyError if unknown."""
+    def judge_master(
+        self, path: str, state: str, by: str, why: str, new_path: str | None = None
+    ) -> MasterRow:
+        """Record a person's verdict on a master; returns it. Raises KeyError if unknown.
+
+        ``new_path``: where its file goes for this verdict (publish/placement.py moves it
+        after this commit), recorded in the same transaction as the verdict.
+        """
+        moved_to = path if new_path is None else new_path
         with self._transaction() as db:
             before = self.masters(path=path)
             done = db.execute(
-                "UPDATE masters SET state = ?, judged_by = ?, judgement = ? WHERE path = ?",
-                (state, by, why, path),
+                "UPDATE masters SET state = ?, judged_by = ?, judgement = ?, path = ?"
+                " WHERE path = ?",
+                (state, by, why, moved_to, path),
             )
             # Only a change of state is news downstream; in this transaction, as the change.
             if before and before[0].state != state:
-                after = replace(before[0], state=state, judged_by=by, judgement=why)
+                after = replace(before[0], state=state, judged_by=by, judgement=why, path=moved_to)
                 change = _announced(after) | {"previous_state": before[0].state}
                 queue_notice(db, self._now(), "master.verdict", after.camera, change)
         if done.rowcount == 0:
             raise KeyError(path)
-        (master,) = [m for m in self.masters() if m.path == path]
+        (master,) = [m for m in self.masters() if m.path == moved_to]
         return master
+
+    def relocate_master(self, path: str, new_path: str) -> None:
+        """Record that a master's file is moving to ``new_path`` (its verdict unchanged)."""
+        with self._transaction() as db:
+            done = db.execute("UPDATE masters SET path = ? WHERE path = ?", (new_path, path))
+        if done.rowcount == 0:
+            raise KeyError(path)
+
+    def master_cameras(self) -> set[str]:
+        """The cameras that have at least one recorded master, whatever its verdict."""
+        return {str(r[0]) for r in self._db.execute("SELECT DISTINCT camera FROM masters")}
 
     def masters(
         self, camera: str | None = None, night: str | None = None, path: str | None = None

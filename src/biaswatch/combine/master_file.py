@@ -24,6 +24,7 @@ import numpy as np
 from astropy.io import fits
 
 from biaswatch import __version__
+from biaswatch.rules.places import master_location
 from biaswatch.settings import CombineSettings
 
 # Per-frame keywords of the first input that would mislead on a master.
@@ -54,10 +55,15 @@ def fingerprint(info: MasterInfo) -> str:
     return hashlib.sha256(f"{made_of}|{__version__}".encode()).hexdigest()[:16]
 
 
-def master_path(masters_dir: Path, info: MasterInfo) -> Path:
-    """``masters_dir/<camera>/<night>/bias_<camera>_<night>_<NN>_<geometry>.fits``."""
-    name = f"bias_{info.camera}_{info.night}_{info.sequence:02d}_{info.geometry}.fits"
-    return masters_dir / info.camera / info.night / name
+def master_path(masters_dir: Path, info: MasterInfo, state: str = "accepted") -> Path:
+    """``masters_dir/<camera>/<night>/bias_<camera>_<night>_<NN>_<geometry>.fits``.
+
+    That is an accepted master's place, where the combine writes its temporary; a
+    rejected master's is elsewhere (rules/places.py decides both).
+    """
+    return master_location(
+        masters_dir, info.camera, info.night, info.sequence, info.geometry, state
+    )
 
 
 def master_header(first_input: fits.Header, info: MasterInfo) -> fits.Header:

@@ -1,16 +1,19 @@
-"""Publishing a master, the main loop's side: final name, verdict, catalog, ``latest``.
+"""Publishing a master, the main loop's side: verdict, final name, catalog, ``latest``.
 
 The combine (combine/master_file.py, in a child process or on a Dask worker)
 writes the master under a temporary name and answers with its path and QC. Here
 the main loop follows the rest of the sequence in reliability.md 2.4 (Pillai et
-al., OSDI '14): give the flushed temporary its final name, fsync the directory,
-judge the master, record it, move ``latest``. The final name is made with
-``os.link``, which fails if the name exists, so an existing master is never
-overwritten, even by a second service pointed at the same directory.
+al., OSDI '14): judge the master (the catalog is only read), give the flushed
+temporary the final name of its verdict's place (rules/places.py: a rejected
+master has its own folder and name), fsync the directory, record it, move
+``latest``. The final name is made with ``os.link``, which fails if the name
+exists, so an existing master is never overwritten, even by a second service
+pointed at the same directory.
 
-A master found on disk after a crash (final name given, catalog row lost) is
-judged and recorded by the same :func:`record_published` as a fresh one; its QC
-comes from its header (:func:`quality_on_disk`), the one record left of it.
+A master found on disk after a crash (final name given, catalog row lost), in
+either place, is judged and recorded by the same :func:`record_published` as a
+fresh one, and filed where its verdict says; its QC comes from its header
+(:func:`quality_on_disk`), the one record left of it.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import structlog
@@ -31,7 +34,14 @@ from biaswatch.catalog.store import Catalog
 from biaswatch.combine.master_file import MasterInfo
 from biaswatch.names import shown
 from biaswatch.publish.announce import announce_links
+from biaswatch.publish.placement import make_folder, move_master_file
 from biaswatch.rules.acceptance import BASELINE, Verdict, judge
+from biaswatch.rules.places import (
+    ACCEPTED_PREFIX,
+    REJECTED_FOLDER,
+    REJECTED_PREFIX,
+    path_for_state,
+)
 from biaswatch.rules.qc import MasterQC, master_qc_from_header
 from biaswatch.rules.segment_cards import segments_qc_from_headers
 from biaswatch.system.faults import crash_point
@@ -40,7 +50,12 @@ log = structlog.get_logger(__name__)
 
 
 def give_final_name(tmp: Path, final: Path) -> None:
-    """Atomically make ``tmp`` appear as ``final``; FileExistsError if it exists."""
+    """Atomically make ``tmp`` appear as ``final``; FileExistsError if it exists.
+
+    ``final``'s folder is made if missing: a rejected master's is not the night
+    folder its temporary was written in (rules/places.py).
+    """
+    make_folder(final.parent)
     os.link(tmp, final)
     os.unlink(tmp)
     _fsync_dir(final.parent)
@@ -87,17 +102,22 @@ def publish_master(
 ) -> Path:
     """Final name, catalog record, ``latest`` link, ``master.published``; returns the path.
 
-    The order matters: once the master has its final name it is never
-    removed, then the catalog records it in one transaction, and only then
-    does ``latest.fits`` move, so the link never points at an unrecorded file.
+    The order matters: the master is judged first (verdict_for only reads the
+    catalog), so a rejected master gets its rejected name and folder directly
+    (rules/places.py; ``master.path`` is its accepted place, beside the temporary);
+    once it has its final name it is never removed, then the catalog records it in
+    one transaction, and only then does ``latest.fits`` move, so the link never
+    points at an unrecorded file.
     The event carries where the time went: the combine child's start-up, its
     combine and write, and this publication (fsyncs and the catalog).
     """
     start = time.perf_counter()
-    info, final, quality = master.info, master.path, master.quality
+    info, quality = master.info, master.quality
+    verdict = verdict_for(catalog, master)
+    final = path_for_state(master.path, verdict.state)
     give_final_name(temporary, final)
     crash_point("after_rename")
-    verdict = record_published(catalog, master, now)
+    record_published(catalog, replace(master, path=final), now, verdict)
     crash_point("after_commit")
     if verdict.state == "accepted":
         point_latest(latest_link(masters_dir, info.camera), final)
@@ -129,14 +149,17 @@ def publish_master(
     return final
 
 
-def record_published(catalog: Catalog, master: NewMaster, now: dt.datetime) -> Verdict:
-    """Judge a master that has its final name and record it (one transaction); its verdict.
+def record_published(
+    catalog: Catalog, master: NewMaster, now: dt.datetime, verdict: Verdict | None = None
+) -> Verdict:
+    """Record a master that has its final name (one transaction); its verdict.
 
     The one place a master's catalog row is made: a fresh publication and the
-    adoption of a master found on disk after a crash both come here.
+    adoption of a master found on disk after a crash both come here. It is judged
+    here unless its ``verdict`` was given before its final name was.
     """
     info = master.info
-    verdict = verdict_for(catalog, master)
+    verdict = verdict_for(catalog, master) if verdict is None else verdict
     catalog.record_master(
         master.set_id,
         MasterRow(
@@ -163,10 +186,20 @@ def adopt_master(
 ) -> Verdict:
     """Record a master found on disk whose combine's answer was lost; its verdict.
 
+    It is judged again, recorded at its verdict's place, then moved there if it is
+    in the other one (a crash between the two is mended by placement.reconcile).
     Its ``latest.fits`` is left to the check that follows recovery (repair_latest).
     """
     quality, segments = quality_on_disk(path), segments_on_disk(path)
-    return record_published(catalog, NewMaster(set_id, info, path, quality, segments), now)
+    found = NewMaster(set_id, info, path, quality, segments)
+    verdict = verdict_for(catalog, found)
+    wanted = path_for_state(path, verdict.state)
+    if wanted != path and (wanted.exists() or wanted.is_symlink()):
+        raise FileExistsError(f"{wanted} exists: {path} is left where it is")
+    record_published(catalog, replace(found, path=wanted), now, verdict)
+    if wanted != path:
+        move_master_file(path, wanted)
+    return verdict
 
 
 def quality_on_disk(path: Path) -> MasterQC | None:
@@ -207,11 +240,12 @@ def find_published(
     """Masters already on disk for exactly these inputs (BWDIGEST), with their sequences.
 
     A crash between giving a master its final name and recording it in the catalog
-    leaves such a file: it is adopted, not written again. A file whose header cannot
-    be read or has no usable BWSEQ is logged and passed over (never removed).
+    leaves such a file, in its accepted or its rejected place: it is adopted, not
+    written again. A file whose header cannot be read or has no usable BWSEQ is
+    logged and passed over (never removed).
     """
     found = []
-    for path in sorted((masters_dir / camera / night).glob(f"bias_{camera}_{night}_*.fits")):
+    for path in _night_masters(masters_dir, camera, night):
         try:
             header = fits.getheader(path)
             if header.get("BWDIGEST") == digest and header.get("BWCAMERA") == camera:
@@ -221,9 +255,18 @@ def find_published(
     return found
 
 
+def _night_masters(masters_dir: Path, camera: str, night: str) -> list[Path]:
+    """A camera's night's master files in both places (rules/places.py), accepted first."""
+    stem = f"{camera}_{night}_*.fits"
+    accepted = (masters_dir / camera / night).glob(ACCEPTED_PREFIX + stem)
+    rejected = (masters_dir / camera / REJECTED_FOLDER / night).glob(REJECTED_PREFIX + stem)
+    return sorted(accepted) + sorted(rejected)
+
+
 def master_files(masters_dir: Path) -> list[Path]:
-    """Every master file under ``masters_dir`` (``<camera>/<night>/bias_*.fits``), no link."""
-    files = masters_dir.glob("*/*/bias_*.fits")
+    """Every master file under ``masters_dir``, accepted and rejected (rules/places.py), no link."""
+    files = [*masters_dir.glob(f"*/*/{ACCEPTED_PREFIX}*.fits")]
+    files += masters_dir.glob(f"*/{REJECTED_FOLDER}/*/{REJECTED_PREFIX}*.fits")
     return sorted(p for p in files if p.is_file() and not p.is_symlink())
 
 
@@ -249,13 +292,17 @@ def latest_link(masters_dir: Path, camera: str, geometry: str | None = None) -> 
     return masters_dir / camera / f"latest-{safe}.fits"
 
 
-def repair_latest(catalog: Catalog, masters_dir: Path, missing: set[str]) -> None:
+def repair_latest(
+    catalog: Catalog, masters_dir: Path, missing: set[str], expected: bool = False
+) -> None:
     """Point each camera's ``latest.fits``, and each configuration's link, at its newest master.
 
     Newest accepted, that is. A newest master whose file is gone is logged once
     (``missing`` remembers it) and its link left as it is: pointing at it would make a
-    dangling link. A configuration link left with no accepted master (a person rejected
-    them all) is removed: a link to a rejected master would mislead.
+    dangling link. A link left with no accepted master (a person rejected them all:
+    a configuration's, or a camera's ``latest.fits``) is removed: a link to a rejected
+    master would mislead. ``expected``: the caller has just changed a verdict, so a
+    link that moves is news at info level (``master.latest_moved``), not a repair.
     """
     wanted = {
         latest_link(masters_dir, camera): (camera, newest)
@@ -264,11 +311,15 @@ def repair_latest(catalog: Catalog, masters_dir: Path, missing: set[str]) -> Non
     for (camera, geometry), newest in catalog.latest_by_configuration().items():
         wanted[latest_link(masters_dir, camera, geometry)] = (camera, newest)
     for link, (camera, newest) in wanted.items():
-        _repair_link(link, camera, newest, missing)
-    for stale in masters_dir.glob("*/latest-*.fits"):
+        _repair_link(link, camera, newest, missing, expected)
+    judged = [latest_link(masters_dir, camera) for camera in catalog.master_cameras()]
+    for stale in [*masters_dir.glob("*/latest-*.fits"), *judged]:
         if stale.is_symlink() and stale not in wanted:
             stale.unlink(missing_ok=True)
-            log.warning("master.latest_removed", link=str(stale), reason=_STALE)
+            if expected:
+                log.info("master.latest_removed", link=str(stale), reason=_STALE)
+            else:
+                log.warning("master.latest_removed", link=str(stale), reason=_STALE)
     announce_latest(catalog, masters_dir)
 
 
@@ -277,7 +328,7 @@ def announce_latest(catalog: Catalog, masters_dir: Path) -> None:
     announce_links(catalog, lambda camera, label: latest_link(masters_dir, camera, label or None))
 
 
-def _repair_link(link: Path, camera: str, newest: str, missing: set[str]) -> None:
+def _repair_link(link: Path, camera: str, newest: str, missing: set[str], expected: bool) -> None:
     target = Path(newest)
     try:
         if link.exists() and link.resolve() == target.resolve():
@@ -291,10 +342,13 @@ def _repair_link(link: Path, camera: str, newest: str, missing: set[str]) -> Non
     except OSError as exc:
         log.error("master.latest_unrepaired", camera=camera, link=str(link), error=str(exc))
         return
-    log.warning("master.latest_repaired", camera=camera, link=link.name, path=newest)
+    if expected:
+        log.info("master.latest_moved", camera=camera, link=link.name, path=newest)
+    else:
+        log.warning("master.latest_repaired", camera=camera, link=link.name, path=newest)
 
 
-_STALE = "no accepted master of its configuration is left"
+_STALE = "no accepted master of its camera or configuration is left"
 _ORPHAN = (
     "left alone: a master file the catalog does not list and no set claims (a second "
     "service, or a copy put there by hand); move or delete it yourself if it is not needed"

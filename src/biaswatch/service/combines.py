@@ -43,6 +43,7 @@ from biaswatch.combine.child import CombineJob, CombineResult
 from biaswatch.combine.executors import CombineExecutor, LocalExecutor, Running
 from biaswatch.combine.master_file import MasterInfo, master_path, temporaries_of
 from biaswatch.config import Config
+from biaswatch.publish.index import index_settings, write_index
 from biaswatch.publish.master import (
     NewMaster,
     adopt_master,
@@ -52,7 +53,9 @@ from biaswatch.publish.master import (
     repair_latest,
     report_orphans,
 )
+from biaswatch.publish.placement import either_place_taken, reconcile
 from biaswatch.publish.previews import Previews
+from biaswatch.rules.places import path_for_state
 from biaswatch.rules.sets import input_digest
 
 log = structlog.get_logger(__name__)
@@ -171,6 +174,7 @@ class Combines:
         queued, or set aside with the reason, and the next one is looked at.
         """
         cameras = {camera.name for camera in self._config.cameras}
+        indexed = cameras | self._reconcile()
         for set_id in self._catalog.requeue_interrupted():
             try:
                 if self._camera_removed(set_id, cameras):
@@ -181,6 +185,13 @@ class Combines:
                 self._set_aside(set_id, "combine.recover_failed", exc)
         self._report_orphans()
         self.check_latest()
+        for camera in sorted(indexed):  # once at each start: an existing install gets one
+            self.write_index(camera)
+
+    def write_index(self, camera: str) -> None:
+        """Rewrite the camera's index.json from the catalog (publish/index.py); never raises."""
+        settings = index_settings(self._config, camera)
+        write_index(self._catalog, self._config.service.masters_dir, camera, settings)
 
     def _camera_removed(self, set_id: int, cameras: set[str]) -> bool:
         """A set of a camera no longer configured is left as it is (combined if it returns)."""
@@ -203,6 +214,14 @@ class Combines:
             self._catalog.set_state(set_id, "failed", reason)
         except Exception:  # the catalog itself refuses: the log says it all
             log.exception("combine.set_aside_failed", set=set_id)
+
+    def _reconcile(self) -> set[str]:
+        """Each master's file to where its row says (publish/placement.py); cameras moved."""
+        try:
+            return reconcile(self._catalog)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("master.reconcile_failed", error=str(exc))
+            return set()
 
     def _report_orphans(self) -> None:
         try:
@@ -235,6 +254,7 @@ class Combines:
             info = self._job_for(set_id, sequence).info
             adopt_master(self._catalog, set_id, info, path, self._now())
             bound.warning("master.adopted", path=str(path), reason=_ADOPTED)
+            self.write_index(row.camera)
             return True
         return False
 
@@ -246,7 +266,7 @@ class Combines:
             # The reserved name taken already: an earlier try of this set got as far as
             # the final name (adopt it), or the file is not this set's (take a new number).
             # Only then are the night's master headers read (rare).
-            if Path(job.final).exists():
+            if either_place_taken(Path(job.final)):
                 if self._adopt(set_id):
                     return
                 job = self._renumbered(job)
@@ -273,8 +293,10 @@ class Combines:
     def _renumbered(self, job: CombineJob) -> CombineJob:
         """The job under a number above every master file on disk of its camera's night."""
         taken, info = Path(job.final), job.info
-        prefix = f"bias_{info.camera}_{info.night}_"
-        numbers = [p.name[len(prefix) :].split("_")[0] for p in taken.parent.glob(prefix + "*")]
+        # Both places (rules/places.py): a rejected master's number is taken too.
+        stem, rejected = f"{info.camera}_{info.night}_", path_for_state(taken, "rejected")
+        names = [*taken.parent.glob(f"bias_{stem}*"), *rejected.parent.glob(f"rejected_{stem}*")]
+        numbers = [p.name.split(stem, 1)[1].split("_")[0] for p in names]
         on_disk = max((int(n) for n in numbers if n.isdigit()), default=0)
         sequence = self._catalog.reserve_sequence(job.set_id, above=on_disk)
         log.warning(
@@ -325,9 +347,10 @@ class Combines:
                 alarm=self._alarm,
             )
             self._published(final)
+            self.write_index(job.info.camera)
             # Runs lost on a cluster (a killed worker, a vanished scheduler) may have
-            # left their own temporary copies beside it.
-            for leftover in temporaries_of(final, job.set_id):
+            # left their own temporary copies beside its accepted name.
+            for leftover in temporaries_of(Path(job.final), job.set_id):
                 leftover.unlink(missing_ok=True)
             self.previews.queue(final, Path(job.inputs[0]), len(job.inputs))
         except Exception as exc:  # one set's boundary: record it, carry on

@@ -11,7 +11,9 @@ The points, in the order a master is published:
 
 * ``after_temporary``: the combine child has written and fsynced the temporary master;
 * ``after_rename``: the master has its final name, the catalog does not know it yet;
-* ``after_commit``: the catalog records it, ``latest.fits`` does not point at it yet.
+* ``after_commit``: the catalog records it, ``latest.fits`` does not point at it yet;
+* ``after_verdict_commit``: ``biaswatch accept``/``reject`` has recorded a verdict and
+  its file's new path, the file is not moved yet (publish/placement.py).
 
 ``pause_point`` holds a combine still instead, so a test can kill its local child or
 its Dask worker.
@@ -27,7 +29,10 @@ CRASH_AT = "BIASWATCH_CRASH_AT"
 PAUSE_AT = "BIASWATCH_PAUSE_AT"
 PAUSE_SECONDS = "BIASWATCH_PAUSE_SECONDS"
 SERVICE_PID = "BIASWATCH_SERVICE_PID"
+# The service's publishing points (tests/service/test_faults.py kills it at each).
 POINTS = ("after_temporary", "after_rename", "after_commit")
+# The verdict command's (tests/commands/test_verdict_files.py).
+VERDICT_POINTS = ("after_verdict_commit",)
 
 
 def mark_service() -> None:
@@ -37,7 +42,7 @@ def mark_service() -> None:
 
 def crash_point(name: str) -> None:
     """SIGKILL the service (and this process) if BIASWATCH_CRASH_AT names this point."""
-    assert name in POINTS, name
+    assert name in POINTS or name in VERDICT_POINTS, name
     if os.environ.get(CRASH_AT) != name:
         return
     service = int(os.environ.get(SERVICE_PID, os.getpid()))
