@@ -449,6 +449,9 @@ def test_path_like_header_strings_write_nothing_outside_masters_and_state(
         f"cryo/{NIGHT}",
         f"cryo/{NIGHT}/{master.name}",
         f"cryo/{NIGHT}/{master.with_suffix('.png').name}",  # its preview
+        "cryo/index.json",  # each configured camera's index, written at start and publish
+        "te",
+        "te/index.json",
     }
     state = tmp_path / "state"
     for root in (masters, state):  # links included: nothing resolves outside its tree
