@@ -146,7 +146,25 @@ def checkout_of(before: str, root: Path) -> Path:
     ).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(target, filter="data")
+    _add_kernel(target / "src" / "biaswatch" / "combine")
     return target
+
+
+def _add_kernel(package: Path) -> None:
+    """Give a checkout with the C kernel (issue 14 on) this checkout's build of it.
+
+    `pip install` builds it; a `git archive` has only the source. The build is copied
+    when the source is the same byte for byte (the kernel refuses another's build);
+    otherwise the revision cannot run here, and that is said.
+    """
+    source = package / "_kernel.c"
+    if not source.exists():
+        return  # older than the C kernel: its numba kernel needs nothing built
+    ours = Path(__file__).resolve().parent.parent / "src" / "biaswatch" / "combine"
+    if source.read_bytes() != (ours / "_kernel.c").read_bytes():
+        raise SystemExit(f"{package}: its _kernel.c differs from ours; pip install it instead")
+    for built in ours.glob("_kernel.*.so"):
+        shutil.copy2(built, package / built.name)
 
 
 def start(base: Path, frames: int, via: str, checkout: Path | None) -> subprocess.Popen[bytes]:
