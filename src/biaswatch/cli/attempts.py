@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from biaswatch.catalog.open import open_reading
 from biaswatch.config import load_config
@@ -19,7 +20,10 @@ def list_attempts(args: argparse.Namespace) -> int:
     database = load_config(args.config).service.state_dir / "catalog.sqlite"
     catalog = open_reading(database)
     if catalog is None:
-        print(f"no catalog yet at {database}")
+        # --json promises JSON on stdout: an empty array, and the words on stderr.
+        print("[]" if args.json else f"no catalog yet at {database}")
+        if args.json:
+            print(f"biaswatch: no catalog yet at {database}", file=sys.stderr)
         return 0
     try:
         rows = [dict(row) for row in catalog.attempts(args.set_id, args.night)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 import threading
 from pathlib import Path
 
@@ -42,6 +43,10 @@ def run_backfill(args: argparse.Namespace) -> int:
     """Ingest, judge and combine; exit 0 when every set ended done, failed or waiting."""
     config = load_config(args.config)
     camera = config.camera(args.camera)
+    absent = [str(d) for d in args.directories if not d.is_dir()]
+    if absent:  # a typo in an archive path must not end in "0 new file(s)" and exit 0
+        print(f"biaswatch backfill: not a directory: {', '.join(absent)}", file=sys.stderr)
+        return 2
     logs.configure(config.log_path, config.service.log_level, console=False)
     catalog = open_catalog(config.service.state_dir / "catalog.sqlite", _now)
     try:

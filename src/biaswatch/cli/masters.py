@@ -36,6 +36,8 @@ def list_masters(args: argparse.Namespace) -> int:
     if args.explain and args.for_time is None:
         raise SystemExit("biaswatch masters: --explain needs --for")
     config = load_config(args.config)  # once: --like and --for read it too
+    if args.camera is not None:
+        config.camera(args.camera)  # an unknown camera is a config error, not "no masters yet"
     like = None if args.like is None else configuration_of(config, args.camera, args.like)
     catalog = existing_catalog(config)
     rows = [] if catalog is None else catalog.masters(args.camera, args.night)

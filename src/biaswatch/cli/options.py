@@ -19,6 +19,29 @@ from biaswatch.cli.common import config_option
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
+def night_text(text: str) -> str:
+    """A ``--night`` value: a calendar date, YYYY-MM-DD, as the catalog writes nights.
+
+    argparse turns the ArgumentTypeError into a one-line usage error (exit 2), not a
+    silent "no masters yet" for ``--night yesterday``.
+    """
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-12-03") from None
+
+
+def time_text(text: str) -> str:
+    """A ``--for`` value: an ISO 8601 time (UTC unless it has a zone), kept as written."""
+    try:
+        dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time like 2026-12-04T03:12:00 (UTC) or 2026-12-03T21:12:00-06:00"
+        ) from None
+    return text
+
+
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """The ``run`` command's options."""
     config_option(parser)
@@ -28,11 +51,14 @@ def add_masters_options(parser: argparse.ArgumentParser) -> None:
     """The ``masters`` command's options."""
     config_option(parser)
     parser.add_argument("--camera", help="only this camera")
-    parser.add_argument("--night", help="only this night (YYYY-MM-DD, the evening's date)")
+    parser.add_argument(
+        "--night", type=night_text, help="only this night (YYYY-MM-DD, the evening's date)"
+    )
     parser.add_argument(
         "--for",
         dest="for_time",
         metavar="TIME",
+        type=time_text,
         help="print the accepted master to use for a frame taken at TIME (ISO, UTC if no "
         "zone); needs --camera",
     )
@@ -80,7 +106,9 @@ def add_attempts_options(parser: argparse.ArgumentParser) -> None:
     """The ``attempts`` command's options."""
     config_option(parser)
     parser.add_argument("--set", type=int, dest="set_id", help="only this set")
-    parser.add_argument("--night", help="only this night (YYYY-MM-DD, the evening's date)")
+    parser.add_argument(
+        "--night", type=night_text, help="only this night (YYYY-MM-DD, the evening's date)"
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON array")
 
 

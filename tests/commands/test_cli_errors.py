@@ -1,0 +1,68 @@
+"""Bad arguments end in one line naming the problem and a documented exit status, no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from biaswatch.testing.helpers import run_cli, write_config
+
+# (arguments after the command's --config, exit status, words the last stderr line holds)
+CASES = {
+    "masters --night yesterday": (
+        ["masters", "--night", "yesterday"],
+        2,
+        "'yesterday' is not a date",
+    ),
+    "masters --for tomorrow": (
+        ["masters", "--for", "tomorrow", "--camera", "cryo"],
+        2,
+        "'tomorrow' is not a time",
+    ),
+    "masters --camera nosuch": (["masters", "--camera", "nosuch"], 78, "no camera 'nosuch'"),
+    "attempts --night bad": (["attempts", "--night", "bad"], 2, "'bad' is not a date"),
+    "attempts --set x": (["attempts", "--set", "x"], 2, "invalid int value: 'x'"),
+    "log --night bad": (["log", "--night", "bad"], 2, "argument --night"),
+    "report --night bad": (["report", "--night", "bad", "-o", "r.html"], 2, "argument --night"),
+    "backfill missing dir": (
+        ["backfill", "--camera", "cryo", "no/such/dir"],
+        2,
+        "not a directory: no/such/dir",
+    ),
+    "backfill --camera nosuch": (["backfill", "--camera", "nosuch", "."], 78, "no camera 'nosuch'"),
+    "simulate --camera nosuch": (["simulate", "--camera", "nosuch"], 78, "no camera 'nosuch'"),
+    "accept unknown master": (
+        ["accept", "no/such.fits", "--why", "x"],
+        1,
+        "no catalog yet",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_bad_argument_is_one_line_and_a_documented_status(tmp_path: Path, name: str) -> None:
+    """Each bad argument exits with its documented status and names the problem, no traceback."""
+    args, status, words = CASES[name]
+    config = write_config(tmp_path)
+    command, rest = args[0], args[1:]
+    result = run_cli(command, "--config", config, *rest)
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr
+    assert words in result.stderr.strip().splitlines()[-1]
+
+
+def test_combine_of_a_missing_file_names_it_in_one_line(tmp_path: Path) -> None:
+    """``biaswatch combine missing.fits`` fails with status 1 and the file's name, no traceback."""
+    result = run_cli("combine", "-o", tmp_path / "m.fits", tmp_path / "missing.fits")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "missing.fits" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "m.fits").exists()
+
+
+def test_attempts_json_without_a_catalog_is_still_json(tmp_path: Path) -> None:
+    """``attempts --json`` before any catalog prints an empty JSON array; the words go to stderr."""
+    result = run_cli("attempts", "--config", write_config(tmp_path), "--json", check=True)
+    assert result.stdout == "[]\n"
+    assert "no catalog yet" in result.stderr
