@@ -53,8 +53,8 @@ def test_valid_config_prints_settings_that_load_back_the_same(tmp_path: Path) ->
     assert again.camera("cryo").qc.ccd_temp_setpoint == -100
 
 
-def test_invalid_config_exits_2_listing_every_problem(tmp_path: Path) -> None:
-    """Two mistakes give exit status 2 and both problems on stderr, nothing on stdout."""
+def test_invalid_config_exits_78_listing_every_problem(tmp_path: Path) -> None:
+    """Two mistakes give exit status 78 and both problems on stderr, nothing on stdout."""
     config = tmp_path / "config.toml"
     config.write_text(
         textwrap.dedent(
@@ -68,7 +68,7 @@ def test_invalid_config_exits_2_listing_every_problem(tmp_path: Path) -> None:
         )
     )
     result = check(config)
-    assert result.returncode == 2
+    assert result.returncode == 78
     assert result.stdout == ""
     assert "2 problem(s)" in result.stderr
     assert "[cameras.cryo] expected_frames" in result.stderr
@@ -80,7 +80,7 @@ def test_overlapping_directories_are_config_errors_naming_both_paths(tmp_path: P
     config = tmp_path / "config.toml"
     config.write_text('[service]\nmasters_dir = "x/../in/m"\n[cameras.cryo]\nwatch = ["in"]\n')
     result = check(config)
-    assert result.returncode == 2
+    assert result.returncode == 78
     assert result.stdout == ""
     assert (
         f'[service] masters_dir: "{tmp_path}/x/../in/m" (resolved: "{tmp_path}/in/m") is '

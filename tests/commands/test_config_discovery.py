@@ -143,18 +143,18 @@ def test_load_error_names_the_file_and_its_source(
 def test_check_config_names_the_file_and_its_source(
     tmp_path: Path, write_config: Callable[[str], Path]
 ) -> None:
-    """check-config on a discovered broken config exits 2 naming the file and its source."""
+    """check-config on a discovered broken config exits 78 naming the file and its source."""
     broken = write_config(BROKEN, "broken.toml")
     result = cli("check-config", cwd=tmp_path, env={"BIASWATCH_CONFIG": str(broken)})
-    assert result.returncode == 2
+    assert result.returncode == 78
     assert f"{broken} (from $BIASWATCH_CONFIG): 1 problem(s)" in result.stderr
 
 
-def test_check_config_missing_file_exits_2(tmp_path: Path) -> None:
-    """check-config given a file that is not there exits 2 (its own status), naming it."""
+def test_check_config_missing_file_exits_78(tmp_path: Path) -> None:
+    """check-config given a file that is not there exits 78 (EX_CONFIG, as all), naming it."""
     missing = tmp_path / "nowhere.toml"
     result = cli("check-config", "--config", missing, cwd=tmp_path)
-    assert result.returncode == 2
+    assert result.returncode == 78
     assert f"biaswatch: no config at {missing} (from --config)" in result.stderr
 
 

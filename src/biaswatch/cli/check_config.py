@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from biaswatch.cli.common import EX_CONFIG
 from biaswatch.config import CameraConfig, Config, load_config
 from biaswatch.errors import ConfigError
 from biaswatch.sections import SectionSource
@@ -24,7 +25,9 @@ from biaswatch.settings import TIME_OF_DAY_KEYWORDS, BiasRule, DateRange
 from biaswatch.system.mounts import network_mount, read_mounts
 from biaswatch.watch.scan import probe_directory
 
-EXIT_INVALID = 2
+# EX_CONFIG, as every command exits on a configuration error (cli/common.py): monitoring and
+# the systemd unit's RestartPreventExitStatus=78 read one number for "the config is wrong".
+EXIT_INVALID = EX_CONFIG
 
 
 def check_config(args: argparse.Namespace) -> int:

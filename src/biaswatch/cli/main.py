@@ -1,4 +1,4 @@
-"""The command line: ``biaswatch run | masters | accept | reject | check-config | ...``.
+"""The command line: biaswatch run | masters | accept | reject | check-config | ....
 
 Each command's handler lives in a module named after it (cli/<command>.py),
 imported only when that command runs; its options are in cli/options.py
@@ -35,6 +35,7 @@ class Command:
     help: str
     options: Callable[[argparse.ArgumentParser], None]
     handler: str  # "module:function", imported only when the command runs
+    example: str = ""  # shown under "example:" in the command's --help
 
 
 COMMANDS: dict[str, Command] = {
@@ -42,61 +43,74 @@ COMMANDS: dict[str, Command] = {
         "run the service (foreground; systemd Type=notify)",
         options.add_run_options,
         "biaswatch.cli.run:run_service",
+        "biaswatch run --config /etc/biaswatch/config.toml   # as the systemd unit runs it",
     ),
     "masters": Command(
         "list masters, or choose one for a frame",
         options.add_masters_options,
         "biaswatch.cli.masters:list_masters",
+        "biaswatch masters --camera cryo --for 2026-12-04T03:12:00 --like sci.fits --explain",
     ),
     "accept": Command(
         "mark a master accepted, overruling biaswatch",
         options.add_accept_options,
         "biaswatch.cli.verdict:record_verdict",
+        "biaswatch accept /srv/masters/cryo/rejected/2026-12-03/rejected_cryo_2026-12-03"
+        "_02_4096x4128-1x1.fits --why 'drift is real: new controller'",
     ),
     "reject": Command(
         "mark a master rejected, overruling biaswatch",
         options.add_reject_options,
         "biaswatch.cli.verdict:record_verdict",
+        "biaswatch reject /srv/masters/cryo/latest.fits --why 'light leak in frames 3-7'",
     ),
     "attempts": Command(
         "list each combine's attempts (executor, worker, outcome)",
         options.add_attempts_options,
         "biaswatch.cli.attempts:list_attempts",
+        "biaswatch attempts --night 2026-12-03",
     ),
     "check-config": Command(
         "validate the config and print each camera's effective settings",
         options.add_check_config_options,
         "biaswatch.cli.check_config:check_config",
+        "biaswatch check-config --config /etc/biaswatch/config.toml",
     ),
     "log": Command(
         "show the service's log as readable lines",
         options.add_log_options,
         "biaswatch.cli.log:show_log",
+        "biaswatch log --camera cryo --night 2026-12-03 --level warning",
     ),
     "status": Command(
         "each camera at a glance, and the service",
         options.add_status_options,
         "biaswatch.cli.status:show_status",
+        "biaswatch status --json",
     ),
     "report": Command(
         "write a night's report as one HTML page",
         options.add_report_options,
         "biaswatch.cli.report:write_report_command",
+        "biaswatch report --night 2026-12-03 -o night.html",
     ),
     "backfill": Command(
         "group and combine an archive of past nights, as the service would",
         options.add_backfill_options,
         "biaswatch.cli.backfill:run_backfill",
+        "biaswatch backfill --camera cryo /archive/cryo/2026-11",
     ),
     "simulate": Command(
         "write realistic raw bias frames into a camera's watched directory",
         options.add_simulate_options,
         "biaswatch.cli.simulate:write_simulated_frames",
+        "biaswatch simulate --camera te --frames 10 --interval 2",
     ),
     "combine": Command(
         "combine frames into a master once, as the service does (no service needed)",
         options.add_combine_options,
         "biaswatch.cli.combine:combine_command",
+        "biaswatch combine --config config.toml --camera cryo -o master.fits raw/bias_*.fits",
     ),
 }
 
@@ -111,9 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command_handler(COMMANDS[args.command])(args)
     except ConfigError as exc:
         print_problems(exc, args)
-        # check-config exits 2 on every problem of its config, a missing file included.
-        status: int = getattr(args, "config_error_status", EX_CONFIG)
-        return status
+        return EX_CONFIG
 
 
 def name_the_main_script() -> None:
@@ -131,13 +143,36 @@ def name_the_main_script() -> None:
         script.__spec__ = importlib.util.find_spec("biaswatch.__main__")
 
 
+# The exit statuses every command uses (cli/common.py), shown under each --help.
+EXIT_STATUSES = """exit status:
+  0   success
+  1   failure, or nothing found (masters --for with no master that fits)
+  2   usage: a bad option or argument (argparse)
+  69  unavailable: the Dask scheduler did not answer at start (run)
+  75  another service holds the state directory (run; systemd retries)
+  78  configuration error: every problem listed on stderr (EX_CONFIG)"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every command with its options; no command's module is imported."""
-    parser = argparse.ArgumentParser(prog="biaswatch", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="biaswatch",
+        description="The nightly master-bias service for observatory cameras, and its tools.",
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"biaswatch {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
-        command.options(commands.add_parser(name, help=command.help, description=command.help))
+        example = f"example:\n  {command.example}\n\n" if command.example else ""
+        sub = commands.add_parser(
+            name,
+            help=command.help,
+            description=command.help[0].upper() + command.help[1:] + ".",
+            epilog=example + EXIT_STATUSES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.options(sub)
     return parser
 
 

@@ -115,7 +115,6 @@ def add_attempts_options(parser: argparse.ArgumentParser) -> None:
 def add_check_config_options(parser: argparse.ArgumentParser) -> None:
     """The ``check-config`` command's options."""
     config_option(parser)
-    parser.set_defaults(config_error_status=2)  # check_config.EXIT_INVALID, kept light here
 
 
 def add_log_options(parser: argparse.ArgumentParser) -> None:
