@@ -8,6 +8,7 @@ keys, so ``jq`` and journald can filter them. Timestamps are UTC ISO-8601.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import sys
 from pathlib import Path
@@ -46,7 +47,9 @@ def configure(
         handlers.append(_stdout_handler(json_formatter, console, journal_socket))
     else:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        # logrotate renames the file (systemd/biaswatch.logrotate): the handler sees the
+        # path's inode change before each write and opens the new file.
+        file_handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
         file_handler.setFormatter(json_formatter)
         handlers.append(file_handler)
         if sys.stderr.isatty() if console is None else console:
