@@ -13,7 +13,11 @@ give them one, both without python-systemd:
   the priority and strips it (SyslogLevelPrefix=yes, systemd.exec(5)'s default).
 
 Stdout is the journal when ``$JOURNAL_STREAM`` names its device and inode
-(systemd.exec(5), sd_journal_stream_fd(3)); otherwise nothing here is used.
+(systemd.exec(5), sd_journal_stream_fd(3)); otherwise nothing here is used (a
+terminal or a pipe started from a session that inherited the variable keeps plain
+lines). The shipped unit's sandbox allows this socket: it is a path-bound AF_UNIX
+socket (RestrictAddressFamilies=AF_UNIX), reachable from a private network namespace
+(PrivateNetwork=yes isolates only abstract sockets), as NOTIFY_SOCKET already is.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 Events have stable dotted names (``frame.rejected``, ``set.completed``,
 ``master.published``) and carry their context (camera, night, set, file) as
 keys, so ``jq`` and journald can filter them. Timestamps are UTC ISO-8601.
+
+Under systemd (stdout is the journal stream) the same JSON goes to journald with a
+priority and the context as journal fields (journald.py). A log file is reopened
+when logrotate renames it (systemd/biaswatch.logrotate).
 """
 
 from __future__ import annotations
