@@ -3,17 +3,23 @@
 Events have stable dotted names (``frame.rejected``, ``set.completed``,
 ``master.published``) and carry their context (camera, night, set, file) as
 keys, so ``jq`` and journald can filter them. Timestamps are UTC ISO-8601.
+
+Under systemd (stdout is the journal stream) the same JSON goes to journald with a
+priority and the context as journal fields (journald.py). A log file is reopened
+when logrotate renames it (systemd/biaswatch.logrotate).
 """
 
 from __future__ import annotations
 
 import logging
+import logging.handlers
+import os
 import sys
 from pathlib import Path
 
 import structlog
 
-from biaswatch import names
+from biaswatch import journald, names
 
 _SHARED: list[structlog.types.Processor] = [
     structlog.contextvars.merge_contextvars,
@@ -24,25 +30,30 @@ _SHARED: list[structlog.types.Processor] = [
 ]
 
 
-def configure(log_file: Path | None, level: str, *, console: bool | None = None) -> None:
+def configure(
+    log_file: Path | None,
+    level: str,
+    *,
+    console: bool | None = None,
+    journal_socket: Path = journald.SOCKET,
+) -> None:
     """Send JSON lines to ``log_file`` (None: stdout); a console view when on a terminal.
 
     Args:
         log_file: the JSON log, or None for standard output (journald under systemd).
         level: debug, info, warning or error.
         console: force the human-readable view on stderr on or off (default: if a tty).
+        journal_socket: journald's native socket, used when stdout is the journal.
     """
     handlers: list[logging.Handler] = []
     json_formatter = _formatter(structlog.processors.JSONRenderer(), names.shown_values)
     if log_file is None:
-        stream = logging.StreamHandler(sys.stdout)
-        tty = sys.stdout.isatty() if console is None else console
-        console_formatter = _formatter(_console(), names.terminal_values)
-        stream.setFormatter(console_formatter if tty else json_formatter)
-        handlers.append(stream)
+        handlers.append(_stdout_handler(json_formatter, console, journal_socket))
     else:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        # logrotate renames the file (systemd/biaswatch.logrotate): the handler sees the
+        # path's inode change before each write and opens the new file.
+        file_handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
         file_handler.setFormatter(json_formatter)
         handlers.append(file_handler)
         if sys.stderr.isatty() if console is None else console:
@@ -69,6 +80,23 @@ def configure(log_file: Path | None, level: str, *, console: bool | None = None)
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
+
+
+def _stdout_handler(
+    json_formatter: logging.Formatter, console: bool | None, journal_socket: Path
+) -> logging.Handler:
+    """The console view on a terminal; the journal's forms when systemd reads stdout
+    (journald.py); plain JSON lines otherwise (a pipe, or a file a supervisor keeps)."""
+    if sys.stdout.isatty() if console is None else console:
+        view = logging.StreamHandler(sys.stdout)
+        view.setFormatter(_formatter(_console(), names.terminal_values))
+        return view
+    if journald.stdout_is_journal(sys.stdout, os.environ):
+        handler = journald.journal_handler(sys.stdout, journal_socket)
+    else:
+        handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(json_formatter)
+    return handler
 
 
 def _console() -> structlog.dev.ConsoleRenderer:

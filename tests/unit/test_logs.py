@@ -72,3 +72,14 @@ def test_stdout_when_dash(capsys: pytest.CaptureFixture[str]) -> None:
     logs.configure(None, "info", console=False)
     structlog.get_logger("t").info("service.started")
     assert json.loads(capsys.readouterr().out)["event"] == "service.started"
+
+
+def test_file_reopened_after_rename(tmp_path: Path) -> None:
+    """After logrotate renames the log, the next event goes to a new file at the old path."""
+    path = tmp_path / "biaswatch.jsonl"
+    logs.configure(path, "info", console=False)
+    structlog.get_logger("t").info("before.rotation")
+    path.rename(tmp_path / "biaswatch.jsonl.1")
+    structlog.get_logger("t").info("after.rotation")
+    assert json.loads((tmp_path / "biaswatch.jsonl.1").read_text())["event"] == "before.rotation"
+    assert json.loads(path.read_text())["event"] == "after.rotation"

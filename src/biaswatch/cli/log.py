@@ -5,6 +5,11 @@ happened last night?" wants the events of one night, one camera, warnings and
 worse, as lines they can read; ``--follow`` keeps printing as the service
 writes. An event belongs to a night when it says so (``night``), or, when it
 carries no night, when its time falls between that night's two rollovers.
+
+With ``log_file = "-"`` the service logs to journald (journald.py): the events are
+read back with ``journalctl -o json -t biaswatch``, each entry's MESSAGE being the
+JSON event (lines that are not, such as a traceback on stderr, are shown with the
+entry's priority and time). With a file, ``--follow`` follows logrotate's rename.
 """
 
 from __future__ import annotations
@@ -12,38 +17,126 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from biaswatch import journald
 from biaswatch.cli.options import LOG_LEVELS
 from biaswatch.config import SiteConfig, load_config
-from biaswatch.names import for_terminal
+from biaswatch.names import for_terminal, shown
 
 # logging.DEBUG 10, INFO 20, WARNING 30, ERROR 40, CRITICAL 50: steps of 10 from debug.
 _LEVELS = {name: 10 * (step + 1) for step, name in enumerate(LOG_LEVELS)}
 _SHOWN_FIRST = ("camera", "night", "set", "file", "path")
 _NOT_SHOWN = {"event", "level", "timestamp", "logger"}
 FOLLOW_SECONDS = 0.5  # how often --follow looks for new lines
+# sysexits.h: EX_UNAVAILABLE, "a service is unavailable" (here: the journal).
+EXIT_UNAVAILABLE = 69
+# syslog priorities (sd-daemon(3)) back to our level names: 0-3 errors, 4 warning,
+# 5 notice and 6 info, 7 debug.
+_LEVEL_OF_PRIORITY = {"0": "error", "1": "error", "2": "error", "3": "error", "4": "warning"}
+_LEVEL_OF_PRIORITY |= {"5": "info", "6": "info", "7": "debug"}
 
 
 def show_log(args: argparse.Namespace) -> int:
     """Print the matching events; with --follow, until interrupted."""
     config = load_config(args.config)
+    keep = Filter(args.camera, args.night, _LEVELS[args.level], config.site)
     path = config.log_path
     if path is None:
-        print("the log goes to standard output (journald): journalctl -u biaswatch -o cat")
-        return 1
-    keep = Filter(args.camera, args.night, _LEVELS[args.level], config.site)
+        return _show_journal(keep, args.level, follow=args.follow)
     try:
-        for event in _events(path, follow=args.follow):
+        log = open(path, encoding="utf-8")  # noqa: SIM115 (_file_events closes it)
+    except OSError as error:
+        print(f"biaswatch log: cannot read {shown(str(path))}: {error.strerror}", file=sys.stderr)
+        return 1
+    _print_matching(_file_events(path, log, follow=args.follow), keep)
+    return 0
+
+
+def _print_matching(events: Iterator[dict[str, Any]], keep: Filter) -> int:
+    """Print the events ``keep`` passes, until the source ends or Ctrl-C; how many were read."""
+    seen = 0
+    try:
+        for event in events:
+            seen += 1
             if keep(event):
                 print(render_event(event), flush=True)
     except KeyboardInterrupt:
         pass
+    return seen
+
+
+def _show_journal(keep: Filter, level: str, *, follow: bool) -> int:
+    """The service's entries from journald, through ``journalctl -o json``."""
+    journalctl = shutil.which("journalctl")
+    if journalctl is None:
+        print(
+            'biaswatch log: the service logs to journald (log_file = "-") '
+            "and there is no journalctl here to read it",
+            file=sys.stderr,
+        )
+        return EXIT_UNAVAILABLE
+    command = [journalctl, "-o", "json", "--no-pager", "-t", journald.IDENTIFIER]
+    command += ["-p", str(journald.priority(level))]
+    command += ["--follow", "--no-tail"] if follow else []
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as reader:
+        assert reader.stdout is not None and reader.stderr is not None
+        seen = _print_matching(_journal_events(reader.stdout), keep)
+        reader.terminate()  # on Ctrl-C with --follow; a no-op once journalctl has ended
+        problem = reader.stderr.read().strip().splitlines()
+    if reader.returncode not in (0, -15):  # -15: the SIGTERM above
+        why = problem[-1] if problem else f"exit status {reader.returncode}"
+        print(f"biaswatch log: journalctl failed: {for_terminal(why)}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    if seen == 0 and not follow:
+        print(
+            f"biaswatch log: no entries in the journal (journalctl -t {journald.IDENTIFIER})",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _journal_events(lines: IO[str]) -> Iterator[dict[str, Any]]:
+    """Each ``journalctl -o json`` entry as an event."""
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # journalctl writes one JSON object per line; nothing else is ours
+        if isinstance(entry, dict):
+            event = journal_event(entry)
+            if event is not None:
+                yield event
+
+
+def journal_event(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """The event a journal entry holds: its MESSAGE's JSON, or the plain line with the
+    entry's priority and time (a traceback, a line from a library printing to stdout)."""
+    message = entry.get("MESSAGE")
+    if isinstance(message, list):  # journalctl's form for a value that is not UTF-8
+        message = bytes(message).decode("utf-8", "surrogateescape")
+    if not isinstance(message, str):
+        return None
+    try:
+        event = json.loads(message)
+    except json.JSONDecodeError:
+        event = None
+    if isinstance(event, dict) and "event" in event:
+        return event
+    micros = int(entry.get("__REALTIME_TIMESTAMP", 0))
+    when = dt.datetime.fromtimestamp(micros / 1e6, dt.UTC)
+    level = _LEVEL_OF_PRIORITY.get(str(entry.get("PRIORITY", "6")), "info")
+    return {"event": shown(message), "level": level, "timestamp": when.isoformat()}
 
 
 class Filter:
@@ -95,21 +188,48 @@ def _text(value: object) -> str:
     return json.dumps(text) if " " in text else text
 
 
-def _events(path: Path, *, follow: bool) -> Iterator[dict[str, Any]]:
-    """Each JSON event of the log; with ``follow``, new ones as they are written."""
-    with open(path, encoding="utf-8") as log:
+def _file_events(path: Path, log: IO[str], *, follow: bool) -> Iterator[dict[str, Any]]:
+    """Each JSON event of the open ``log``; with ``follow``, new ones as they are written,
+    through logrotate's rename (reopened at ``path``) or truncation (read from the top)."""
+    try:
         while True:
-            start = log.tell()
-            line = log.readline()
-            if line.endswith("\n"):
-                event = _parse(line)
-                if event is not None:
-                    yield event
-                continue
-            log.seek(start)  # nothing new, or a line half-written: read it whole later
+            yield from _whole_lines(log)
             if not follow:
                 return
+            if _renamed(path, log):
+                yield from _whole_lines(log)  # written before the service switched files
+                log.close()
+                log = open(path, encoding="utf-8")  # noqa: SIM115 (closed below)
+                continue
+            if os.fstat(log.fileno()).st_size < log.tell():
+                log.seek(0)  # truncated in place (copytruncate)
+                continue
             time.sleep(FOLLOW_SECONDS)
+    finally:
+        log.close()
+
+
+def _whole_lines(log: IO[str]) -> Iterator[dict[str, Any]]:
+    """The events of the complete lines from the current position on."""
+    while True:
+        start = log.tell()
+        line = log.readline()
+        if not line.endswith("\n"):
+            log.seek(start)  # nothing new, or a line half-written: read it whole later
+            return
+        event = _parse(line)
+        if event is not None:
+            yield event
+
+
+def _renamed(path: Path, log: IO[str]) -> bool:
+    """Whether ``path`` now names another file than the open ``log`` (and one exists)."""
+    try:
+        now = path.stat()
+    except FileNotFoundError:
+        return False  # renamed, the new one not created yet: look again later
+    opened = os.fstat(log.fileno())
+    return (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino)
 
 
 def _parse(line: str) -> dict[str, Any] | None:
