@@ -35,9 +35,10 @@ def exported() -> set[str]:
         latencies=(("cryo", 1.0),),
         combines=(("cryo", 1.0),),
     )
-    metrics = Metrics(None, "127.0.0.1:1", 15.0, lambda: tallies)
+    metrics = Metrics(None, "127.0.0.1:1", 15.0, lambda: now)
     metrics.alarm("no_master", camera="cryo")
-    metrics.turn(0.0, now, Live(("cryo",), frozenset(), frozenset()))
+    metrics.note(Live(("cryo",), frozenset(), frozenset()))
+    metrics.write(tallies)
     text = generate_latest(metrics.registry).decode()
     return {s.name for f in text_string_to_metric_families(text) for s in f.samples}
 

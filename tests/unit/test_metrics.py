@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
 from biaswatch.catalog.tallies import Tallies
 from biaswatch.config import load_config
@@ -46,8 +48,9 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def written(tmp_path: Path, tallies: Tallies = TALLIES, live: Live = LIVE) -> str:
     """The textfile a Metrics writes for ``tallies`` and ``live``."""
     path = tmp_path / "biaswatch.prom"
-    metrics = Metrics(path, None, 15.0, lambda: tallies)
-    metrics.turn(0.0, NOW, live)
+    metrics = Metrics(path, None, 15.0, lambda: NOW)
+    metrics.note(live)
+    metrics.write(tallies)
     return path.read_text(encoding="utf-8")
 
 
@@ -102,48 +105,47 @@ def test_stalled_and_degraded_flags_for_every_camera(tmp_path: Path) -> None:
 def test_alarms_counted_by_name_and_camera(tmp_path: Path) -> None:
     """Each alarm raised adds one to biaswatch_alarms_total for its name and camera."""
     path = tmp_path / "biaswatch.prom"
-    metrics = Metrics(path, None, 15.0, lambda: TALLIES)
+    metrics = Metrics(path, None, 15.0, lambda: NOW)
     metrics.alarm("master_rejected", camera="cryo", night="2030-01-01")
     metrics.alarm("master_rejected", camera="cryo")
     metrics.alarm("no_master")
-    metrics.turn(0.0, NOW, LIVE)
+    metrics.write(TALLIES)
     got = samples(path.read_text(encoding="utf-8"))
     assert got["biaswatch_alarms_total", (("alarm", "master_rejected"), ("camera", "cryo"))] == 2
     assert got["biaswatch_alarms_total", (("alarm", "no_master"), ("camera", ""))] == 1
 
 
-def test_written_only_every_metrics_seconds(tmp_path: Path) -> None:
-    """The catalog is read only once per metrics_seconds, unless a write is forced."""
-    reads: list[int] = []
-
-    def tallies() -> Tallies:
-        reads.append(1)
-        return TALLIES
-
-    metrics = Metrics(tmp_path / "m.prom", None, 15.0, tallies)
-    for now in (100.0, 101.0, 114.9):
-        metrics.turn(now, NOW, LIVE)
-    assert len(reads) == 1
-    metrics.turn(115.0, NOW, LIVE)
-    metrics.turn(115.1, NOW, LIVE, force=True)
-    assert len(reads) == 3
+def test_the_writer_reads_the_catalog_and_writes_last_at_stop(tmp_path: Path) -> None:
+    """The writer thread reads the catalog over its own connection and writes once more at stop."""
+    catalog = catalog_in(tmp_path)
+    path = tmp_path / "biaswatch.prom"
+    metrics = Metrics(path, None, 3600.0, lambda: NOW)
+    metrics.start(tmp_path / "catalog.sqlite")
+    catalog.add_to_set(valid_frame("/raw/a.fits"))  # after its first write, before its last
+    metrics.stop()
+    catalog.close()
+    got = samples(path.read_text(encoding="utf-8"))
+    assert got["biaswatch_frames", (("camera", "cryo"), ("outcome", "valid"))] == 1
+    assert not [t for t in threading.enumerate() if t.name == "metrics"]
 
 
-def test_nothing_read_when_metrics_are_off(tmp_path: Path) -> None:
-    """Without metrics_file or metrics_address, the catalog is never read for metrics."""
-    metrics = Metrics(None, None, 15.0, lambda: pytest.fail("tallies read"))
-    metrics.turn(0.0, NOW, LIVE, force=True)
+def test_nothing_started_when_metrics_are_off(tmp_path: Path) -> None:
+    """Without metrics_file or metrics_address, no writer thread starts and no file appears."""
+    catalog_in(tmp_path).close()
+    metrics = Metrics(None, None, 15.0, lambda: NOW)
+    metrics.start(tmp_path / "catalog.sqlite")
     assert not metrics.enabled
+    assert not [t for t in threading.enumerate() if t.name == "metrics"]
+    metrics.stop()
 
 
 def test_a_failed_write_is_logged_once_and_the_service_goes_on(tmp_path: Path) -> None:
-    """A textfile that cannot be written logs metrics.write_failed once, raises nothing."""
-    from structlog.testing import capture_logs
-
-    metrics = Metrics(tmp_path / "missing" / "m.prom", None, 1.0, lambda: TALLIES)
+    """A textfile that cannot be written logs metrics.write_failed once, and raises nothing."""
+    catalog_in(tmp_path).close()
+    metrics = Metrics(tmp_path / "missing" / "m.prom", None, 3600.0, lambda: NOW)
     with capture_logs() as logs:
-        for now in (0.0, 2.0, 4.0):
-            metrics.turn(now, NOW, LIVE)
+        metrics.start(tmp_path / "catalog.sqlite")  # its first write fails
+        metrics.stop()  # and its last, with the same error
     assert [e["event"] for e in logs] == ["metrics.write_failed"]
 
 

@@ -104,10 +104,7 @@ class Service:
         )
         service = config.service
         self.metrics = Metrics(
-            service.metrics_file,
-            service.metrics_address,
-            service.metrics_seconds,
-            self.catalog.tallies,
+            service.metrics_file, service.metrics_address, service.metrics_seconds, self.clock.now
         )
         self.alarms = Alarms(config.alerts, counted=self.metrics.alarm)
         self.notices = NoticeSender(
@@ -192,7 +189,8 @@ class Service:
         self.watcher.start()
         self._schedule_night_checks()
         self.scheduler.start()
-        self.metrics.start()
+        self.metrics.note(live_state(list(self.cameras), {}, ()))  # its first write has them
+        self.metrics.start(self.config.service.state_dir / "catalog.sqlite")
         self.notifier.notify("READY=1")
         log.info(
             "service.started",
@@ -221,8 +219,7 @@ class Service:
         if self._server is not None:  # its children were stopped just above
             self._server.stop()
         self.executor.close()
-        self._write_metrics(force=True)  # the file ends with the last counts
-        self.metrics.stop()
+        self.metrics.stop()  # its last write, and its connection closed before ours
         self.notices.stop()  # before the catalog: the last connection closed checkpoints
         self.catalog.close()
         log.info("service.stopped")
@@ -256,11 +253,8 @@ class Service:
         self.notices.wake()  # a master published or a link moved queues notices
         self._supervise_watches(now)
         self.health.ping(now, watchers_alive=self.watcher.alive())
-        self._write_metrics()
-
-    def _write_metrics(self, *, force: bool = False) -> None:
-        live = live_state(list(self.cameras), self.health.stalled, self.watcher.degraded)
-        self.metrics.turn(self.clock.monotonic(), self.clock.now(), live, force=force)
+        stalled, degraded = self.health.stalled, self.watcher.degraded
+        self.metrics.note(live_state(list(self.cameras), stalled, degraded))
 
     def _supervise_watches(self, now: float) -> None:
         try:
