@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +15,8 @@ from structlog.testing import capture_logs
 from biaswatch.catalog.tallies import Tallies
 from biaswatch.config import load_config
 from biaswatch.errors import ConfigError
+from biaswatch.hooks import AlertsConfig
+from biaswatch.service.alarms import Alarms
 from biaswatch.service.metrics import Live, Metrics, live_state
 from biaswatch.testing.fits import FakeClock
 from biaswatch.testing.helpers import catalog_in, valid_frame, write_config
@@ -179,3 +182,30 @@ def test_metrics_settings_resolved_and_checked(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as caught:
             load_config(write_config(tmp_path, service={key: value}))
         assert said in "\n".join(caught.value.problems)
+
+
+def test_alarms_raised_reach_the_counter(tmp_path: Path) -> None:
+    """An alarm raised through Alarms (no command, no url) is counted by the metrics."""
+    path = tmp_path / "biaswatch.prom"
+    metrics = Metrics(path, None, 15.0, lambda: NOW)
+    alarms = Alarms(AlertsConfig(), counted=metrics.alarm)
+    alarms("set_insufficient", camera="te", night="2030-01-01", set=3, reason="too few")
+    metrics.write(TALLIES)
+    got = samples(path.read_text(encoding="utf-8"))
+    assert got["biaswatch_alarms_total", (("alarm", "set_insufficient"), ("camera", "te"))] == 1
+
+
+def test_a_taken_port_is_logged_and_the_rest_goes_on(tmp_path: Path) -> None:
+    """A metrics_address already in use logs metrics.http_failed; the textfile is still written."""
+    catalog_in(tmp_path).close()
+    path = tmp_path / "biaswatch.prom"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        metrics = Metrics(path, address, 3600.0, lambda: NOW)
+        with capture_logs() as logs:
+            metrics.start(tmp_path / "catalog.sqlite")
+            metrics.stop()
+    assert [e["event"] for e in logs] == ["metrics.http_failed"]
+    assert path.exists()
