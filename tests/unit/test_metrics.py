@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
+from biaswatch.catalog.rows import MasterRow
 from biaswatch.catalog.tallies import Tallies
 from biaswatch.config import load_config
 from biaswatch.errors import ConfigError
@@ -153,21 +154,26 @@ def test_a_failed_write_is_logged_once_and_the_service_goes_on(tmp_path: Path) -
 
 
 def test_catalog_tallies_from_real_rows(tmp_path: Path) -> None:
-    """Catalog.tallies counts frames and sets, and spans a set's successful combine runs."""
+    """Catalog.tallies counts rows, spans combine runs, and times masters from the last mtime."""
     clock = FakeClock()
     catalog = catalog_in(tmp_path, clock)
-    set_id = catalog.add_to_set(valid_frame("/raw/a.fits"))
-    catalog.add_to_set(valid_frame("/raw/b.fits"))
+    written_at = int(clock.now().timestamp() * 1e9)
+    set_id = catalog.add_to_set(replace(valid_frame("/raw/a.fits"), mtime_ns=written_at - 10**9))
+    catalog.add_to_set(replace(valid_frame("/raw/b.fits"), mtime_ns=written_at))
     catalog.record_frame(replace(valid_frame("/raw/c.fits"), status="ignored"))
     catalog.attempt_started(set_id, "combine", "local", "w1")
     clock.advance(2.5)
     catalog.attempt_ended(set_id, "combine", "w1", "done")
+    made = clock.now().isoformat()
+    catalog.record_master(set_id, MasterRow("cryo", "2026-11-24", 1, "g", "/m.fits", 2, "d", made))
     tallies = catalog.tallies()
     catalog.close()
-    assert sorted(tallies.frames) == [("cryo", "ignored", 1), ("cryo", "valid", 2)]
-    assert tallies.sets == (("cryo", "open", 1),)
+    assert sorted(tallies.frames) == [("cryo", "combined", 2), ("cryo", "ignored", 1)]
+    assert tallies.sets == (("cryo", "done", 1),)
+    assert tallies.masters == (("cryo", "accepted", 1),)
+    assert tallies.last_accepted == (("cryo", clock.now()),)
     assert tallies.combines == (("cryo", 2.5),)
-    assert (tallies.masters, tallies.latencies, tallies.last_accepted) == ((), (), ())
+    assert tallies.latencies == (("cryo", 2.5),)  # from b's mtime, not a's
 
 
 def test_metrics_settings_resolved_and_checked(tmp_path: Path) -> None:

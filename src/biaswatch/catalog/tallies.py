@@ -18,7 +18,7 @@ class Tallies:
     sets: tuple[tuple[str, str, int], ...]  # (camera, state, count)
     masters: tuple[tuple[str, str, int], ...]  # (camera, verdict, count)
     last_accepted: tuple[tuple[str, dt.datetime], ...]  # (camera, created)
-    latencies: tuple[tuple[str, float], ...]  # (camera, last frame recorded -> master made, s)
+    latencies: tuple[tuple[str, float], ...]  # (camera, last frame written -> master made, s)
     combines: tuple[tuple[str, float], ...]  # (camera, first start -> last end of done runs, s)
 
 
@@ -41,11 +41,7 @@ class TallyQueries:
                 )
                 if _parses(created)
             ),
-            latencies=self._spans(
-                "SELECT m.camera, MAX(f.recorded), m.created FROM masters m "
-                "JOIN frames f ON f.set_id = m.set_id AND f.status IN ('valid', 'combined') "
-                "GROUP BY m.id"
-            ),
+            latencies=self._latencies(),
             combines=self._spans(
                 "SELECT s.camera, MIN(a.started), MAX(a.ended) FROM attempts a "
                 "JOIN sets s ON s.id = a.set_id WHERE a.outcome = 'done' GROUP BY a.set_id"
@@ -54,6 +50,20 @@ class TallyQueries:
 
     def _counts(self, sql: str) -> tuple[tuple[str, str, int], ...]:
         return tuple((str(a), str(b), int(n)) for a, b, n in self._db.execute(sql))
+
+    def _latencies(self) -> tuple[tuple[str, float], ...]:
+        # From the camera's last byte (the newest input's mtime, as the lane saw it) to
+        # the master's record: what an observer waits, settle_seconds and reading included.
+        rows = self._db.execute(
+            "SELECT m.camera, MAX(f.mtime_ns), m.created FROM masters m "
+            "JOIN frames f ON f.set_id = m.set_id AND f.status IN ('valid', 'combined') "
+            "GROUP BY m.id"
+        )
+        return tuple(
+            (str(camera), _when(created).timestamp() - int(mtime_ns) / 1e9)
+            for camera, mtime_ns, created in rows
+            if _parses(created) and isinstance(mtime_ns, int)
+        )
 
     def _spans(self, sql: str) -> tuple[tuple[str, float], ...]:
         # A row no biaswatch wrote (edited by hand) is left out, not allowed to stop the

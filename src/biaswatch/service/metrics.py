@@ -33,9 +33,10 @@ from biaswatch.catalog.tallies import Tallies
 
 log = structlog.get_logger(__name__)
 
-# Last frame recorded -> master published (seconds). The README's measured latency is
-# 1-3 s after a set completes by its count (latency.py, issue 15), and a set completed
-# by quiet_seconds or night_end waits minutes to hours: buckets from 1 s to 12 h.
+# Last frame written (its mtime) -> master published, seconds. The README's measured
+# latency is 1-3 s beyond settle_seconds when a set completes by its count (latency.py,
+# issue 15); one completed by quiet_seconds or night_end waits minutes to hours, and a
+# backlog days (counted in +Inf): buckets from 1 s to 12 h.
 LATENCY_BUCKETS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 10800.0, 43200.0)
 # A combine (first start -> last answer of its successful runs): about 1 s for ten
 # 2k x 2k frames on one core, tens of seconds for 4k x 4k sets, longer on a cluster.
@@ -70,7 +71,7 @@ def families(tallies: Tallies, live: Live, now: dt.datetime) -> list[Metric]:
         *_last_accepted(tallies, now),
         _histogram(
             "biaswatch_publish_latency_seconds",
-            "Last frame of a set recorded to its master published.",
+            "Last frame of a set written (its mtime) to its master published.",
             tallies.latencies,
             LATENCY_BUCKETS,
         ),
