@@ -53,6 +53,10 @@ from biaswatch.system.overlaps import overlap_problems
 FRAME_SHARE = 4
 
 
+# "host:port" or "[v6 address]:port".
+_HOST_PORT = r"(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}"
+
+
 class ServiceConfig(_Frozen):
     """``[service]``: where state, masters and logs go, and the memory budget."""
 
@@ -94,6 +98,16 @@ class ServiceConfig(_Frozen):
     tls_ca_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # Prometheus metrics (service/metrics.py): a textfile for node_exporter's textfile
+    # collector, e.g. /var/lib/prometheus/node-exporter/biaswatch.prom (it reads only
+    # *.prom files); unset: none. Relative to this file.
+    metrics_file: Path | None = None
+    # How often the file is rewritten: 15 s is Prometheus's usual scrape_interval
+    # (its default is 1 min), so each scrape sees fresh values at a few ms of work each.
+    metrics_seconds: float = Field(default=15.0, gt=0, le=3600)
+    # "host:port" of an HTTP /metrics endpoint, for installs without the unit's
+    # PrivateNetwork=yes; 9464 is the OpenTelemetry Prometheus exporter's default port.
+    metrics_address: str | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -107,6 +121,20 @@ class ServiceConfig(_Frozen):
                 f"max_combine_memory ({self.max_combine_memory} bytes) is smaller than "
                 f"mem_limit ({self.mem_limit} bytes): not even one combine would fit"
             )
+        return self
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(_HOST_PORT, value):
+            raise ValueError(f'{value!r} is not host:port, e.g. "127.0.0.1:9464"')
+        return value
+
+    @model_validator(mode="after")
+    def _metrics_file_is_prom(self) -> ServiceConfig:
+        if self.metrics_file is not None and self.metrics_file.suffix != ".prom":
+            # node_exporter's textfile collector reads only files named *.prom.
+            raise ValueError(f"metrics_file {str(self.metrics_file)!r} must end in .prom")
         return self
 
     @model_validator(mode="after")
@@ -324,6 +352,9 @@ def _build(raw: dict[str, Any], path: Path, problems: list[str]) -> Config | Non
             "state_dir": _resolve(base, service.state_dir),
             "masters_dir": _resolve(base, service.masters_dir),
             "work_dir": None if service.work_dir is None else _resolve(base, service.work_dir),
+            "metrics_file": None
+            if service.metrics_file is None
+            else _resolve(base, service.metrics_file),
             "log_file": service.log_file
             if service.log_file == "-"
             else str(_resolve(base, Path(service.log_file))),

@@ -37,6 +37,7 @@ from biaswatch.catalog.rows import (
     migrate,
     segments_json,
 )
+from biaswatch.catalog.tallies import TallyQueries
 from biaswatch.errors import ConfigError
 from biaswatch.names import DETECT_TYPES, bound
 from biaswatch.rules.qc import FrameQC
@@ -95,7 +96,7 @@ def newer_schema(path: Path, version: int) -> str | None:
     )
 
 
-class Catalog(MasterQueries, AttemptQueries, NoticeQueries):
+class Catalog(MasterQueries, AttemptQueries, NoticeQueries, TallyQueries):
     """The catalog database; one instance per process, used from one thread."""
 
     def __init__(self, path: Path, now: Callable[[], dt.datetime] = utc_now) -> None:

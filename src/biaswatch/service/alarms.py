@@ -18,6 +18,7 @@ import json
 import os
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -39,8 +40,9 @@ NIGHT_CHECK = dt.timedelta(minutes=10)
 class Alarms:
     """Raise alarms: log them, and hand them to the configured command."""
 
-    def __init__(self, alerts: AlertsConfig) -> None:
+    def __init__(self, alerts: AlertsConfig, counted: Callable[..., None] | None = None) -> None:
         self._alerts = alerts
+        self._counted = counted  # the metrics' alarm counter (service/metrics.py)
         self._queue: queue.Queue[tuple[str, str]] = queue.Queue(maxsize=alerts.max_queued)
         self._senders: list[threading.Thread] = []
         self._dropped = 0
@@ -50,6 +52,8 @@ class Alarms:
         """Log ``alarm.<name>`` with ``details``, and queue it for the alert command if any."""
         event = f"alarm.{name}"
         log.warning(event, **details)
+        if self._counted is not None:
+            self._counted(name, **details)
         if self._alerts.command or self._alerts.url:
             payload = json.dumps({"alarm": event, **details}, default=str)
             self._enqueue(event, payload)

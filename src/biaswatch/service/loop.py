@@ -39,6 +39,7 @@ from biaswatch.service.alarms import NIGHT_CHECK, Alarms, night_end_check
 from biaswatch.service.combines import Combines
 from biaswatch.service.health import Health
 from biaswatch.service.inbox import WAKE, Inbox, NightEnded, Overflowed, RetryDue, SetDue
+from biaswatch.service.metrics import Metrics, live_state
 from biaswatch.service.notices import NoticeSender
 from biaswatch.service.screening import screen
 from biaswatch.system.clock import Clock, SystemClock
@@ -101,7 +102,11 @@ class Service:
             # _configure); a completion check must run however late it is.
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
         )
-        self.alarms = Alarms(config.alerts)
+        service = config.service
+        self.metrics = Metrics(
+            service.metrics_file, service.metrics_address, service.metrics_seconds, self.clock.now
+        )
+        self.alarms = Alarms(config.alerts, counted=self.metrics.alarm)
         self.notices = NoticeSender(
             config.service.state_dir / "catalog.sqlite", config.notify, self.clock.now
         )
@@ -184,6 +189,8 @@ class Service:
         self.watcher.start()
         self._schedule_night_checks()
         self.scheduler.start()
+        self.metrics.note(live_state(list(self.cameras), {}, ()))  # its first write has them
+        self.metrics.start(self.config.service.state_dir / "catalog.sqlite")
         self.notifier.notify("READY=1")
         log.info(
             "service.started",
@@ -212,6 +219,7 @@ class Service:
         if self._server is not None:  # its children were stopped just above
             self._server.stop()
         self.executor.close()
+        self.metrics.stop()  # its last write, and its connection closed before ours
         self.notices.stop()  # before the catalog: the last connection closed checkpoints
         self.catalog.close()
         log.info("service.stopped")
@@ -245,6 +253,8 @@ class Service:
         self.notices.wake()  # a master published or a link moved queues notices
         self._supervise_watches(now)
         self.health.ping(now, watchers_alive=self.watcher.alive())
+        stalled, degraded = self.health.stalled, self.watcher.degraded
+        self.metrics.note(live_state(list(self.cameras), stalled, degraded))
 
     def _supervise_watches(self, now: float) -> None:
         try:
