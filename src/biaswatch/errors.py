@@ -20,6 +20,13 @@ class ConfigError(BiaswatchError):
         super().__init__("\n".join(problems))
 
 
+class MissingExtra(ConfigError):
+    """The config asks for an optional part that is not installed (exit 78), told in one line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__([message])
+
+
 class FrameRejected(BiaswatchError):
     """A frame cannot be used; ``reason`` is recorded in the catalog."""
 

@@ -70,6 +70,18 @@ def test_the_combine_child_loads_no_plotting_ccdproc_tqdm_or_dask() -> None:
     assert {"numpy", "astropy.io.fits", "biaswatch.combine._kernel"} <= modules
 
 
+def test_the_service_and_the_api_load_plotting_and_dask_only_when_used() -> None:
+    """Importing the service loop and the Python API loads neither matplotlib nor distributed.
+
+    matplotlib is loaded where a figure is drawn (publish/figure.py, publish/report.py),
+    distributed where the Dask executor connects (combine/dask_capacity.py): an install
+    without the [dask] extra must get as far as the one-line refusal (combine/dask_extra.py).
+    """
+    modules = loaded_after("biaswatch.service.loop", "biaswatch.calibrations")
+    assert loaded_packages(modules, ("matplotlib", "distributed", "dask")) == []
+    assert "biaswatch.combine.factory" in modules  # the check above saw the executor's module
+
+
 def test_the_combine_child_loads_no_numba_or_llvmlite() -> None:
     """The combine child's entry loads neither numba nor llvmlite: the kernel is compiled C."""
     modules = loaded_after(*CHILD_ENTRY)

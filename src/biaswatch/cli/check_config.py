@@ -4,7 +4,9 @@ Prints the effective settings of every camera, ``[defaults]`` merged in, as
 TOML an operator can read back, with a comment per watch directory saying
 whether it is there and how it will be watched. Exit 0 when valid; 2, with
 every problem listed, when not (``run`` exits 78 for the same problems, which
-systemd reads; this command is for people and scripts).
+systemd reads; this command is for people and scripts). 78, in one line, when the
+config asks for an optional part this install lacks (``executor = "dask"`` without
+the ``[dask]`` extra): the config is right, the install is not, as ``run`` says.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from biaswatch.cli.common import EX_CONFIG
+from biaswatch.cli.common import EX_CONFIG, print_problems
+from biaswatch.combine.dask_extra import require_dask_extra
 from biaswatch.config import CameraConfig, Config, load_config
-from biaswatch.errors import ConfigError
+from biaswatch.errors import ConfigError, MissingExtra
 from biaswatch.sections import SectionSource
 from biaswatch.settings import TIME_OF_DAY_KEYWORDS, BiasRule, DateRange
 from biaswatch.system.mounts import network_mount, read_mounts
@@ -40,6 +43,11 @@ def check_config(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_INVALID
+    try:
+        require_dask_extra(config.service)
+    except MissingExtra as exc:
+        print_problems(exc)
+        return EX_CONFIG
     print(render_settings(config), end="")
     return 0
 

@@ -32,7 +32,7 @@ from biaswatch.discovery import (
     discover_config,
     why_chosen,
 )
-from biaswatch.errors import ConfigError
+from biaswatch.errors import ConfigError, MissingExtra
 
 EX_CONFIG = 78
 EX_UNAVAILABLE = 69  # sysexits.h: the Dask scheduler did not answer; systemd retries
@@ -94,7 +94,7 @@ def resolve_config(args: argparse.Namespace) -> None:
 
 def print_problems(exc: ConfigError, args: argparse.Namespace | None = None) -> None:
     """Every problem of a configuration error, one a line, on stderr, naming the file used."""
-    if isinstance(exc, NoConfig):
+    if isinstance(exc, NoConfig | MissingExtra):  # one line says it all
         print(f"biaswatch: {exc.problems[0]}", file=sys.stderr)
         return
     where = ""

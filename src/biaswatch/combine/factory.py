@@ -12,6 +12,7 @@ from collections.abc import Callable
 import structlog
 
 from biaswatch.combine.dask_executor import DaskExecutor
+from biaswatch.combine.dask_extra import require_dask_extra
 from biaswatch.combine.executors import CombineExecutor, LocalExecutor
 from biaswatch.config import ServiceConfig
 from biaswatch.errors import SchedulerUnreachable
@@ -21,7 +22,12 @@ log = structlog.get_logger(__name__)
 
 
 def make_executor(service: ServiceConfig, wake: Callable[[], None]) -> CombineExecutor:
-    """The configured executor; SchedulerUnreachable unless fallback_local allows local."""
+    """The configured executor; SchedulerUnreachable unless fallback_local allows local.
+
+    MissingExtra (exit 78) when the Dask executor is asked for and distributed is not
+    installed: fallback_local covers a scheduler that is down, not a broken install.
+    """
+    require_dask_extra(service)
     if service.executor == "local" or service.scheduler is None:
         return LocalExecutor(service.combine_slots)
     try:
