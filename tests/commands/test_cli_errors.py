@@ -24,6 +24,7 @@ CASES = {
     "attempts --night bad": (["attempts", "--night", "bad"], 2, "'bad' is not a date"),
     "attempts --set x": (["attempts", "--set", "x"], 2, "invalid int value: 'x'"),
     "log --night bad": (["log", "--night", "bad"], 2, "argument --night"),
+    "log --camera nosuch": (["log", "--camera", "nosuch"], 78, "no camera 'nosuch'"),
     "report --night bad": (["report", "--night", "bad", "-o", "r.html"], 2, "argument --night"),
     "backfill missing dir": (
         ["backfill", "--camera", "cryo", "no/such/dir"],

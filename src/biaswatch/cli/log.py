@@ -47,6 +47,8 @@ _LEVEL_OF_PRIORITY |= {"5": "info", "6": "info", "7": "debug"}
 def show_log(args: argparse.Namespace) -> int:
     """Print the matching events; with --follow, until interrupted."""
     config = load_config(args.config)
+    if args.camera is not None:
+        config.camera(args.camera)  # an unknown camera is a config error (78), not no output
     keep = Filter(args.camera, args.night, _LEVELS[args.level], config.site)
     path = config.log_path
     if path is None:

@@ -112,6 +112,12 @@ COMMANDS: dict[str, Command] = {
         "biaswatch.cli.combine:combine_command",
         "biaswatch combine --config config.toml --camera cryo -o master.fits raw/bias_*.fits",
     ),
+    "completion": Command(
+        "print the shell completion script (bash, zsh or tcsh), made by shtab from this parser",
+        options.add_completion_options,
+        "biaswatch.cli.completion:print_completion",
+        "biaswatch completion bash  # save as /etc/bash_completion.d/biaswatch",
+    ),
 }
 
 

@@ -117,6 +117,11 @@ def add_check_config_options(parser: argparse.ArgumentParser) -> None:
     config_option(parser)
 
 
+def add_completion_options(parser: argparse.ArgumentParser) -> None:
+    """The ``completion`` command's options."""
+    parser.add_argument("shell", choices=("bash", "zsh", "tcsh"), help="the shell to complete")
+
+
 def add_log_options(parser: argparse.ArgumentParser) -> None:
     """The ``log`` command's options."""
     config_option(parser)
