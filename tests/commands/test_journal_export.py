@@ -9,12 +9,10 @@ for the test and for ``biaswatch log``.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,24 +29,15 @@ REMOTE = next(
     ),
     None,
 )
-pytestmark = pytest.mark.skipif(
-    REMOTE is None or not Path("/usr/bin/journalctl").exists(),
-    reason="needs journalctl and systemd-journal-remote (Debian: systemd-journal-remote)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        REMOTE is None or not Path("/usr/bin/journalctl").exists(),
+        reason="needs journalctl and systemd-journal-remote (Debian: systemd-journal-remote)",
+    ),
+    # Each test configures the root logger: conftest.py puts it back afterwards.
+    pytest.mark.usefixtures("restore_logging"),
+]
 START_MICROS = 1_764_900_000_000_000  # 2025-12-05 02:00:00 UTC, in µs since 1970
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
 
 
 def datagrams_of_a_night(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[bytes]:

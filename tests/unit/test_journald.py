@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import socket
 import struct
@@ -18,18 +17,8 @@ import structlog
 
 from biaswatch import journald, logs
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
+# Each test configures the root logger: conftest.py puts it back afterwards.
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 @pytest.fixture

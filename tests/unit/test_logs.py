@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,18 +11,8 @@ import structlog
 
 from biaswatch import logs
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    for handler in handlers:
-        root.addHandler(handler)
-    root.setLevel(level)
+# Each test configures the root logger: conftest.py puts it back afterwards.
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def test_json_lines_with_context(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from biaswatch.catalog.store import Catalog
 from biaswatch.combine.master_file import MasterInfo
 from biaswatch.names import shown
 from biaswatch.publish.announce import announce_links
-from biaswatch.publish.placement import make_folder, move_master_file
+from biaswatch.publish.placement import fsync_folder, make_folder, move_master_file
 from biaswatch.rules.acceptance import BASELINE, Verdict, judge
 from biaswatch.rules.places import (
     ACCEPTED_PREFIX,
@@ -58,7 +58,7 @@ def give_final_name(tmp: Path, final: Path) -> None:
     make_folder(final.parent)
     os.link(tmp, final)
     os.unlink(tmp)
-    _fsync_dir(final.parent)
+    fsync_folder(final.parent)
 
 
 def point_latest(link: Path, target: Path) -> None:
@@ -68,15 +68,7 @@ def point_latest(link: Path, target: Path) -> None:
     tmp.unlink(missing_ok=True)
     os.symlink(relative, tmp)
     os.replace(tmp, link)
-    _fsync_dir(link.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_folder(link.parent)
 
 
 @dataclass(frozen=True, slots=True)
