@@ -67,3 +67,22 @@ def test_attempts_json_without_a_catalog_is_still_json(tmp_path: Path) -> None:
     result = run_cli("attempts", "--config", write_config(tmp_path), "--json", check=True)
     assert result.stdout == "[]\n"
     assert "no catalog yet" in result.stderr
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path: Path) -> None:
+    """A reader gone before the output (``| head``) gets no BrokenPipeError traceback (141)."""
+    import subprocess
+    import sys
+
+    # 300 cameras: an output (about 700 KB) well beyond the pipe's 64 KiB buffer (pipe(7)),
+    # so the command is still writing when the reader leaves.
+    extra = "".join(f'[cameras.c{i}]\nwatch = ["incoming/c{i}"]\n' for i in range(300))
+    config = write_config(tmp_path, extra)
+    command = [sys.executable, "-m", "biaswatch", "check-config", "--config", str(config)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()  # the reader leaves before the output comes, as `head` may
+        stderr = process.stderr.read().decode()
+        status = process.wait(timeout=60)
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+    assert status == 141

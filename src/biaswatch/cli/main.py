@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -132,6 +133,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print_problems(exc, args)
         return EX_CONFIG
+    except BrokenPipeError:
+        # `biaswatch status | head`: the reader left. Python's recipe (docs.python.org,
+        # "Note on SIGPIPE"): point stdout at /dev/null so the flush at exit cannot raise
+        # again, and exit as a process killed by SIGPIPE would be reported (128 + 13).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def name_the_main_script() -> None:
