@@ -18,6 +18,7 @@ RestartPreventExitStatus=78 so a broken config does not restart-loop).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Mapping
@@ -35,6 +36,8 @@ from biaswatch.discovery import (
 from biaswatch.errors import ConfigError, MissingExtra
 
 EX_CONFIG = 78
+EX_USAGE = 2  # argparse's own status for a bad option; ours for a bad argument too
+EX_NOTFOUND = 1  # failure, or nothing found (masters --for with no master that fits)
 EX_UNAVAILABLE = 69  # sysexits.h: the Dask scheduler did not answer; systemd retries
 # sysexits.h "temporary failure; the user is invited to retry": another service holds
 # the state directory. Not 78: under systemd (Restart=on-failure, not prevented for
@@ -92,8 +95,37 @@ def resolve_config(args: argparse.Namespace) -> None:
         print(f"biaswatch: using {shown} (from {why_chosen(args.config_source)})", file=sys.stderr)
 
 
+def wants_json(args: argparse.Namespace | None) -> bool:
+    """Whether the command was asked for JSON (``--json``)."""
+    return bool(getattr(args, "json", False))
+
+
+def fail(args: argparse.Namespace | None, code: int, message: str, **details: object) -> int:
+    """Say why the command failed and return its exit status ``code``.
+
+    Without ``--json``: ``biaswatch <command>: message`` on stderr, one line. With it:
+    one JSON object on stdout, the stream a script parses, ``{"error": {"exit_status":
+    code, "message": ..., **details}}``; the exit status is the same either way.
+    """
+    if args is None or wants_json(args):
+        error = {"exit_status": code, "message": message, **details}
+        print(json.dumps({"error": error}, default=str))
+        return code
+    command = getattr(args, "command", None)
+    print(f"biaswatch{' ' + command if command else ''}: {message}", file=sys.stderr)
+    return code
+
+
 def print_problems(exc: ConfigError, args: argparse.Namespace | None = None) -> None:
-    """Every problem of a configuration error, one a line, on stderr, naming the file used."""
+    """Every problem of a configuration error, one a line, on stderr, naming the file used.
+
+    With ``--json``: one ``{"error": ...}`` object on stdout with every problem (fail()).
+    """
+    if wants_json(args):
+        message = exc.problems[0] if len(exc.problems) == 1 else "configuration error"
+        config = getattr(args, "config", None)
+        fail(args, EX_CONFIG, message, problems=list(exc.problems), config=config)
+        return
     if isinstance(exc, NoConfig | MissingExtra):  # one line says it all
         print(f"biaswatch: {exc.problems[0]}", file=sys.stderr)
         return

@@ -20,10 +20,11 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 from biaswatch import __version__
 from biaswatch.cli import options
-from biaswatch.cli.common import EX_CONFIG, print_problems, resolve_config
+from biaswatch.cli.common import EX_CONFIG, EX_USAGE, fail, print_problems, resolve_config
 from biaswatch.errors import ConfigError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -125,7 +126,8 @@ COMMANDS: dict[str, Command] = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     name_the_main_script()
-    args = build_parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(json_errors="--json" in given).parse_args(given)
     try:
         if hasattr(args, "config_optional"):  # the commands that read a config (config_option)
             resolve_config(args)
@@ -166,15 +168,33 @@ EXIT_STATUSES = """exit status:
   78  configuration error: every problem listed on stderr (EX_CONFIG)"""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Every command with its options; no command's module is imported."""
-    parser = argparse.ArgumentParser(
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors are JSON when the command line asks for JSON."""
+
+    json_errors = False  # set on each parser by build_parser
+
+    def error(self, message: str) -> NoReturn:
+        """A usage error: argparse's usage and message, or with ``--json`` one error object."""
+        if self.json_errors:
+            fail(None, EX_USAGE, message, usage=self.format_usage().strip())
+            sys.exit(EX_USAGE)
+        super().error(message)
+
+
+def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
+    """Every command with its options; no command's module is imported.
+
+    With ``json_errors`` (``--json`` on the command line), a usage error is printed as
+    the JSON error object every command prints (cli/common.py fail), exit status 2.
+    """
+    parser = Parser(
         prog="biaswatch",
         description="The nightly master-bias service for observatory cameras, and its tools.",
         epilog=EXIT_STATUSES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"biaswatch {__version__}")
+    parser.json_errors = json_errors
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         example = f"example:\n  {command.example}\n\n" if command.example else ""
@@ -185,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=example + EXIT_STATUSES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        sub.json_errors = json_errors
         command.options(sub)
     return parser
 
