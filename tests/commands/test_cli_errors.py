@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,28 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path: Path) -> 
         status = process.wait(timeout=60)
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
     assert status == 141
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_with_json_a_bad_argument_is_one_error_object_on_stdout(tmp_path: Path, name: str) -> None:
+    """With --json each bad argument prints only {"error": ...} on stdout, with the same status."""
+    args, status, words = CASES[name]
+    config = write_config(tmp_path)
+    command, rest = args[0], args[1:]
+    result = run_cli(command, "--config", config, *rest, "--json")
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr
+    (error,) = json.loads(result.stdout).values()  # one object, one key: "error"
+    assert set(json.loads(result.stdout)) == {"error"}
+    assert error["exit_status"] == status and words in error["message"]
+
+
+def test_with_json_a_config_error_lists_every_problem(tmp_path: Path) -> None:
+    """A broken config under --json is one error object with status 78 and each problem."""
+    config = tmp_path / "bad.toml"
+    config.write_text("[service]\nnope = 1\n")
+    result = run_cli("check-config", "--config", config, "--json")
+    assert result.returncode == 78
+    error = json.loads(result.stdout)["error"]
+    assert error["exit_status"] == 78 and len(error["problems"]) == 2
+    assert any("[service] nope: unknown key" in p for p in error["problems"])

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
+import json
 import threading
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from biaswatch import logs
 from biaswatch.catalog.open import open_catalog
 from biaswatch.catalog.record import record_frame
 from biaswatch.catalog.store import Catalog
+from biaswatch.cli.common import EX_USAGE, fail
 from biaswatch.combine.child import start_server
 from biaswatch.config import CameraConfig, Config, load_config
 from biaswatch.fitsbytes import fits_status
@@ -45,18 +46,24 @@ def run_backfill(args: argparse.Namespace) -> int:
     camera = config.camera(args.camera)
     absent = [str(d) for d in args.directories if not d.is_dir()]
     if absent:  # a typo in an archive path must not end in "0 new file(s)" and exit 0
-        print(f"biaswatch backfill: not a directory: {', '.join(absent)}", file=sys.stderr)
-        return 2
+        return fail(args, EX_USAGE, f"not a directory: {', '.join(absent)}", missing=absent)
     logs.configure(config.log_path, config.service.log_level, console=False)
     catalog = open_catalog(config.service.state_dir / "catalog.sqlite", _now)
+    bars = not args.json  # --json: stdout is the one object at the end; no progress bars
     try:
-        new = _ingest(config, camera, catalog, args.directories)
+        new = _ingest(config, camera, catalog, args.directories, bars)
         closed = _judge(config, camera, catalog)
-        _combine_closed(config, catalog, closed)
+        _combine_closed(config, catalog, closed, bars)
         done = len(catalog.masters(camera.name))
     finally:
         catalog.close()
-    print(f"backfill: {new} new file(s) recorded, {len(closed)} set(s) combined; {done} master(s)")
+    if args.json:
+        counts = {"camera": camera.name, "new_files": new, "sets_combined": len(closed)}
+        print(json.dumps(counts | {"masters": done}))
+    else:
+        print(
+            f"backfill: {new} new file(s) recorded, {len(closed)} set(s) combined; {done} master(s)"
+        )
     return 0
 
 
@@ -64,12 +71,14 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _ingest(config: Config, camera: CameraConfig, catalog: Catalog, roots: list[Path]) -> int:
+def _ingest(
+    config: Config, camera: CameraConfig, catalog: Catalog, roots: list[Path], bars: bool
+) -> int:
     excluded = (config.service.masters_dir, config.service.state_dir)
     files = sorted(path for root in roots for path in scan_dir(root, camera.patterns, excluded))
     work_dir = config.service.work
     new = 0
-    for path in tqdm(files, desc="frames", unit="file"):
+    for path in tqdm(files, desc="frames", unit="file", disable=not bars):
         st = path.stat()
         if catalog.is_known(path, st.st_size, st.st_mtime_ns):
             continue  # recorded by an earlier run (or by the service)
@@ -103,7 +112,7 @@ def _judge(config: Config, camera: CameraConfig, catalog: Catalog) -> list[int]:
     return [r.id for r in catalog.sets_in("closed") if r.camera == camera.name]
 
 
-def _combine_closed(config: Config, catalog: Catalog, closed: list[int]) -> None:
+def _combine_closed(config: Config, catalog: Catalog, closed: list[int], bars: bool) -> None:
     """Combine and publish the closed sets through the service's own Combines."""
     if not closed:
         return
@@ -122,7 +131,7 @@ def _combine_closed(config: Config, catalog: Catalog, closed: list[int]) -> None
     combines.server_ready()
     for set_id in closed:
         combines.queue(set_id)
-    with tqdm(total=len(closed), desc="masters", unit="set") as bar:
+    with tqdm(total=len(closed), desc="masters", unit="set", disable=not bars) as bar:
         while True:
             combines.step()
             left = sum(1 for s in closed if catalog.get_set(s).state in ("closed", "combining"))

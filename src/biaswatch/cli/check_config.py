@@ -2,11 +2,12 @@
 
 Prints the effective settings of every camera, ``[defaults]`` merged in, as
 TOML an operator can read back, with a comment per watch directory saying
-whether it is there and how it will be watched. Exit 0 when valid; 2, with
-every problem listed, when not (``run`` exits 78 for the same problems, which
-systemd reads; this command is for people and scripts). 78, in one line, when the
-config asks for an optional part this install lacks (``executor = "dask"`` without
-the ``[dask]`` extra): the config is right, the install is not, as ``run`` says.
+whether it is there and how it will be watched; every table, ``[alerts]`` and
+``[notify]`` included. ``--json`` prints the same as one JSON object. Exit 0 when
+valid; 78 (EX_CONFIG, as ``run`` exits for the same problems) with every problem
+listed when not, and in one line when the config asks for an optional part this
+install lacks (``executor = "dask"`` without the ``[dask]`` extra): the config is
+right, the install is not, as ``run`` says.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
-from biaswatch.cli.common import EX_CONFIG, print_problems
+from biaswatch.cli.common import EX_CONFIG, fail, print_problems
 from biaswatch.combine.dask_extra import require_dask_extra
 from biaswatch.config import CameraConfig, Config, load_config
 from biaswatch.errors import ConfigError, MissingExtra
@@ -39,17 +41,50 @@ def check_config(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         count = len(exc.problems)
-        print(f"{args.config} (from {args.config_source}): {count} problem(s)", file=sys.stderr)
+        message = f"{args.config} (from {args.config_source}): {count} problem(s)"
+        if args.json:
+            return fail(args, EXIT_INVALID, message, problems=exc.problems, config=args.config)
+        print(message, file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return EXIT_INVALID
     try:
         require_dask_extra(config.service)
     except MissingExtra as exc:
-        print_problems(exc)
+        print_problems(exc, args)
         return EX_CONFIG
-    print(render_settings(config), end="")
+    if args.json:
+        print(json.dumps(settings_json(config), indent=2))
+    else:
+        print(render_settings(config), end="")
     return 0
+
+
+def settings_json(config: Config) -> dict[str, Any]:
+    """The effective settings as JSON-ready data: the tables of render_settings, as objects."""
+    tables = {name: _plain(getattr(config, name)) for name in ("service", "site", "alerts")}
+    tables["notify"] = _plain(config.notify)
+    cameras = []
+    for camera in config.cameras:
+        settings = _plain(camera)
+        settings["directories"] = {str(d): probe_directory(d) for d in camera.watch}
+        settings["meanings"] = _meanings(camera)
+        cameras.append(settings)
+    return {"config": str(config.path), "valid": True, **tables, "cameras": cameras}
+
+
+def _plain(value: object) -> Any:
+    """A setting as JSON data; the same spelling as the TOML of render_settings."""
+    if isinstance(value, BaseModel):
+        return {key: _plain(item) for key, item in value}
+    if isinstance(value, tuple | list):
+        rules = [item for item in value if isinstance(item, BiasRule)]
+        if rules:  # bias_when: each keyword and what it must be, as in the TOML
+            return {rule.keyword: _rule_value(rule.describe()) for rule in rules}
+        return [_plain(item) for item in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return json.loads(_value(value))  # sections, date ranges, times, paths: as TOML spells them
 
 
 def render_settings(config: Config) -> str:
@@ -121,6 +156,14 @@ def _table(
     for subname, submodel in subtables:
         lines += _table(subname, submodel)
     return lines
+
+
+def _rule_value(text: str) -> Any:
+    """A rule's TOML value as data when JSON reads it the same ("bias", 0, [..]); else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _value(value: object) -> str:

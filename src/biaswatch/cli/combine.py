@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import json
 import logging
 import sys
 import tempfile
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from biaswatch.cli.common import EX_NOTFOUND, fail
 from biaswatch.errors import CombineFailed, ConfigError
 
 if TYPE_CHECKING:  # imported where used: see the module's docstring
@@ -51,13 +53,13 @@ def combine_command(args: argparse.Namespace) -> int:
     # Calibrated inputs are hashed as they are (raw ones by their ingest): started first.
     digests = InputDigests(args.files) if args.calibrated else None
     try:
-        print(combine_once(_request(args), digests))
+        made = combine_once(_request(args), digests)
     except (CombineFailed, ValueError) as exc:
-        print(f"biaswatch combine: {getattr(exc, 'reason', exc)}", file=sys.stderr)
-        return 1
+        return fail(args, EX_NOTFOUND, str(getattr(exc, "reason", exc)))
     finally:
         if digests is not None:
             digests.close()
+    print(json.dumps(made.as_json()) if args.json else made.line())
     return 0
 
 
@@ -105,8 +107,29 @@ class Request:
     calibrated: bool
 
 
-def combine_once(request: Request, digests: InputDigests | None = None) -> str:
-    """Combine and write the master; returns a one-line summary.
+@dataclass(frozen=True, slots=True)
+class Combined:
+    """What one ``biaswatch combine`` made."""
+
+    master: Path
+    frames: int
+    seconds: float
+
+    def line(self) -> str:
+        """The one-line summary printed without ``--json``."""
+        return f"combined {self.frames} frames into {self.master} in {self.seconds:.2f} s"
+
+    def as_json(self) -> dict[str, object]:
+        """The summary as ``--json`` prints it."""
+        return {
+            "master": str(self.master),
+            "frames": self.frames,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def combine_once(request: Request, digests: InputDigests | None = None) -> Combined:
+    """Combine and write the master; returns what was made.
 
     ``digests`` of the calibrated inputs, when already started; else hashed here.
 
@@ -152,8 +175,7 @@ def combine_once(request: Request, digests: InputDigests | None = None) -> str:
         result = finish_segments(job, segments, start)
         assert result.temporary is not None  # finish_segments raises when it cannot write
         give_final_name(Path(result.temporary), request.output)
-    seconds = time.perf_counter() - start
-    return f"combined {len(inputs)} frames into {request.output} in {seconds:.2f} s"
+    return Combined(request.output, len(inputs), time.perf_counter() - start)
 
 
 def _one_configuration(records: list[FrameRecord]) -> str:

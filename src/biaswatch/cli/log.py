@@ -10,6 +10,7 @@ With ``log_file = "-"`` the service logs to journald (journald.py): the events a
 read back with ``journalctl -o json -t biaswatch``, each entry's MESSAGE being the
 JSON event (lines that are not, such as a traceback on stderr, are shown with the
 entry's priority and time). With a file, ``--follow`` follows logrotate's rename.
+``--json`` prints each matching event as the JSON object it was logged as, one a line.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from biaswatch import journald
+from biaswatch.cli.common import EX_NOTFOUND, fail
 from biaswatch.cli.options import LOG_LEVELS
 from biaswatch.config import SiteConfig, load_config
 from biaswatch.names import for_terminal, shown
@@ -52,39 +54,35 @@ def show_log(args: argparse.Namespace) -> int:
     keep = Filter(args.camera, args.night, _LEVELS[args.level], config.site)
     path = config.log_path
     if path is None:
-        return _show_journal(keep, args.level, follow=args.follow)
+        return _show_journal(args, keep)
     try:
         log = open(path, encoding="utf-8")  # noqa: SIM115 (_file_events closes it)
     except OSError as error:
-        print(f"biaswatch log: cannot read {shown(str(path))}: {error.strerror}", file=sys.stderr)
-        return 1
-    _print_matching(_file_events(path, log, follow=args.follow), keep)
+        return fail(args, EX_NOTFOUND, f"cannot read {shown(str(path))}: {error.strerror}")
+    _print_matching(_file_events(path, log, follow=args.follow), keep, as_json=args.json)
     return 0
 
 
-def _print_matching(events: Iterator[dict[str, Any]], keep: Filter) -> int:
+def _print_matching(events: Iterator[dict[str, Any]], keep: Filter, *, as_json: bool) -> int:
     """Print the events ``keep`` passes, until the source ends or Ctrl-C; how many were read."""
     seen = 0
     try:
         for event in events:
             seen += 1
             if keep(event):
-                print(render_event(event), flush=True)
+                print(json.dumps(event) if as_json else render_event(event), flush=True)
     except KeyboardInterrupt:
         pass
     return seen
 
 
-def _show_journal(keep: Filter, level: str, *, follow: bool) -> int:
+def _show_journal(args: argparse.Namespace, keep: Filter) -> int:
     """The service's entries from journald, through ``journalctl -o json``."""
     journalctl = shutil.which("journalctl")
     if journalctl is None:
-        print(
-            'biaswatch log: the service logs to journald (log_file = "-") '
-            "and there is no journalctl here to read it",
-            file=sys.stderr,
-        )
-        return EXIT_UNAVAILABLE
+        why = 'the service logs to journald (log_file = "-") and there is no journalctl here'
+        return fail(args, EXIT_UNAVAILABLE, why + " to read it")
+    level, follow = args.level, args.follow
     command = [journalctl, "-o", "json", "--no-pager", "-t", journald.IDENTIFIER]
     command += ["-p", str(journald.priority(level))]
     command += ["--follow", "--no-tail"] if follow else []
@@ -92,19 +90,15 @@ def _show_journal(keep: Filter, level: str, *, follow: bool) -> int:
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as reader:
         assert reader.stdout is not None and reader.stderr is not None
-        seen = _print_matching(_journal_events(reader.stdout), keep)
+        seen = _print_matching(_journal_events(reader.stdout), keep, as_json=args.json)
         reader.terminate()  # on Ctrl-C with --follow; a no-op once journalctl has ended
         problem = reader.stderr.read().strip().splitlines()
     if reader.returncode not in (0, -15):  # -15: the SIGTERM above
         why = problem[-1] if problem else f"exit status {reader.returncode}"
-        print(f"biaswatch log: journalctl failed: {for_terminal(why)}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
+        return fail(args, EXIT_UNAVAILABLE, f"journalctl failed: {for_terminal(why)}")
     if seen == 0 and not follow:
-        print(
-            f"biaswatch log: no entries in the journal (journalctl -t {journald.IDENTIFIER})",
-            file=sys.stderr,
-        )
-        return 1
+        empty = f"no entries in the journal (journalctl -t {journald.IDENTIFIER})"
+        return fail(args, EX_NOTFOUND, empty)
     return 0
 
 

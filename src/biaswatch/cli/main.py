@@ -165,7 +165,8 @@ EXIT_STATUSES = """exit status:
   2   usage: a bad option or argument (argparse)
   69  unavailable: the Dask scheduler did not answer at start (run)
   75  another service holds the state directory (run; systemd retries)
-  78  configuration error: every problem listed on stderr (EX_CONFIG)"""
+  78  configuration error: every problem listed on stderr (EX_CONFIG)
+with --json, an error is one {"error": {"exit_status", "message", ...}} object on stdout"""
 
 
 class Parser(argparse.ArgumentParser):

@@ -23,7 +23,12 @@ from biaswatch.calibrations import match_rows
 from biaswatch.catalog.open import open_reading
 from biaswatch.catalog.rows import MasterRow
 from biaswatch.catalog.store import Catalog
+from biaswatch.cli.common import EX_NOTFOUND, EX_USAGE, fail
 from biaswatch.config import Config, load_config
+
+
+class UnreadableFrame(Exception):
+    """``--like`` names a frame that cannot be read as the camera's."""
 
 
 def existing_catalog(config: Config) -> Catalog | None:
@@ -33,12 +38,16 @@ def existing_catalog(config: Config) -> Catalog | None:
 
 def list_masters(args: argparse.Namespace) -> int:
     """``biaswatch masters``: the table, JSON, or with --for one path."""
-    if args.explain and args.for_time is None:
-        raise SystemExit("biaswatch masters: --explain needs --for")
+    misuse = _misused(args)
+    if misuse is not None:
+        return fail(args, EX_USAGE, misuse)
     config = load_config(args.config)  # once: --like and --for read it too
     if args.camera is not None:
         config.camera(args.camera)  # an unknown camera is a config error, not "no masters yet"
-    like = None if args.like is None else configuration_of(config, args.camera, args.like)
+    try:
+        like = None if args.like is None else configuration_of(config, args.camera, args.like)
+    except UnreadableFrame as exc:
+        return fail(args, EX_NOTFOUND, str(exc))
     catalog = existing_catalog(config)
     rows = [] if catalog is None else catalog.masters(args.camera, args.night)
     if catalog is not None:
@@ -56,10 +65,24 @@ def list_masters(args: argparse.Namespace) -> int:
         rows = [r for r in rows if r.geometry == like]
     if args.json:
         print(json.dumps([master_json(r) for r in rows], indent=2))
-        return 0
-    if not rows:
+    elif not rows:
         print("no accepted master" if args.current else "no masters yet")
-        return 0
+    else:
+        _print_table(rows)
+    return 0
+
+
+def _misused(args: argparse.Namespace) -> str | None:
+    """What is wrong with the combination of options, if anything (a usage error)."""
+    if args.explain and args.for_time is None:
+        return "--explain needs --for"
+    if (args.for_time is not None or args.like is not None) and args.camera is None:
+        return f"{'--for' if args.for_time else '--like'} needs --camera"
+    return None
+
+
+def _print_table(rows: list[MasterRow]) -> None:
+    """The masters as a table, each segment's QC under its master."""
     print(f"{'camera':<10} {'night':<10} {'seq':>3} {'n':>3}  {'state':<8} {'RON':>6}  path")
     for r in rows:
         ron = "" if r.qc is None else f"{r.qc.read_noise:6.2f}"
@@ -70,7 +93,6 @@ def list_masters(args: argparse.Namespace) -> int:
                 f"{'':<10} segment {name}: level {qc.level:.2f} ADU, read noise "
                 f"{qc.read_noise:.2f} ADU, noise {qc.noise:.2f} ADU"
             )
-    return 0
 
 
 def master_json(row: MasterRow) -> dict[str, object]:
@@ -88,7 +110,7 @@ def configuration_of(config: Config, camera_name: str | None, frame_path: Path) 
     how biaswatch labels one.
     """
     if camera_name is None:
-        raise SystemExit("biaswatch masters: --like needs --camera")
+        raise ValueError("--like needs --camera")  # list_masters checks first
     # Imported here: astropy costs the plain listing (run by scripts) its start-up time.
     from biaswatch.errors import FrameRejected
     from biaswatch.frames.read import label_of
@@ -97,7 +119,7 @@ def configuration_of(config: Config, camera_name: str | None, frame_path: Path) 
     try:
         return label_of(frame_path, camera)
     except (OSError, FrameRejected) as exc:
-        raise SystemExit(f"biaswatch masters: --like {frame_path}: {exc}") from None
+        raise UnreadableFrame(f"--like {frame_path}: {exc}") from None
 
 
 def _print_for(
@@ -109,9 +131,7 @@ def _print_for(
     and nothing else; the exit status is 1 when no master fits, either way. The
     decisions are the Python API's (biaswatch.calibrations.match_rows).
     """
-    if args.camera is None:
-        raise SystemExit("biaswatch masters: --for needs --camera")
-    camera = config.camera(args.camera)
+    camera = config.camera(str(args.camera))  # list_masters made sure it is given
     when = dt.datetime.fromisoformat(args.for_time)
     when = when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
     match = match_rows(config, args.camera, rows, when, like, camera.max_age_days)

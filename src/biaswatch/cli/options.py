@@ -31,6 +31,11 @@ def night_text(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-12-03") from None
 
 
+def night_date(text: str) -> dt.date:
+    """A ``--night`` value as a date (``log``, ``report``), with night_text's one-line error."""
+    return dt.date.fromisoformat(night_text(text))
+
+
 def time_text(text: str) -> str:
     """A ``--for`` value: an ISO 8601 time (UTC unless it has a zone), kept as written."""
     try:
@@ -40,6 +45,17 @@ def time_text(text: str) -> str:
             f"{text!r} is not a time like 2026-12-04T03:12:00 (UTC) or 2026-12-03T21:12:00-06:00"
         ) from None
     return text
+
+
+def json_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--json``: the command's answer (``what``) as JSON on stdout, its errors too.
+
+    Errors are then one ``{"error": {...}}`` object on stdout (cli/common.py fail),
+    with the same exit status as without ``--json``.
+    """
+    parser.add_argument(
+        "--json", action="store_true", help=f"print {what}; errors as one JSON object too"
+    )
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -99,6 +115,7 @@ def _verdict_options(parser: argparse.ArgumentParser, state: str) -> None:
     config_option(parser)
     parser.add_argument("master", type=Path, help="the master's path")
     parser.add_argument("--why", required=True, help="the reason, kept in the catalog")
+    json_option(parser, "one JSON object: the master's new path, its verdict, latest.fits")
     parser.set_defaults(state=state)
 
 
@@ -115,6 +132,7 @@ def add_attempts_options(parser: argparse.ArgumentParser) -> None:
 def add_check_config_options(parser: argparse.ArgumentParser) -> None:
     """The ``check-config`` command's options."""
     config_option(parser)
+    json_option(parser, "the effective settings as one JSON object")
 
 
 def add_completion_options(parser: argparse.ArgumentParser) -> None:
@@ -126,9 +144,10 @@ def add_log_options(parser: argparse.ArgumentParser) -> None:
     """The ``log`` command's options."""
     config_option(parser)
     parser.add_argument("--camera", help="only events of this camera (and service-wide ones)")
-    parser.add_argument("--night", type=dt.date.fromisoformat, help="only this night (YYYY-MM-DD)")
+    parser.add_argument("--night", type=night_date, help="only this night (YYYY-MM-DD)")
     parser.add_argument("--level", choices=LOG_LEVELS, default="info", help="at least this")
     parser.add_argument("--follow", action="store_true", help="keep printing new events")
+    json_option(parser, "each event as one JSON object a line (JSON Lines), as logged")
 
 
 def add_status_options(parser: argparse.ArgumentParser) -> None:
@@ -140,10 +159,9 @@ def add_status_options(parser: argparse.ArgumentParser) -> None:
 def add_report_options(parser: argparse.ArgumentParser) -> None:
     """The ``report`` command's options."""
     config_option(parser)
-    parser.add_argument(
-        "--night", type=dt.date.fromisoformat, required=True, help="YYYY-MM-DD (the evening)"
-    )
+    parser.add_argument("--night", type=night_date, required=True, help="YYYY-MM-DD (the evening)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the HTML file")
+    json_option(parser, "one JSON object naming the page written")
 
 
 def add_backfill_options(parser: argparse.ArgumentParser) -> None:
@@ -151,6 +169,7 @@ def add_backfill_options(parser: argparse.ArgumentParser) -> None:
     config_option(parser)
     parser.add_argument("--camera", required=True, help="the camera the frames come from")
     parser.add_argument("directories", nargs="+", type=Path, help="archive directories")
+    json_option(parser, "one JSON object with the counts (no progress bars)")
 
 
 def add_simulate_options(parser: argparse.ArgumentParser) -> None:
@@ -167,6 +186,7 @@ def add_simulate_options(parser: argparse.ArgumentParser) -> None:
         help="one image (default); 4 image extensions with DATASEC only; the camera's "
         "calibrate.amplifiers in one image; a window binned 2x1 (CCDSUM)",
     )
+    json_option(parser, "one JSON object with the frames written, at the end")
 
 
 def add_combine_options(parser: argparse.ArgumentParser) -> None:
@@ -181,3 +201,4 @@ def add_combine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sigma", nargs=2, type=float, metavar=("LOW", "HIGH"))
     parser.add_argument("-o", "--output", type=Path, required=True, help="the master to write")
     parser.add_argument("files", nargs="+", type=Path, help="raw (or calibrated) frames")
+    json_option(parser, "one JSON object: the master, how many frames, the seconds taken")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 
 from biaswatch.config import load_config
 from biaswatch.publish.report import write_report
@@ -18,7 +19,10 @@ def write_report_command(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     database = config.service.state_dir / "catalog.sqlite"
     if not database.exists():  # before, an empty catalog was made here: now nothing is
-        print(f"no catalog yet at {database}")
+        why = f"no catalog yet at {database}"
+        print(json.dumps({"report": None, "reason": why}) if args.json else why)
         return 0
-    print(write_report(config, args.night, args.output, dt.datetime.now(dt.UTC)))
+    page = write_report(config, args.night, args.output, dt.datetime.now(dt.UTC))
+    shown = {"report": str(page), "night": args.night.isoformat()}
+    print(json.dumps(shown) if args.json else page)
     return 0

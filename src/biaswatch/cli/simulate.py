@@ -8,9 +8,13 @@ amplifiers in one image, a binned window), the frames the tests use.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from functools import partial
 from pathlib import Path
+from typing import TextIO
 
+from biaswatch.cli.common import EX_USAGE, fail
 from biaswatch.config import load_config
 from biaswatch.testing.camera import simulate
 from biaswatch.testing.layouts import LAYOUT_KINDS, simulate_layout
@@ -22,10 +26,16 @@ def write_simulated_frames(args: argparse.Namespace) -> int:
     camera = config.camera(args.camera)
     frames = args.frames or camera.expected_frames
     layout = next(kind for kind in LAYOUT_KINDS if kind == getattr(args, "layout", "single"))
-    print(f"writing {frames} bias frames ({layout}) for {camera.name} into {camera.watch[0]}")
+    # With --json, stdout carries the one object at the end; progress goes to stderr.
+    out = sys.stderr if args.json else sys.stdout
+    print(
+        f"writing {frames} bias frames ({layout}) for {camera.name} into {camera.watch[0]}",
+        file=out,
+    )
+    wrote = partial(_wrote, out=out)
     if layout == "single":
         paths = simulate(
-            camera, frames=frames, interval=args.interval, seed=args.seed, on_frame=_wrote
+            camera, frames=frames, interval=args.interval, seed=args.seed, on_frame=wrote
         )
     else:
         try:
@@ -35,14 +45,17 @@ def write_simulated_frames(args: argparse.Namespace) -> int:
                 frames=frames,
                 interval=args.interval,
                 seed=args.seed,
-                on_frame=_wrote,
+                on_frame=wrote,
             )
         except ValueError as exc:  # a layout the camera's config does not describe
-            print(f"biaswatch simulate: {exc}", file=sys.stderr)
-            return 2
-    print(f"done: {len(paths)} frames")
+            return fail(args, EX_USAGE, str(exc))
+    if args.json:
+        done = {"camera": camera.name, "layout": layout, "frames": [str(p) for p in paths]}
+        print(json.dumps(done))
+    else:
+        print(f"done: {len(paths)} frames")
     return 0
 
 
-def _wrote(path: Path) -> None:
-    print(f"  wrote {path.name}", flush=True)
+def _wrote(path: Path, out: TextIO) -> None:
+    print(f"  wrote {path.name}", file=out, flush=True)

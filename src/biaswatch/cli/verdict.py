@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ from pathlib import Path
 import structlog
 
 from biaswatch.catalog.store import Catalog
-from biaswatch.config import load_config
+from biaswatch.cli.common import EX_NOTFOUND, fail
+from biaswatch.config import Config, load_config
 from biaswatch.publish.index import index_settings, write_index
 from biaswatch.publish.master import repair_latest
 from biaswatch.publish.placement import judge_and_move, reconcile
@@ -33,9 +35,17 @@ def record_verdict(args: argparse.Namespace) -> int:
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     database = config.service.state_dir / "catalog.sqlite"
     if not database.exists():
-        raise SystemExit("biaswatch: no catalog yet")
+        return fail(args, EX_NOTFOUND, f"no catalog yet at {database}")
     # Catalog() itself refuses a catalog newer than this code (catalog/store.py).
     catalog = Catalog(database)
+    try:
+        return _judge_recorded(args, config, catalog)
+    finally:
+        catalog.close()
+
+
+def _judge_recorded(args: argparse.Namespace, config: Config, catalog: Catalog) -> int:
+    """Judge the master ``args`` names; print the answer (a line, or one JSON object)."""
     masters_dir = config.service.masters_dir
     who = os.environ.get("SUDO_USER") or getpass.getuser()
     reconcile(catalog)  # a move an earlier verdict left unfinished, first
@@ -43,19 +53,25 @@ def record_verdict(args: argparse.Namespace) -> int:
     try:
         master = judge_and_move(catalog, path, args.state, who, args.why)
     except KeyError:
-        raise SystemExit(f"biaswatch: {args.master} is not a master in the catalog") from None
+        return fail(args, EX_NOTFOUND, f"{args.master} is not a master in the catalog")
     except FileExistsError as exc:
-        raise SystemExit(f"biaswatch: {exc.filename} exists; nothing was changed") from None
-    if not Path(master.path).is_file():  # recorded all the same: the verdict is the catalog's
+        return fail(args, EX_NOTFOUND, f"{exc.filename} exists; nothing was changed")
+    missing = not Path(master.path).is_file()
+    if missing:  # recorded all the same: the verdict is the catalog's
         print(f"biaswatch: {master.path} is missing; the verdict is recorded", file=sys.stderr)
     repair_latest(catalog, masters_dir, set(), expected=True)
     newest = catalog.newest_masters().get(master.camera)
     write_index(catalog, masters_dir, master.camera, index_settings(config, master.camera))
-    catalog.close()
-    print(
-        f"{master.path}: {args.state} by {who} ({args.why}); latest.fits -> "
-        f"{newest.path if newest else 'nothing accepted'}"
-    )
+    latest = newest.path if newest else None
+    if args.json:
+        answer = {"master": master.path, "camera": master.camera, "state": args.state}
+        answer |= {"by": who, "why": args.why, "latest": latest, "file_missing": missing}
+        print(json.dumps(answer))
+    else:
+        print(
+            f"{master.path}: {args.state} by {who} ({args.why}); latest.fits -> "
+            f"{latest or 'nothing accepted'}"
+        )
     return 0
 
 
