@@ -80,7 +80,7 @@ def _plain(value: object) -> Any:
     if isinstance(value, tuple | list):
         rules = [item for item in value if isinstance(item, BiasRule)]
         if rules:  # bias_when: each keyword and what it must be, as in the TOML
-            return {rule.keyword: _rule_value(rule.describe()) for rule in rules}
+            return {rule.keyword: _json_rule_value(rule.describe()) for rule in rules}
         return [_plain(item) for item in value]
     if value is None or isinstance(value, bool | int | float | str):
         return value
@@ -158,7 +158,7 @@ def _table(
     return lines
 
 
-def _rule_value(text: str) -> Any:
+def _json_rule_value(text: str) -> Any:
     """A rule's TOML value as data when JSON reads it the same ("bias", 0, [..]); else the text."""
     try:
         return json.loads(text)

@@ -108,7 +108,7 @@ class Request:
 
 
 @dataclass(frozen=True, slots=True)
-class Combined:
+class OneShotMaster:
     """What one ``biaswatch combine`` made."""
 
     master: Path
@@ -128,7 +128,7 @@ class Combined:
         }
 
 
-def combine_once(request: Request, digests: InputDigests | None = None) -> Combined:
+def combine_once(request: Request, digests: InputDigests | None = None) -> OneShotMaster:
     """Combine and write the master; returns what was made.
 
     ``digests`` of the calibrated inputs, when already started; else hashed here.
@@ -175,7 +175,7 @@ def combine_once(request: Request, digests: InputDigests | None = None) -> Combi
         result = finish_segments(job, segments, start)
         assert result.temporary is not None  # finish_segments raises when it cannot write
         give_final_name(Path(result.temporary), request.output)
-    return Combined(request.output, len(inputs), time.perf_counter() - start)
+    return OneShotMaster(request.output, len(inputs), time.perf_counter() - start)
 
 
 def _one_configuration(records: list[FrameRecord]) -> str:
