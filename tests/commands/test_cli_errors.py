@@ -34,6 +34,12 @@ CASES = {
     ),
     "backfill --camera nosuch": (["backfill", "--camera", "nosuch", "."], 78, "no camera 'nosuch'"),
     "simulate --camera nosuch": (["simulate", "--camera", "nosuch"], 78, "no camera 'nosuch'"),
+    "combine missing file": (
+        ["combine", "-o", "m.fits", "no/such.fits"],
+        1,
+        "no such file: no/such.fits",
+    ),
+    "report without --night": (["report", "-o", "r.html"], 2, "--night"),
     "accept unknown master": (
         ["accept", "no/such.fits", "--why", "x"],
         1,
@@ -56,10 +62,11 @@ def test_a_bad_argument_is_one_line_and_a_documented_status(tmp_path: Path, name
 
 def test_combine_of_a_missing_file_names_it_in_one_line(tmp_path: Path) -> None:
     """``biaswatch combine missing.fits`` fails with status 1 and the file's name, no traceback."""
-    result = run_cli("combine", "-o", tmp_path / "m.fits", tmp_path / "missing.fits")
+    missing = tmp_path / "missing.fits"
+    result = run_cli("combine", "-o", tmp_path / "m.fits", missing)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert "missing.fits" in result.stderr.strip().splitlines()[-1]
+    assert result.stderr.strip().splitlines() == [f"biaswatch combine: no such file: {missing}"]
     assert not (tmp_path / "m.fits").exists()
 
 

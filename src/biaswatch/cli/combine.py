@@ -50,6 +50,9 @@ def combine_command(args: argparse.Namespace) -> int:
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
     )
+    missing = [str(f) for f in args.files if not f.is_file()]
+    if missing:  # a typo, not a frame to judge: one line, before any work
+        return fail(args, EX_NOTFOUND, f"no such file: {', '.join(missing)}", missing=missing)
     # Calibrated inputs are hashed as they are (raw ones by their ingest): started first.
     digests = InputDigests(args.files) if args.calibrated else None
     try:
