@@ -47,6 +47,12 @@ COMMANDS: dict[str, Command] = {
         "biaswatch.cli.run:run_service",
         "biaswatch run --config /etc/biaswatch/config.toml   # as the systemd unit runs it",
     ),
+    "reload": Command(
+        "make the running service load its config again, and wait for the outcome",
+        options.add_reload_options,
+        "biaswatch.cli.reload:reload_service",
+        "biaswatch reload --config /etc/biaswatch/config.toml   # systemctl reload does this",
+    ),
     "masters": Command(
         "list masters, or choose one for a frame",
         options.add_masters_options,
