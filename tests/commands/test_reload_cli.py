@@ -1,0 +1,58 @@
+"""``biaswatch reload`` with no service to answer: exit 69, no traceback, nothing left behind.
+The reloads a real service answers are in tests/service/test_reload.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from biaswatch.testing.helpers import run_cli, write_config
+
+EX_UNAVAILABLE = 69
+
+
+def test_reload_with_no_service_exits_69(tmp_path: Path) -> None:
+    """No service holds the lock (a stale one names pid 1): exit 69, nothing signalled."""
+    config = write_config(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "biaswatch.lock").write_text("1 2026-12-01T00:00:00+00:00\n")
+
+    result = run_cli("reload", "--config", config, "--json", timeout=60)
+
+    assert result.returncode == EX_UNAVAILABLE, result.stderr
+    error = json.loads(result.stdout)["error"]
+    assert "no biaswatch service is running" in error["message"]
+
+
+def test_reload_that_gets_no_answer_exits_69_in_time(tmp_path: Path) -> None:
+    """A lock holder that ignores SIGHUP: exit 69 after --timeout, its request withdrawn."""
+    config = write_config(tmp_path)
+    state = tmp_path / "state"
+    code = (
+        "import datetime as dt, signal, sys, time\n"
+        "from pathlib import Path\n"
+        "from biaswatch.system import pidfile\n"
+        "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+        "lock = pidfile.take(Path(sys.argv[1]), dt.datetime.now(dt.UTC))\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", code, str(state)], stdout=subprocess.PIPE) as deaf:
+        try:
+            assert deaf.stdout is not None and deaf.stdout.readline() == b"locked\n"
+            (state / "run").mkdir()
+            start = time.monotonic()
+            result = run_cli("reload", "--config", config, "--timeout", "1", timeout=60)
+            took = time.monotonic() - start
+            left = list((state / "run").iterdir())
+        finally:
+            deaf.kill()
+
+    assert result.returncode == EX_UNAVAILABLE, result.stderr
+    assert f"(pid {deaf.pid}) did not answer within 1 s" in result.stderr
+    assert took < 30
+    assert left == []
