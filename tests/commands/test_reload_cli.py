@@ -1,5 +1,6 @@
-"""``biaswatch reload`` with no service to answer: exit 69, no traceback, nothing left behind.
-The reloads a real service answers are in tests/service/test_reload.py."""
+"""``biaswatch reload`` with no service to answer (exit 69, nothing left behind), and what
+``status`` makes of the lock's new name, the legacy lock and the runtime pidfile. The reloads
+a real service answers are in tests/service/test_reload.py."""
 
 from __future__ import annotations
 
@@ -56,3 +57,31 @@ def test_reload_that_gets_no_answer_exits_69_in_time(tmp_path: Path) -> None:
     assert f"(pid {deaf.pid}) did not answer within 1 s" in result.stderr
     assert took < 30
     assert left == []
+
+
+def test_status_trusts_no_pidfile_and_sees_a_legacy_holder(tmp_path: Path) -> None:
+    """Stale files naming pid 1: not running; a held legacy lock (older version): running."""
+    config = write_config(tmp_path)
+    state = tmp_path / "state"
+    (state / "run").mkdir(parents=True)
+    for name in ("biaswatch.lock", "biaswatch.pid", "run/biaswatch.pid"):
+        (state / name).write_text("1 2026-12-01T00:00:00+00:00\n")  # left by crashes
+
+    stale = json.loads(run_cli("status", "--config", config, "--json", check=True).stdout)
+    code = (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    legacy = [sys.executable, "-c", code, str(state / "biaswatch.pid")]
+    with subprocess.Popen(legacy, stdout=subprocess.PIPE) as older:
+        try:
+            assert older.stdout is not None and older.stdout.readline() == b"locked\n"
+            held = json.loads(run_cli("status", "--config", config, "--json", check=True).stdout)
+        finally:
+            older.kill()
+
+    assert stale["service"] == {"running": False}
+    assert held["service"]["running"] is True and held["service"]["pid"] == 1

@@ -70,7 +70,7 @@ def reload_service(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace, target: Target, nonce: str, started: float) -> int:
     """Wait for the answer to ``nonce`` and say what it was."""
-    outcome = _wait(target, nonce, started + args.timeout)
+    outcome = _await_answer(target, nonce, started + args.timeout)
     seconds = round(time.monotonic() - started, 2)
     if outcome is None:
         runtime.withdraw_request(target.directory, nonce)
@@ -92,7 +92,7 @@ def _report(args: argparse.Namespace, target: Target, nonce: str, started: float
     return 0
 
 
-def _wait(target: Target, nonce: str, deadline: float) -> runtime.ReloadOutcome | None:
+def _await_answer(target: Target, nonce: str, deadline: float) -> runtime.ReloadOutcome | None:
     """The service's answer, or None once the deadline passes or the service is gone."""
     while True:
         outcome = runtime.read_outcome(target.directory, nonce)
