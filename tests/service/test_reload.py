@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -116,3 +118,22 @@ def test_plain_sighup_still_reloads_and_leaves_no_answer(tmp_path: Path) -> None
         assert service.stop()[0] == 0
     assert left == ["biaswatch.pid"]
     assert len(service.events("service.started")) == 2
+
+
+def test_reloads_asked_at_once_are_each_answered(tmp_path: Path) -> None:
+    """Three reload commands started together: each gets its answer (0), the service runs on."""
+    config = write_config(tmp_path)
+    command = [sys.executable, "-m", "biaswatch", "reload", "--config", str(config)]
+    with running_service(config) as service:
+        pending = [
+            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(3)
+        ]
+        results = [(p.wait(timeout=120), p.communicate()) for p in pending]
+        alive = service.proc.poll() is None
+        left = sorted(p.name for p in (tmp_path / "state" / "run").iterdir())
+        assert service.stop()[0] == 0
+
+    assert [status for status, _ in results] == [0, 0, 0], results
+    assert alive and left == ["biaswatch.pid"]
+    assert 2 <= len(service.events("service.started")) <= 4  # signals may coalesce

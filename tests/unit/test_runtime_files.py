@@ -143,17 +143,22 @@ def test_a_good_config_is_handed_down_and_answered_by_the_next_program(tmp_path:
     runtime.prepare(directory)
     nonce = runtime.new_request(directory)
 
-    assert Reloads(config, notifier).check() is True
+    reloads = Reloads(config, notifier)
+    assert reloads.check() is True
+    late = runtime.new_request(directory)  # its SIGHUP came while the service stopped
+    reloads.hand_down()
     assert runtime.read_outcome(directory, nonce) is None
-    assert json.loads(os.environ[HANDED_DOWN]) == {"dir": str(directory), "nonces": [nonce]}
+    handed = {"dir": str(directory), "nonces": [nonce, late]}
+    assert json.loads(os.environ[HANDED_DOWN]) == handed
     assert [m.split("\n")[0] for m in notifier.messages] == ["RELOADING=1"]
 
     after_exec = Reloads(config, FakeNotifier())  # as the new program builds it
     assert HANDED_DOWN not in os.environ
     after_exec.answer_handed_down()
     after_exec.answer_handed_down()  # answered once only
-    answer = runtime.read_outcome(directory, nonce)
-    assert answer is not None and answer.outcome == "reloaded" and answer.problems == []
+    for each in (nonce, late):
+        answer = runtime.read_outcome(directory, each)
+        assert answer is not None and answer.outcome == "reloaded" and answer.problems == []
 
 
 def test_plain_sighup_needs_no_request(tmp_path: Path) -> None:
@@ -161,7 +166,9 @@ def test_plain_sighup_needs_no_request(tmp_path: Path) -> None:
     config = load_config(write_config(tmp_path))
     directory = runtime.runtime_dir(config.service.state_dir)
 
-    assert Reloads(config, FakeNotifier()).check() is True
+    reloads = Reloads(config, FakeNotifier())
+    assert reloads.check() is True
+    reloads.hand_down()
 
     assert json.loads(os.environ[HANDED_DOWN])["nonces"] == []
     Reloads(config, FakeNotifier()).answer_handed_down()

@@ -53,6 +53,7 @@ def run_service(args: argparse.Namespace) -> int:
         # config; the catalog and a start scan pick up where this one stopped. The lock
         # goes along, so no other service can start in between.
         lock.keep_across_exec()
+        service.reloads.hand_down()
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         os.execv(sys.executable, sys.orig_argv)
     runtime.remove_pidfile(runtime.runtime_dir(config.service.state_dir))

@@ -7,7 +7,8 @@ Type=notify-reload on systemd >= 253 requires), then loads the config file again
   service keeps running on the old config, and tells systemd ``READY=1`` with
   ``STATUS=reload failed: ...``. Each waiting request is answered "refused".
 - It loads: the service stops cleanly and cli/run.py re-executes it (same pid) with
-  the new config. The requests go along in ``BIASWATCH_RELOAD_ANSWER``; the new
+  the new config. The requests go along in ``BIASWATCH_RELOAD_ANSWER`` (with any
+  written while it stopped, whose SIGHUP this program swallowed); the new
   program answers them "reloaded" right after its ``READY=1``, so "reloaded" means
   the new config is in effect. A new program that cannot start exits, which the
   waiting ``biaswatch reload`` sees as the pid gone.
@@ -45,6 +46,7 @@ class Reloads:
         self._notifier = notifier
         self._directory = runtime.runtime_dir(config.service.state_dir)
         self._handed: tuple[Path, list[str]] = _handed_down()
+        self._taken: list[str] = []  # by a check that passed, for the new program
 
     def check(self) -> bool:
         """SIGHUP's work: whether the new config loads (the caller then stops to re-execute)."""
@@ -64,8 +66,17 @@ class Reloads:
             self._answer(self._directory, nonces, "refused", list(exc.problems))
             return False
         log.info("config.reloading", config=str(path), requests=len(nonces))
-        os.environ[HANDED_DOWN] = json.dumps({"dir": str(self._directory), "nonces": nonces})
+        self._taken = nonces
         return True
+
+    def hand_down(self) -> None:
+        """Just before the re-execution: pass the requests on to the new program.
+
+        Requests written since the check go along too: their SIGHUP reached this
+        program while it stopped, and the new program reads the config after them.
+        """
+        nonces = self._taken + runtime.take_requests(self._directory)
+        os.environ[HANDED_DOWN] = json.dumps({"dir": str(self._directory), "nonces": nonces})
 
     def answer_handed_down(self) -> None:
         """After ``READY=1`` of a re-executed service: the reload that started it succeeded."""
