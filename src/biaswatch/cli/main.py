@@ -169,9 +169,11 @@ EXIT_STATUSES = """exit status:
   0   success
   1   failure, or nothing found (masters --for with no master that fits)
   2   usage: a bad option or argument (argparse)
-  69  unavailable: the Dask scheduler did not answer at start (run)
+  69  unavailable: the Dask scheduler did not answer at start (run);
+      no service running, or no answer in time (reload)
   75  another service holds the state directory (run; systemd retries)
-  78  configuration error: every problem listed on stderr (EX_CONFIG)"""
+  78  configuration error: every problem listed on stderr (EX_CONFIG);
+      the running service refused the new config and kept the old one (reload)"""
 
 
 class Parser(argparse.ArgumentParser):
