@@ -4,8 +4,9 @@ The service takes the lock first thing at start, before it touches anything
 (temporaries, the catalog, the fork server), and holds it for its whole life:
 the kernel releases it when the process ends, however it ends, so a crash or a
 SIGKILL leaves no stale claim. The file holds the holder's pid and start time,
-for messages; who runs is told by the lock alone, never by the pid in the file
-(a stale pid may belong to any process by now).
+for messages, and on a second line its runtime directory; who runs is told by
+the lock alone, never by the pid in the file (a stale pid may belong to any
+process by now).
 
 The lock is always in the state directory, under systemd too: a lock in the
 unit's ``RuntimeDirectory=`` is invisible to a ``biaswatch run`` started by hand
