@@ -85,3 +85,31 @@ def test_status_trusts_no_pidfile_and_sees_a_legacy_holder(tmp_path: Path) -> No
 
     assert stale["service"] == {"running": False}
     assert held["service"]["running"] is True and held["service"]["pid"] == 1
+
+
+def test_reload_of_another_pid_than_the_lock_holder_exits_69(tmp_path: Path) -> None:
+    """--pid naming a process that does not hold the lock: exit 69, and it is not signalled."""
+    config = write_config(tmp_path)
+    state = tmp_path / "state"
+    code = (
+        "import datetime as dt, sys, time\n"
+        "from pathlib import Path\n"
+        "from biaswatch.system import pidfile\n"
+        "lock = pidfile.take(Path(sys.argv[1]), dt.datetime.now(dt.UTC))\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code, str(state)], stdout=subprocess.PIPE
+    ) as holder:
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+            # Pid 1 is never signalled: the lock names another pid.
+            result = run_cli("reload", "--config", config, "--pid", "1", "--json", timeout=60)
+        finally:
+            holder.kill()
+
+    assert result.returncode == EX_UNAVAILABLE, result.stderr
+    message = json.loads(result.stdout)["error"]["message"]
+    assert message.endswith(f"is held by pid {holder.pid}, not pid 1")
+    assert not (state / "run").exists() or list((state / "run").iterdir()) == []

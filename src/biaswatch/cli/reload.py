@@ -132,9 +132,10 @@ def _find(args: argparse.Namespace) -> Target | int:
     if holder is None:
         return fail(args, EX_UNAVAILABLE, f"no biaswatch service is running (none holds {lock})")
     pid = args.pid if args.pid is not None else holder.pid
-    if pid is None or (holder.pid is not None and holder.pid != pid):
-        held_by = f"pid {holder.pid}" if holder.pid is not None else "a pid not recorded yet"
-        return fail(args, EX_UNAVAILABLE, f"{lock} is held by {held_by}, not pid {pid}")
+    if pid is None:  # the service is between its lock and writing its pid: milliseconds
+        return fail(args, EX_UNAVAILABLE, f"{lock} names no pid yet; try again")
+    if holder.pid is not None and holder.pid != pid:
+        return fail(args, EX_UNAVAILABLE, f"{lock} is held by pid {holder.pid}, not pid {pid}")
     return Target(pid, holder.runtime or runtime.runtime_dir(state_dir))
 
 
