@@ -587,7 +587,7 @@ def hit(kind: str, service: ServiceRunner, report: Report, deadline: float) -> N
 
 def try_second_run(service: ServiceRunner, report: Report) -> None:
     """A second `biaswatch run` on the same config: refused at once, touching nothing."""
-    pidfile = service.config.parent / "state" / "biaswatch.pid"
+    pidfile = service.config.parent / "state" / "biaswatch.lock"
     before = pidfile.read_bytes() if pidfile.exists() else None
     started = count_events(service.log_path, "service.started")
     removed = count_events(service.log_path, "service.removed_temporary")

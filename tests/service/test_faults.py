@@ -232,7 +232,11 @@ def test_sighup_keeps_a_bad_config_and_applies_a_good_one(tmp_path: Path) -> Non
     assert failed["problems"]
     assert published["ncombine"] == 3
     assert len(started) == 2
-    assert "RELOADING=1" in messages and messages.count("READY=1") == 2
+    # RELOADING=1 (with MONOTONIC_USEC=, sd_notify(3)) at each SIGHUP; READY=1 alone at
+    # each start, and with STATUS=reload failed after the refused one.
+    reloading = [m for m in messages if m.startswith("RELOADING=1\nMONOTONIC_USEC=")]
+    assert len(reloading) == 2 and messages.count("READY=1") == 2
+    assert sum(m.startswith("READY=1\nSTATUS=reload failed: ") for m in messages) == 1
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs setpriv as root")

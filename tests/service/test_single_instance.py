@@ -189,7 +189,7 @@ def test_catalog_it_may_not_write_is_a_logged_config_error(tmp_path: Path, read_
     state = tmp_path / "state"
     Catalog(state / "catalog.sqlite").close()  # a catalog an earlier run left
     if read_only != "state_dir_no_lock_file":
-        (state / "biaswatch.pid").touch()
+        (state / "biaswatch.lock").touch()
     subprocess.run(["chown", "-R", f"{UID}:{UID}", str(tmp_path)], check=True)
     if read_only == "catalog":
         (state / "catalog.sqlite").chmod(0o444)

@@ -30,6 +30,7 @@ from systemd_units import (
     words,
 )
 
+from biaswatch.cli.main import build_parser
 from biaswatch.config import load_config
 
 
@@ -51,6 +52,36 @@ def test_notify_watchdog_and_restart_policy(unit: dict[str, dict[str, list[str]]
     assert service["OOMPolicy"] == ["continue"]
     assert service["ExecStart"] == [f"{PRODUCTION_EXEC} run --config /etc/biaswatch/config.toml"]
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
+
+
+def test_reload_waits_for_the_services_answer(unit: dict[str, dict[str, list[str]]]) -> None:
+    """ExecReload= is `biaswatch reload --pid $MAINPID` on the unit's config, not a bare kill."""
+    service = unit["Service"]
+    (reload,) = service["ExecReload"]
+    command = shlex.split(reload)
+    assert command[0] == PRODUCTION_EXEC
+    args = build_parser().parse_args([*command[1:-1], "4242"])  # systemd puts MAINPID there
+    assert command[-2:] == ["--pid", "$MAINPID"]
+    assert (args.command, args.pid) == ("reload", 4242)
+    assert str(args.config) == shlex.split(service["ExecStart"][0])[-1]
+    # A reload that waits must end before systemd kills it (TimeoutStartSec=, default 90 s).
+    assert "TimeoutStartSec" not in service and args.timeout < 90
+    assert service["Type"] == ["notify"]  # not notify-reload: systemd 252 lacks it
+
+
+def test_runtime_and_cache_directories_are_the_units_own(
+    unit: dict[str, dict[str, list[str]]],
+) -> None:
+    """/run/biaswatch holds the pidfile; matplotlib and XDG caches go to /var/cache/biaswatch."""
+    service = unit["Service"]
+    assert service["RuntimeDirectory"] == ["biaswatch"]
+    assert service["RuntimeDirectoryMode"] == ["0750"]
+    assert "PIDFile" not in service  # Type=notify: systemd knows the main pid
+    assert service["CacheDirectory"] == ["biaswatch"]
+    assert service["CacheDirectoryMode"] == ["0750"]
+    env = environment(service["Environment"])
+    assert env["MPLCONFIGDIR"] == "%C/biaswatch/matplotlib"
+    assert env["XDG_CACHE_HOME"] == "%C/biaswatch"
 
 
 def test_no_memory_is_writable_and_executable(unit: dict[str, dict[str, list[str]]]) -> None:

@@ -47,6 +47,12 @@ COMMANDS: dict[str, Command] = {
         "biaswatch.cli.run:run_service",
         "biaswatch run --config /etc/biaswatch/config.toml   # as the systemd unit runs it",
     ),
+    "reload": Command(
+        "make the running service load its config again, and wait for the outcome",
+        options.add_reload_options,
+        "biaswatch.cli.reload:reload_service",
+        "biaswatch reload --config /etc/biaswatch/config.toml   # systemctl reload does this",
+    ),
     "masters": Command(
         "list masters, or choose one for a frame",
         options.add_masters_options,
@@ -163,9 +169,11 @@ EXIT_STATUSES = """exit status:
   0   success
   1   failure, or nothing found (masters --for with no master that fits)
   2   usage: a bad option or argument (argparse)
-  69  unavailable: the Dask scheduler did not answer at start (run)
+  69  unavailable: the Dask scheduler did not answer at start (run);
+      no service running, or no answer in time (reload)
   75  another service holds the state directory (run; systemd retries)
-  78  configuration error: every problem listed on stderr (EX_CONFIG)
+  78  configuration error: every problem listed on stderr (EX_CONFIG);
+      the running service refused the new config and kept the old one (reload)
 with --json, an error is one {"error": {"exit_status", "message", ...}} object on stdout"""
 
 

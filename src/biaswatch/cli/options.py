@@ -63,6 +63,30 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     config_option(parser)
 
 
+# Under systemd ExecReload= is bounded by TimeoutStartSec= (systemd.service(5); default
+# DefaultTimeoutStartSec=90s, systemd-system.conf(5)): waiting 80 s, reload reports
+# "no answer" itself before systemd kills it.
+RELOAD_TIMEOUT_SECONDS = 80.0
+
+
+def add_reload_options(parser: argparse.ArgumentParser) -> None:
+    """The ``reload`` command's options."""
+    config_option(parser)
+    parser.add_argument(
+        "--pid",
+        type=int,
+        help="the service's pid (systemd's $MAINPID); default: the one holding the state "
+        "directory's lock",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=RELOAD_TIMEOUT_SECONDS,
+        help=f"seconds to wait for the service's answer (default {RELOAD_TIMEOUT_SECONDS:g})",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def add_masters_options(parser: argparse.ArgumentParser) -> None:
     """The ``masters`` command's options."""
     config_option(parser)

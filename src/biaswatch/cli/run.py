@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import signal
 import sys
+from pathlib import Path
 
 import structlog
 
@@ -24,7 +25,7 @@ from biaswatch.cli.common import (
 from biaswatch.config import Config, load_config
 from biaswatch.errors import ConfigError, SchedulerUnreachable
 from biaswatch.service.loop import Service
-from biaswatch.system import pidfile
+from biaswatch.system import pidfile, runtime
 
 
 def run_service(args: argparse.Namespace) -> int:
@@ -52,8 +53,10 @@ def run_service(args: argparse.Namespace) -> int:
         # config; the catalog and a start scan pick up where this one stopped. The lock
         # goes along, so no other service can start in between.
         lock.keep_across_exec()
+        service.reloads.hand_down()
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         os.execv(sys.executable, sys.orig_argv)
+    runtime.remove_pidfile(runtime.runtime_dir(config.service.state_dir))
     lock.release()
     return status
 
@@ -61,23 +64,38 @@ def run_service(args: argparse.Namespace) -> int:
 def _start_service(config: Config) -> tuple[pidfile.Lock, Service] | int:
     """Lock the state directory first, then build the service; an exit status if not."""
     log = structlog.get_logger(__name__)
+    directory = runtime.runtime_dir(config.service.state_dir)
     try:
-        lock = pidfile.take(config.service.state_dir, dt.datetime.now(dt.UTC))
+        lock = pidfile.take(config.service.state_dir, dt.datetime.now(dt.UTC), directory)
     except pidfile.AlreadyRunning as exc:
         return _refused(exc)
     except ConfigError as exc:
         return _cannot_start(exc)
     try:
+        _write_pidfile(directory)
         return lock, Service(config)
     except SchedulerUnreachable as exc:
+        runtime.remove_pidfile(directory)
         lock.release()
         action = "start the scheduler, or set [service] fallback_local = true"
         log.error("executor.unreachable", reason=str(exc), action=action)
         print(f"biaswatch: {exc}; {action}", file=sys.stderr)
         return EX_UNAVAILABLE
     except ConfigError as exc:
+        runtime.remove_pidfile(directory)
         lock.release()
         return _cannot_start(exc)
+
+
+def _write_pidfile(directory: Path) -> None:
+    """The plain pidfile in the runtime directory (system/runtime.py); never trusted."""
+    try:
+        runtime.prepare(directory)
+        runtime.write_pidfile(directory, os.getpid())
+    except OSError as exc:
+        problem = f"runtime directory {directory}: {exc.strerror}; "
+        problem += "give the service's user write access to it (systemd: RuntimeDirectory=)"
+        raise ConfigError([problem]) from exc
 
 
 def _refused(exc: pidfile.AlreadyRunning) -> int:

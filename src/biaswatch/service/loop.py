@@ -30,8 +30,7 @@ from biaswatch.catalog.rows import SetRow
 from biaswatch.combine.child import ForkServer, start_server
 from biaswatch.combine.factory import make_executor
 from biaswatch.combine.master_file import is_temporary
-from biaswatch.config import CameraConfig, Config, load_config
-from biaswatch.errors import ConfigError
+from biaswatch.config import CameraConfig, Config
 from biaswatch.frames import lanes
 from biaswatch.frames.lanes import Lanes
 from biaswatch.rules.sets import Action, Decision, decide_set
@@ -41,6 +40,7 @@ from biaswatch.service.health import Health
 from biaswatch.service.inbox import WAKE, Inbox, NightEnded, Overflowed, RetryDue, SetDue
 from biaswatch.service.metrics import Metrics, live_state
 from biaswatch.service.notices import NoticeSender
+from biaswatch.service.reload import Reloads
 from biaswatch.service.screening import screen
 from biaswatch.system.clock import Clock, SystemClock
 from biaswatch.system.faults import mark_service
@@ -111,6 +111,7 @@ class Service:
             config.service.state_dir / "catalog.sqlite", config.notify, self.clock.now
         )
         self.health = Health(self.notifier, config.service.stall_seconds)
+        self.reloads = Reloads(config, self.notifier)
         self.combines = Combines(
             config,
             self.catalog,
@@ -148,20 +149,12 @@ class Service:
     def _reload(self) -> None:
         """A valid new config: stop cleanly, and cli re-executes the service with it.
 
-        Everything the service knows is in the catalog and on disk, so starting afresh
-        is the one way to apply any change (cameras, directories, settings) correctly.
-        A config that does not load is logged and the running one kept.
+        A config that does not load is logged and the running one kept (service/reload.py).
         """
         self._reload_asked = False
-        try:
-            load_config(self.config.path)
-        except ConfigError as exc:
-            log.error("config.reload_failed", problems=exc.problems, action="kept the old config")
-            return
-        log.info("config.reloading", config=str(self.config.path))
-        self.notifier.notify("RELOADING=1")
-        self.reload_requested = True
-        self._stop.set()
+        if self.reloads.check():
+            self.reload_requested = True
+            self._stop.set()
 
     def run(self) -> int:
         """Start, loop until asked to stop, shut down cleanly; returns the exit status."""
@@ -198,6 +191,7 @@ class Service:
             config=str(self.config.path),
             cameras=sorted(self.cameras),
         )
+        self.reloads.answer_handed_down()  # "reloaded": the new config is in effect
         # The backlog scan runs after READY=1 (reliability.md 2.2): a large
         # archive must not make systemd time out the start.
         self._rescan(self.clock.monotonic(), "start")

@@ -1,4 +1,4 @@
-"""systemd's sd_notify protocol: READY, WATCHDOG, STATUS, STOPPING.
+"""systemd's sd_notify protocol: READY, RELOADING, WATCHDOG, STATUS, STOPPING.
 
 One datagram to ``$NOTIFY_SOCKET`` (sd_notify(3)); a leading ``@`` names an
 abstract socket. Without the variable (not under systemd) nothing is sent.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from typing import Protocol
 
 
@@ -43,3 +44,14 @@ def watchdog_interval() -> float | None:
     if not usec or (pid and pid != str(os.getpid())):
         return None
     return int(usec) / 2e6
+
+
+def reloading_message(status: str) -> str:
+    """``RELOADING=1`` with ``MONOTONIC_USEC=`` and ``STATUS=``, in one datagram.
+
+    sd_notify(3), RELOADING=1: "must be accompanied by MONOTONIC_USEC=" (CLOCK_MONOTONIC
+    in microseconds, in the same message); systemd >= 253 ignores a RELOADING=1 without
+    it under Type=notify-reload. The reload ends with READY=1.
+    """
+    usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    return f"RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS={status}"

@@ -1,11 +1,12 @@
-"""One service per state directory: an exclusive ``flock`` on ``state_dir/biaswatch.pid``.
+"""One service per state directory: an exclusive ``flock`` on ``state_dir/biaswatch.lock``.
 
 The service takes the lock first thing at start, before it touches anything
 (temporaries, the catalog, the fork server), and holds it for its whole life:
 the kernel releases it when the process ends, however it ends, so a crash or a
 SIGKILL leaves no stale claim. The file holds the holder's pid and start time,
-for messages; who runs is told by the lock alone, never by the pid in the file
-(a stale pid may belong to any process by now).
+for messages, and on a second line its runtime directory; who runs is told by
+the lock alone, never by the pid in the file (a stale pid may belong to any
+process by now).
 
 The lock is always in the state directory, under systemd too: a lock in the
 unit's ``RuntimeDirectory=`` is invisible to a ``biaswatch run`` started by hand
@@ -14,6 +15,14 @@ duplicate masters of issue 11, finding 2).
 
 A re-execution on SIGHUP hands the locked descriptor to the new program
 (``BIASWATCH_LOCK_FD``), so no second service can start in between.
+
+Versions before issue 16 locked ``state_dir/biaswatch.pid`` (the name said pidfile;
+it was a lock). A start also probes that legacy lock, with a shared lock it gives
+back at once, and refuses to run beside an older version still holding it (after
+an upgrade while one was started by hand, say); ``running`` reports it too. The
+plain pidfile now lives in the runtime directory (system/runtime.py); the lock
+file also records that directory, so ``biaswatch reload`` finds the service's
+runtime files from the state directory alone.
 """
 
 from __future__ import annotations
@@ -28,7 +37,9 @@ from pathlib import Path
 
 from biaswatch.errors import BiaswatchError, ConfigError
 
-NAME = "biaswatch.pid"
+NAME = "biaswatch.lock"
+# The lock of versions before issue 16: probed, never taken.
+LEGACY_NAME = "biaswatch.pid"
 # The locked descriptor's number, for the program a reload re-executes.
 INHERITED = "BIASWATCH_LOCK_FD"
 # ``biaswatch status`` holds a shared lock for as long as it reads the file (well
@@ -49,10 +60,11 @@ class AlreadyRunning(BiaswatchError):
 
 @dataclass(frozen=True, slots=True)
 class LockHolder:
-    """The service's process id and when it started (None: not written yet)."""
+    """The service's process id, when it started, its runtime directory (None: not written)."""
 
     pid: int | None
     since: str
+    runtime: Path | None = None
 
 
 class Lock:
@@ -62,9 +74,11 @@ class Lock:
         self.fd = fd
         self.path = path
 
-    def record(self, now: dt.datetime) -> None:
-        """Write this process's pid and start time into the locked file."""
+    def record(self, now: dt.datetime, runtime: Path | None = None) -> None:
+        """Write this process's pid, start time and runtime directory into the locked file."""
         text = f"{os.getpid()} {now.isoformat(timespec='seconds')}\n".encode()
+        if runtime is not None:  # a line of its own: a path may hold spaces
+            text += os.fsencode(runtime) + b"\n"
         # Written over the old text, then cut to length: a reader never sees it empty.
         os.pwrite(self.fd, text, 0)
         os.ftruncate(self.fd, len(text))
@@ -90,11 +104,13 @@ def path_for(state_dir: Path) -> Path:
     return state_dir / NAME
 
 
-def take(state_dir: Path, now: dt.datetime) -> Lock:
+def take(state_dir: Path, now: dt.datetime, runtime: Path | None = None) -> Lock:
     """Lock the state directory for this process, or say who holds it.
 
+    ``runtime`` (the runtime directory, system/runtime.py) is recorded with the pid.
+
     Raises:
-        AlreadyRunning: another process holds the lock.
+        AlreadyRunning: another process holds the lock, or an older version the legacy one.
         ConfigError: the lock file cannot be created or opened (permissions, a
             read-only file system): a deployment problem, like any other at start.
     """
@@ -106,8 +122,25 @@ def take(state_dir: Path, now: dt.datetime) -> Lock:
         os.close(lock.fd)
         raise
     os.set_inheritable(lock.fd, False)  # combine children, alerts: never holders
-    lock.record(now)
+    try:
+        _refuse_legacy_holder(state_dir)
+    except BaseException:
+        lock.release()
+        raise
+    lock.record(now, runtime)
     return lock
+
+
+def _refuse_legacy_holder(state_dir: Path) -> None:
+    """Raise AlreadyRunning if a version before issue 16 holds ``biaswatch.pid``.
+
+    Probed after our own lock is taken, so a new version starting meanwhile waits on
+    ours; an older version's ``status`` probe (a shared lock) is not a holder.
+    """
+    legacy = state_dir / LEGACY_NAME
+    holder = _held(legacy)
+    if holder is not None:
+        raise AlreadyRunning(legacy, holder.pid)
 
 
 def _inherited(path: Path) -> Lock | None:
@@ -175,8 +208,13 @@ def running(state_dir: Path) -> LockHolder | None:
     Raises:
         OSError: the file exists but cannot be read (permissions).
     """
+    return _held(path_for(state_dir)) or _held(state_dir / LEGACY_NAME)
+
+
+def _held(path: Path) -> LockHolder | None:
+    """Who holds the lock on ``path`` exclusively, probed with a shared lock; None: nobody."""
     try:
-        fd = os.open(path_for(state_dir), os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     try:
@@ -190,9 +228,11 @@ def running(state_dir: Path) -> LockHolder | None:
 
 
 def _recorded(fd: int) -> LockHolder:
-    """The pid and start time the holder wrote; pid None if not (yet) readable."""
+    """The pid, start time and runtime directory the holder wrote; pid None if not readable."""
     try:
-        pid_text, since = os.pread(fd, 200, 0).decode("ascii").split()
-        return LockHolder(int(pid_text), since)
+        first, _, rest = os.pread(fd, 4200, 0).partition(b"\n")
+        pid_text, since = first.decode("ascii").split()
+        runtime = rest.rstrip(b"\n")
+        return LockHolder(int(pid_text), since, Path(os.fsdecode(runtime)) if runtime else None)
     except (OSError, ValueError):
         return LockHolder(None, "")
