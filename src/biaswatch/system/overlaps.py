@@ -93,23 +93,24 @@ def resolve_all(paths: Sequence[Path], seconds: float = RESOLVE_SECONDS) -> dict
 
 
 def resolve_in_children(
-    paths: Sequence[Path], seconds: float = RESOLVE_SECONDS
+    paths: Sequence[Path], seconds: float = RESOLVE_SECONDS, silent: set[Path] | None = None
 ) -> dict[Path, Path]:
     """resolve_all's answer, each path resolved in a forked child (system/children.py).
 
     For a command of one thread (``status``): a daemon thread stuck in a hung mount
     keeps the process from ever exiting (a FUSE call handed to its daemon survives
     SIGKILL), a stuck child is only left behind. Not for the running service: fork
-    is unsafe once threads run.
+    is unsafe once threads run. It logs nothing (a command's stdout is its output):
+    the paths that did not answer are added to ``silent``, for the caller to report.
     """
     unique = list(dict.fromkeys(paths))
     answers = answers_within({path: partial(_realpath, path) for path in unique}, seconds)
-    resolved = {}
-    for path, answer in answers.items():
-        if answer is None:
-            log.warning("config.path_unresolved", path=str(path), seconds=seconds)
-        resolved[path] = Path(os.path.normpath(path)) if answer is None else Path(answer)
-    return resolved
+    if silent is not None:
+        silent.update(path for path, answer in answers.items() if answer is None)
+    return {
+        path: Path(os.path.normpath(path)) if answer is None else Path(answer)
+        for path, answer in answers.items()
+    }
 
 
 def _resolve_into(path: Path, found: dict[Path, Path]) -> None:
