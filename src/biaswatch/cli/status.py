@@ -12,8 +12,9 @@ exit status its code, 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (rules/monitoring.p
 decides), so Nagios, Icinga or NRPE run ``biaswatch status`` as it is. Each watch
 directory is probed in its own forked child (system/children.py) for at most
 ``--timeout`` seconds: a hung mount is reported, never waited for, and status exits
-on time. The catalog is read on this process as before: the state directory must be
-on local disk (the README, and catalog/open.py refuses a network filesystem).
+on time. The catalog is read on this process as before: the state directory is on
+local disk (the README's advice; the service refuses a network filesystem there,
+catalog/open.py), so its reads do not hang.
 """
 
 from __future__ import annotations
