@@ -64,3 +64,13 @@ def test_a_lock_file_status_may_not_read_is_unknown(
     assert lines[1] == f"service: unknown (cannot read {pidfile.path_for(tmp_path / 'state')}: " + (
         "Permission denied)"
     )
+
+
+def test_the_timeout_option_defaults_to_the_probe_seconds() -> None:
+    """--timeout's default (options.py, kept light) is status's PROBE_SECONDS, shown in its help."""
+    from biaswatch.cli.main import build_parser
+    from biaswatch.cli.status import PROBE_SECONDS
+
+    parser = build_parser()
+    assert parser.parse_args(["status"]).timeout == PROBE_SECONDS
+    assert parser.parse_args(["status", "--timeout", "0.5"]).timeout == 0.5

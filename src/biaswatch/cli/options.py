@@ -141,7 +141,7 @@ def add_status_options(parser: argparse.ArgumentParser) -> None:
         default=3.0,  # cli/status.py PROBE_SECONDS (kept out of this light module)
         metavar="SECONDS",
         help="how long the watch directories get to answer; one that does not (a hung "
-        "mount) is reported, never waited for (default 3)",
+        "mount) is reported, never waited for (default %(default)g)",
     )
 
 
