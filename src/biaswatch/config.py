@@ -43,7 +43,7 @@ from biaswatch.settings import (
     QcSettings,
     _Frozen,
 )
-from biaswatch.system.overlaps import overlap_problems
+from biaswatch.system.overlaps import Resolver, overlap_problems
 
 # Reading and calibrating a frame peaks at about 16 bytes per pixel in the service:
 # measured 4.0x the data of a 4096 x 4128 float32 raw (270 MB for 68 MB) and 7.0x a
@@ -310,8 +310,12 @@ _M = TypeVar("_M", bound=BaseModel)
 _TOP_LEVEL = {"service", "site", "alerts", "notify", "defaults", "cameras"}
 
 
-def load_config(path: Path | str) -> Config:
+def load_config(path: Path | str, resolve: Resolver | None = None) -> Config:
     """Read, merge, validate and resolve the config file at ``path``.
+
+    ``resolve`` resolves the paths compared for overlaps (system/overlaps.py): on
+    threads unless given; ``status`` asks forked children, so a hung mount cannot
+    keep it from exiting.
 
     Raises:
         ConfigError: listing every problem, each naming its table and key.
@@ -324,13 +328,15 @@ def load_config(path: Path | str) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
     problems: list[str] = []
-    config = _build(raw, path, problems)
+    config = _build(raw, path, problems, resolve)
     if problems or config is None:
         raise ConfigError([f"{path}: {p}" for p in problems])
     return config
 
 
-def _build(raw: dict[str, Any], path: Path, problems: list[str]) -> Config | None:
+def _build(
+    raw: dict[str, Any], path: Path, problems: list[str], resolve: Resolver | None = None
+) -> Config | None:
     for key in sorted(set(raw) - _TOP_LEVEL):
         problems.append(_unknown("", key, _TOP_LEVEL))
     service = _validate(ServiceConfig, raw.get("service", {}), "service", problems)
@@ -377,7 +383,7 @@ def _build(raw: dict[str, Any], path: Path, problems: list[str]) -> Config | Non
         )
         for c in cameras
     ]
-    problems.extend(_overlaps(service, cameras))
+    problems.extend(_overlaps(service, cameras, resolve))
     if problems:
         return None
     return Config(
@@ -489,7 +495,9 @@ def _unknown(where: str, key: str, valid: set[str]) -> str:
     return f"{table}{key}: unknown key{hint}"
 
 
-def _overlaps(service: ServiceConfig, cameras: list[CameraConfig]) -> list[str]:
+def _overlaps(
+    service: ServiceConfig, cameras: list[CameraConfig], resolve: Resolver | None
+) -> list[str]:
     """Outputs inside watched trees, and cameras sharing a tree (system/overlaps.py)."""
     outputs = [
         ("[service] masters_dir", service.masters_dir),
@@ -499,7 +507,7 @@ def _overlaps(service: ServiceConfig, cameras: list[CameraConfig]) -> list[str]:
     if service.work_dir is not None:
         outputs.append(("[service] work_dir", service.work_dir))
     watches = [(c.name, w) for c in cameras for w in c.watch]
-    return overlap_problems(outputs, watches)
+    return overlap_problems(outputs, watches, resolve)
 
 
 def _resolve(base: Path, path: Path) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from biaswatch.cli.common import SYSTEM_CONFIG, config_path
+from biaswatch.rules.monitoring import CRITICAL
 from biaswatch.testing.fits import make_bias_fits
 
 MINIMAL = """
@@ -84,7 +85,7 @@ def test_environment_config_used_and_told(
     """status reads $BIASWATCH_CONFIG's file and, with --verbose, says so on stderr."""
     path = write_config(MINIMAL, "elsewhere.toml")
     result = cli("status", "--verbose", cwd=tmp_path, env={"BIASWATCH_CONFIG": str(path)})
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == CRITICAL, result.stderr  # read it; no service runs
     assert f"biaswatch: using config {path} (from $BIASWATCH_CONFIG)" in result.stderr
     assert "camera cryo" in result.stdout
 
@@ -94,7 +95,7 @@ def test_working_directory_config_used(tmp_path: Path, write_config: Callable[[s
     """Without --config, $BIASWATCH_CONFIG or a system config, ./config.toml is read."""
     path = write_config(MINIMAL)
     result = cli("status", "-v", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == CRITICAL, result.stderr  # read it; no service runs
     assert f"biaswatch: using config {path} (from ./config.toml" in result.stderr
 
 
@@ -106,7 +107,7 @@ def test_config_option_overrides_environment(
     good = write_config(MINIMAL, "good.toml")
     env = {"BIASWATCH_CONFIG": str(broken)}
     result = cli("status", "--config", good, "-v", cwd=tmp_path, env=env)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == CRITICAL, result.stderr  # read it; no service runs
     assert f"using config {good} (from --config)" in result.stderr
 
 

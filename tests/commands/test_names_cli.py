@@ -31,9 +31,12 @@ def test_status_and_log_print_hostile_file_names_escaped(tmp_path: Path) -> None
     event = {"event": "frame.rejected", "level": "warning", "file": str(evil), "camera": "cryo"}
     line = json.dumps(event | {"timestamp": "2030-01-15T02:00:00Z"})
     (tmp_path / "log" / "biaswatch.jsonl").write_text(line + "\n", encoding="utf-8")
-    for command in ("status", "log"):
+    # status exits 2 (Nagios CRITICAL): no service runs here; log exits 0.
+    for command, status in (("status", 2), ("log", 0)):
         argv = [sys.executable, "-m", "biaswatch", command, "--config", str(config)]
-        out = subprocess.run(argv, capture_output=True, check=True).stdout
+        result = subprocess.run(argv, capture_output=True, check=False)
+        assert result.returncode == status, (command, result.stderr)
+        out = result.stdout
         assert b"\x1b" not in out and b"\x07" not in out, (command, out)
         assert b"evil\\x1b[2J\\x1b]0;owned\\x07\\xff.fits" in out, (command, out)
 

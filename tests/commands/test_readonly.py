@@ -88,6 +88,11 @@ def reader_folder(tree: Path) -> Path:
     return out
 
 
+def expected_exit(name: str) -> int:
+    """A reading command's exit status here: 0, but status's is CRITICAL (2): no service runs."""
+    return 2 if name.startswith("status") else 0
+
+
 def run_all(config: Path, out: Path) -> dict[str, subprocess.CompletedProcess[str]]:
     """Every reading command as the reader, by its command line."""
     return {" ".join(map(str, c[:1] + c[3:])): as_reader(*c) for c in reading_commands(config, out)}
@@ -104,7 +109,8 @@ def test_reading_commands_work_read_only_on_a_stopped_services_catalog(tree: Pat
     results = run_all(config, out)
     after = listing(tree, out)
     for name, result in results.items():
-        assert result.returncode == 0, f"{name}: {result.stderr}"
+        assert result.returncode == expected_exit(name), f"{name}: {result.stderr}"
+    assert results["status"].stdout.startswith("BIASWATCH CRITICAL - service not running")
     assert "accepted" in results["masters"].stdout
     assert results[f"masters --for {NIGHT}T04:00:00 --camera cryo"].stdout.startswith(
         str(tree / "masters" / "cryo")
@@ -130,7 +136,7 @@ def test_reading_commands_work_read_only_beside_a_writer(tree: Path) -> None:
     finally:
         writer.close()
     for name, result in results.items():
-        assert result.returncode == 0 or name.startswith("masters --for"), (
+        assert result.returncode == expected_exit(name) or name.startswith("masters --for"), (
             f"{name}: {result.stderr}"
         )
     assert "rejected" in results["masters"].stdout  # the commit still in the WAL
@@ -139,7 +145,7 @@ def test_reading_commands_work_read_only_beside_a_writer(tree: Path) -> None:
 
 
 def test_reading_commands_on_a_fresh_setup_create_nothing(tree: Path) -> None:
-    """Before any catalog, each reading command says so, exits 0 and creates no file or folder."""
+    """Before any catalog, each reading command says so, exits 0 (status 2) and creates nothing."""
     config = write_config(tree)
     out = reader_folder(tree)
     before = listing(tree, out)
@@ -155,7 +161,7 @@ def test_reading_commands_on_a_fresh_setup_create_nothing(tree: Path) -> None:
     assert listing(tree, out) == before
     assert not (tree / "state").exists() and not (out / "night.html").exists()
     for name, result in results.items():
-        assert result.returncode == 0, f"{name}: {result.stderr}"
+        assert result.returncode == expected_exit(name), f"{name}: {result.stderr}"
     assert results["masters"].stdout == "no masters yet\n"
     catalog = tree / "state" / "catalog.sqlite"
     assert results["attempts"].stdout == f"no catalog yet at {catalog}\n"

@@ -60,8 +60,14 @@ def judged(config: Path, count: int, timeout: float = 60) -> None:
 
 
 def status_exit(config: Path) -> int:
-    """``biaswatch status`` on the config: its exit status."""
-    return run_cli("status", "--config", config, timeout=60).returncode
+    """``biaswatch status`` on the config: its exit status, once its first line says why.
+
+    Its Nagios code: 2 (CRITICAL) where the tests call it, the service being stopped; a
+    crash would exit 1 with a traceback and no status line.
+    """
+    result = run_cli("status", "--config", config, timeout=60)
+    assert result.stdout.startswith("BIASWATCH CRITICAL - service not running"), result.stderr
+    return result.returncode
 
 
 # --- finding 1 ------------------------------------------------------------------------
@@ -100,7 +106,7 @@ def test_frame_dated_9999_is_filed_under_its_mtime_night_and_the_service_stays_u
 
 def test_stored_night_9999_is_set_aside_and_every_start_reaches_ready(tmp_path: Path) -> None:
     """An open set of night 9999-12-31 (and one of an unreadable night) in the catalog is set
-    aside with its reason; the service starts 3 times, each reaching READY; status exits 0."""
+    aside with its reason; the service starts 3 times, each reaching READY; status answers."""
     config = write_config(tmp_path, expected_frames=5)
     with running_service(config) as service:  # makes the catalog
         assert service.stop()[0] == 0
@@ -112,7 +118,7 @@ def test_stored_night_9999_is_set_aside_and_every_start_reaches_ready(tmp_path: 
             " VALUES ('cryo', '9999-12-31', '56x40-1x1', 'open', ?, ?)",
             (stamp, stamp),
         )
-    assert status_exit(config) == 0  # an open set of night 9999 is shown, not a crash
+    assert status_exit(config) == 2  # an open set of night 9999 is shown, not a crash
     with db:
         db.execute(
             "INSERT INTO sets (camera, night, geometry, state, created, updated)"
@@ -120,7 +126,7 @@ def test_stored_night_9999_is_set_aside_and_every_start_reaches_ready(tmp_path: 
             (stamp, stamp),
         )
     db.close()
-    assert status_exit(config) == 0  # nor one whose night is not a date at all
+    assert status_exit(config) == 2  # nor one whose night is not a date at all
     for start in range(3):
         service = ServiceProcess(config)
         try:
@@ -143,7 +149,7 @@ def test_stored_night_9999_is_set_aside_and_every_start_reaches_ready(tmp_path: 
         "set aside: night 9999-12-31 is outside date_range [1980-01-01, 2100-01-01]"
     )
     assert sets[1]["reason"].startswith("set aside: could not be judged: ValueError:")
-    assert status_exit(config) == 0
+    assert status_exit(config) == 2
 
 
 # --- finding 8 ------------------------------------------------------------------------

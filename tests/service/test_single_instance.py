@@ -34,8 +34,10 @@ AS_UID = as_uid(UID)
 
 def status_json(config: Path) -> dict[str, object]:
     """What ``biaswatch status --json`` says about the service."""
-    result = run_cli("status", "--config", config, "--json", check=True, timeout=60)
-    service: dict[str, object] = json.loads(result.stdout)["service"]
+    result = run_cli("status", "--config", config, "--json", timeout=60)
+    report = json.loads(result.stdout)
+    assert result.returncode == report["assessment"]["code"], result.stderr  # its Nagios code
+    service: dict[str, object] = report["service"]
     return service
 
 

@@ -20,7 +20,7 @@ def test_each_command_help_has_a_description_an_example_and_exit_statuses(
     shown = capsys.readouterr().out
     assert COMMANDS[name].help[1:] in shown
     assert f"example:\n  {COMMANDS[name].example}\n" in shown
-    assert EXIT_STATUSES in shown
+    assert (COMMANDS[name].statuses or EXIT_STATUSES) in shown  # status: Nagios' codes
     assert "``" not in shown  # reST markup is for the docs, not a terminal
 
 
@@ -39,3 +39,14 @@ def test_the_exit_statuses_are_the_ones_the_commands_use() -> None:
 
     for status in (0, 1, 2, EX_UNAVAILABLE, EX_TEMPFAIL, EX_CONFIG):
         assert f"\n  {status:<3} " in f"\n{EXIT_STATUSES}"
+
+
+def test_status_help_shows_the_nagios_codes_it_exits_with() -> None:
+    """status's --help table names rules/monitoring.py's 0-3 by their Nagios names, and 78."""
+    from biaswatch.cli.common import EX_CONFIG
+    from biaswatch.rules.monitoring import NAMES
+
+    table = COMMANDS["status"].statuses
+    for code, name in NAMES.items():
+        assert f"\n  {code:<3} {name}" in f"\n{table}"
+    assert f"\n  {EX_CONFIG:<3} " in f"\n{table}"

@@ -50,7 +50,7 @@ def masters_args(config: Path, *, as_json: bool) -> argparse.Namespace:
 
 def test_status_shows_each_segment_of_the_last_master(tmp_path: Path) -> None:
     """status lists each segment's level, read noise and noise, in text and in JSON."""
-    report = gather(load_config(config_with_master(tmp_path, SEGMENTS)), NOW)
+    report = gather(load_config(config_with_master(tmp_path, SEGMENTS)), NOW, {})
     (camera,) = report["cameras"]
     assert [s["name"] for s in camera["last_master"]["segments"]] == ["CCD1", "CCD2"]
     assert camera["last_master"]["segments"][1]["read_noise"] == 5.25
@@ -61,7 +61,7 @@ def test_status_shows_each_segment_of_the_last_master(tmp_path: Path) -> None:
 
 def test_status_of_a_master_of_one_segment_shows_no_segment_line(tmp_path: Path) -> None:
     """A master of one segment has an empty segment list and no segment line."""
-    report = gather(load_config(config_with_master(tmp_path, ())), NOW)
+    report = gather(load_config(config_with_master(tmp_path, ())), NOW, {})
     assert report["cameras"][0]["last_master"]["segments"] == []
     assert "segment" not in render_status(report)
 

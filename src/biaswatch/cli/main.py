@@ -38,6 +38,16 @@ class Command:
     options: Callable[[argparse.ArgumentParser], None]
     handler: str  # "module:function", imported only when the command runs
     example: str = ""  # shown under "example:" in the command's --help
+    statuses: str = ""  # its exit statuses when they differ from EXIT_STATUSES (status)
+
+
+# status follows the Nagios plugin convention (monitoring runs it), not the table below.
+STATUS_EXIT_STATUSES = """exit status (Nagios plugin convention, unlike the other commands):
+  0   OK
+  1   WARNING: degraded (a watch directory unreadable or not answering, a silent night)
+  2   CRITICAL: service not running, or a finished night's frames have no accepted master
+  3   UNKNOWN: the service's or the catalog's state cannot be read
+  78  configuration error (monitoring shows it as UNKNOWN)"""
 
 
 COMMANDS: dict[str, Command] = {
@@ -91,10 +101,12 @@ COMMANDS: dict[str, Command] = {
         "biaswatch log --camera cryo --night 2026-12-03 --level warning",
     ),
     "status": Command(
-        "each camera at a glance, and the service",
+        "each camera at a glance, and the service; exits 0 OK, 1 WARNING, 2 CRITICAL, "
+        "3 UNKNOWN (Nagios)",
         options.add_status_options,
         "biaswatch.cli.status:show_status",
-        "biaswatch status --json",
+        "biaswatch status --timeout 5   # as an NRPE or Icinga check command",
+        STATUS_EXIT_STATUSES,
     ),
     "report": Command(
         "write a night's report as one HTML page",
@@ -211,7 +223,7 @@ def build_parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
             name,
             help=command.help,
             description=command.help[0].upper() + command.help[1:] + ".",
-            epilog=example + EXIT_STATUSES,
+            epilog=example + (command.statuses or EXIT_STATUSES),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         sub.json_errors = json_errors

@@ -178,6 +178,25 @@ def add_status_options(parser: argparse.ArgumentParser) -> None:
     """The ``status`` command's options."""
     config_option(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=3.0,  # cli/status.py PROBE_SECONDS (kept out of this light module)
+        metavar="SECONDS",
+        help="how long the watch directories get to answer; one that does not (a hung "
+        "mount) is reported, never waited for (default %(default)g)",
+    )
+
+
+def _positive_seconds(text: str) -> float:
+    """A number of seconds above 0, for argparse."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return seconds
 
 
 def add_report_options(parser: argparse.ArgumentParser) -> None:

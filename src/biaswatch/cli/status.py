@@ -6,6 +6,15 @@ verdict and quality (and each segment's: image HDU or amplifier), and the
 frames rejected in the last 24 hours with their reasons; and whether the
 service runs (pid, since when), as the state directory's lock tells it
 (system/pidfile.py), never a pid alone.
+
+The first line (and ``assessment`` in --json) is a monitoring plugin's answer and the
+exit status its code, 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (rules/monitoring.py
+decides), so Nagios, Icinga or NRPE run ``biaswatch status`` as it is. Each watch
+directory is probed in its own forked child (system/children.py) for at most
+``--timeout`` seconds: a hung mount is reported, never waited for, and status exits
+on time. The catalog is read on this process as before: the state directory is on
+local disk (the README's advice; the service refuses a network filesystem there,
+catalog/open.py), so its reads do not hang.
 """
 
 from __future__ import annotations
@@ -13,40 +22,135 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import sqlite3
+from collections.abc import Mapping, Set
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from biaswatch.catalog.open import open_reading
 from biaswatch.catalog.store import Catalog
+from biaswatch.cli.common import fail
 from biaswatch.config import CameraConfig, Config, load_config
+from biaswatch.errors import ConfigError
 from biaswatch.names import for_terminal
+from biaswatch.rules.monitoring import UNKNOWN, Assessment, CameraFacts, assess, status_line
+from biaswatch.rules.nights import night_end, night_label
 from biaswatch.rules.qc import MasterQC
 from biaswatch.rules.sets import decide_set
+from biaswatch.service.alarms import NIGHT_CHECK
 from biaswatch.system import pidfile
+from biaswatch.system.children import answers_within
+from biaswatch.system.overlaps import resolve_in_children
 from biaswatch.watch.scan import probe_directory
 
 RECENT = dt.timedelta(hours=24)  # "the last night", whatever the site's night times
+# How long the watch directories get to answer, all at once: a local disk answers in
+# microseconds, a healthy NFS server in milliseconds. 3 s leaves room, with the config
+# and the catalog, inside check_nrpe's default 10 s timeout (check_nrpe -t, NRPE docs).
+PROBE_SECONDS = 3.0
+NOT_ANSWERING = "not answering (hung mount?)"
+NOT_PROBED = "not probed"
 
 
 def show_status(args: argparse.Namespace) -> int:
-    """Print the status; exit 0."""
-    config = load_config(args.config)
-    report = gather(config, dt.datetime.now(dt.UTC))
+    """Print the status; exit with its assessment's Nagios code (rules/monitoring.py)."""
+    timeout = args.timeout
+    # The config's overlap check resolves the watch paths, a stat each: in children too,
+    # and a path silent there is not asked again (one timeout in all, not two).
+    silent: set[Path] = set()
+    config = load_config(args.config, partial(resolve_in_children, seconds=timeout, silent=silent))
+    seen = probe_directories(config, timeout, silent)
+    try:
+        report = gather(config, dt.datetime.now(dt.UTC), seen)
+    except ConfigError as exc:  # not a catalog, or one of another version (catalog/open.py)
+        return _unknown(args, f"cannot read the catalog: {'; '.join(exc.problems)}", config)
+    except sqlite3.Error as exc:  # locked past its busy timeout, or damaged past its header
+        return _unknown(args, f"cannot read the catalog: {exc}", config)
     print(json.dumps(report, indent=2) if args.json else render_status(report))
-    return 0
+    return int(report["assessment"]["code"])
 
 
-def gather(config: Config, now: dt.datetime) -> dict[str, Any]:
-    """Everything ``status`` shows, as plain data."""
+def _unknown(args: argparse.Namespace, message: str, config: Config) -> int:
+    """Status cannot be told: UNKNOWN (3), its plugin line on stdout, where monitoring reads."""
+    if not args.json:
+        print(status_line("UNKNOWN", [message]))
+    catalog = config.service.state_dir / "catalog.sqlite"
+    return fail(args, UNKNOWN, message, status="UNKNOWN", catalog=str(catalog))
+
+
+def probe_directories(
+    config: Config, timeout: float = PROBE_SECONDS, silent: Set[Path] = frozenset()
+) -> dict[Path, str]:
+    """Each watch directory's probe (watch/scan.py), NOT_ANSWERING if silent past ``timeout``.
+
+    A directory in ``silent`` (it did not answer already) is not asked again.
+    """
+    directories = dict.fromkeys(d for camera in config.cameras for d in camera.watch)
+    asked = [d for d in directories if d not in silent]
+    answers = answers_within({d: partial(probe_directory, d) for d in asked}, timeout)
+    return {d: answers.get(d) or NOT_ANSWERING for d in directories}
+
+
+def gather(config: Config, now: dt.datetime, seen: Mapping[Path, str]) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data, its assessment first.
+
+    ``seen``: each watch directory's probe (probe_directories); one left out is shown
+    as NOT_PROBED.
+    """
     service = _service(config)
     catalog = open_reading(config.service.state_dir / "catalog.sqlite")
     try:
-        cameras = [_camera_status(config, camera, catalog, now) for camera in config.cameras]
+        cameras = [_camera_status(config, c, catalog, now, seen) for c in config.cameras]
+        facts = [
+            _facts(config, camera, catalog, now, state)
+            for camera, state in zip(config.cameras, cameras, strict=True)
+        ]
     finally:
         if catalog is not None:
             catalog.close()
-    return {"service": service, "cameras": cameras}
+    verdict = assess(service["running"], facts)
+    return {"assessment": _assessment(verdict), "service": service, "cameras": cameras}
+
+
+def _assessment(verdict: Assessment) -> dict[str, Any]:
+    return {"status": verdict.name, "code": verdict.code, "reasons": list(verdict.reasons)}
+
+
+def _facts(
+    config: Config,
+    camera: CameraConfig,
+    catalog: Catalog | None,
+    now: dt.datetime,
+    state: dict[str, Any],
+) -> CameraFacts:
+    """What the assessment needs of one camera: directories, last finished night, master."""
+    night, frames, accepted = None, 0, 0
+    if catalog is not None:  # before any catalog no night was watched: nothing was missed
+        night = last_finished_night(config, camera, now)
+        frames, accepted = catalog.night_summary(camera.name, night)
+    master = state["last_master"]
+    return CameraFacts(
+        camera.name,
+        tuple(state["directories"].items()),
+        night,
+        frames,
+        accepted,
+        None if master is None else master["state"],
+    )
+
+
+def last_finished_night(config: Config, camera: CameraConfig, now: dt.datetime) -> str:
+    """The last night whose night end plus the service's night-end check (NIGHT_CHECK) passed.
+
+    The service raises its own no_master alarm then (service/alarms.py): status agrees.
+    """
+    site = config.site
+    night = night_label(now, site.zone, site.night_rollover)
+    if now < night_end(night, site.zone, site.night_rollover, camera.night_end) + NIGHT_CHECK:
+        night -= dt.timedelta(days=1)
+    return night.isoformat()
 
 
 def _service(config: Config) -> dict[str, Any]:
@@ -62,11 +166,15 @@ def _service(config: Config) -> dict[str, Any]:
 
 
 def _camera_status(
-    config: Config, camera: CameraConfig, catalog: Catalog | None, now: dt.datetime
+    config: Config,
+    camera: CameraConfig,
+    catalog: Catalog | None,
+    now: dt.datetime,
+    seen: Mapping[Path, str],
 ) -> dict[str, Any]:
     state: dict[str, Any] = {
         "camera": camera.name,
-        "directories": {str(d): probe_directory(d) for d in camera.watch},
+        "directories": {str(d): seen.get(d, NOT_PROBED) for d in camera.watch},
         "open_sets": [],
         "last_master": None,
         "rejected_last_24h": [],
@@ -126,8 +234,12 @@ def _qc(qc: MasterQC) -> dict[str, float]:
 
 
 def render_status(report: dict[str, Any]) -> str:
-    """The report as lines a person reads."""
-    lines = [_service_line(report["service"])]
+    """The report as lines a person reads; the first is the monitoring plugin's status line."""
+    assessment = report["assessment"]
+    lines = [
+        status_line(assessment["status"], assessment["reasons"]),
+        _service_line(report["service"]),
+    ]
     for camera in report["cameras"]:
         lines.append(f"camera {camera['camera']}")
         for directory, seen in camera["directories"].items():

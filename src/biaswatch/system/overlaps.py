@@ -12,10 +12,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import structlog
+
+from biaswatch.system.children import answers_within
 
 log = structlog.get_logger(__name__)
 
@@ -28,14 +31,21 @@ RESOLVE_SECONDS = 5.0
 
 # (what it is, the path): e.g. ("[service] masters_dir", /srv/masters).
 Named = tuple[str, Path]
+# Each path to its real path: resolve_all or resolve_in_children.
+Resolver = Callable[[Sequence[Path]], dict[Path, Path]]
 
 
-def overlap_problems(outputs: Sequence[Named], watches: Sequence[tuple[str, Path]]) -> list[str]:
+def overlap_problems(
+    outputs: Sequence[Named],
+    watches: Sequence[tuple[str, Path]],
+    resolve: Resolver | None = None,
+) -> list[str]:
     """Every overlap of an output directory with a watched tree, and of two cameras' trees.
 
-    ``watches`` holds (camera name, watched directory) pairs.
+    ``watches`` holds (camera name, watched directory) pairs; ``resolve`` is
+    resolve_all (threads) unless the caller chooses resolve_in_children.
     """
-    real = resolve_all([p for _, p in outputs] + [p for _, p in watches])
+    real = (resolve or resolve_all)([p for _, p in outputs] + [p for _, p in watches])
     problems = []
     for what, output in outputs:
         for camera, watch in watches:
@@ -82,8 +92,34 @@ def resolve_all(paths: Sequence[Path], seconds: float = RESOLVE_SECONDS) -> dict
     return resolved
 
 
+def resolve_in_children(
+    paths: Sequence[Path], seconds: float = RESOLVE_SECONDS, silent: set[Path] | None = None
+) -> dict[Path, Path]:
+    """resolve_all's answer, each path resolved in a forked child (system/children.py).
+
+    For a command of one thread (``status``): a daemon thread stuck in a hung mount
+    keeps the process from ever exiting (a FUSE call handed to its daemon survives
+    SIGKILL), a stuck child is only left behind. Not for the running service: fork
+    is unsafe once threads run. It logs nothing (a command's stdout is its output):
+    the paths that did not answer are added to ``silent``, for the caller to report.
+    """
+    unique = list(dict.fromkeys(paths))
+    answers = answers_within({path: partial(_realpath, path) for path in unique}, seconds)
+    if silent is not None:
+        silent.update(path for path, answer in answers.items() if answer is None)
+    return {
+        path: Path(os.path.normpath(path)) if answer is None else Path(answer)
+        for path, answer in answers.items()
+    }
+
+
 def _resolve_into(path: Path, found: dict[Path, Path]) -> None:
-    found[path] = Path(os.path.realpath(path))
+    found[path] = Path(_realpath(path))
+
+
+def _realpath(path: Path) -> str:
+    """``os.path.realpath``, the call that may hang: one name for both ways of asking it."""
+    return os.path.realpath(path)
 
 
 def _relation(a: Path, b: Path) -> str:
