@@ -65,14 +65,14 @@ def show_status(args: argparse.Namespace) -> int:
     try:
         report = gather(config, dt.datetime.now(dt.UTC), seen)
     except ConfigError as exc:  # not a catalog, or one of another version (catalog/open.py)
-        return _unknown(args, f"cannot read the catalog: {'; '.join(exc.problems)}", config)
+        return _status_unknown(args, f"cannot read the catalog: {'; '.join(exc.problems)}", config)
     except sqlite3.Error as exc:  # locked past its busy timeout, or damaged past its header
-        return _unknown(args, f"cannot read the catalog: {exc}", config)
+        return _status_unknown(args, f"cannot read the catalog: {exc}", config)
     print(json.dumps(report, indent=2) if args.json else render_status(report))
     return int(report["assessment"]["code"])
 
 
-def _unknown(args: argparse.Namespace, message: str, config: Config) -> int:
+def _status_unknown(args: argparse.Namespace, message: str, config: Config) -> int:
     """Status cannot be told: UNKNOWN (3), its plugin line on stdout, where monitoring reads."""
     if not args.json:
         print(status_line("UNKNOWN", [message]))
