@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from biaswatch.cli.status import NOT_ANSWERING, last_finished_night
+from biaswatch.cli.status import last_finished_night
 from biaswatch.config import load_config
 from biaswatch.system import pidfile
 from biaswatch.testing.helpers import run_cli, wait_until, write_config, write_frames
 from biaswatch.testing.service import catalog_rows, running_service
+from biaswatch.watch.scan import NOT_ANSWERING
 
 # A hard bound on a status run: a status that hangs fails its test, not the suite.
 RUN_SECONDS = 60
@@ -150,3 +151,22 @@ def test_status_answers_within_its_timeout_while_a_watch_mount_hangs(tmp_path: P
     assert report["assessment"] == {"status": "WARNING", "code": 1, "reasons": [reason]}
     assert text.returncode == 1
     assert text.stdout.splitlines()[0] == f"BIASWATCH WARNING - {reason}"
+
+
+def test_reading_commands_end_while_a_watch_mount_hangs(tmp_path: Path) -> None:
+    """With cryo's mount hung, masters and check-config answer and exit instead of hanging."""
+    from test_stall import _stalled_config, hanging_mount
+
+    config, backing = _stalled_config(tmp_path)
+    incoming = tmp_path / "incoming" / "cryo"
+    base = [sys.executable, "-m", "biaswatch"]
+    with hanging_mount(backing, incoming) as mount:
+        mount.hang()
+        masters = run_beside(mount, [*base, "masters", "--config", str(config), "--json"])
+        checked = run_beside(mount, [*base, "check-config", "--config", str(config), "--json"])
+        mount.resume()
+        wait_until(lambda: not _processes_running(str(config)), 30, "the probes to end")
+    assert masters.returncode == 0 and json.loads(masters.stdout) == [], masters.stderr
+    settings = json.loads(checked.stdout)
+    cryo = next(c for c in settings["cameras"] if c["name"] == "cryo")
+    assert cryo["directories"] == {str(incoming): NOT_ANSWERING}

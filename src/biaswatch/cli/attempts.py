@@ -12,12 +12,12 @@ import json
 import sys
 
 from biaswatch.catalog.open import open_reading
-from biaswatch.config import load_config
+from biaswatch.cli.common import command_config
 
 
 def list_attempts(args: argparse.Namespace) -> int:
     """Print the attempts, oldest first, as a table or JSON."""
-    database = load_config(args.config).service.state_dir / "catalog.sqlite"
+    database = command_config(args.config).service.state_dir / "catalog.sqlite"
     catalog = open_reading(database)
     if catalog is None:
         # --json promises JSON on stdout: an empty array, and the words on stderr.

@@ -28,9 +28,9 @@ from biaswatch import logs
 from biaswatch.catalog.open import open_catalog
 from biaswatch.catalog.record import record_frame
 from biaswatch.catalog.store import Catalog
-from biaswatch.cli.common import EX_USAGE, fail
+from biaswatch.cli.common import EX_USAGE, command_config, fail
 from biaswatch.combine.child import start_server
-from biaswatch.config import CameraConfig, Config, load_config
+from biaswatch.config import CameraConfig, Config
 from biaswatch.fitsbytes import fits_status
 from biaswatch.frames.read import ingest, rejected_record
 from biaswatch.rules.sets import Action, decide_set
@@ -42,7 +42,7 @@ from biaswatch.watch.scan import scan_dir
 
 def run_backfill(args: argparse.Namespace) -> int:
     """Ingest, judge and combine; exit 0 when every set ended done, failed or waiting."""
-    config = load_config(args.config)
+    config = command_config(args.config)
     camera = config.camera(args.camera)
     absent = [str(d) for d in args.directories if not d.is_dir()]
     if absent:  # a typo in an archive path must not end in "0 new file(s)" and exit 0

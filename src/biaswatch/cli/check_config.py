@@ -21,14 +21,15 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from biaswatch.cli.common import EX_CONFIG, fail, print_problems
+from biaswatch.cli.common import EX_CONFIG, command_config, fail, print_problems
 from biaswatch.combine.dask_extra import require_dask_extra
-from biaswatch.config import CameraConfig, Config, load_config
+from biaswatch.config import CameraConfig, Config
 from biaswatch.errors import ConfigError, MissingExtra
 from biaswatch.sections import SectionSource
 from biaswatch.settings import TIME_OF_DAY_KEYWORDS, BiasRule, DateRange
-from biaswatch.system.mounts import network_mount, read_mounts
-from biaswatch.watch.scan import probe_directory
+from biaswatch.system.mounts import Mount, network_mount, read_mounts
+from biaswatch.system.overlaps import RESOLVE_SECONDS
+from biaswatch.watch.scan import probe_directories
 
 # EX_CONFIG, as every command exits on a configuration error (cli/common.py): monitoring and
 # the systemd unit's RestartPreventExitStatus=78 read one number for "the config is wrong".
@@ -38,7 +39,7 @@ EXIT_INVALID = EX_CONFIG
 def check_config(args: argparse.Namespace) -> int:
     """Print the effective settings, or every problem; returns the exit status."""
     try:
-        config = load_config(args.config)
+        config = command_config(args.config)
     except ConfigError as exc:
         count = len(exc.problems)
         message = f"{args.config} (from {args.config_source}): {count} problem(s)"
@@ -64,10 +65,10 @@ def settings_json(config: Config) -> dict[str, Any]:
     """The effective settings as JSON-ready data: the tables of render_settings, as objects."""
     tables = {name: _plain(getattr(config, name)) for name in ("service", "site", "alerts")}
     tables["notify"] = _plain(config.notify)
-    cameras = []
+    cameras, seen = [], _probed(config)
     for camera in config.cameras:
         settings = _plain(camera)
-        settings["directories"] = {str(d): probe_directory(d) for d in camera.watch}
+        settings["directories"] = {str(d): seen[d] for d in camera.watch}
         settings["meanings"] = _meanings(camera)
         cameras.append(settings)
     return {"config": str(config.path), "valid": True, **tables, "cameras": cameras}
@@ -94,19 +95,29 @@ def render_settings(config: Config) -> str:
     lines += _table("site", config.site)
     lines += _table("alerts", config.alerts)
     lines += _table("notify", config.notify)
+    seen, mounts = _probed(config), read_mounts()
     for camera in config.cameras:
-        lines += _directories(camera)
+        lines += _directories(camera, seen, mounts)
         lines += _table(f"cameras.{camera.name}", camera, skip={"name"}, notes=_meanings(camera))
     return "\n".join(lines) + "\n"
 
 
-def _directories(camera: CameraConfig) -> list[str]:
-    mounts = read_mounts()
+def _probed(config: Config) -> dict[Path, str]:
+    """Every watch directory's state, each asked in a child: a hung mount cannot hang us.
+
+    Given the patience of the config's own overlap check (RESOLVE_SECONDS, 5 s), after
+    which a directory is shown as not answering (watch/scan.py probe_directories).
+    """
+    watched = (d for camera in config.cameras for d in camera.watch)
+    return probe_directories(watched, RESOLVE_SECONDS)
+
+
+def _directories(camera: CameraConfig, seen: dict[Path, str], mounts: list[Mount]) -> list[str]:
     notes = []
     for directory in camera.watch:
         mount = network_mount(directory, mounts)
         where = "local disk" if mount is None else f"{mount.fstype} ({mount.source})"
-        notes.append(f"# {directory}: {probe_directory(directory)}, {where}")
+        notes.append(f"# {directory}: {seen[directory]}, {where}")
     return notes
 
 

@@ -23,6 +23,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from biaswatch.discovery import (
     BUILT_IN,
@@ -34,6 +35,9 @@ from biaswatch.discovery import (
     why_chosen,
 )
 from biaswatch.errors import ConfigError, MissingExtra
+
+if TYPE_CHECKING:  # config (pydantic) is imported when a command loads one, not for --help
+    from biaswatch.config import Config
 
 EX_CONFIG = 78
 EX_USAGE = 2  # argparse's own status for a bad option; ours for a bad argument too
@@ -62,6 +66,19 @@ def config_option(parser: argparse.ArgumentParser, *, optional: bool = False) ->
         "-v", "--verbose", action="store_true", help="say which config is used and why"
     )
     parser.set_defaults(config_optional=optional)
+
+
+def command_config(path: Path) -> Config:
+    """load_config for a command: the watch paths' overlap check asked in forked children.
+
+    A command runs one thread: a realpath stuck in a hung mount on a thread would keep
+    it from ever exiting (system/overlaps.py resolve_in_children); in a child it is left
+    behind after RESOLVE_SECONDS and the path compared as written.
+    """
+    from biaswatch.config import load_config
+    from biaswatch.system.overlaps import resolve_in_children
+
+    return load_config(path, resolve_in_children)
 
 
 def config_path(

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from biaswatch import journald
-from biaswatch.cli.common import EX_NOTFOUND, fail
+from biaswatch.cli.common import EX_NOTFOUND, command_config, fail
 from biaswatch.cli.options import LOG_LEVELS
-from biaswatch.config import SiteConfig, load_config
+from biaswatch.config import SiteConfig
 from biaswatch.names import for_terminal, shown
 
 # logging.DEBUG 10, INFO 20, WARNING 30, ERROR 40, CRITICAL 50: steps of 10 from debug.
@@ -48,7 +48,7 @@ _LEVEL_OF_PRIORITY |= {"5": "info", "6": "info", "7": "debug"}
 
 def show_log(args: argparse.Namespace) -> int:
     """Print the matching events; with --follow, until interrupted."""
-    config = load_config(args.config)
+    config = command_config(args.config)
     if args.camera is not None:
         config.camera(args.camera)  # an unknown camera is a config error (78), not no output
     keep = Filter(args.camera, args.night, _LEVELS[args.level], config.site)

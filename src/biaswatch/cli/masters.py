@@ -23,8 +23,8 @@ from biaswatch.calibrations import match_rows
 from biaswatch.catalog.open import open_reading
 from biaswatch.catalog.rows import MasterRow
 from biaswatch.catalog.store import Catalog
-from biaswatch.cli.common import EX_NOTFOUND, EX_USAGE, fail
-from biaswatch.config import Config, load_config
+from biaswatch.cli.common import EX_NOTFOUND, EX_USAGE, command_config, fail
+from biaswatch.config import Config
 
 
 class UnreadableFrame(Exception):
@@ -41,7 +41,7 @@ def list_masters(args: argparse.Namespace) -> int:
     misuse = _misused(args)
     if misuse is not None:
         return fail(args, EX_USAGE, misuse)
-    config = load_config(args.config)  # once: --like and --for read it too
+    config = command_config(args.config)  # once: --like and --for read it too
     if args.camera is not None:
         config.camera(args.camera)  # an unknown camera is a config error, not "no masters yet"
     try:

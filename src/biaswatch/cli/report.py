@@ -10,13 +10,13 @@ import argparse
 import datetime as dt
 import json
 
-from biaswatch.config import load_config
+from biaswatch.cli.common import command_config
 from biaswatch.publish.report import write_report
 
 
 def write_report_command(args: argparse.Namespace) -> int:
     """Write the night's page and print where it went."""
-    config = load_config(args.config)
+    config = command_config(args.config)
     database = config.service.state_dir / "catalog.sqlite"
     if not database.exists():  # before, an empty catalog was made here: now nothing is
         why = f"no catalog yet at {database}"

@@ -14,15 +14,14 @@ from functools import partial
 from pathlib import Path
 from typing import TextIO
 
-from biaswatch.cli.common import EX_USAGE, fail
-from biaswatch.config import load_config
+from biaswatch.cli.common import EX_USAGE, command_config, fail
 from biaswatch.testing.camera import simulate
 from biaswatch.testing.layouts import LAYOUT_KINDS, simulate_layout
 
 
 def write_simulated_frames(args: argparse.Namespace) -> int:
     """Write the frames one by one, naming each as it lands."""
-    config = load_config(args.config)
+    config = command_config(args.config)
     camera = config.camera(args.camera)
     frames = args.frames or camera.expected_frames
     layout = next(kind for kind in LAYOUT_KINDS if kind == getattr(args, "layout", "single"))

@@ -23,7 +23,7 @@ import argparse
 import datetime as dt
 import json
 import sqlite3
-from collections.abc import Mapping, Set
+from collections.abc import Mapping
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -41,16 +41,14 @@ from biaswatch.rules.qc import MasterQC
 from biaswatch.rules.sets import decide_set
 from biaswatch.service.alarms import NIGHT_CHECK
 from biaswatch.system import pidfile
-from biaswatch.system.children import answers_within
 from biaswatch.system.overlaps import resolve_in_children
-from biaswatch.watch.scan import probe_directory
+from biaswatch.watch.scan import probe_directories
 
 RECENT = dt.timedelta(hours=24)  # "the last night", whatever the site's night times
 # How long the watch directories get to answer, all at once: a local disk answers in
 # microseconds, a healthy NFS server in milliseconds. 3 s leaves room, with the config
 # and the catalog, inside check_nrpe's default 10 s timeout (check_nrpe -t, NRPE docs).
 PROBE_SECONDS = 3.0
-NOT_ANSWERING = "not answering (hung mount?)"
 NOT_PROBED = "not probed"
 
 
@@ -61,7 +59,8 @@ def show_status(args: argparse.Namespace) -> int:
     # and a path silent there is not asked again (one timeout in all, not two).
     silent: set[Path] = set()
     config = load_config(args.config, partial(resolve_in_children, seconds=timeout, silent=silent))
-    seen = probe_directories(config, timeout, silent)
+    watched = (d for camera in config.cameras for d in camera.watch)
+    seen = probe_directories(watched, timeout, silent)
     try:
         report = gather(config, dt.datetime.now(dt.UTC), seen)
     except ConfigError as exc:  # not a catalog, or one of another version (catalog/open.py)
@@ -78,19 +77,6 @@ def _status_unknown(args: argparse.Namespace, message: str, config: Config) -> i
         print(status_line("UNKNOWN", [message]))
     catalog = config.service.state_dir / "catalog.sqlite"
     return fail(args, UNKNOWN, message, status="UNKNOWN", catalog=str(catalog))
-
-
-def probe_directories(
-    config: Config, timeout: float = PROBE_SECONDS, silent: Set[Path] = frozenset()
-) -> dict[Path, str]:
-    """Each watch directory's probe (watch/scan.py), NOT_ANSWERING if silent past ``timeout``.
-
-    A directory in ``silent`` (it did not answer already) is not asked again.
-    """
-    directories = dict.fromkeys(d for camera in config.cameras for d in camera.watch)
-    asked = [d for d in directories if d not in silent]
-    answers = answers_within({d: partial(probe_directory, d) for d in asked}, timeout)
-    return {d: answers.get(d) or NOT_ANSWERING for d in directories}
 
 
 def gather(config: Config, now: dt.datetime, seen: Mapping[Path, str]) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from pathlib import Path
 import structlog
 
 from biaswatch.catalog.store import Catalog
-from biaswatch.cli.common import EX_NOTFOUND, fail
-from biaswatch.config import Config, load_config
+from biaswatch.cli.common import EX_NOTFOUND, command_config, fail
+from biaswatch.config import Config
 from biaswatch.publish.index import index_settings, write_index
 from biaswatch.publish.master import repair_latest
 from biaswatch.publish.placement import judge_and_move, reconcile
@@ -30,7 +30,7 @@ from biaswatch.rules.places import other_state, path_for_state, place_of
 
 def record_verdict(args: argparse.Namespace) -> int:
     """Record the operator's verdict, move the file, its links and the camera's index."""
-    config = load_config(args.config)
+    config = command_config(args.config)
     # What moved is logged on stderr: stdout keeps the one-line answer scripts read.
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     database = config.service.state_dir / "catalog.sqlite"

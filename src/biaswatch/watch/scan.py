@@ -11,10 +11,13 @@ from __future__ import annotations
 import fnmatch
 import os
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Set
+from functools import partial
 from pathlib import Path
 
 import structlog
+
+from biaswatch.system.children import answers_within
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +62,25 @@ def scan_dir(
 
 def _excluded(path: Path, exclude: Sequence[Path]) -> bool:
     return any(path == e or e in path.parents for e in exclude)
+
+
+# What a command shows for a watch directory that did not answer within its timeout.
+NOT_ANSWERING = "not answering (hung mount?)"
+
+
+def probe_directories(
+    directories: Iterable[Path], timeout: float, silent: Set[Path] = frozenset()
+) -> dict[Path, str]:
+    """Each directory's probe_directory, asked in a forked child; NOT_ANSWERING past ``timeout``.
+
+    For the commands (one thread each: ``status``, ``check-config``): a stat stuck in a
+    hung mount is left behind in its child, never waited for (system/children.py). A
+    directory in ``silent`` (it did not answer already) is not asked again.
+    """
+    wanted = dict.fromkeys(directories)
+    asked = [d for d in wanted if d not in silent]
+    answers = answers_within({d: partial(probe_directory, d) for d in asked}, timeout)
+    return {d: answers.get(d) or NOT_ANSWERING for d in wanted}
 
 
 def probe_directory(path: Path) -> str:
