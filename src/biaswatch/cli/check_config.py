@@ -65,7 +65,7 @@ def settings_json(config: Config) -> dict[str, Any]:
     """The effective settings as JSON-ready data: the tables of render_settings, as objects."""
     tables = {name: _plain(getattr(config, name)) for name in ("service", "site", "alerts")}
     tables["notify"] = _plain(config.notify)
-    cameras, seen = [], _probed(config)
+    cameras, seen = [], _watch_states(config)
     for camera in config.cameras:
         settings = _plain(camera)
         settings["directories"] = {str(d): seen[d] for d in camera.watch}
@@ -95,14 +95,14 @@ def render_settings(config: Config) -> str:
     lines += _table("site", config.site)
     lines += _table("alerts", config.alerts)
     lines += _table("notify", config.notify)
-    seen, mounts = _probed(config), read_mounts()
+    seen, mounts = _watch_states(config), read_mounts()
     for camera in config.cameras:
         lines += _directories(camera, seen, mounts)
         lines += _table(f"cameras.{camera.name}", camera, skip={"name"}, notes=_meanings(camera))
     return "\n".join(lines) + "\n"
 
 
-def _probed(config: Config) -> dict[Path, str]:
+def _watch_states(config: Config) -> dict[Path, str]:
     """Every watch directory's state, each asked in a child: a hung mount cannot hang us.
 
     Given the patience of the config's own overlap check (RESOLVE_SECONDS, 5 s), after
