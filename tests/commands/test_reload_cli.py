@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from biaswatch.testing.helpers import run_cli, write_config
 
@@ -67,7 +68,7 @@ def test_status_trusts_no_pidfile_and_sees_a_legacy_holder(tmp_path: Path) -> No
     for name in ("biaswatch.lock", "biaswatch.pid", "run/biaswatch.pid"):
         (state / name).write_text("1 2026-12-01T00:00:00+00:00\n")  # left by crashes
 
-    stale = json.loads(run_cli("status", "--config", config, "--json", check=True).stdout)
+    stale = status_json(config)
     code = (
         "import fcntl, os, sys, time\n"
         "fd = os.open(sys.argv[1], os.O_RDWR)\n"
@@ -79,12 +80,21 @@ def test_status_trusts_no_pidfile_and_sees_a_legacy_holder(tmp_path: Path) -> No
     with subprocess.Popen(legacy, stdout=subprocess.PIPE) as older:
         try:
             assert older.stdout is not None and older.stdout.readline() == b"locked\n"
-            held = json.loads(run_cli("status", "--config", config, "--json", check=True).stdout)
+            held = status_json(config)
         finally:
             older.kill()
 
     assert stale["service"] == {"running": False}
+    assert stale["assessment"]["status"] == "CRITICAL"  # service not running
     assert held["service"]["running"] is True and held["service"]["pid"] == 1
+
+
+def status_json(config: Path) -> dict[str, Any]:
+    """``status --json``, parsed; its exit status must be its assessment's Nagios code."""
+    result = run_cli("status", "--config", config, "--json")
+    report = dict(json.loads(result.stdout))
+    assert result.returncode == report["assessment"]["code"], result.stderr
+    return report
 
 
 def test_reload_of_another_pid_than_the_lock_holder_exits_69(tmp_path: Path) -> None:
