@@ -32,6 +32,10 @@ COMMANDS: tuple[tuple[str, ...], ...] = (
     ("check-config", "--help"),
     ("status", "--help"),
     ("check-config", "--config", str(CONFIG)),
+    # What monitoring runs every minute (a Nagios plugin since issue 16), and what a
+    # reduction script runs per frame: both ask the watch paths in forked children now.
+    ("status", "--config", str(CONFIG)),
+    ("masters", "--config", str(CONFIG)),
 )
 
 
