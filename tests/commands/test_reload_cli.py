@@ -16,6 +16,25 @@ from biaswatch.testing.helpers import run_cli, write_config
 EX_UNAVAILABLE = 69
 
 
+def lock_holder(state: Path, *, ignore_sighup: bool = False) -> subprocess.Popen[bytes]:
+    """A process that takes the state directory's lock as a service would, and sleeps.
+
+    Returned once it holds the lock; the caller kills it (``with ... as holder``).
+    """
+    code = (
+        "import datetime as dt, signal, sys, time\n"
+        "from pathlib import Path\n"
+        "from biaswatch.system import pidfile\n"
+        f"{'signal.signal(signal.SIGHUP, signal.SIG_IGN)' if ignore_sighup else ''}\n"
+        "lock = pidfile.take(Path(sys.argv[1]), dt.datetime.now(dt.UTC))\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(state)], stdout=subprocess.PIPE)
+    assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+    return holder
+
+
 def test_reload_with_no_service_exits_69(tmp_path: Path) -> None:
     """No service holds the lock (a stale one names pid 1): exit 69, nothing signalled."""
     config = write_config(tmp_path)
@@ -34,18 +53,8 @@ def test_reload_that_gets_no_answer_exits_69_in_time(tmp_path: Path) -> None:
     """A lock holder that ignores SIGHUP: exit 69 after --timeout, its request withdrawn."""
     config = write_config(tmp_path)
     state = tmp_path / "state"
-    code = (
-        "import datetime as dt, signal, sys, time\n"
-        "from pathlib import Path\n"
-        "from biaswatch.system import pidfile\n"
-        "signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
-        "lock = pidfile.take(Path(sys.argv[1]), dt.datetime.now(dt.UTC))\n"
-        "print('locked', flush=True)\n"
-        "time.sleep(60)\n"
-    )
-    with subprocess.Popen([sys.executable, "-c", code, str(state)], stdout=subprocess.PIPE) as deaf:
+    with lock_holder(state, ignore_sighup=True) as deaf:
         try:
-            assert deaf.stdout is not None and deaf.stdout.readline() == b"locked\n"
             (state / "run").mkdir()
             start = time.monotonic()
             result = run_cli("reload", "--config", config, "--timeout", "1", timeout=60)
@@ -101,19 +110,8 @@ def test_reload_of_another_pid_than_the_lock_holder_exits_69(tmp_path: Path) -> 
     """--pid naming a process that does not hold the lock: exit 69, and it is not signalled."""
     config = write_config(tmp_path)
     state = tmp_path / "state"
-    code = (
-        "import datetime as dt, sys, time\n"
-        "from pathlib import Path\n"
-        "from biaswatch.system import pidfile\n"
-        "lock = pidfile.take(Path(sys.argv[1]), dt.datetime.now(dt.UTC))\n"
-        "print('locked', flush=True)\n"
-        "time.sleep(60)\n"
-    )
-    with subprocess.Popen(
-        [sys.executable, "-c", code, str(state)], stdout=subprocess.PIPE
-    ) as holder:
+    with lock_holder(state) as holder:
         try:
-            assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
             # Pid 1 is never signalled: the lock names another pid.
             result = run_cli("reload", "--config", config, "--pid", "1", "--json", timeout=60)
         finally:

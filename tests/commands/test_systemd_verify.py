@@ -136,21 +136,25 @@ def test_dask_unit_sandbox_gives_up_only_network_and_proc(path: Path) -> None:
     assert re.search(rf"Overall exposure level for {re.escape(path.name)}: ", result.stdout)
 
 
+def verified_with_drop_in(tmp_path: Path, example: Path) -> tuple[Path, Path]:
+    """A runnable copy of the unit with ``example`` as its drop-in; verify must be clean."""
+    copy = runnable_copy(tmp_path)
+    drop_in = tmp_path / f"{UNIT.name}.d" / example.name.removesuffix(".example")
+    drop_in.parent.mkdir()
+    shutil.copyfile(example, drop_in)
+    result = run("systemd-analyze", "verify", str(copy))
+    assert result.returncode == 0, result.stderr
+    assert "biaswatch" not in result.stdout + result.stderr, result.stderr
+    return copy, drop_in
+
+
 NOTIFY_DROP_IN = UNIT.parent / "biaswatch.service.d" / "notify-url.conf.example"
 
 
 @needs_systemd_analyze
 def test_notify_url_drop_in_opens_only_the_network_and_verifies(tmp_path: Path) -> None:
     """With the notify-url drop-in, verify is clean and only the network findings are added."""
-    copy = runnable_copy(tmp_path)
-    drop_in = tmp_path / f"{UNIT.name}.d" / "notify-url.conf"
-    drop_in.parent.mkdir()
-    shutil.copyfile(NOTIFY_DROP_IN, drop_in)
-
-    result = run("systemd-analyze", "verify", str(copy))
-
-    assert result.returncode == 0, result.stderr
-    assert "biaswatch" not in result.stdout + result.stderr, result.stderr
+    copy, drop_in = verified_with_drop_in(tmp_path, NOTIFY_DROP_IN)
     # security --offline reads the drop-in beside the copy: the host's network, IP sockets
     # and an allow list are the only new exposures (no /proc one, unlike the Dask units).
     extra = security_findings(copy) - security_findings(UNIT)
@@ -171,16 +175,8 @@ METRICS_DROP_IN = UNIT.parent / "biaswatch.service.d" / "metrics.conf.example"
 @needs_systemd_analyze
 def test_metrics_drop_in_adds_one_writable_directory_and_verifies(tmp_path: Path) -> None:
     """With the metrics drop-in, verify is clean, no exposure is added, its config line loads."""
-    copy = runnable_copy(tmp_path)
-    drop_in = tmp_path / f"{UNIT.name}.d" / "metrics.conf"
-    drop_in.parent.mkdir()
-    shutil.copyfile(METRICS_DROP_IN, drop_in)
+    copy, drop_in = verified_with_drop_in(tmp_path, METRICS_DROP_IN)
     text = drop_in.read_text(encoding="utf-8")
-
-    result = run("systemd-analyze", "verify", str(copy))
-
-    assert result.returncode == 0, result.stderr
-    assert "biaswatch" not in result.stdout + result.stderr, result.stderr
     assert security_findings(copy) == security_findings(UNIT)
     settings = [line for line in text.splitlines() if line and not line.startswith(("#", "["))]
     assert settings == [f"ReadWritePaths={DEBIAN_TEXTFILE_DIR}"]
