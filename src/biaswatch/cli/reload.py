@@ -27,8 +27,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from biaswatch.cli.common import EX_CONFIG, EX_UNAVAILABLE, fail
-from biaswatch.config import ServiceConfig, load_config
+from biaswatch.cli.common import EX_CONFIG, EX_UNAVAILABLE, command_config, fail
+from biaswatch.config import ServiceConfig
 from biaswatch.errors import ConfigError
 from biaswatch.system import pidfile, runtime
 
@@ -142,7 +142,7 @@ def _find(args: argparse.Namespace) -> Target | int:
 def _state_dir(config: Path) -> Path | ConfigError:
     """The config's state directory; from its TOML alone if the config does not load."""
     try:
-        return load_config(config).service.state_dir
+        return command_config(config).service.state_dir
     except ConfigError as exc:
         problem = exc
     try:
