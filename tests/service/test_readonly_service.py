@@ -126,11 +126,12 @@ def test_api_and_reading_commands_as_a_reader_while_the_service_runs(tree: Path)
         results = {name: as_reader(*c) for name, c in commands(config, out).items()}
         assert service.proc.poll() is None  # still running through every read
     for name, result in results.items():
-        # status's Nagios code: WARNING (1), the frames being of 2030, the last finished
-        # night had none; the service runs (else CRITICAL) and the reader reads its lock.
+        # status's Nagios code: WARNING (1), cryo's newest master having been rejected;
+        # the service runs (else CRITICAL) and the reader reads its lock.
         expected = 1 if name.startswith("status") else 0
         assert result.returncode == expected, f"{name}: {result.stderr}"
-    assert results["status"].stdout.startswith("BIASWATCH WARNING - cryo: no frame in night ")
+    warning = "BIASWATCH WARNING - cryo: its newest master was rejected\n"
+    assert results["status"].stdout.startswith(warning)
     api = json.loads(results["api"].stdout)
     assert api["path"] == first and api["has_uncertainty"]
     assert api["shape"] == list(fits.getdata(first).shape)

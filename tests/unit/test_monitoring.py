@@ -21,9 +21,10 @@ def camera(
     frames: int = 10,
     accepted: int = 1,
     newest: str | None = "accepted",
+    first: str | None = "2026-11-01",
 ) -> CameraFacts:
     """A camera whose last finished night went well unless told otherwise."""
-    return CameraFacts(name, directories, night, frames, accepted, newest)
+    return CameraFacts(name, directories, night, frames, accepted, newest, first)
 
 
 def test_all_well_is_ok_with_no_reason() -> None:
@@ -104,3 +105,14 @@ def test_unknown_outranks_warning() -> None:
     """An unreadable service state with a WARNING camera is UNKNOWN (Nagios' service ranking)."""
     verdict = assess(None, [camera(newest="rejected")])
     assert verdict.code == UNKNOWN
+
+
+def test_nights_before_a_cameras_first_frame_are_not_judged() -> None:
+    """A fresh install or a new camera (no frame yet, or first frames later) is not silent."""
+    fresh = camera(frames=0, accepted=0, newest=None, first=None)
+    assert assess(True, [fresh]) == Assessment(OK, ())
+    started_later = camera(frames=0, accepted=0, newest=None, first="2026-12-04")
+    assert assess(True, [started_later]) == Assessment(OK, ())
+    silent_since = camera(frames=0, accepted=0, first="2026-12-03")
+    verdict = assess(True, [silent_since])
+    assert (verdict.code, verdict.reasons) == (WARNING, ("cryo: no frame in night 2026-12-03",))

@@ -150,6 +150,12 @@ class MasterQueries:
         ).fetchone()[0]
         return int(frames), int(accepted)
 
+    def first_night(self, camera: str) -> str | None:
+        """The earliest night of any frame recorded for the camera; None before the first."""
+        row = self._db.execute("SELECT MIN(night) FROM frames WHERE camera = ?", (camera,))
+        night = row.fetchone()[0]
+        return None if night is None else str(night)
+
     def accepted_qc(self, camera: str, geometry: str, limit: int) -> list[MasterQC]:
         """QC of the camera's newest accepted masters of this geometry, newest first."""
         rows = self._db.execute(

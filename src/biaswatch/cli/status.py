@@ -112,10 +112,11 @@ def _facts(
     state: dict[str, Any],
 ) -> CameraFacts:
     """What the assessment needs of one camera: directories, last finished night, master."""
-    night, frames, accepted = None, 0, 0
+    night, frames, accepted, first = None, 0, 0, None
     if catalog is not None:  # before any catalog no night was watched: nothing was missed
         night = last_finished_night(config, camera, now)
         frames, accepted = catalog.night_summary(camera.name, night)
+        first = catalog.first_night(camera.name)
     master = state["last_master"]
     return CameraFacts(
         camera.name,
@@ -124,6 +125,7 @@ def _facts(
         frames,
         accepted,
         None if master is None else master["state"],
+        first,
     )
 
 

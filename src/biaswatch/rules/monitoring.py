@@ -37,6 +37,9 @@ class CameraFacts:
     last_night_frames: int
     last_night_accepted: int
     newest_master_state: str | None
+    # The first night the catalog holds a frame of this camera (None: none yet). A night
+    # before it was not watched (a new install, a new camera): nothing was missed then.
+    first_night: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ def _camera_findings(camera: CameraFacts) -> list[tuple[int, str]]:
         if seen != "ok"
     ]
     night = camera.last_night
+    if camera.first_night is None or (night is not None and night < camera.first_night):
+        night = None  # not watched yet: a fresh install is not a silent camera
     if night is not None and camera.last_night_frames == 0:
         found.append((WARNING, f"{camera.name}: no frame in night {night}"))
     elif night is not None and camera.last_night_accepted == 0:
