@@ -44,6 +44,7 @@ from biaswatch.rules.matching import (
 )
 from biaswatch.rules.nights import night_label, night_start
 from biaswatch.rules.qc import MasterQC
+from biaswatch.system.overlaps import compared_as_written
 
 if TYPE_CHECKING:
     from astropy.io import fits
@@ -288,7 +289,8 @@ def match_rows(
 
 
 def _config(config: PathLike | None) -> Config:
-    return load_config(existing_config(config))
+    # Watch paths compared as written: the API never touches a camera's mount (compared_as_written).
+    return load_config(existing_config(config), compared_as_written)
 
 
 def _rows(config: Config, camera: str | None, night: str | None) -> list[MasterRow]:

@@ -157,7 +157,7 @@ def test_status_answers_within_its_timeout_while_a_watch_mount_hangs(tmp_path: P
 
 
 def test_reading_commands_end_while_a_watch_mount_hangs(tmp_path: Path) -> None:
-    """With cryo's mount hung, masters and check-config answer and exit instead of hanging."""
+    """With cryo's mount hung, masters, check-config and the API answer instead of hanging."""
     from test_stall import _stalled_config, hanging_mount
 
     config, backing = _stalled_config(tmp_path)
@@ -167,9 +167,13 @@ def test_reading_commands_end_while_a_watch_mount_hangs(tmp_path: Path) -> None:
         mount.hang()
         masters = run_beside(mount, [*base, "masters", "--config", str(config), "--json"])
         checked = run_beside(mount, [*base, "check-config", "--config", str(config), "--json"])
+        api = "from biaswatch.calibrations import masters; import sys; "
+        api += "print(len(masters(config=sys.argv[1])))"
+        listed = run_beside(mount, [sys.executable, "-c", api, str(config)])
         mount.resume()
         wait_until(lambda: not _processes_running(str(config)), 30, "the probes to end")
     assert masters.returncode == 0 and json.loads(masters.stdout) == [], masters.stderr
     settings = json.loads(checked.stdout)
     cryo = next(c for c in settings["cameras"] if c["name"] == "cryo")
     assert cryo["directories"] == {str(incoming): NOT_ANSWERING}
+    assert (listed.returncode, listed.stdout) == (0, "0\n"), listed.stderr

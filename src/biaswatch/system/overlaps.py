@@ -68,6 +68,17 @@ def overlap_problems(
     return problems
 
 
+def compared_as_written(paths: Sequence[Path]) -> dict[Path, Path]:
+    """Each path normalized, not resolved: no stat at all, so no mount can hang it.
+
+    For the reading API (biaswatch.calibrations), which runs inside someone else's
+    reduction process: it reads the catalog, never the watch directories, so a hung
+    camera mount must not hold it; and forking children there (resolve_in_children)
+    would be unsafe among the caller's threads.
+    """
+    return {path: Path(os.path.normpath(path)) for path in paths}
+
+
 def resolve_all(paths: Sequence[Path], seconds: float = RESOLVE_SECONDS) -> dict[Path, Path]:
     """Each path resolved by ``os.path.realpath``; a path that hangs is only normalized."""
     found: dict[Path, Path] = {}
