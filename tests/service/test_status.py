@@ -157,14 +157,17 @@ def test_status_answers_within_its_timeout_while_a_watch_mount_hangs(tmp_path: P
 
 
 def test_reading_commands_end_while_a_watch_mount_hangs(tmp_path: Path) -> None:
-    """With cryo's mount hung, masters, check-config and the API answer instead of hanging."""
+    """With cryo's mount hung, masters, check-config, combine and the API answer, not hang."""
     from test_stall import _stalled_config, hanging_mount
 
     config, backing = _stalled_config(tmp_path)
     incoming = tmp_path / "incoming" / "cryo"
     base = [sys.executable, "-m", "biaswatch"]
+    frames = [str(p) for p in write_frames(config, "te", 3, interval=0.0)]
+    combine = [*base, "combine", "--config", str(config), "--camera", "te", "--json"]
     with hanging_mount(backing, incoming) as mount:
         mount.hang()
+        combined = run_beside(mount, [*combine, "-o", str(tmp_path / "m.fits"), *frames])
         masters = run_beside(mount, [*base, "masters", "--config", str(config), "--json"])
         checked = run_beside(mount, [*base, "check-config", "--config", str(config), "--json"])
         api = "from biaswatch.calibrations import masters; import sys; "
@@ -177,3 +180,4 @@ def test_reading_commands_end_while_a_watch_mount_hangs(tmp_path: Path) -> None:
     cryo = next(c for c in settings["cameras"] if c["name"] == "cryo")
     assert cryo["directories"] == {str(incoming): NOT_ANSWERING}
     assert (listed.returncode, listed.stdout) == (0, "0\n"), listed.stderr
+    assert json.loads(combined.stdout)["frames"] == 3, combined.stderr

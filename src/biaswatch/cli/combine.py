@@ -70,8 +70,11 @@ def _request(args: argparse.Namespace) -> Request:
     """The options as a request; ValueError for a bad size or setting."""
     from biaswatch.config import ServiceConfig, SiteConfig, load_config
     from biaswatch.settings import CombineSettings, parse_size
+    from biaswatch.system.overlaps import compared_as_written
 
-    config = load_config(args.config) if args.config is not None else None
+    # Only the camera's settings are wanted: the watch paths are compared as written, so a
+    # hung camera mount cannot hold a one-off combine (and the digests' thread runs already).
+    config = load_config(args.config, compared_as_written) if args.config is not None else None
     if args.camera is not None and config is None:
         # combine does not try ./config.toml (cli/common.py config_option): name the ways.
         raise ConfigError(
