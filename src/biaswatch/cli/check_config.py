@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from biaswatch.cli.common import EX_CONFIG, command_config, fail, print_problems
+from biaswatch.cli.common import EX_CONFIG, command_config, print_problems
 from biaswatch.combine.dask_extra import require_dask_extra
 from biaswatch.config import CameraConfig, Config
 from biaswatch.errors import ConfigError, MissingExtra
@@ -31,24 +31,19 @@ from biaswatch.system.mounts import Mount, network_mount, read_mounts
 from biaswatch.system.overlaps import RESOLVE_SECONDS
 from biaswatch.watch.scan import probe_directories
 
-# EX_CONFIG, as every command exits on a configuration error (cli/common.py): monitoring and
-# the systemd unit's RestartPreventExitStatus=78 read one number for "the config is wrong".
-EXIT_INVALID = EX_CONFIG
-
 
 def check_config(args: argparse.Namespace) -> int:
     """Print the effective settings, or every problem; returns the exit status."""
     try:
         config = command_config(args.config)
     except ConfigError as exc:
-        count = len(exc.problems)
-        message = f"{args.config} (from {args.config_source}): {count} problem(s)"
         if args.json:
-            return fail(args, EXIT_INVALID, message, problems=exc.problems, config=args.config)
-        print(message, file=sys.stderr)
+            raise  # cli/main.py prints it as every command's JSON error (print_problems)
+        count = len(exc.problems)
+        print(f"{args.config} (from {args.config_source}): {count} problem(s)", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
-        return EXIT_INVALID
+        return EX_CONFIG
     try:
         require_dask_extra(config.service)
     except MissingExtra as exc:

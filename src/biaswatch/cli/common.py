@@ -112,19 +112,19 @@ def resolve_config(args: argparse.Namespace) -> None:
         print(f"biaswatch: using {shown} (from {why_chosen(args.config_source)})", file=sys.stderr)
 
 
-def wants_json(args: argparse.Namespace | None) -> bool:
+def wants_json(args: argparse.Namespace) -> bool:
     """Whether the command was asked for JSON (``--json``)."""
     return bool(getattr(args, "json", False))
 
 
-def fail(args: argparse.Namespace | None, code: int, message: str, **details: object) -> int:
+def fail(args: argparse.Namespace, code: int, message: str, **details: object) -> int:
     """Say why the command failed and return its exit status ``code``.
 
     Without ``--json``: ``biaswatch <command>: message`` on stderr, one line. With it:
     one JSON object on stdout, the stream a script parses, ``{"error": {"exit_status":
     code, "message": ..., **details}}``; the exit status is the same either way.
     """
-    if args is None or wants_json(args):
+    if wants_json(args):
         error = {"exit_status": code, "message": message, **details}
         print(json.dumps({"error": error}, default=str))
         return code
@@ -138,7 +138,7 @@ def print_problems(exc: ConfigError, args: argparse.Namespace | None = None) -> 
 
     With ``--json``: one ``{"error": ...}`` object on stdout with every problem (fail()).
     """
-    if wants_json(args):
+    if args is not None and wants_json(args):
         message = exc.problems[0] if len(exc.problems) == 1 else "configuration error"
         config = getattr(args, "config", None)
         fail(args, EX_CONFIG, message, problems=list(exc.problems), config=config)

@@ -197,7 +197,8 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """A usage error: argparse's usage and message, or with ``--json`` one error object."""
         if self.json_errors:
-            fail(None, EX_USAGE, message, usage=self.format_usage().strip())
+            asked = argparse.Namespace(json=True)  # the command line is not parsed yet
+            fail(asked, EX_USAGE, message, usage=self.format_usage().strip())
             sys.exit(EX_USAGE)
         super().error(message)
 
