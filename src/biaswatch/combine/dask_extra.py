@@ -6,15 +6,18 @@ click it brings. A config with ``executor = "dask"`` on an install without it is
 an install problem, told in one line with the command that mends it, before any
 Dask import could end in a traceback.
 
-Cheap on purpose (the standard library only): ``check-config`` imports it.
+Cheap on purpose (the standard library and errors.py only): ``check-config`` imports it.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from typing import TYPE_CHECKING
 
-from biaswatch.config import ServiceConfig
 from biaswatch.errors import MissingExtra
+
+if TYPE_CHECKING:  # a type only: importing config (pydantic) here would undo "cheap"
+    from biaswatch.config import ServiceConfig
 
 DASK_MISSING = "executor = \"dask\" needs biaswatch[dask]: pip install 'biaswatch[dask]'"
 
