@@ -19,10 +19,12 @@ WITHOUT_DISTRIBUTED = (
 )
 
 
-def without_distributed(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    """``biaswatch ARGS`` in a child process that cannot import distributed."""
+def without_distributed(
+    *args: str | Path, code: str = WITHOUT_DISTRIBUTED
+) -> subprocess.CompletedProcess[str]:
+    """``biaswatch ARGS`` in a child process that cannot import distributed (through ``code``)."""
     return subprocess.run(
-        [sys.executable, "-c", WITHOUT_DISTRIBUTED, *map(str, args)],
+        [sys.executable, "-c", code, *map(str, args)],
         capture_output=True,
         text=True,
         check=False,
@@ -47,14 +49,7 @@ def test_check_config_says_the_extra_is_missing_in_one_line(tmp_path: Path) -> N
 def test_check_config_passes_where_distributed_is_installed(tmp_path: Path) -> None:
     """The same config and wrapper, distributed left importable: check-config exits 0."""
     code = WITHOUT_DISTRIBUTED.replace("sys.modules['distributed'] = None\n", "")
-    config = dask_config(tmp_path)
-    result = subprocess.run(
-        [sys.executable, "-c", code, "check-config", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    result = without_distributed("check-config", "--config", dask_config(tmp_path), code=code)
     assert result.returncode == 0, result.stderr
     assert 'executor = "dask"' in result.stdout
 
