@@ -105,6 +105,10 @@ def test_unknown_outranks_warning() -> None:
     """An unreadable service state with a WARNING camera is UNKNOWN (Nagios' service ranking)."""
     verdict = assess(None, [camera(newest="rejected")])
     assert verdict.code == UNKNOWN
+    assert verdict.reasons == (
+        "cannot tell whether the service runs",
+        "cryo: its newest master was rejected",
+    )
 
 
 def test_nights_before_a_cameras_first_frame_are_not_judged() -> None:

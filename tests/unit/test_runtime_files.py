@@ -220,3 +220,20 @@ def test_stale_legacy_and_new_files_naming_pid_1_are_not_a_running_service(tmp_p
         (state / name).write_text("1 2026-12-01T00:00:00+00:00\n")
 
     assert pidfile.running(state) is None
+
+
+def test_reload_reads_the_state_directory_as_load_config_resolves_it(tmp_path: Path) -> None:
+    """biaswatch reload's state directory, from the TOML alone, is load_config's, loads or not."""
+    from biaswatch.cli.reload import _state_dir
+    from biaswatch.errors import ConfigError
+
+    config = tmp_path / "config.toml"
+    config.write_text('[service]\nstate_dir = "state"\n[cameras.cryo]\nwatch = ["in"]\n')
+    assert _state_dir(config) == load_config(config).service.state_dir == tmp_path / "state"
+    config.write_text('[service]\nstate_dir = "state"\n[cameras.cryo]\nexpected_frames = -1\n')
+    with pytest.raises(ConfigError):
+        load_config(config)
+    assert _state_dir(config) == tmp_path / "state"  # the service refuses it, and says so
+    config.write_text("not = [toml\n")
+    problem = _state_dir(config)
+    assert isinstance(problem, ConfigError) and "not valid TOML" in problem.problems[0]

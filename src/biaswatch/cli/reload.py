@@ -9,10 +9,10 @@ runtime directory, sends SIGHUP, and waits for the answer to that nonce
 the new config; 78: the service refused it (its problems printed) and runs on the
 old one; 69: no service, or no answer in time.
 
-Where the state directory is: from the config, or, if the config does not load (the
-very case a reload must report), from its ``[service] state_dir`` alone. Under
-systemd, ``$RUNTIME_DIRECTORY`` and ``--pid`` are enough even for a file that is not
-TOML at all.
+Where the state directory is: from the config's ``[service] state_dir`` alone, read
+from its TOML, so a config that does not load (the very case a reload must report)
+still finds the service. Under systemd, ``$RUNTIME_DIRECTORY`` and ``--pid`` are
+enough even for a file that is not TOML at all.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from biaswatch.cli.common import EX_CONFIG, EX_UNAVAILABLE, command_config, fail
+from biaswatch.cli.common import EX_CONFIG, EX_UNAVAILABLE, fail
 from biaswatch.config import ServiceConfig
 from biaswatch.errors import ConfigError
 from biaswatch.system import pidfile, runtime
@@ -140,15 +140,19 @@ def _find(args: argparse.Namespace) -> Target | int:
 
 
 def _state_dir(config: Path) -> Path | ConfigError:
-    """The config's state directory; from its TOML alone if the config does not load."""
-    try:
-        return command_config(config).service.state_dir
-    except ConfigError as exc:
-        problem = exc
+    """The config's ``[service] state_dir``, from its TOML alone, resolved as load_config does.
+
+    Not the whole config: the service checks that and answers; a config that does not
+    load (the very case a reload must report) still names its state directory, and no
+    watch path is resolved here (a forked child each, up to RESOLVE_SECONDS on a hung
+    mount) only to learn where the lock is.
+    """
     try:
         raw = tomllib.loads(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return problem
+    except OSError as exc:
+        return ConfigError([f"{config}: cannot read: {exc.strerror or exc}"])
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        return ConfigError([f"{config}: not valid TOML: {exc}"])
     service = raw.get("service", {})
     given = service.get("state_dir") if isinstance(service, dict) else None
     text = given if isinstance(given, str) else str(ServiceConfig().state_dir)

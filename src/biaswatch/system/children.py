@@ -11,7 +11,7 @@ left to end when the mount answers (its parent gone, init reaps it). Its standar
 streams point at /dev/null first, so a stuck child never holds its caller's pipes.
 
 fork() is only safe (and silent under Python >= 3.12's DeprecationWarning) in a
-process of one thread: ``forking_is_safe`` says whether callers may use it now.
+process of one thread: the commands (``status``, ``check-config``), never the service.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import select
 import signal
-import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
 from typing import TypeVar
@@ -29,11 +28,6 @@ K = TypeVar("K", bound=Hashable)
 # An answer is a short string (a probe's word, a resolved path); PATH_MAX is 4096
 # (limits.h on Linux), so 64 KiB reads any answer whole.
 _READ_BYTES = 65536
-
-
-def forking_is_safe() -> bool:
-    """Whether this process has one thread, so a forked child inherits no held lock."""
-    return threading.active_count() == 1
 
 
 def answers_within(questions: Mapping[K, Callable[[], str]], seconds: float) -> dict[K, str | None]:
