@@ -355,18 +355,20 @@ def _build(
     base = path.parent
     service = service.model_copy(
         update={
-            "state_dir": _resolve(base, service.state_dir),
-            "masters_dir": _resolve(base, service.masters_dir),
-            "work_dir": None if service.work_dir is None else _resolve(base, service.work_dir),
+            "state_dir": relative_to_config(base, service.state_dir),
+            "masters_dir": relative_to_config(base, service.masters_dir),
+            "work_dir": None
+            if service.work_dir is None
+            else relative_to_config(base, service.work_dir),
             "metrics_file": None
             if service.metrics_file is None
-            else _resolve(base, service.metrics_file),
+            else relative_to_config(base, service.metrics_file),
             "log_file": service.log_file
             if service.log_file == "-"
-            else str(_resolve(base, Path(service.log_file))),
+            else str(relative_to_config(base, Path(service.log_file))),
         }
         | {
-            key: _resolve(base, getattr(service, key))
+            key: relative_to_config(base, getattr(service, key))
             for key in _TLS_FILES
             if getattr(service, key) is not None
         }
@@ -377,7 +379,7 @@ def _build(
     cameras = [
         c.model_copy(
             update={
-                "watch": tuple(_resolve(base, w) for w in c.watch),
+                "watch": tuple(relative_to_config(base, w) for w in c.watch),
                 "max_frame_bytes": c.max_frame_bytes or service.mem_limit // FRAME_SHARE,
             }
         )
@@ -510,6 +512,7 @@ def _overlaps(
     return overlap_problems(outputs, watches, resolve)
 
 
-def _resolve(base: Path, path: Path) -> Path:
+def relative_to_config(base: Path, path: Path) -> Path:
+    """``path`` as the config means it: ``~`` expanded, relative ones from the config's folder."""
     path = path.expanduser()
     return path if path.is_absolute() else (base / path).absolute()

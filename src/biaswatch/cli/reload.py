@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from biaswatch.cli.common import EX_CONFIG, EX_UNAVAILABLE, fail
-from biaswatch.config import ServiceConfig
+from biaswatch.config import ServiceConfig, relative_to_config
 from biaswatch.errors import ConfigError
 from biaswatch.system import pidfile, runtime
 
@@ -156,5 +156,4 @@ def _state_dir(config: Path) -> Path | ConfigError:
     service = raw.get("service", {})
     given = service.get("state_dir") if isinstance(service, dict) else None
     text = given if isinstance(given, str) else str(ServiceConfig().state_dir)
-    path = Path(text).expanduser()
-    return path if path.is_absolute() else (config.parent / path).absolute()
+    return relative_to_config(config.parent, Path(text))

@@ -56,8 +56,7 @@ def run_service(args: argparse.Namespace) -> int:
         service.reloads.hand_down()
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         os.execv(sys.executable, sys.orig_argv)
-    runtime.remove_pidfile(runtime.runtime_dir(config.service.state_dir))
-    lock.release()
+    _let_go(lock, runtime.runtime_dir(config.service.state_dir))
     return status
 
 
@@ -75,16 +74,23 @@ def _start_service(config: Config) -> tuple[pidfile.Lock, Service] | int:
         _write_pidfile(directory)
         return lock, Service(config)
     except SchedulerUnreachable as exc:
-        runtime.remove_pidfile(directory)
-        lock.release()
+        _let_go(lock, directory)
         action = "start the scheduler, or set [service] fallback_local = true"
         log.error("executor.unreachable", reason=str(exc), action=action)
         print(f"biaswatch: {exc}; {action}", file=sys.stderr)
         return EX_UNAVAILABLE
     except ConfigError as exc:
-        runtime.remove_pidfile(directory)
-        lock.release()
+        _let_go(lock, directory)
         return _cannot_start(exc)
+
+
+def _let_go(lock: pidfile.Lock, directory: Path) -> None:
+    """At a stop or a start that failed: the pidfile goes first, then the lock.
+
+    In that order, a pidfile is never left naming a process that no longer holds the lock.
+    """
+    runtime.remove_pidfile(directory)
+    lock.release()
 
 
 def _write_pidfile(directory: Path) -> None:
