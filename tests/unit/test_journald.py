@@ -8,7 +8,7 @@ import os
 import socket
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -50,6 +50,24 @@ def journal_socket() -> Iterator[tuple[Path, socket.socket]]:
     path.parent.rmdir()
 
 
+@pytest.fixture
+def native(
+    journal_stdout: IO[str],
+    journal_socket: tuple[Path, socket.socket],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Callable[[str], socket.socket]:
+    """Configures logging at a level with the journal stream and the native socket; gives the
+    socket, whose datagrams the test reads."""
+    path, sock = journal_socket
+
+    def configure_native(level: str) -> socket.socket:
+        """logs.configure at ``level`` on the journal stream, with the native socket."""
+        configure_on(journal_stdout, monkeypatch, level, path)
+        return sock
+
+    return configure_native
+
+
 def parse_native(data: bytes) -> dict[str, str]:
     """A native-protocol datagram as fields: KEY=value lines and the binary-length form."""
     fields: dict[str, str] = {}
@@ -67,14 +85,9 @@ def parse_native(data: bytes) -> dict[str, str]:
     return fields
 
 
-def test_native_fields(
-    journal_stdout: IO[str],
-    journal_socket: tuple[Path, socket.socket],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_native_fields(native: Callable[[str], socket.socket], journal_stdout: IO[str]) -> None:
     """With the socket and the journal stream, each event is a datagram of searchable fields."""
-    path, sock = journal_socket
-    configure_on(journal_stdout, monkeypatch, "info", path)
+    sock = native("info")
     log = structlog.get_logger("t").bind(camera="cryo", night="2026-11-24")
     log.warning("frame.rejected", file="a.fits", set=3, reason="not FITS")
     fields = parse_native(sock.recv(65536))
@@ -91,28 +104,18 @@ def test_native_fields(
     assert journal_stdout.read() == ""  # nothing written twice
 
 
-def test_native_multiline_value(
-    journal_stdout: IO[str],
-    journal_socket: tuple[Path, socket.socket],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_native_multiline_value(native: Callable[[str], socket.socket]) -> None:
     """A value holding a newline travels in the binary-length form, byte for byte."""
-    path, sock = journal_socket
-    configure_on(journal_stdout, monkeypatch, "debug", path)
+    sock = native("debug")
     structlog.get_logger("t").debug("frame.seen", file="two\nlines.fits")
     fields = parse_native(sock.recv(65536))
     assert fields["FILE"] == "two\nlines.fits"
     assert fields["PRIORITY"] == "7"
 
 
-def test_native_too_big_goes_by_memfd(
-    journal_stdout: IO[str],
-    journal_socket: tuple[Path, socket.socket],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_native_too_big_goes_by_memfd(native: Callable[[str], socket.socket]) -> None:
     """An event too big for one datagram is sent as a sealed memfd, as the protocol says."""
-    path, sock = journal_socket
-    configure_on(journal_stdout, monkeypatch, "info", path)
+    sock = native("info")
     structlog.get_logger("t").error("set.failed", detail="x" * 400_000)
     _, fds, _, _ = socket.recv_fds(sock, 16, 1)
     (fd,) = fds
