@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from biaswatch.catalog.rows import FrameRecord
 from biaswatch.catalog.store import Catalog
 from biaswatch.config import CameraConfig, load_config
@@ -159,6 +161,19 @@ def wait_until(
         time.sleep(interval)
     message = what() if callable(what) else what
     raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+# A metric sample: (name, its labels sorted) -> value.
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def metric_samples(text: str) -> Samples:
+    """Every sample in a Prometheus exposition text, keyed by name and sorted labels."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def free_port() -> int:
