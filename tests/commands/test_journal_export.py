@@ -105,9 +105,7 @@ def test_biaswatch_log_through_journalctl(tmp_path: Path, monkeypatch: pytest.Mo
     wrapper = bin_dir / "journalctl"  # the real one, pointed at the stored file
     wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/journalctl --file "{stored}" "$@"\n')
     wrapper.chmod(0o755)
-    config = write_config(tmp_path)
-    text = config.read_text().replace('log_file = "log/biaswatch.jsonl"', 'log_file = "-"')
-    config.write_text(text)
+    config = write_config(tmp_path, service={"log_file": "-"})
     result = run_cli("log", "--config", config, "--level", "warning", env={"PATH": str(bin_dir)})
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()

@@ -51,15 +51,19 @@ def write_config(
         **defaults,
     }
     lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in settings.items())
-    service_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in (service or {}).items())
+    # ``service`` overrides these (log_file = "-" for journald), or adds to them.
+    service = {
+        "state_dir": "state",
+        "masters_dir": "masters",
+        "log_file": "log/biaswatch.jsonl",
+        "poll_seconds": 0.1,
+        **(service or {}),
+    }
+    service_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in service.items())
     text = (
         textwrap.dedent(
             """
         [service]
-        state_dir = "state"
-        masters_dir = "masters"
-        log_file = "log/biaswatch.jsonl"
-        poll_seconds = 0.1
         {service_lines}
         [site]
         timezone = "America/Chicago"
