@@ -131,6 +131,7 @@ def test_nothing_started_when_metrics_are_off(tmp_path: Path) -> None:
     assert not metrics.enabled
     assert not [t for t in threading.enumerate() if t.name == "metrics"]
     metrics.stop()
+    assert not list(tmp_path.rglob("*.prom"))
 
 
 def test_a_failed_write_is_logged_once_and_the_service_goes_on(tmp_path: Path) -> None:
