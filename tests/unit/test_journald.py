@@ -8,7 +8,7 @@ import os
 import socket
 import struct
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -17,17 +17,9 @@ import structlog
 
 from biaswatch import journald, logs
 
-# Each test configures the root logger: conftest.py puts it back afterwards.
+# Each test configures the root logger: conftest.py puts it back afterwards. The
+# journal_stdout, journal_socket and native fixtures are conftest.py's too.
 pytestmark = pytest.mark.usefixtures("restore_logging")
-
-
-@pytest.fixture
-def journal_stdout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[IO[str]]:
-    """A real file as sys.stdout, named by JOURNAL_STREAM as systemd would name the stream."""
-    with open(tmp_path / "stdout", "w+", encoding="utf-8") as out:
-        status = os.fstat(out.fileno())
-        monkeypatch.setenv("JOURNAL_STREAM", f"{status.st_dev}:{status.st_ino}")
-        yield out
 
 
 def configure_on(out: IO[str], monkeypatch: pytest.MonkeyPatch, level: str, sock: Path) -> None:
@@ -35,37 +27,6 @@ def configure_on(out: IO[str], monkeypatch: pytest.MonkeyPatch, level: str, sock
     puts its own stream back between a fixture's set-up and the test's call)."""
     monkeypatch.setattr("sys.stdout", out)
     logs.configure(None, level, console=False, journal_socket=sock)
-
-
-@pytest.fixture
-def journal_socket() -> Iterator[tuple[Path, socket.socket]]:
-    """A bound AF_UNIX datagram socket standing in for /run/systemd/journal/socket."""
-    folder = tempfile.mkdtemp(prefix="bwj-")  # AF_UNIX paths: at most 107 bytes
-    path = Path(folder) / "socket"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(str(path))
-        sock.settimeout(2)
-        yield path, sock
-    path.unlink()
-    path.parent.rmdir()
-
-
-@pytest.fixture
-def native(
-    journal_stdout: IO[str],
-    journal_socket: tuple[Path, socket.socket],
-    monkeypatch: pytest.MonkeyPatch,
-) -> Callable[[str], socket.socket]:
-    """Configures logging at a level with the journal stream and the native socket; gives the
-    socket, whose datagrams the test reads."""
-    path, sock = journal_socket
-
-    def configure_native(level: str) -> socket.socket:
-        """logs.configure at ``level`` on the journal stream, with the native socket."""
-        configure_on(journal_stdout, monkeypatch, level, path)
-        return sock
-
-    return configure_native
 
 
 def parse_native(data: bytes) -> dict[str, str]:
