@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+import sqlite3
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -165,6 +166,27 @@ def test_catalog_tallies_from_real_rows(tmp_path: Path) -> None:
     assert tallies.last_accepted == (("cryo", clock.now()),)
     assert tallies.combines == (("cryo", 2.5),)
     assert tallies.latencies == (("cryo", 2.5),)  # from b's mtime, not a's
+
+
+def test_catalog_tallies_leave_out_unreadable_times(tmp_path: Path) -> None:
+    """Rows whose times were edited by hand are left out of the timed tallies, not raised on."""
+    clock = FakeClock()
+    catalog = catalog_in(tmp_path, clock)
+    set_id = catalog.add_to_set(valid_frame("/raw/a.fits"))
+    catalog.attempt_started(set_id, "combine", "local", "w1")
+    catalog.attempt_ended(set_id, "combine", "w1", "done")
+    made = clock.now().isoformat()
+    catalog.record_master(set_id, MasterRow("cryo", "2026-11-24", 1, "g", "/m.fits", 1, "d", made))
+    catalog.close()
+    with sqlite3.connect(tmp_path / "catalog.sqlite") as db:
+        db.execute("UPDATE masters SET created = 'last Tuesday'")
+        db.execute("UPDATE attempts SET started = 'junk'")
+    db.close()
+    catalog = catalog_in(tmp_path, clock)
+    tallies = catalog.tallies()
+    catalog.close()
+    assert tallies.masters == (("cryo", "accepted", 1),)  # counted, only not timed
+    assert (tallies.last_accepted, tallies.latencies, tallies.combines) == ((), (), ())
 
 
 def test_metrics_settings_resolved_and_checked(tmp_path: Path) -> None:
