@@ -10,13 +10,18 @@ Chromium, Dask clusters, watchdog, threads and timers). ``pytest -m unit`` or
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import tempfile
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 import structlog
 
+from biaswatch import logs
 from biaswatch.catalog.store import Catalog
 from biaswatch.config import CameraConfig
 from biaswatch.testing.helpers import catalog_in, cryo_camera
@@ -80,3 +85,45 @@ def restore_logging() -> Iterator[None]:
     for handler in handlers:
         root.addHandler(handler)
     root.setLevel(level)
+
+
+@pytest.fixture
+def journal_stdout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[IO[str]]:
+    """A real file as sys.stdout, named by JOURNAL_STREAM as systemd would name the stream."""
+    with open(tmp_path / "stdout", "w+", encoding="utf-8") as out:
+        status = os.fstat(out.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{status.st_dev}:{status.st_ino}")
+        yield out
+
+
+@pytest.fixture
+def journal_socket() -> Iterator[tuple[Path, socket.socket]]:
+    """A bound AF_UNIX datagram socket standing in for /run/systemd/journal/socket."""
+    folder = tempfile.mkdtemp(prefix="bwj-")  # AF_UNIX paths: at most 107 bytes
+    path = Path(folder) / "socket"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(2)
+        yield path, sock
+    path.unlink()
+    path.parent.rmdir()
+
+
+@pytest.fixture
+def native(
+    journal_stdout: IO[str],
+    journal_socket: tuple[Path, socket.socket],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Callable[[str], socket.socket]:
+    """Configures logging at a level with the journal stream and the native socket; gives the
+    socket, whose datagrams the test reads."""
+    path, sock = journal_socket
+
+    def configure_native(level: str) -> socket.socket:
+        """logs.configure at ``level`` on the journal stream, with the native socket (stdout
+        set in the test: pytest's capture puts its own back after a fixture's set-up)."""
+        monkeypatch.setattr("sys.stdout", journal_stdout)
+        logs.configure(None, level, console=False, journal_socket=path)
+        return sock
+
+    return configure_native

@@ -16,6 +16,7 @@ import logging.handlers
 import os
 import sys
 from pathlib import Path
+from typing import IO
 
 import structlog
 
@@ -57,9 +58,7 @@ def configure(
         file_handler.setFormatter(json_formatter)
         handlers.append(file_handler)
         if sys.stderr.isatty() if console is None else console:
-            view = logging.StreamHandler(sys.stderr)
-            view.setFormatter(_formatter(_console(), names.terminal_values))
-            handlers.append(view)
+            handlers.append(_console_view(sys.stderr))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -88,15 +87,20 @@ def _stdout_handler(
     """The console view on a terminal; the journal's forms when systemd reads stdout
     (journald.py); plain JSON lines otherwise (a pipe, or a file a supervisor keeps)."""
     if sys.stdout.isatty() if console is None else console:
-        view = logging.StreamHandler(sys.stdout)
-        view.setFormatter(_formatter(_console(), names.terminal_values))
-        return view
+        return _console_view(sys.stdout)
     if journald.stdout_is_journal(sys.stdout, os.environ):
         handler = journald.journal_handler(sys.stdout, journal_socket)
     else:
         handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(json_formatter)
     return handler
+
+
+def _console_view(stream: IO[str]) -> logging.Handler:
+    """The human-readable view on ``stream`` (a terminal), names escaped for it."""
+    view = logging.StreamHandler(stream)
+    view.setFormatter(_formatter(_console(), names.terminal_values))
+    return view
 
 
 def _console() -> structlog.dev.ConsoleRenderer:

@@ -9,16 +9,14 @@ for the test and for ``biaswatch log``.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import structlog
 
-from biaswatch import logs
 from biaswatch.testing.helpers import run_cli, write_config
 
 REMOTE = next(
@@ -34,35 +32,22 @@ pytestmark = [
         REMOTE is None or not Path("/usr/bin/journalctl").exists(),
         reason="needs journalctl and systemd-journal-remote (Debian: systemd-journal-remote)",
     ),
-    # Each test configures the root logger: conftest.py puts it back afterwards.
+    # Each test configures the root logger (conftest.py's native): conftest.py puts it back.
     pytest.mark.usefixtures("restore_logging"),
 ]
 START_MICROS = 1_764_900_000_000_000  # 2025-12-05 02:00:00 UTC, in µs since 1970
 
 
-def datagrams_of_a_night(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+def datagrams_of_a_night(native: Callable[[str], socket.socket]) -> list[bytes]:
     """The datagrams three events become, stdout being the journal stream."""
-    folder = Path(tempfile.mkdtemp(prefix="bwj-"))  # AF_UNIX paths: at most 107 bytes
-    with (
-        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock,
-        open(tmp_path / "stdout", "w", encoding="utf-8") as out,
-    ):
-        sock.bind(str(folder / "socket"))
-        sock.settimeout(2)
-        status = os.fstat(out.fileno())
-        monkeypatch.setenv("JOURNAL_STREAM", f"{status.st_dev}:{status.st_ino}")
-        monkeypatch.setattr("sys.stdout", out)
-        logs.configure(None, "info", console=False, journal_socket=folder / "socket")
-        log = structlog.get_logger("t")
-        log.info("service.started")
-        log.bind(camera="cryo", night="2026-11-24").warning(
-            "frame.rejected", file="two\nlines.fits", reason="not FITS"
-        )
-        log.bind(camera="te").error("set.failed", set=7)
-        datagrams = [sock.recv(65536) for _ in range(3)]
-    (folder / "socket").unlink()
-    folder.rmdir()
-    return datagrams
+    sock = native("info")
+    log = structlog.get_logger("t")
+    log.info("service.started")
+    log.bind(camera="cryo", night="2026-11-24").warning(
+        "frame.rejected", file="two\nlines.fits", reason="not FITS"
+    )
+    log.bind(camera="te").error("set.failed", set=7)
+    return [sock.recv(65536) for _ in range(3)]
 
 
 def journal_file(tmp_path: Path, datagrams: list[bytes]) -> Path:
@@ -79,10 +64,10 @@ def journal_file(tmp_path: Path, datagrams: list[bytes]) -> Path:
 
 
 def test_journalctl_reads_fields_and_priorities(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, native: Callable[[str], socket.socket]
 ) -> None:
     """journalctl filters our entries by priority and by CAMERA, and gives fields back whole."""
-    stored = journal_file(tmp_path, datagrams_of_a_night(tmp_path, monkeypatch))
+    stored = journal_file(tmp_path, datagrams_of_a_night(native))
     read = ["journalctl", "--file", str(stored), "-o", "json", "-t", "biaswatch", "--no-pager"]
     warnings = subprocess.run([*read, "-p", "warning"], capture_output=True, text=True)
     entries = [json.loads(line) for line in warnings.stdout.splitlines()]
@@ -97,17 +82,17 @@ def test_journalctl_reads_fields_and_priorities(
     assert json.loads(entry["MESSAGE"])["reason"] == "not FITS"
 
 
-def test_biaswatch_log_through_journalctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_biaswatch_log_through_journalctl(
+    tmp_path: Path, native: Callable[[str], socket.socket]
+) -> None:
     """`biaswatch log` shows the stored entries through the real journalctl, filtered."""
-    stored = journal_file(tmp_path, datagrams_of_a_night(tmp_path, monkeypatch))
+    stored = journal_file(tmp_path, datagrams_of_a_night(native))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     wrapper = bin_dir / "journalctl"  # the real one, pointed at the stored file
     wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/journalctl --file "{stored}" "$@"\n')
     wrapper.chmod(0o755)
-    config = write_config(tmp_path)
-    text = config.read_text().replace('log_file = "log/biaswatch.jsonl"', 'log_file = "-"')
-    config.write_text(text)
+    config = write_config(tmp_path, service={"log_file": "-"})
     result = run_cli("log", "--config", config, "--level", "warning", env={"PATH": str(bin_dir)})
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()

@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from biaswatch.config import load_config
 from biaswatch.testing.helpers import run_cli, write_config
 
 ENTRIES = [
@@ -19,10 +20,9 @@ ENTRIES = [
 
 def journal_config(tmp_path: Path) -> Path:
     """The test config with log_file = "-", as the shipped systemd config has it."""
-    config = write_config(tmp_path)
-    text = config.read_text()
-    config.write_text(text.replace('log_file = "log/biaswatch.jsonl"', 'log_file = "-"'))
+    config = write_config(tmp_path, service={"log_file": "-"})
     assert 'log_file = "-"' in config.read_text()
+    assert load_config(config).log_path is None  # stdout: journald
     return config
 
 

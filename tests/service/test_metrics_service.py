@@ -5,28 +5,21 @@ from __future__ import annotations
 import urllib.request
 from pathlib import Path
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from biaswatch.testing.helpers import free_port, wait_until, write_config, write_frames
+from biaswatch.testing.helpers import (
+    free_port,
+    metric_samples,
+    wait_until,
+    write_config,
+    write_frames,
+)
 from biaswatch.testing.service import running_service
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def samples(text: str) -> Samples:
-    """Every sample in an exposition text, keyed by name and sorted labels."""
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def accepted(path: Path) -> bool:
     """Whether the textfile exists and counts one accepted cryo master."""
     if not path.exists():
         return False
-    got = samples(path.read_text(encoding="utf-8"))
+    got = metric_samples(path.read_text(encoding="utf-8"))
     return got.get(("biaswatch_masters", (("camera", "cryo"), ("verdict", "accepted")))) == 1
 
 
@@ -48,9 +41,9 @@ def test_metrics_after_a_published_master(tmp_path: Path) -> None:
         service.wait_event("master.published")
         wait_until(lambda: accepted(path), timeout=30, what="the master in the metrics file")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-            served = samples(answer.read().decode())
+            served = metric_samples(answer.read().decode())
         status, _seconds = service.stop()
-    got = samples(path.read_text(encoding="utf-8"))
+    got = metric_samples(path.read_text(encoding="utf-8"))
     cryo = (("camera", "cryo"),)
     assert status == 0
     assert got["biaswatch_frames", (("camera", "cryo"), ("outcome", "valid"))] == 5
@@ -83,7 +76,7 @@ def test_metrics_survive_a_restart(tmp_path: Path) -> None:
     with running_service(config) as service:
         wait_until(lambda: accepted(path), timeout=30, what="the master in the new metrics file")
         service.stop()
-    got = samples(path.read_text(encoding="utf-8"))
+    got = metric_samples(path.read_text(encoding="utf-8"))
     assert got["biaswatch_frames", (("camera", "cryo"), ("outcome", "valid"))] == 5
     assert got["biaswatch_publish_latency_seconds_count", (("camera", "cryo"),)] == 1
     assert got["biaswatch_sets", (("camera", "cryo"), ("state", "done"))] == 1

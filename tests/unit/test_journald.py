@@ -8,7 +8,7 @@ import os
 import socket
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -17,17 +17,9 @@ import structlog
 
 from biaswatch import journald, logs
 
-# Each test configures the root logger: conftest.py puts it back afterwards.
+# Each test configures the root logger: conftest.py puts it back afterwards. The
+# journal_stdout, journal_socket and native fixtures are conftest.py's too.
 pytestmark = pytest.mark.usefixtures("restore_logging")
-
-
-@pytest.fixture
-def journal_stdout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[IO[str]]:
-    """A real file as sys.stdout, named by JOURNAL_STREAM as systemd would name the stream."""
-    with open(tmp_path / "stdout", "w+", encoding="utf-8") as out:
-        status = os.fstat(out.fileno())
-        monkeypatch.setenv("JOURNAL_STREAM", f"{status.st_dev}:{status.st_ino}")
-        yield out
 
 
 def configure_on(out: IO[str], monkeypatch: pytest.MonkeyPatch, level: str, sock: Path) -> None:
@@ -35,19 +27,6 @@ def configure_on(out: IO[str], monkeypatch: pytest.MonkeyPatch, level: str, sock
     puts its own stream back between a fixture's set-up and the test's call)."""
     monkeypatch.setattr("sys.stdout", out)
     logs.configure(None, level, console=False, journal_socket=sock)
-
-
-@pytest.fixture
-def journal_socket() -> Iterator[tuple[Path, socket.socket]]:
-    """A bound AF_UNIX datagram socket standing in for /run/systemd/journal/socket."""
-    folder = tempfile.mkdtemp(prefix="bwj-")  # AF_UNIX paths: at most 107 bytes
-    path = Path(folder) / "socket"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(str(path))
-        sock.settimeout(2)
-        yield path, sock
-    path.unlink()
-    path.parent.rmdir()
 
 
 def parse_native(data: bytes) -> dict[str, str]:
@@ -67,14 +46,9 @@ def parse_native(data: bytes) -> dict[str, str]:
     return fields
 
 
-def test_native_fields(
-    journal_stdout: IO[str],
-    journal_socket: tuple[Path, socket.socket],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_native_fields(native: Callable[[str], socket.socket], journal_stdout: IO[str]) -> None:
     """With the socket and the journal stream, each event is a datagram of searchable fields."""
-    path, sock = journal_socket
-    configure_on(journal_stdout, monkeypatch, "info", path)
+    sock = native("info")
     log = structlog.get_logger("t").bind(camera="cryo", night="2026-11-24")
     log.warning("frame.rejected", file="a.fits", set=3, reason="not FITS")
     fields = parse_native(sock.recv(65536))
@@ -91,28 +65,18 @@ def test_native_fields(
     assert journal_stdout.read() == ""  # nothing written twice
 
 
-def test_native_multiline_value(
-    journal_stdout: IO[str],
-    journal_socket: tuple[Path, socket.socket],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_native_multiline_value(native: Callable[[str], socket.socket]) -> None:
     """A value holding a newline travels in the binary-length form, byte for byte."""
-    path, sock = journal_socket
-    configure_on(journal_stdout, monkeypatch, "debug", path)
+    sock = native("debug")
     structlog.get_logger("t").debug("frame.seen", file="two\nlines.fits")
     fields = parse_native(sock.recv(65536))
     assert fields["FILE"] == "two\nlines.fits"
     assert fields["PRIORITY"] == "7"
 
 
-def test_native_too_big_goes_by_memfd(
-    journal_stdout: IO[str],
-    journal_socket: tuple[Path, socket.socket],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_native_too_big_goes_by_memfd(native: Callable[[str], socket.socket]) -> None:
     """An event too big for one datagram is sent as a sealed memfd, as the protocol says."""
-    path, sock = journal_socket
-    configure_on(journal_stdout, monkeypatch, "info", path)
+    sock = native("info")
     structlog.get_logger("t").error("set.failed", detail="x" * 400_000)
     _, fds, _, _ = socket.recv_fds(sock, 16, 1)
     (fd,) = fds

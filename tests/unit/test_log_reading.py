@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from biaswatch import journald
 from biaswatch.cli import log as logview
+from biaswatch.cli.options import LOG_LEVELS
 from biaswatch.testing.helpers import write_config
 
 
@@ -89,3 +91,15 @@ def test_journal_entry_not_utf8() -> None:
     assert event is not None
     assert event["event"] == "bad \\xff byte"
     assert logview.journal_event({"PRIORITY": "6"}) is None  # no MESSAGE: nothing to show
+
+
+def test_journal_priority_read_back_as_its_level() -> None:
+    """Each level survives journald.priority and back; notice reads as info, junk as info."""
+    for level in LOG_LEVELS:
+        entry = {"MESSAGE": "plain", "PRIORITY": str(journald.priority(level))}
+        assert logview.journal_event(entry | {"__REALTIME_TIMESTAMP": "0"}) == {
+            "event": "plain",
+            "level": level,
+            "timestamp": "1970-01-01T00:00:00+00:00",
+        }
+    assert [logview._level_of(p) for p in ("0", "5", "junk")] == ["critical", "info", "info"]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+import sqlite3
 import threading
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from biaswatch.catalog.rows import MasterRow
@@ -20,7 +20,7 @@ from biaswatch.hooks import AlertsConfig
 from biaswatch.service.alarms import Alarms
 from biaswatch.service.metrics import Live, Metrics, live_state
 from biaswatch.testing.fits import FakeClock
-from biaswatch.testing.helpers import catalog_in, valid_frame, write_config
+from biaswatch.testing.helpers import catalog_in, metric_samples, valid_frame, write_config
 
 NOW = dt.datetime(2030, 1, 2, 12, 0, tzinfo=dt.UTC)
 TALLIES = Tallies(
@@ -40,15 +40,6 @@ TALLIES = Tallies(
 LIVE = Live(("cryo", "te"), stalled=frozenset({"te"}), degraded=frozenset())
 
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample in an exposition text, keyed by name and sorted labels."""
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
 def written(tmp_path: Path, tallies: Tallies = TALLIES, live: Live = LIVE) -> str:
     """The textfile a Metrics writes for ``tallies`` and ``live``."""
     path = tmp_path / "biaswatch.prom"
@@ -60,7 +51,7 @@ def written(tmp_path: Path, tallies: Tallies = TALLIES, live: Live = LIVE) -> st
 
 def test_frames_count_combined_as_valid_and_leave_unjudged_out(tmp_path: Path) -> None:
     """Frames are exported by outcome: combined ones add to valid, 'seen' ones are not counted."""
-    got = samples(written(tmp_path))
+    got = metric_samples(written(tmp_path))
     assert got["biaswatch_frames", (("camera", "cryo"), ("outcome", "valid"))] == 7
     assert got["biaswatch_frames", (("camera", "cryo"), ("outcome", "rejected"))] == 1
     assert got["biaswatch_frames", (("camera", "te"), ("outcome", "ignored"))] == 3
@@ -69,7 +60,7 @@ def test_frames_count_combined_as_valid_and_leave_unjudged_out(tmp_path: Path) -
 
 def test_sets_masters_and_waiting_combines_per_camera(tmp_path: Path) -> None:
     """Sets by state, masters by verdict and closed sets as waiting combines are exported."""
-    got = samples(written(tmp_path))
+    got = metric_samples(written(tmp_path))
     assert got["biaswatch_sets", (("camera", "te"), ("state", "open"))] == 1
     assert got["biaswatch_masters", (("camera", "cryo"), ("verdict", "rejected"))] == 1
     assert got["biaswatch_combines_waiting", (("camera", "cryo"),)] == 2
@@ -77,7 +68,7 @@ def test_sets_masters_and_waiting_combines_per_camera(tmp_path: Path) -> None:
 
 def test_age_of_the_last_accepted_master(tmp_path: Path) -> None:
     """The age and time of the newest accepted master are exported; none for a camera without."""
-    got = samples(written(tmp_path))
+    got = metric_samples(written(tmp_path))
     assert got["biaswatch_last_accepted_master_age_seconds", (("camera", "cryo"),)] == 7200
     stamp = got["biaswatch_last_accepted_master_timestamp_seconds", (("camera", "cryo"),)]
     assert stamp == (NOW - dt.timedelta(hours=2)).timestamp()
@@ -86,7 +77,7 @@ def test_age_of_the_last_accepted_master(tmp_path: Path) -> None:
 
 def test_latency_histogram_buckets(tmp_path: Path) -> None:
     """The latency histogram counts each master in every bucket at or above its latency."""
-    got = samples(written(tmp_path))
+    got = metric_samples(written(tmp_path))
     name = "biaswatch_publish_latency_seconds"
     assert got[f"{name}_bucket", (("camera", "cryo"), ("le", "1.0"))] == 0
     assert got[f"{name}_bucket", (("camera", "cryo"), ("le", "2.0"))] == 1
@@ -99,7 +90,7 @@ def test_latency_histogram_buckets(tmp_path: Path) -> None:
 def test_stalled_and_degraded_flags_for_every_camera(tmp_path: Path) -> None:
     """Every configured camera has a stalled and a degraded gauge, 1 only where it applies."""
     live = live_state(["cryo", "te"], {"te": 3.0}, ["cryo: polling every 2 s, no inotify"])
-    got = samples(written(tmp_path, live=live))
+    got = metric_samples(written(tmp_path, live=live))
     assert got["biaswatch_camera_stalled", (("camera", "te"),)] == 1
     assert got["biaswatch_camera_stalled", (("camera", "cryo"),)] == 0
     assert got["biaswatch_camera_degraded", (("camera", "cryo"),)] == 1
@@ -114,7 +105,7 @@ def test_alarms_counted_by_name_and_camera(tmp_path: Path) -> None:
     metrics.alarm("master_rejected", camera="cryo")
     metrics.alarm("no_master")
     metrics.write(TALLIES)
-    got = samples(path.read_text(encoding="utf-8"))
+    got = metric_samples(path.read_text(encoding="utf-8"))
     assert got["biaswatch_alarms_total", (("alarm", "master_rejected"), ("camera", "cryo"))] == 2
     assert got["biaswatch_alarms_total", (("alarm", "no_master"), ("camera", ""))] == 1
 
@@ -128,7 +119,7 @@ def test_the_writer_reads_the_catalog_and_writes_last_at_stop(tmp_path: Path) ->
     catalog.add_to_set(valid_frame("/raw/a.fits"))  # after its first write, before its last
     metrics.stop()
     catalog.close()
-    got = samples(path.read_text(encoding="utf-8"))
+    got = metric_samples(path.read_text(encoding="utf-8"))
     assert got["biaswatch_frames", (("camera", "cryo"), ("outcome", "valid"))] == 1
     assert not [t for t in threading.enumerate() if t.name == "metrics"]
 
@@ -141,6 +132,7 @@ def test_nothing_started_when_metrics_are_off(tmp_path: Path) -> None:
     assert not metrics.enabled
     assert not [t for t in threading.enumerate() if t.name == "metrics"]
     metrics.stop()
+    assert not list(tmp_path.rglob("*.prom"))
 
 
 def test_a_failed_write_is_logged_once_and_the_service_goes_on(tmp_path: Path) -> None:
@@ -176,6 +168,27 @@ def test_catalog_tallies_from_real_rows(tmp_path: Path) -> None:
     assert tallies.latencies == (("cryo", 2.5),)  # from b's mtime, not a's
 
 
+def test_catalog_tallies_leave_out_unreadable_times(tmp_path: Path) -> None:
+    """Rows whose times were edited by hand are left out of the timed tallies, not raised on."""
+    clock = FakeClock()
+    catalog = catalog_in(tmp_path, clock)
+    set_id = catalog.add_to_set(valid_frame("/raw/a.fits"))
+    catalog.attempt_started(set_id, "combine", "local", "w1")
+    catalog.attempt_ended(set_id, "combine", "w1", "done")
+    made = clock.now().isoformat()
+    catalog.record_master(set_id, MasterRow("cryo", "2026-11-24", 1, "g", "/m.fits", 1, "d", made))
+    catalog.close()
+    with sqlite3.connect(tmp_path / "catalog.sqlite") as db:
+        db.execute("UPDATE masters SET created = 'last Tuesday'")
+        db.execute("UPDATE attempts SET started = 'junk'")
+    db.close()
+    catalog = catalog_in(tmp_path, clock)
+    tallies = catalog.tallies()
+    catalog.close()
+    assert tallies.masters == (("cryo", "accepted", 1),)  # counted, only not timed
+    assert (tallies.last_accepted, tallies.latencies, tallies.combines) == ((), (), ())
+
+
 def test_metrics_settings_resolved_and_checked(tmp_path: Path) -> None:
     """metrics_file is resolved against the config file; one not ending in .prom is refused."""
     config = write_config(tmp_path, service={"metrics_file": "m/biaswatch.prom"})
@@ -197,7 +210,7 @@ def test_alarms_raised_reach_the_counter(tmp_path: Path) -> None:
     alarms = Alarms(AlertsConfig(), counted=metrics.alarm)
     alarms("set_insufficient", camera="te", night="2030-01-01", set=3, reason="too few")
     metrics.write(TALLIES)
-    got = samples(path.read_text(encoding="utf-8"))
+    got = metric_samples(path.read_text(encoding="utf-8"))
     assert got["biaswatch_alarms_total", (("alarm", "set_insufficient"), ("camera", "te"))] == 1
 
 

@@ -34,12 +34,12 @@ class TallyQueries:
             sets=self._counts("SELECT camera, state, COUNT(*) FROM sets GROUP BY 1, 2"),
             masters=self._counts("SELECT camera, state, COUNT(*) FROM masters GROUP BY 1, 2"),
             last_accepted=tuple(
-                (str(camera), _when(created))
+                (str(camera), when)
                 for camera, created in self._db.execute(
                     "SELECT camera, MAX(created) FROM masters WHERE state = 'accepted' "
                     "GROUP BY camera"
                 )
-                if _parses(created)
+                if (when := _when(created)) is not None
             ),
             latencies=self._latencies(),
             combines=self._spans(
@@ -60,32 +60,27 @@ class TallyQueries:
             "GROUP BY m.id"
         )
         return tuple(
-            (str(camera), _when(created).timestamp() - int(mtime_ns) / 1e9)
+            (str(camera), when.timestamp() - mtime_ns / 1e9)
             for camera, mtime_ns, created in rows
-            if _parses(created) and isinstance(mtime_ns, int)
+            if (when := _when(created)) is not None and isinstance(mtime_ns, int)
         )
 
     def _spans(self, sql: str) -> tuple[tuple[str, float], ...]:
-        # A row no biaswatch wrote (edited by hand) is left out, not allowed to stop the
-        # metrics: its times are unreadable.
         return tuple(
-            (str(camera), (_when(end) - _when(start)).total_seconds())
+            (str(camera), (ended - began).total_seconds())
             for camera, start, end in self._db.execute(sql)
-            if _parses(start) and _parses(end)
+            if (began := _when(start)) is not None and (ended := _when(end)) is not None
         )
 
 
-def _parses(text: object) -> bool:
-    try:
-        _when(text)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
-def _when(text: object) -> dt.datetime:
-    """A catalog time (ISO 8601 with its offset; an older naive one is UTC)."""
+def _when(text: object) -> dt.datetime | None:
+    """A catalog time (ISO 8601 with its offset; an older naive one is UTC), or None when
+    unreadable: a row no biaswatch wrote (edited by hand) is left out of the tallies, not
+    allowed to stop the metrics."""
     if not isinstance(text, str):
-        raise TypeError(f"not a time: {text!r}")
-    when = dt.datetime.fromisoformat(text)
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
     return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)

@@ -40,10 +40,6 @@ _NOT_SHOWN = {"event", "level", "timestamp", "logger"}
 FOLLOW_SECONDS = 0.5  # how often --follow looks for new lines
 # sysexits.h: EX_UNAVAILABLE, "a service is unavailable" (here: the journal).
 EXIT_UNAVAILABLE = 69
-# syslog priorities (sd-daemon(3)) back to our level names: 0-3 errors, 4 warning,
-# 5 notice and 6 info, 7 debug.
-_LEVEL_OF_PRIORITY = {"0": "error", "1": "error", "2": "error", "3": "error", "4": "warning"}
-_LEVEL_OF_PRIORITY |= {"5": "info", "6": "info", "7": "debug"}
 
 
 def show_log(args: argparse.Namespace) -> int:
@@ -131,8 +127,16 @@ def journal_event(entry: dict[str, Any]) -> dict[str, Any] | None:
         return event
     micros = int(entry.get("__REALTIME_TIMESTAMP", 0))
     when = dt.datetime.fromtimestamp(micros / 1e6, dt.UTC)
-    level = _LEVEL_OF_PRIORITY.get(str(entry.get("PRIORITY", "6")), "info")
+    level = _level_of(str(entry.get("PRIORITY", "6")))
     return {"event": shown(message), "level": level, "timestamp": when.isoformat()}
+
+
+def _level_of(priority: str) -> str:
+    """The level of a syslog priority, journald.priority read backwards: the most severe
+    level not more severe than it (0-2 critical, 3 error, 4 warning, 5-6 info, 7 debug)."""
+    number = int(priority) if priority.isdigit() else journald.priority("info")
+    at_most = [name for name in LOG_LEVELS if journald.priority(name) >= number]
+    return min(at_most, key=journald.priority, default="debug")
 
 
 class Filter:

@@ -275,8 +275,8 @@ class Metrics:
                 self.write(catalog.tallies())
         except Exception as exc:  # one write: the service must not stop for its metrics
             self._said(f"{type(exc).__name__}: {exc}")
-            return catalog
-        self._said("")
+        else:
+            self._said("")
         return catalog
 
     def _said(self, problem: str) -> None:

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from biaswatch.catalog.rows import FrameRecord
 from biaswatch.catalog.store import Catalog
 from biaswatch.config import CameraConfig, load_config
@@ -49,15 +51,19 @@ def write_config(
         **defaults,
     }
     lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in settings.items())
-    service_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in (service or {}).items())
+    # ``service`` overrides these (log_file = "-" for journald), or adds to them.
+    service = {
+        "state_dir": "state",
+        "masters_dir": "masters",
+        "log_file": "log/biaswatch.jsonl",
+        "poll_seconds": 0.1,
+        **(service or {}),
+    }
+    service_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in service.items())
     text = (
         textwrap.dedent(
             """
         [service]
-        state_dir = "state"
-        masters_dir = "masters"
-        log_file = "log/biaswatch.jsonl"
-        poll_seconds = 0.1
         {service_lines}
         [site]
         timezone = "America/Chicago"
@@ -159,6 +165,19 @@ def wait_until(
         time.sleep(interval)
     message = what() if callable(what) else what
     raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+# A metric sample: (name, its labels sorted) -> value.
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def metric_samples(text: str) -> Samples:
+    """Every sample in a Prometheus exposition text, keyed by name and sorted labels."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def free_port() -> int:
