@@ -26,8 +26,11 @@ def journal_config(tmp_path: Path) -> Path:
     return config
 
 
-def fake_journalctl(folder: Path, entries: list[dict[str, object]]) -> Path:
-    """A `journalctl` that records its arguments and prints ``entries`` as -o json would."""
+def fake_journalctl(folder: Path, entries: list[dict[str, object]], complaints: int = 0) -> Path:
+    """A `journalctl` that records its arguments and prints ``entries`` as -o json would.
+
+    ``complaints``: bytes of warnings it writes on stderr first (corrupt journal files).
+    """
     folder.mkdir()
     lines = [
         json.dumps({"MESSAGE": json.dumps(e | {"timestamp": "2026-11-25T03:00:00Z"})})
@@ -42,6 +45,8 @@ def fake_journalctl(folder: Path, entries: list[dict[str, object]]) -> Path:
             #!{sys.executable}
             import sys
             open({str(folder / "argv")!r}, "w").write(" ".join(sys.argv[1:]))
+            sys.stderr.write("x" * {complaints})
+            sys.stderr.flush()
             print({output!r})
             """
         )
@@ -107,3 +112,12 @@ def test_missing_file_no_traceback(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert "log/biaswatch.jsonl" in result.stderr
+
+
+def test_journalctl_complaining_at_length_does_not_block_the_reading(tmp_path: Path) -> None:
+    """200 kB of journalctl warnings (beyond a pipe's 64 KiB) still let every entry through."""
+    config = journal_config(tmp_path)
+    bin_dir = fake_journalctl(tmp_path / "bin", ENTRIES, complaints=200_000)
+    result = run_cli("log", "--config", config, env={"PATH": str(bin_dir)}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("frame.rejected") == 2

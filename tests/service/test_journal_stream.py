@@ -18,9 +18,7 @@ from biaswatch.testing.service import running_service
 )
 def test_stdout_lines_carry_priority_prefixes(tmp_path: Path) -> None:
     """With log_file = "-" and JOURNAL_STREAM naming its stdout, lines start <6>{...}."""
-    config = write_config(tmp_path)
-    text = config.read_text().replace('log_file = "log/biaswatch.jsonl"', 'log_file = "-"')
-    config.write_text(text)
+    config = write_config(tmp_path, service={"log_file": "-"})
     output = tmp_path / "service-output.txt"  # the harness's stdout, opened for appending
     output.touch()
     status = output.stat()

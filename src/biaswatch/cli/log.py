@@ -22,13 +22,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from biaswatch import journald
-from biaswatch.cli.common import EX_NOTFOUND, command_config, fail
+from biaswatch.cli.common import EX_NOTFOUND, EX_UNAVAILABLE, command_config, fail
 from biaswatch.cli.options import LOG_LEVELS
 from biaswatch.config import SiteConfig
 from biaswatch.names import for_terminal, shown
@@ -38,8 +39,6 @@ _LEVELS = {name: 10 * (step + 1) for step, name in enumerate(LOG_LEVELS)}
 _SHOWN_FIRST = ("camera", "night", "set", "file", "path")
 _NOT_SHOWN = {"event", "level", "timestamp", "logger"}
 FOLLOW_SECONDS = 0.5  # how often --follow looks for new lines
-# sysexits.h: EX_UNAVAILABLE, "a service is unavailable" (here: the journal).
-EXIT_UNAVAILABLE = 69
 
 
 def show_log(args: argparse.Namespace) -> int:
@@ -77,21 +76,27 @@ def _show_journal(args: argparse.Namespace, keep: Filter) -> int:
     journalctl = shutil.which("journalctl")
     if journalctl is None:
         why = 'the service logs to journald (log_file = "-") and there is no journalctl here'
-        return fail(args, EXIT_UNAVAILABLE, why + " to read it")
+        return fail(args, EX_UNAVAILABLE, why + " to read it")
     level, follow = args.level, args.follow
     command = [journalctl, "-o", "json", "--no-pager", "-t", journald.IDENTIFIER]
     command += ["-p", str(journald.priority(level))]
     command += ["--follow", "--no-tail"] if follow else []
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as reader:
-        assert reader.stdout is not None and reader.stderr is not None
+    # journalctl's complaints go to a file, read at the end: a pipe read only after stdout
+    # ends would fill (64 KiB, pipe(7)) on a journal with many corrupt files and block
+    # journalctl, and with it `log --follow`, silently.
+    with (
+        tempfile.TemporaryFile("w+") as complaints,
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=complaints, text=True) as reader,
+    ):
+        assert reader.stdout is not None
         seen = _print_matching(_journal_events(reader.stdout), keep, as_json=args.json)
         reader.terminate()  # on Ctrl-C with --follow; a no-op once journalctl has ended
-        problem = reader.stderr.read().strip().splitlines()
+        reader.wait()
+        complaints.seek(0)
+        problem = complaints.read().strip().splitlines()
     if reader.returncode not in (0, -15):  # -15: the SIGTERM above
         why = problem[-1] if problem else f"exit status {reader.returncode}"
-        return fail(args, EXIT_UNAVAILABLE, f"journalctl failed: {for_terminal(why)}")
+        return fail(args, EX_UNAVAILABLE, f"journalctl failed: {for_terminal(why)}")
     if seen == 0 and not follow:
         empty = f"no entries in the journal (journalctl -t {journald.IDENTIFIER})"
         return fail(args, EX_NOTFOUND, empty)
