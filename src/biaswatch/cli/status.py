@@ -56,7 +56,8 @@ def show_status(args: argparse.Namespace) -> int:
     """Print the status; exit with its assessment's Nagios code (rules/monitoring.py)."""
     timeout = args.timeout
     # The config's overlap check resolves the watch paths, a stat each: in children too,
-    # and a path silent there is not asked again (one timeout in all, not two).
+    # and a path silent there is not asked again. A path whose realpath answers but whose
+    # probe then hangs costs a second timeout (two rounds of children).
     silent: set[Path] = set()
     config = load_config(args.config, partial(resolve_in_children, seconds=timeout, silent=silent))
     watched = (d for camera in config.cameras for d in camera.watch)

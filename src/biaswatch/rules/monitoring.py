@@ -1,7 +1,7 @@
 """What ``biaswatch status`` tells a monitoring system: OK, WARNING or CRITICAL, and why (pure).
 
 The Nagios plugin convention (Nagios Plugin Development Guidelines, "Plugin Return
-Codes"), which Icinga, Naemon and Prometheus' blackbox-style checks read as well:
+Codes"), which Icinga and Naemon read as well:
 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. CRITICAL is what needs a person before the
 next night: the service is not running, or a camera's last finished night has frames
 but no accepted master. WARNING is degraded but working: a watch directory that
@@ -18,6 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+# How bad a state is (the worst finding decides): UNKNOWN ranks between WARNING and
+# CRITICAL, as Nagios and Icinga rank service states.
+SEVERITY = {OK: 0, WARNING: 1, UNKNOWN: 2, CRITICAL: 3}
 NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
 ALL_WELL = "every camera has its master"  # the OK line's reason
 
@@ -70,7 +73,7 @@ def assess(service_running: bool | None, cameras: Sequence[CameraFacts]) -> Asse
         found.extend(_camera_findings(camera))
     if not found:
         return Assessment(OK, ())
-    found.sort(key=lambda item: -_severity(item[0]))  # stable: found order within a state
+    found.sort(key=lambda item: -SEVERITY[item[0]])  # stable: found order within a state
     return Assessment(found[0][0], tuple(reason for _, reason in found))
 
 
@@ -90,8 +93,3 @@ def _camera_findings(camera: CameraFacts) -> list[tuple[int, str]]:
     if camera.newest_master_state == "rejected":
         found.append((WARNING, f"{camera.name}: its newest master was rejected"))
     return found
-
-
-def _severity(code: int) -> int:
-    # UNKNOWN ranks between WARNING and CRITICAL, as Nagios and Icinga rank service states.
-    return {OK: 0, WARNING: 1, UNKNOWN: 2, CRITICAL: 3}[code]

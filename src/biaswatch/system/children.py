@@ -90,7 +90,11 @@ def _answer(question: Callable[[], str], read_end: int, write_end: int) -> None:
 
 
 def _abandon(read_end: int, pid: int) -> None:
-    """Kill a silent child and reap it only if it is already gone: never wait for it."""
+    """Kill a silent child and reap it only if it is already gone: never wait for it.
+
+    Just after SIGKILL it usually is not: it stays a zombie until this (short) command
+    exits, or until the hung call returns and it dies; init reaps it then.
+    """
     os.close(read_end)
     try:
         os.kill(pid, signal.SIGKILL)

@@ -230,6 +230,8 @@ def _held(path: Path) -> LockHolder | None:
 def _recorded(fd: int) -> LockHolder:
     """The pid, start time and runtime directory the holder wrote; pid None if not readable."""
     try:
+        # The first line (pid and time, ~40 bytes) and a runtime path (PATH_MAX 4096,
+        # limits.h): 4200 bytes read the whole record.
         first, _, rest = os.pread(fd, 4200, 0).partition(b"\n")
         pid_text, since = first.decode("ascii").split()
         runtime = rest.rstrip(b"\n")
